@@ -1,0 +1,3 @@
+//! Integration tests of the object store across real processes.
+
+mod multiprocess;
