@@ -43,6 +43,10 @@ pub struct ArenaOptions {
     pub reserve: Reserve,
     /// Map with `MAP_POPULATE` so first writes take no page faults (costs start-up time).
     pub populate: bool,
+    /// Back the arena with an anonymous `memfd` instead of a file in `dir`. Nothing is left in
+    /// any file system, even if every process is killed; other processes of the same user open
+    /// it as `/proc/<pid>/fd/<fd>` (its [`path`](Arena::path)) while the creator lives.
+    pub memfd: bool,
 }
 
 impl ArenaOptions {
@@ -54,6 +58,7 @@ impl ArenaOptions {
             name_prefix: "oxray".into(),
             reserve: Reserve::default(),
             populate: false,
+            memfd: false,
         }
     }
 }
@@ -78,6 +83,9 @@ impl Arena {
                 "object store size must be above zero",
                 std::io::ErrorKind::InvalidInput.into(),
             ));
+        }
+        if opts.memfd {
+            return Self::create_memfd(opts);
         }
         let available = free_bytes(&opts.dir)?;
         if available < opts.size {
@@ -120,6 +128,36 @@ impl Arena {
                 Err(e)
             }
         }
+    }
+
+    fn create_memfd(opts: &ArenaOptions) -> Result<Arena> {
+        use std::os::fd::FromRawFd;
+        let name = std::ffi::CString::new(opts.name_prefix.as_bytes()).unwrap_or_default();
+        // SAFETY: `name` is a valid C string; the call returns a new fd or -1.
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(StoreError::io(
+                "creating the object store (memfd_create)",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
+        let file = unsafe { File::from_raw_fd(fd) };
+        let path = PathBuf::from(format!("/proc/{}/fd/{fd}", std::process::id()));
+        file.set_len(opts.size)
+            .map_err(|e| StoreError::io("sizing the object store memfd", e))?;
+        let map = map_file(&file, opts.size, opts.populate, &path)?;
+        let arena = Arena {
+            map,
+            file,
+            path,
+            owner: false,
+            reserved: AtomicU64::new(0),
+        };
+        if opts.reserve == Reserve::Upfront {
+            arena.reserve_upto(opts.size)?;
+        }
+        Ok(arena)
     }
 
     /// Maps an arena another process created.
@@ -310,6 +348,20 @@ mod tests {
         assert!(path.exists(), "a reader does not unlink");
         drop(arena);
         assert!(!path.exists(), "the creator unlinks");
+    }
+
+    #[test]
+    fn memfd_arena_is_shared_by_proc_path_and_leaves_no_file() {
+        let mut opts = ArenaOptions::new(1 << 20);
+        opts.memfd = true;
+        let arena = Arena::create(&opts).unwrap();
+        assert!(arena.path().starts_with("/proc/"));
+        arena.reserve_upto(4096).unwrap();
+        // SAFETY: test-only exclusive use of the first page.
+        unsafe { arena.payload_mut(0, 4).unwrap() }.copy_from_slice(b"oxra");
+        let other = Arena::open(arena.path()).unwrap();
+        // SAFETY: reading what was written above; nobody writes concurrently.
+        assert_eq!(unsafe { other.payload_mut(0, 4).unwrap() }, b"oxra");
     }
 
     #[test]

@@ -51,4 +51,4 @@ pub use rkyv;
 pub use store::{ObjectWriter, Store};
 pub use table::{ClientId, CreateOptions, Location, ObjectInfo, ObjectTable, StoreStats};
 pub use typed::{fingerprint, Encode, Object, ObjectView};
-pub use view::ObjectBytes;
+pub use view::{HeapBytes, ObjectBytes};

@@ -8,12 +8,15 @@ use crate::error::{Result, StoreError};
 use crate::header::{self, BlockState, HEADER_SIZE};
 use crate::ObjectId;
 
+/// Heap storage for small objects: 16-byte aligned, as rkyv needs.
+pub type HeapBytes = rkyv::util::AlignedVec<16>;
+
 /// What releases a view's pin when it drops: the store itself for views in the owner process,
 /// or a client's guard (e.g. one that tells the raylet over IPC) elsewhere.
 pub(crate) enum PinGuard {
     /// Pinned in a [`Store`](crate::Store) of this process.
     Local(crate::store::Store),
-    /// Pinned by someone else; dropping the box releases it.
+    /// Pinned by someone else, or heap bytes kept alive; dropping the box releases it.
     External(#[allow(dead_code)] Box<dyn Send + Sync>),
 }
 
@@ -24,7 +27,8 @@ pub struct ObjectBytes {
     len: usize,
     id: ObjectId,
     fingerprint: u64,
-    arena: Arc<Arena>,
+    /// The mapping the bytes live in (`None` for bytes on the heap).
+    arena: Option<Arc<Arena>>,
     guard: PinGuard,
 }
 
@@ -77,9 +81,23 @@ impl ObjectBytes {
             len,
             id,
             fingerprint: info.fingerprint,
-            arena,
+            arena: Some(arena),
             guard,
         })
+    }
+
+    /// Bytes of a small object kept on the heap (inline values never enter the arena), so the
+    /// same typed views work for them. `bytes` must be 16-byte aligned for rkyv.
+    pub fn from_heap(id: ObjectId, fingerprint: u64, bytes: Arc<HeapBytes>) -> ObjectBytes {
+        let ptr = NonNull::new(bytes.as_ptr().cast_mut()).unwrap_or(NonNull::dangling());
+        ObjectBytes {
+            ptr,
+            len: bytes.len(),
+            id,
+            fingerprint,
+            arena: None,
+            guard: PinGuard::External(Box::new(bytes)),
+        }
     }
 
     /// The object's id.
@@ -105,14 +123,15 @@ impl ObjectBytes {
     /// The payload, in place in shared memory (64-byte aligned).
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: `ptr..ptr + len` lies in the mapping (checked in `new`), which `self.arena`
-        // keeps alive; the object is sealed, so nobody writes it, and `guard` keeps it from being
-        // freed and reused while `self` lives.
+        // keeps alive, or in the heap buffer `guard` owns; the object is sealed (or the buffer
+        // is shared read-only), so nobody writes it, and `guard` keeps it from being freed and
+        // reused while `self` lives.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
-    /// The arena the bytes live in.
-    pub fn arena(&self) -> &Arc<Arena> {
-        &self.arena
+    /// The arena the bytes live in, or `None` for heap bytes.
+    pub fn arena(&self) -> Option<&Arc<Arena>> {
+        self.arena.as_ref()
     }
 }
 

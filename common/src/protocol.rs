@@ -1,0 +1,334 @@
+//! Wire messages.
+//!
+//! Two conversations, both over Unix sockets in framed rkyv ([`crate::frame`]):
+//! - a core-worker (driver or worker) with its node's raylet: [`ToRaylet`] / [`FromRaylet`];
+//!   requests carry a `req` number that the reply repeats, and the raylet also pushes lease
+//!   grants and worker output when they happen;
+//! - a submitter with a worker it leased: [`ToWorker`] / [`FromWorker`], the per-task hot path,
+//!   which never passes through the raylet.
+
+use oxray_object_store::ObjectId;
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::resources::Resources;
+use crate::{JobId, NodeId, WorkerId};
+
+/// What kind of process a client is.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientKind {
+    /// A driver: the user's main program.
+    Driver,
+    /// A worker the raylet started.
+    Worker,
+}
+
+/// From a core-worker to its raylet.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
+pub enum ToRaylet {
+    /// First message on a connection.
+    Register {
+        /// The client's id.
+        worker: WorkerId,
+        /// Its pid.
+        pid: u32,
+        /// Driver or worker.
+        kind: ClientKind,
+        /// Drivers: the executable workers must run (their own). Workers: empty.
+        exe: String,
+        /// Workers: the socket they accept task pushes on.
+        listen: String,
+    },
+    /// Asks for a worker with `resources` reserved for it.
+    RequestLease {
+        /// Request number.
+        req: u64,
+        /// What the work needs.
+        resources: Resources,
+    },
+    /// Gives a leased worker back.
+    ReturnLease {
+        /// The lease.
+        lease: u64,
+    },
+    /// Reserves an object in the store for this client to write.
+    Create {
+        /// Request number.
+        req: u64,
+        /// The object.
+        id: ObjectId,
+        /// Payload bytes.
+        len: u64,
+        /// Type fingerprint.
+        fingerprint: u64,
+    },
+    /// Seals an object this client wrote.
+    Seal {
+        /// Request number.
+        req: u64,
+        /// The object.
+        id: ObjectId,
+    },
+    /// Pins a sealed object for reading.
+    Pin {
+        /// Request number.
+        req: u64,
+        /// The object.
+        id: ObjectId,
+    },
+    /// Releases one pin.
+    Release {
+        /// The object.
+        id: ObjectId,
+    },
+    /// The owner frees objects (their last ref dropped).
+    Delete {
+        /// The objects.
+        ids: Vec<ObjectId>,
+    },
+    /// The worker is blocked waiting for objects: its CPU can be lent out.
+    Blocked,
+    /// The worker runs again.
+    Unblocked,
+    /// Asks for the node's status.
+    Status {
+        /// Request number.
+        req: u64,
+    },
+    /// Asks a standalone raylet to stop.
+    Stop {
+        /// Request number.
+        req: u64,
+    },
+}
+
+/// From the raylet to a core-worker.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
+pub enum FromRaylet {
+    /// Reply to `Register`.
+    Registered {
+        /// This node.
+        node: NodeId,
+        /// The client's job.
+        job: JobId,
+        /// Path that maps the node's object store.
+        arena: String,
+        /// The session's name (prefix of socket names).
+        session: String,
+        /// The node's total resources.
+        resources: Resources,
+    },
+    /// A worker is leased to the client.
+    LeaseGranted {
+        /// Request number of the `RequestLease`.
+        req: u64,
+        /// The lease, to return later.
+        lease: u64,
+        /// The worker.
+        worker: WorkerId,
+        /// Its socket.
+        address: String,
+        /// Its pid.
+        pid: u32,
+    },
+    /// Reply to `Create`: where to write.
+    Created {
+        /// Request number.
+        req: u64,
+        /// Block offset in the arena (the payload follows the 64-byte header).
+        block: u64,
+        /// The object already existed sealed (a retried task made it before): nothing to write.
+        existed: bool,
+    },
+    /// Reply to `Seal`.
+    Sealed {
+        /// Request number.
+        req: u64,
+    },
+    /// Reply to `Pin`.
+    Pinned {
+        /// Request number.
+        req: u64,
+        /// Block offset in the arena.
+        block: u64,
+    },
+    /// A request failed.
+    Error {
+        /// Request number.
+        req: u64,
+        /// What kind of failure.
+        kind: ErrorKind,
+        /// A message for the user.
+        message: String,
+    },
+    /// Reply to `Status`.
+    Status {
+        /// Request number.
+        req: u64,
+        /// The node's state.
+        status: NodeStatus,
+    },
+    /// A line a worker of this client's job printed.
+    WorkerOutput {
+        /// The worker's pid.
+        pid: u32,
+        /// 1 for stdout, 2 for stderr.
+        stream: u8,
+        /// The line, without its newline.
+        line: String,
+    },
+}
+
+/// Kinds of raylet errors the client maps to its own error types.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The store is full.
+    ObjectStoreFull,
+    /// The object can never fit.
+    ObjectTooLarge,
+    /// No such object.
+    ObjectNotFound,
+    /// The request made no sense (e.g. unknown lease).
+    BadRequest,
+}
+
+/// A node's state, for `oxray status` and `oxray::available_resources`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default)]
+pub struct NodeStatus {
+    /// The node.
+    pub node: NodeId,
+    /// The raylet's pid.
+    pub pid: u32,
+    /// The address clients attach with.
+    pub address: String,
+    /// All resources.
+    pub total: Resources,
+    /// Resources not leased.
+    pub available: Resources,
+    /// Store size.
+    pub store_capacity: u64,
+    /// Store bytes in use.
+    pub store_used: u64,
+    /// Objects in the store.
+    pub store_objects: u64,
+    /// Worker processes.
+    pub workers: Vec<WorkerStatus>,
+    /// Lease requests waiting for resources.
+    pub pending: Vec<PendingLease>,
+    /// Connected drivers.
+    pub drivers: u32,
+}
+
+/// One worker process.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
+pub struct WorkerStatus {
+    /// Its id.
+    pub worker: WorkerId,
+    /// Its pid.
+    pub pid: u32,
+    /// `starting`, `idle`, `leased` or `blocked`.
+    pub state: String,
+    /// The job it runs code of.
+    pub job: JobId,
+}
+
+/// A lease request that waits.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
+pub struct PendingLease {
+    /// What it asks for.
+    pub resources: Resources,
+    /// True when no node could ever satisfy it (it waits anyway, as in Ray).
+    pub infeasible: bool,
+}
+
+/// From a submitter to a worker it leased.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
+pub enum ToWorker {
+    /// Run a task.
+    Task(TaskSpec),
+}
+
+/// A task to run.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
+pub struct TaskSpec {
+    /// The task's id, which is also the id of its return object.
+    pub id: ObjectId,
+    /// Registered name of the function.
+    pub function: String,
+    /// Arguments, in order.
+    pub args: Vec<TaskArg>,
+    /// 0 on the first try.
+    pub attempt: u32,
+}
+
+/// One argument of a task.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
+pub enum TaskArg {
+    /// The encoded value itself (small values and small refs).
+    Inline {
+        /// Type fingerprint.
+        fingerprint: u64,
+        /// rkyv bytes.
+        bytes: Vec<u8>,
+    },
+    /// An object in the node's store (large), kept alive by its owner until the task ends.
+    Stored {
+        /// The object.
+        id: ObjectId,
+    },
+}
+
+/// From a worker to the submitter of a task.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
+pub enum FromWorker {
+    /// A task ended.
+    Done {
+        /// The task.
+        id: ObjectId,
+        /// How.
+        outcome: TaskOutcome,
+    },
+}
+
+/// How a task ended.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
+pub enum TaskOutcome {
+    /// Returned a small value.
+    Inline {
+        /// Type fingerprint.
+        fingerprint: u64,
+        /// rkyv bytes.
+        bytes: Vec<u8>,
+    },
+    /// Returned a large value, sealed in the node's store under the task's id.
+    Stored,
+    /// Failed.
+    Failed(TaskFailure),
+}
+
+/// Why a task failed.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
+pub struct TaskFailure {
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// The panic message or the error's text.
+    pub message: String,
+    /// The function.
+    pub function: String,
+    /// Pid of the worker it ran in.
+    pub pid: u32,
+}
+
+/// Kinds of task failure.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The function panicked.
+    Panic,
+    /// The function returned `Err`.
+    Error,
+    /// No function of that name in the worker's executable.
+    FunctionNotFound,
+    /// An argument could not be decoded as the parameter's type.
+    BadArgument,
+    /// The result could not be stored.
+    Store,
+}
