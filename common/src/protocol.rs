@@ -7,6 +7,9 @@
 //! - a submitter with a worker it leased: [`ToWorker`] / [`FromWorker`], the per-task hot path,
 //!   which never passes through the raylet.
 
+// rkyv derives an undocumented `Archived*` twin of every type here.
+#![allow(missing_docs)]
+
 use oxray_object_store::ObjectId;
 use rkyv::{Archive, Deserialize, Serialize};
 

@@ -159,6 +159,11 @@ impl Store {
         self.table().info(id)
     }
 
+    /// Ids of every object in the store.
+    pub fn object_ids(&self) -> Vec<ObjectId> {
+        self.table().ids()
+    }
+
     /// Whether the object is here (sealed or not).
     pub fn contains(&self, id: ObjectId) -> bool {
         self.table().contains(id)

@@ -330,6 +330,11 @@ impl ObjectTable {
         })
     }
 
+    /// Ids of every object in the table.
+    pub fn ids(&self) -> Vec<ObjectId> {
+        self.entries.keys().copied().collect()
+    }
+
     /// Whether `id` is in the table (sealed or not, even if a delete is pending).
     pub fn contains(&self, id: ObjectId) -> bool {
         self.entries.contains_key(&id)

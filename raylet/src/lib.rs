@@ -1,11 +1,115 @@
 //! # oxray-raylet
 //!
-//! The node daemon of oxray, as a library (so a driver can embed a single-node cluster) and, later,
-//! the `raylet` binary. One raylet per node: it owns the node's [`oxray_object_store::Store`],
-//! serves local clients on a Unix socket, grants worker leases, starts and reaps worker processes,
-//! moves objects between nodes over QUIC and, on the head node, hosts the control service.
+//! The node daemon of oxray, as a library (so a driver can embed a single-node cluster) and as
+//! the `raylet` binary. One raylet per node: it owns the node's
+//! [`Store`](oxray_object_store::Store), serves local clients (drivers and workers) on a Unix
+//! socket, grants worker leases against the node's resources, starts, reuses and reaps worker
+//! processes, and forwards their output to their driver.
 //!
-//! Status: not written yet (issues "Single-node runtime" and "Multi-node cluster"). The object
-//! store it will own is complete in `oxray-object-store`.
+//! The raylet is not on the per-task path: a submitter leases a worker once and then pushes
+//! tasks straight to it (see `oxray-core-worker`). It handles lease requests, object store
+//! operations (create, seal, pin, release, delete) and status.
+//!
+//! - [`config`]: what a raylet offers (CPUs, custom resources, store size).
+//! - `node`: the state and the scheduler; `server`: the socket server; `workers`: processes.
+//!
+//! Nothing a client sends can make the raylet panic: a malformed frame drops that connection.
 
-pub use oxray_object_store::Store;
+pub mod config;
+mod error;
+mod node;
+pub mod server;
+pub mod workers;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use oxray_object_store::{ArenaOptions, Store};
+
+pub use config::RayletConfig;
+pub use error::{RayletError, Result};
+pub use oxray_common::protocol::NodeStatus;
+
+/// A running raylet. Dropping it stops the raylet and kills its workers.
+pub struct Raylet {
+    node: Arc<node::Node>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Raylet {
+    /// Starts a raylet: creates the object store (a memfd, so nothing is left behind however the
+    /// process ends), listens on the session's socket, and serves clients on background threads.
+    pub fn start(config: RayletConfig) -> Result<Raylet> {
+        if !(config.num_cpus >= 0.0) {
+            return Err(RayletError::Config(format!(
+                "num_cpus must be zero or more, not {}",
+                config.num_cpus
+            )));
+        }
+        let mut opts = ArenaOptions::new(config.object_store_memory);
+        opts.memfd = true;
+        opts.name_prefix = "oxray-object-store".into();
+        let store = Store::new(&opts)?;
+        let node = Arc::new(node::Node::new(config, store));
+        let listener = server::bind(&node.address)?;
+        let acceptor = {
+            let node = node.clone();
+            std::thread::Builder::new()
+                .name("oxray-raylet-accept".into())
+                .spawn(move || server::accept_loop(node, listener))
+                .map_err(|e| RayletError::io("starting the raylet", e))?
+        };
+        {
+            let node = Arc::downgrade(&node);
+            let _ = std::thread::Builder::new()
+                .name("oxray-raylet-reaper".into())
+                .spawn(move || loop {
+                    std::thread::sleep(Duration::from_millis(100));
+                    let Some(node) = node.upgrade() else { break };
+                    if node.stopping.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    node.reap_starting();
+                });
+        }
+        Ok(Raylet {
+            node,
+            acceptor: Some(acceptor),
+        })
+    }
+
+    /// The address clients attach with (`unix:@SESSION`).
+    pub fn address(&self) -> &str {
+        &self.node.address
+    }
+
+    /// The node's current state.
+    pub fn status(&self) -> NodeStatus {
+        self.node.status()
+    }
+
+    /// Blocks until a client asks the raylet to stop (`oxray stop`).
+    pub fn wait(&mut self) {
+        if let Some(a) = self.acceptor.take() {
+            let _ = a.join();
+        }
+    }
+
+    /// Stops serving and kills every worker.
+    pub fn shutdown(&mut self) {
+        self.node.stopping.store(true, Ordering::SeqCst);
+        server::wake_acceptor(&self.node.address);
+        if let Some(a) = self.acceptor.take() {
+            let _ = a.join();
+        }
+        self.node.kill_all_workers();
+    }
+}
+
+impl Drop for Raylet {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,72 @@
+//! Raylet configuration.
+
+use oxray_common::resources::{Resources, CPU};
+
+/// How to start a raylet.
+#[derive(Debug, Clone)]
+pub struct RayletConfig {
+    /// CPUs to offer (default: the machine's).
+    pub num_cpus: f64,
+    /// Custom resources besides CPU.
+    pub resources: Vec<(String, f64)>,
+    /// Object store size in bytes (default: 30% of RAM, as Ray).
+    pub object_store_memory: u64,
+    /// Session name: names the sockets (default: derived from pid and time).
+    pub session: String,
+    /// Whether this raylet runs inside a driver (it then ends with that driver).
+    pub embedded: bool,
+    /// Workers to start at once so the first tasks need not wait (default: `num_cpus`).
+    pub prestart_workers: usize,
+    /// The executable workers run when no driver has named one (embedded: this process's).
+    pub default_exe: Option<String>,
+}
+
+impl Default for RayletConfig {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        RayletConfig {
+            num_cpus: cpus as f64,
+            resources: Vec::new(),
+            object_store_memory: default_store_memory(),
+            session: default_session(),
+            embedded: false,
+            prestart_workers: cpus,
+            default_exe: None,
+        }
+    }
+}
+
+impl RayletConfig {
+    /// The node's total resources.
+    pub fn total_resources(&self) -> Resources {
+        let mut r = Resources::new();
+        r.set(CPU, self.num_cpus);
+        for (name, amount) in &self.resources {
+            r.set(name, *amount);
+        }
+        r
+    }
+
+    /// The address clients attach with.
+    pub fn address(&self) -> String {
+        format!("unix:@{}", self.session)
+    }
+}
+
+/// 30% of physical memory, at least 64 MiB.
+pub fn default_store_memory() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let total_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(4 << 20);
+    (total_kib * 1024 / 10 * 3).max(64 << 20)
+}
+
+fn default_session() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("oxray-{}-{:x}", std::process::id(), nanos & 0xffff_ffff)
+}

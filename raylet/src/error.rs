@@ -1,0 +1,34 @@
+//! The raylet's error type.
+
+/// Why the raylet could not start or serve.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RayletError {
+    /// The object store could not be created.
+    #[error("object store: {0}")]
+    Store(#[from] oxray_object_store::StoreError),
+    /// A socket or process operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration is unusable.
+    #[error("bad raylet configuration: {0}")]
+    Config(String),
+}
+
+impl RayletError {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        RayletError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// The raylet's result type.
+pub type Result<T, E = RayletError> = std::result::Result<T, E>;

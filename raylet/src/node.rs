@@ -1,0 +1,672 @@
+//! The node's state and what each message does to it: clients, workers, leases, the scheduler.
+//!
+//! One mutex guards the whole state. Every handler is short (table updates, a store call, a
+//! socket write to a local client), so contention stays low; spawning a worker happens under
+//! the lock too, which costs about a millisecond and only when the pool grows.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use oxray_common::frame;
+use oxray_common::ids::owner_of;
+use oxray_common::protocol::{
+    ClientKind, ErrorKind, FromRaylet, NodeStatus, PendingLease, ToRaylet, WorkerStatus,
+};
+use oxray_common::resources::Resources;
+use oxray_common::{JobId, NodeId, ObjectId, WorkerId};
+use oxray_object_store::{ClientId, CreateOptions, Store, StoreError};
+
+use crate::config::RayletConfig;
+use crate::workers;
+
+/// A client connection's write half.
+pub(crate) type Conn = Arc<Mutex<UnixStream>>;
+
+/// Sends a message to a client; a failed write means the client is going away, which its reader
+/// thread notices, so the error is dropped here.
+pub(crate) fn send(conn: &Conn, msg: &FromRaylet) {
+    if let Ok(buf) = frame::encode(msg) {
+        let mut stream = conn.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = stream.write_all(&buf);
+    }
+}
+
+/// Everything shared by the raylet's threads.
+pub(crate) struct Node {
+    pub config: RayletConfig,
+    pub id: NodeId,
+    pub store: Store,
+    pub address: String,
+    pub state: Mutex<State>,
+    pub stopping: AtomicBool,
+}
+
+struct Client {
+    conn: Conn,
+    kind: ClientKind,
+    worker: WorkerId,
+    job: JobId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WorkerState {
+    Starting,
+    Idle,
+    Leased(u64),
+}
+
+pub(crate) struct Worker {
+    pid: u32,
+    job: JobId,
+    state: WorkerState,
+    address: String,
+    conn: Option<u64>,
+    child: Option<Child>,
+}
+
+struct Lease {
+    worker: WorkerId,
+    holder: u64,
+    resources: Resources,
+    blocked: bool,
+}
+
+struct LeaseRequest {
+    req: u64,
+    conn: u64,
+    job: JobId,
+    resources: Resources,
+}
+
+struct Job {
+    exe: String,
+    driver: Option<u64>,
+    /// Workers that died before registering, in a row: a broken executable must not make us
+    /// spawn forever.
+    failed_starts: u32,
+}
+
+/// The mutable state of a node.
+#[derive(Default)]
+pub(crate) struct State {
+    next_conn: u64,
+    next_lease: u64,
+    next_job: u32,
+    clients: HashMap<u64, Client>,
+    workers: HashMap<WorkerId, Worker>,
+    leases: HashMap<u64, Lease>,
+    pending: VecDeque<LeaseRequest>,
+    jobs: HashMap<JobId, Job>,
+    total: Resources,
+}
+
+const MAX_FAILED_STARTS: u32 = 5;
+
+impl Node {
+    pub(crate) fn new(config: RayletConfig, store: Store) -> Node {
+        let state = State {
+            total: config.total_resources(),
+            next_conn: 1,
+            next_lease: 1,
+            next_job: 1,
+            ..State::default()
+        };
+        Node {
+            address: config.address(),
+            config,
+            id: NodeId::random(),
+            store,
+            state: Mutex::new(state),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new connection: returns its number.
+    pub(crate) fn next_conn(&self) -> u64 {
+        let mut st = self.lock();
+        st.next_conn += 1;
+        st.next_conn
+    }
+
+    /// Handles the first message of a connection, which must be `Register`. Returns false (drop
+    /// the connection) otherwise.
+    pub(crate) fn register(&self, conn_id: u64, conn: &Conn, msg: ToRaylet) -> bool {
+        let ToRaylet::Register {
+            worker,
+            pid,
+            kind,
+            exe,
+            listen,
+        } = msg
+        else {
+            eprintln!("[raylet] connection {conn_id}: first message was not Register; dropped");
+            return false;
+        };
+        let mut st = self.lock();
+        let job = match kind {
+            ClientKind::Driver => {
+                let job = JobId(st.next_job);
+                st.next_job += 1;
+                st.jobs.insert(
+                    job,
+                    Job {
+                        exe,
+                        driver: Some(conn_id),
+                        failed_starts: 0,
+                    },
+                );
+                job
+            }
+            ClientKind::Worker => {
+                let Some(w) = st.workers.get_mut(&worker) else {
+                    eprintln!("[raylet] unknown worker {worker} (pid {pid}) registered; dropped");
+                    return false;
+                };
+                w.state = WorkerState::Idle;
+                w.address = listen;
+                w.conn = Some(conn_id);
+                let job = w.job;
+                if let Some(j) = st.jobs.get_mut(&job) {
+                    j.failed_starts = 0;
+                }
+                job
+            }
+        };
+        st.clients.insert(
+            conn_id,
+            Client {
+                conn: conn.clone(),
+                kind,
+                worker,
+                job,
+            },
+        );
+        send(
+            conn,
+            &FromRaylet::Registered {
+                node: self.id,
+                job,
+                arena: self.store.arena_path().display().to_string(),
+                session: self.config.session.clone(),
+                resources: st.total.clone(),
+            },
+        );
+        if kind == ClientKind::Driver {
+            let n = self.config.prestart_workers;
+            for _ in 0..n {
+                self.spawn_worker(&mut st, job);
+            }
+        }
+        self.schedule(&mut st);
+        true
+    }
+
+    /// Handles one message from a registered client.
+    pub(crate) fn handle(&self, conn_id: u64, conn: &Conn, msg: ToRaylet) {
+        let client = ClientId(conn_id);
+        let reply_err = |req: u64, e: StoreError| {
+            let kind = match e {
+                StoreError::ObjectStoreFull { .. } => ErrorKind::ObjectStoreFull,
+                StoreError::ObjectTooLarge { .. } => ErrorKind::ObjectTooLarge,
+                StoreError::ObjectNotFound(_) => ErrorKind::ObjectNotFound,
+                _ => ErrorKind::BadRequest,
+            };
+            send(
+                conn,
+                &FromRaylet::Error {
+                    req,
+                    kind,
+                    message: e.to_string(),
+                },
+            );
+        };
+        match msg {
+            ToRaylet::Register { .. } => {
+                send(
+                    conn,
+                    &FromRaylet::Error {
+                        req: 0,
+                        kind: ErrorKind::BadRequest,
+                        message: "already registered".into(),
+                    },
+                );
+            }
+            ToRaylet::RequestLease { req, resources } => {
+                let mut st = self.lock();
+                let Some(job) = st.clients.get(&conn_id).map(|c| c.job) else {
+                    return;
+                };
+                if !st.total.contains(&resources) {
+                    eprintln!(
+                        "[raylet] a task needs {resources} but this node has {}: it waits until \
+                         a node with those resources joins (see `oxray status`)",
+                        st.total
+                    );
+                }
+                st.pending.push_back(LeaseRequest {
+                    req,
+                    conn: conn_id,
+                    job,
+                    resources,
+                });
+                self.schedule(&mut st);
+            }
+            ToRaylet::ReturnLease { lease } => {
+                let mut st = self.lock();
+                if let Some(l) = st.leases.remove(&lease) {
+                    if let Some(w) = st.workers.get_mut(&l.worker) {
+                        if w.state == WorkerState::Leased(lease) {
+                            w.state = WorkerState::Idle;
+                        }
+                    }
+                }
+                self.schedule(&mut st);
+            }
+            ToRaylet::Create {
+                req,
+                id,
+                len,
+                fingerprint,
+            } => {
+                let opts = CreateOptions {
+                    fingerprint,
+                    evictable: false,
+                };
+                match self.store.create_for(client, id, len, opts) {
+                    Ok(loc) => send(
+                        conn,
+                        &FromRaylet::Created {
+                            req,
+                            block: loc.block,
+                            existed: false,
+                        },
+                    ),
+                    Err(StoreError::ObjectExists(_)) => match self.store.info(id) {
+                        Some(info) if info.sealed => send(
+                            conn,
+                            &FromRaylet::Created {
+                                req,
+                                block: info.location.block,
+                                existed: true,
+                            },
+                        ),
+                        _ => reply_err(req, StoreError::ObjectExists(id)),
+                    },
+                    Err(e) => reply_err(req, e),
+                }
+            }
+            ToRaylet::Seal { req, id } => match self.store.seal(id) {
+                Ok(_) => send(conn, &FromRaylet::Sealed { req }),
+                Err(e) => reply_err(req, e),
+            },
+            ToRaylet::Pin { req, id } => match self.store.pin_for(client, id) {
+                Ok(loc) => send(
+                    conn,
+                    &FromRaylet::Pinned {
+                        req,
+                        block: loc.block,
+                    },
+                ),
+                Err(e) => reply_err(req, e),
+            },
+            ToRaylet::Release { id } => {
+                let _ = self.store.release_for(client, id);
+            }
+            ToRaylet::Delete { ids } => {
+                for id in ids {
+                    let _ = self.store.delete(id);
+                }
+            }
+            ToRaylet::Blocked | ToRaylet::Unblocked => {
+                let blocked = matches!(msg, ToRaylet::Blocked);
+                let mut st = self.lock();
+                let Some(worker) = st.clients.get(&conn_id).map(|c| c.worker) else {
+                    return;
+                };
+                if let Some(l) = st.leases.values_mut().find(|l| l.worker == worker) {
+                    l.blocked = blocked;
+                }
+                if blocked {
+                    self.schedule(&mut st);
+                }
+            }
+            ToRaylet::Status { req } => {
+                let status = self.status();
+                send(conn, &FromRaylet::Status { req, status });
+            }
+            ToRaylet::Stop { req } => {
+                send(conn, &FromRaylet::Sealed { req });
+                self.stopping.store(true, Ordering::SeqCst);
+                crate::server::wake_acceptor(&self.address);
+            }
+        }
+    }
+
+    /// A client's connection closed: release everything it held.
+    pub(crate) fn disconnect(&self, conn_id: u64) {
+        let (pins, aborted) = self.store.disconnect(ClientId(conn_id));
+        let mut st = self.lock();
+        let Some(client) = st.clients.remove(&conn_id) else {
+            return;
+        };
+        if pins + aborted > 0 {
+            eprintln!(
+                "[raylet] client {} left holding {pins} pins and {aborted} unsealed objects; freed",
+                client.worker
+            );
+        }
+        // Objects the client owned can never be read again.
+        self.delete_owned_by(client.worker);
+        // Its lease requests go away; workers leased to it are killed, as in Ray: they may be
+        // running its tasks, whose results nobody will collect.
+        st.pending.retain(|r| r.conn != conn_id);
+        let held: Vec<u64> = st
+            .leases
+            .iter()
+            .filter(|(_, l)| l.holder == conn_id)
+            .map(|(id, _)| *id)
+            .collect();
+        for lease in held {
+            if let Some(l) = st.leases.remove(&lease) {
+                Self::kill_worker(&mut st, l.worker);
+            }
+        }
+        match client.kind {
+            ClientKind::Worker => {
+                // Its own lease (if it was leased) ends; the holder sees the socket close.
+                st.leases.retain(|_, l| l.worker != client.worker);
+                Self::kill_worker(&mut st, client.worker);
+            }
+            ClientKind::Driver => {
+                // The job ends: its workers go.
+                let job = client.job;
+                let ids: Vec<WorkerId> = st
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| w.job == job)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in ids {
+                    Self::kill_worker(&mut st, id);
+                }
+                st.leases.retain(|_, l| l.holder != conn_id);
+                st.jobs.remove(&job);
+            }
+        }
+        self.schedule(&mut st);
+    }
+
+    fn delete_owned_by(&self, owner: WorkerId) {
+        let owned: Vec<ObjectId> = self
+            .store
+            .object_ids()
+            .into_iter()
+            .filter(|id| owner_of(*id) == owner)
+            .collect();
+        for id in owned {
+            let _ = self.store.delete(id);
+        }
+    }
+
+    fn kill_worker(st: &mut State, id: WorkerId) {
+        if let Some(mut w) = st.workers.remove(&id) {
+            if let Some(child) = w.child.as_mut() {
+                let _ = child.kill();
+                workers::reap_later(w.child.take());
+            }
+            if let Some(conn) = w.conn {
+                if let Some(c) = st.clients.get(&conn) {
+                    let s = c.conn.lock().unwrap_or_else(|p| p.into_inner());
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                }
+            }
+        }
+    }
+
+    /// Resources not held by an active (unblocked) lease.
+    fn available(st: &State) -> Resources {
+        let mut a = st.total.clone();
+        for l in st.leases.values().filter(|l| !l.blocked) {
+            a.subtract(&l.resources);
+        }
+        a
+    }
+
+    /// Grants what can be granted, and starts workers for requests that have resources but no
+    /// idle worker.
+    fn schedule(&self, st: &mut State) {
+        if self.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut available = Self::available(st);
+        let mut wanted: HashMap<JobId, usize> = HashMap::new();
+        let mut i = 0;
+        while i < st.pending.len() {
+            let fits = available.contains(&st.pending[i].resources);
+            if !fits {
+                i += 1;
+                continue;
+            }
+            let job = st.pending[i].job;
+            let idle = st
+                .workers
+                .iter()
+                .find(|(_, w)| w.job == job && w.state == WorkerState::Idle)
+                .map(|(id, _)| *id);
+            let Some(worker) = idle else {
+                *wanted.entry(job).or_default() += 1;
+                available.subtract(&st.pending[i].resources);
+                i += 1;
+                continue;
+            };
+            let Some(r) = st.pending.remove(i) else {
+                break;
+            };
+            available.subtract(&r.resources);
+            let lease = st.next_lease;
+            st.next_lease += 1;
+            let Some(w) = st.workers.get_mut(&worker) else {
+                continue;
+            };
+            w.state = WorkerState::Leased(lease);
+            let (address, pid) = (w.address.clone(), w.pid);
+            st.leases.insert(
+                lease,
+                Lease {
+                    worker,
+                    holder: r.conn,
+                    resources: r.resources,
+                    blocked: false,
+                },
+            );
+            if let Some(c) = st.clients.get(&r.conn) {
+                send(
+                    &c.conn,
+                    &FromRaylet::LeaseGranted {
+                        req: r.req,
+                        lease,
+                        worker,
+                        address,
+                        pid,
+                    },
+                );
+            }
+        }
+        for (job, want) in wanted {
+            let starting = st
+                .workers
+                .values()
+                .filter(|w| w.job == job && w.state == WorkerState::Starting)
+                .count();
+            for _ in starting..want {
+                self.spawn_worker(st, job);
+            }
+        }
+    }
+
+    fn spawn_worker(&self, st: &mut State, job: JobId) {
+        let Some(j) = st.jobs.get(&job) else {
+            return;
+        };
+        if j.failed_starts >= MAX_FAILED_STARTS {
+            return;
+        }
+        let exe = j.exe.clone();
+        let driver = j.driver.and_then(|c| st.clients.get(&c)).map(|c| c.conn.clone());
+        let id = WorkerId::random();
+        match workers::spawn(self, &exe, id, driver) {
+            Ok(child) => {
+                st.workers.insert(
+                    id,
+                    Worker {
+                        pid: child.id(),
+                        job,
+                        state: WorkerState::Starting,
+                        address: String::new(),
+                        conn: None,
+                        child: Some(child),
+                    },
+                );
+            }
+            Err(e) => {
+                self.worker_start_failed(st, job, &format!("starting {exe}: {e}"));
+            }
+        }
+    }
+
+    /// A worker could not start: count it, and after too many in a row fail the job's waiting
+    /// lease requests with the reason instead of retrying forever.
+    fn worker_start_failed(&self, st: &mut State, job: JobId, why: &str) {
+        let Some(j) = st.jobs.get_mut(&job) else {
+            return;
+        };
+        j.failed_starts += 1;
+        eprintln!("[raylet] worker for job {job} failed to start: {why}");
+        if j.failed_starts < MAX_FAILED_STARTS {
+            return;
+        }
+        let message = format!(
+            "workers for this job keep failing to start ({} times in a row); last: {why}",
+            j.failed_starts
+        );
+        let mut failed = Vec::new();
+        let mut keep = VecDeque::new();
+        for r in st.pending.drain(..) {
+            if r.job == job {
+                failed.push(r);
+            } else {
+                keep.push_back(r);
+            }
+        }
+        st.pending = keep;
+        for r in failed {
+            if let Some(c) = st.clients.get(&r.conn) {
+                send(
+                    &c.conn,
+                    &FromRaylet::Error {
+                        req: r.req,
+                        kind: ErrorKind::BadRequest,
+                        message: message.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Checks for workers that exited before registering. Called periodically.
+    pub(crate) fn reap_starting(&self) {
+        let mut st = self.lock();
+        let mut dead = Vec::new();
+        for (id, w) in st.workers.iter_mut() {
+            if w.state != WorkerState::Starting {
+                continue;
+            }
+            if let Some(child) = w.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    dead.push((*id, w.job, status));
+                }
+            }
+        }
+        for (id, job, status) in dead {
+            st.workers.remove(&id);
+            self.worker_start_failed(&mut st, job, &format!("it exited with {status}"));
+        }
+        if !st.pending.is_empty() {
+            self.schedule(&mut st);
+        }
+    }
+
+    /// The node's state.
+    pub(crate) fn status(&self) -> NodeStatus {
+        let stats = self.store.stats();
+        let st = self.lock();
+        let workers = st
+            .workers
+            .iter()
+            .map(|(id, w)| WorkerStatus {
+                worker: *id,
+                pid: w.pid,
+                state: match w.state {
+                    WorkerState::Starting => "starting".into(),
+                    WorkerState::Idle => "idle".into(),
+                    WorkerState::Leased(l) => match st.leases.get(&l) {
+                        Some(lease) if lease.blocked => "blocked".into(),
+                        _ => "leased".into(),
+                    },
+                },
+                job: w.job,
+            })
+            .collect();
+        let pending = st
+            .pending
+            .iter()
+            .map(|r| PendingLease {
+                resources: r.resources.clone(),
+                infeasible: !st.total.contains(&r.resources),
+            })
+            .collect();
+        NodeStatus {
+            node: self.id,
+            pid: std::process::id(),
+            address: self.address.clone(),
+            total: st.total.clone(),
+            available: Self::available(&st),
+            store_capacity: stats.capacity,
+            store_used: stats.used,
+            store_objects: stats.objects,
+            workers,
+            pending,
+            drivers: st
+                .clients
+                .values()
+                .filter(|c| c.kind == ClientKind::Driver)
+                .count() as u32,
+        }
+    }
+
+    /// Kills every worker (shutdown).
+    pub(crate) fn kill_all_workers(&self) {
+        let mut st = self.lock();
+        let ids: Vec<WorkerId> = st.workers.keys().copied().collect();
+        for id in ids {
+            if let Some(mut w) = st.workers.remove(&id) {
+                if let Some(mut child) = w.child.take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
+        for c in st.clients.values() {
+            let s = c.conn.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! The Unix-socket server: accepts local clients and runs one reader thread per connection.
+//!
+//! Sockets live in Linux's abstract namespace (`@name`), so nothing is left in the file system
+//! when a raylet is killed. Abstract sockets have no file permissions, so every connection's
+//! peer credentials are checked: only processes of the raylet's own user are served.
+
+use std::io::BufReader;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use oxray_common::frame::{self, FrameError};
+use oxray_common::protocol::ToRaylet;
+
+use crate::error::{RayletError, Result};
+use crate::node::Node;
+
+/// Parses `unix:@name` (abstract) into a socket address.
+pub fn parse_address(address: &str) -> Option<SocketAddr> {
+    let name = address.strip_prefix("unix:@")?;
+    SocketAddr::from_abstract_name(name.as_bytes()).ok()
+}
+
+/// Connects to a raylet or worker address.
+pub fn connect(address: &str) -> std::io::Result<UnixStream> {
+    let addr = parse_address(address).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("`{address}` is not an oxray node address (expected unix:@NAME)"),
+        )
+    })?;
+    UnixStream::connect_addr(&addr)
+}
+
+pub(crate) fn bind(address: &str) -> Result<UnixListener> {
+    let addr = parse_address(address)
+        .ok_or_else(|| RayletError::Config(format!("bad address {address}")))?;
+    UnixListener::bind_addr(&addr).map_err(|e| RayletError::io(format!("listening on {address}"), e))
+}
+
+/// Unblocks the accept loop (after `stopping` was set) by connecting to it.
+pub(crate) fn wake_acceptor(address: &str) {
+    let _ = connect(address);
+}
+
+pub(crate) fn accept_loop(node: Arc<Node>, listener: UnixListener) {
+    for stream in listener.incoming() {
+        if node.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(stream) = stream else { continue };
+        if !same_user(&stream) {
+            eprintln!("[raylet] refused a connection from another user");
+            continue;
+        }
+        let node = node.clone();
+        let spawned = std::thread::Builder::new()
+            .name("oxray-raylet-conn".into())
+            .spawn(move || serve(node, stream));
+        if let Err(e) = spawned {
+            eprintln!("[raylet] cannot serve a connection: {e}");
+        }
+    }
+}
+
+fn serve(node: Arc<Node>, stream: UnixStream) {
+    let Ok(write_half) = stream.try_clone() else {
+        return;
+    };
+    let conn = Arc::new(Mutex::new(write_half));
+    let conn_id = node.next_conn();
+    let mut reader = BufReader::with_capacity(64 << 10, stream);
+    let mut buf = rkyv_buf();
+    match frame::read::<ToRaylet, _>(&mut reader, &mut buf) {
+        Ok(msg) => {
+            if !node.register(conn_id, &conn, msg) {
+                return;
+            }
+        }
+        Err(FrameError::Closed) => return,
+        Err(e) => {
+            eprintln!("[raylet] connection {conn_id}: {e}; dropped");
+            return;
+        }
+    }
+    loop {
+        match frame::read::<ToRaylet, _>(&mut reader, &mut buf) {
+            Ok(msg) => node.handle(conn_id, &conn, msg),
+            Err(FrameError::Closed) => break,
+            Err(e) => {
+                if !node.stopping.load(Ordering::SeqCst) {
+                    eprintln!("[raylet] connection {conn_id}: {e}; dropped");
+                }
+                break;
+            }
+        }
+    }
+    node.disconnect(conn_id);
+}
+
+fn rkyv_buf() -> oxray_object_store::HeapBytes {
+    oxray_object_store::HeapBytes::new()
+}
+
+fn same_user(stream: &UnixStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the sizes given; the fd is open.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    // SAFETY: getuid cannot fail.
+    rc == 0 && cred.uid == unsafe { libc::getuid() }
+}
