@@ -12,7 +12,7 @@ fn main() {
             "--num-cpus" => value.parse().map(|v| config.num_cpus = v).is_ok(),
             "--object-store-memory" => value.parse().map(|v| config.object_store_memory = v).is_ok(),
             "--session" => {
-                config.session = value;
+                config.session = value.clone();
                 true
             }
             "--resources" => value.split(',').filter(|s| !s.is_empty()).all(|kv| {
