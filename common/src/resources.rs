@@ -7,7 +7,7 @@ pub const CPU: &str = "CPU";
 
 /// An amount of named resources, e.g. `{CPU: 1, gpu: 0.5}`. Amounts are kept in 1/10000 units so
 /// that sums and differences are exact.
-#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Resources {
     /// (name, amount in 1/10000 units), sorted by name, no zero amounts.
     entries: Vec<(String, u64)>,

@@ -1,12 +1,48 @@
 //! # oxray-core-worker
 //!
-//! The library inside every oxray driver and worker process (Ray's `core_worker`). It will own
-//! the refs its process created and count them (local handles, refs inside submitted tasks,
-//! borrowers), submit tasks by leasing a worker from the raylet and pushing tasks straight to it,
-//! run tasks in worker mode, keep the link-time function registry, and read objects from the
-//! node's [`oxray_object_store`] arena with zero copies.
+//! The library inside every oxray driver and worker process (Ray's `core_worker`):
 //!
-//! Status: not written yet (issue "Single-node runtime"). Today it only re-exports the store types
-//! it will build on.
+//! - [`core`]: the process's [`CoreWorker`]: its raylet connection, the owner's ref table, `put`,
+//!   `get`, `wait`;
+//! - `refs`: ownership and reference counting of the objects this process created;
+//! - `submitter`: dependency resolution, worker leases, and tasks pushed straight to leased
+//!   workers (the raylet is not on the per-task path);
+//! - `executor` and `worker_mode`: the worker side: entered before `main` when the raylet
+//!   starts this executable as a worker, runs tasks, stores results;
+//! - [`registry`]: the link-time table of `#[oxray::remote]` functions;
+//! - [`args`] and [`value`]: how arguments and results are encoded (inline when ≤ 100 KiB, in the
+//!   node's store otherwise).
+//!
+//! Users reach all of this through the `oxray` crate.
 
+pub mod args;
+pub mod core;
+mod error;
+mod executor;
+mod object_ref;
+mod raylet_client;
+mod refs;
+pub mod registry;
+mod submitter;
+pub mod task;
+pub mod value;
+mod worker_mode;
+
+pub use crate::core::{current, is_initialized, CoreWorker};
+pub use args::{ArgSpec, IntoArg, TaskArgs};
+pub use error::{Error, Result};
+pub use object_ref::ObjectRef;
+pub use oxray_common::protocol::{ClientKind, NodeStatus};
+pub use oxray_common::resources::Resources;
+pub use oxray_common::{JobId, NodeId, WorkerId};
 pub use oxray_object_store::{ObjectId, ObjectView};
+pub use registry::{RemoteFunction, TaskError, REMOTE_FUNCTIONS};
+pub use task::{submit_task, TaskOptions};
+pub use value::ReturnValue;
+pub use worker_mode::is_worker;
+
+/// Re-exports for the code the macros generate. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use linkme;
+}

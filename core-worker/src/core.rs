@@ -1,0 +1,445 @@
+//! The per-process core worker: connection to the raylet, the owner's ref table, the submitter,
+//! and `put`/`get`/`wait` on top of them. One per process, reachable through [`current`].
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use oxray_common::frame;
+use oxray_common::ids::object_id;
+use oxray_common::protocol::{ClientKind, ErrorKind, FromRaylet, NodeStatus, ToRaylet};
+use oxray_common::resources::Resources;
+use oxray_common::{JobId, NodeId, WorkerId};
+use oxray_object_store::{
+    fingerprint, Arena, HeapBytes, Object, ObjectBytes, ObjectId, ObjectView, HEADER_SIZE,
+};
+
+use crate::error::{Error, Result};
+use crate::object_ref::ObjectRef;
+use crate::raylet_client::{reader_loop, RayletClient};
+use crate::refs::{Freed, ObjState, RefTable};
+use crate::submitter::Submitter;
+use crate::value::{encode_heap, ReturnValue, INLINE_MAX};
+
+static CURRENT: RwLock<Option<Arc<CoreWorker>>> = RwLock::new(None);
+
+/// The core worker of this process, or [`Error::NotInitialized`].
+pub fn current() -> Result<Arc<CoreWorker>> {
+    CURRENT
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .ok_or(Error::NotInitialized)
+}
+
+/// Whether this process has a running core worker.
+pub fn is_initialized() -> bool {
+    CURRENT.read().unwrap_or_else(|p| p.into_inner()).is_some()
+}
+
+pub(crate) fn set_current(core: Option<Arc<CoreWorker>>) {
+    *CURRENT.write().unwrap_or_else(|p| p.into_inner()) = core;
+}
+
+/// How long a `put` waits for room in a full store before failing with `ObjectStoreFull`.
+const PUT_FULL_WAIT: Duration = Duration::from_secs(1);
+
+/// One process's runtime state.
+pub struct CoreWorker {
+    pub(crate) worker_id: WorkerId,
+    pub(crate) kind: ClientKind,
+    pub(crate) node: NodeId,
+    pub(crate) job: JobId,
+    pub(crate) raylet: RayletClient,
+    pub(crate) refs: RefTable,
+    pub(crate) submitter: Submitter,
+    pub(crate) arena: Arc<Arena>,
+    pub(crate) session: String,
+    total: Resources,
+    seq: AtomicU64,
+    shutting_down: AtomicBool,
+}
+
+impl std::fmt::Debug for CoreWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoreWorker")
+            .field("worker", &self.worker_id)
+            .field("kind", &self.kind)
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+impl CoreWorker {
+    /// Connects to the raylet at `address`, registers, and makes this the process's core worker.
+    pub fn connect(
+        address: &str,
+        kind: ClientKind,
+        worker_id: WorkerId,
+        listen: String,
+    ) -> Result<Arc<CoreWorker>> {
+        let stream = oxray_raylet::server::connect(address).map_err(|e| Error::Config {
+            message: format!("cannot reach the oxray node at {address}: {e}"),
+        })?;
+        let exe = match kind {
+            ClientKind::Driver => format!("/proc/{}/exe", std::process::id()),
+            ClientKind::Worker => String::new(),
+        };
+        let mut reader = stream
+            .try_clone()
+            .map_err(|e| Error::io("cloning the raylet socket", e))?;
+        let mut writer = stream;
+        frame::write(
+            &mut writer,
+            &ToRaylet::Register {
+                worker: worker_id,
+                pid: std::process::id(),
+                kind,
+                exe,
+                listen,
+            },
+        )
+        .map_err(|e| Error::io("registering with the raylet", e))?;
+        let mut buf = HeapBytes::new();
+        let reply = frame::read::<FromRaylet, _>(&mut reader, &mut buf).map_err(|e| {
+            Error::RayletDied {
+                message: format!("no answer to registration: {e}"),
+            }
+        })?;
+        let FromRaylet::Registered {
+            node,
+            job,
+            arena,
+            session,
+            resources,
+        } = reply
+        else {
+            return Err(Error::RayletDied {
+                message: format!("unexpected answer to registration: {reply:?}"),
+            });
+        };
+        let arena = Arena::open(Path::new(&arena))?;
+        let core = Arc::new(CoreWorker {
+            worker_id,
+            kind,
+            node,
+            job,
+            raylet: RayletClient::new(writer),
+            refs: RefTable::default(),
+            submitter: Submitter::default(),
+            arena: Arc::new(arena),
+            session,
+            total: resources,
+            seq: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+        });
+        let weak = Arc::downgrade(&core);
+        std::thread::Builder::new()
+            .name("oxray-raylet-reader".into())
+            .spawn(move || reader_loop(reader, weak, kind))
+            .map_err(|e| Error::io("starting the raylet reader", e))?;
+        Submitter::start_lease_reaper(Arc::downgrade(&core));
+        set_current(Some(core.clone()));
+        Ok(core)
+    }
+
+    /// Stops using the runtime: returns leases, closes the connection.
+    pub fn shutdown(self: &Arc<Self>) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.submitter.shutdown(self);
+        self.raylet.close();
+        let mut cur = CURRENT.write().unwrap_or_else(|p| p.into_inner());
+        if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, self)) {
+            *cur = None;
+        }
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn on_raylet_lost(&self) {
+        let err = Error::RayletDied {
+            message: "the node's raylet stopped".into(),
+        };
+        self.refs.fail_all_pending(err);
+    }
+
+    /// This process's worker id.
+    pub fn worker_id(&self) -> WorkerId {
+        self.worker_id
+    }
+
+    /// The node this process runs on.
+    pub fn node_id(&self) -> NodeId {
+        self.node
+    }
+
+    /// Driver or worker.
+    pub fn kind(&self) -> ClientKind {
+        self.kind
+    }
+
+    /// The session's name (the raylet's socket name).
+    pub fn session(&self) -> &str {
+        &self.session
+    }
+
+    /// The job.
+    pub fn job(&self) -> JobId {
+        self.job
+    }
+
+    /// The node's total resources.
+    pub fn total_resources(&self) -> &Resources {
+        &self.total
+    }
+
+    /// A new object id owned by this process.
+    pub(crate) fn new_object_id(&self) -> ObjectId {
+        object_id(self.worker_id, self.seq.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Stores a value and returns a ref to it: inline in this process when small, in the node's
+    /// store (one copy, written in place) when large.
+    pub fn put<T: Object + Send>(self: &Arc<Self>, value: &T) -> Result<ObjectRef<T>> {
+        let id = self.new_object_id();
+        let state = self.encode(id, value)?;
+        self.refs.insert(id, state);
+        Ok(ObjectRef::adopt(id, self.clone()))
+    }
+
+    /// Encodes a value for object `id`: inline state when small, else written into the store.
+    pub(crate) fn encode(&self, id: ObjectId, value: &dyn ReturnValue) -> Result<ObjState> {
+        let len = value.encoded_len()?;
+        if len <= INLINE_MAX {
+            let bytes = encode_heap(value, len)?;
+            return Ok(ObjState::Inline {
+                fingerprint: value.fingerprint(),
+                bytes: Arc::new(bytes),
+            });
+        }
+        self.create_in_store(id, len, value)?;
+        Ok(ObjState::Stored)
+    }
+
+    /// Creates `id` in the node's store, encodes `value` into it and seals it. Waits a bounded
+    /// time when the store is full.
+    pub(crate) fn create_in_store(
+        &self,
+        id: ObjectId,
+        len: usize,
+        value: &dyn ReturnValue,
+    ) -> Result<()> {
+        let fingerprint = value.fingerprint();
+        let started = Instant::now();
+        let block = loop {
+            let reply = self.raylet.request(|req| ToRaylet::Create {
+                req,
+                id,
+                len: len as u64,
+                fingerprint,
+            })?;
+            match reply {
+                FromRaylet::Created { existed: true, .. } => return Ok(()),
+                FromRaylet::Created { block, .. } => break block,
+                FromRaylet::Error {
+                    kind: ErrorKind::ObjectStoreFull,
+                    message,
+                    ..
+                } => {
+                    if started.elapsed() >= PUT_FULL_WAIT {
+                        return Err(Error::ObjectStoreFull { message });
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                FromRaylet::Error { message, .. } => {
+                    return Err(Error::ObjectStoreFull { message })
+                }
+                other => return Err(unexpected(other)),
+            }
+        };
+        let data = block + HEADER_SIZE;
+        self.arena.prefault(data, len as u64);
+        // SAFETY: the raylet created this object for this client just now and nobody else
+        // writes or reads it until we seal it; this is the only slice of it.
+        let Some(buf) = (unsafe { self.arena.payload_mut(data, len as u64) }) else {
+            return Err(Error::ObjectStoreFull {
+                message: "the raylet returned a location outside the object store".into(),
+            });
+        };
+        value.encode_into(buf)?;
+        match self.raylet.request(|req| ToRaylet::Seal { req, id })? {
+            FromRaylet::Sealed { .. } => Ok(()),
+            FromRaylet::Error { message, .. } => Err(Error::ObjectStoreFull { message }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Pins a stored object and returns its bytes in place; the pin is released when they drop.
+    pub(crate) fn pin(self: &Arc<Self>, id: ObjectId) -> Result<ObjectBytes> {
+        match self.raylet.request(|req| ToRaylet::Pin { req, id })? {
+            FromRaylet::Pinned { block, .. } => {
+                let guard = PinGuard {
+                    core: Arc::downgrade(self),
+                    id,
+                };
+                Ok(ObjectBytes::from_arena(
+                    self.arena.clone(),
+                    block,
+                    id,
+                    Box::new(guard),
+                )?)
+            }
+            FromRaylet::Error {
+                kind: ErrorKind::ObjectNotFound,
+                message,
+                ..
+            } => Err(Error::ObjectLost {
+                id: id.to_string(),
+                message,
+            }),
+            FromRaylet::Error { message, .. } => Err(Error::ObjectLost {
+                id: id.to_string(),
+                message,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Waits for an object and returns its bytes (heap or pinned store bytes).
+    fn object_bytes(self: &Arc<Self>, id: ObjectId, timeout: Option<Duration>) -> Result<ObjectBytes> {
+        let done = self.wait_ids(&[id], 1, timeout);
+        if !done[0] {
+            return Err(Error::Timeout {
+                waited: timeout.unwrap_or_default(),
+            });
+        }
+        match self.refs.state(id) {
+            None => Err(Error::ObjectLost {
+                id: id.to_string(),
+                message: "no ref to it is held in this process".into(),
+            }),
+            Some(ObjState::Pending) => Err(Error::Timeout {
+                waited: timeout.unwrap_or_default(),
+            }),
+            Some(ObjState::Failed(e)) => Err(e),
+            Some(ObjState::Inline { fingerprint, bytes }) => {
+                Ok(ObjectBytes::from_heap(id, fingerprint, bytes))
+            }
+            Some(ObjState::Stored) => self.pin(id),
+        }
+    }
+
+    /// Gets a zero-copy view of an object.
+    pub fn get_view<T: Object>(
+        self: &Arc<Self>,
+        r: &ObjectRef<T>,
+        timeout: Option<Duration>,
+    ) -> Result<ObjectView<T>> {
+        Ok(ObjectView::new(self.object_bytes(r.id(), timeout)?)?)
+    }
+
+    /// Gets an owned copy of an object's value.
+    pub fn get<T: Object>(
+        self: &Arc<Self>,
+        r: &ObjectRef<T>,
+        timeout: Option<Duration>,
+    ) -> Result<T> {
+        let bytes = self.object_bytes(r.id(), timeout)?;
+        if bytes.fingerprint() != fingerprint::<T>() {
+            // Let the view produce the detailed type error.
+            return Err(ObjectView::<T>::new(bytes).err().map(Error::from).unwrap_or(
+                Error::TypeMismatch {
+                    message: "type mismatch".into(),
+                },
+            ));
+        }
+        let archived = T::access(&bytes).map_err(|e| Error::TypeMismatch {
+            message: format!("object {} is not a valid {}: {e}", r.id(), std::any::type_name::<T>()),
+        })?;
+        T::decode(archived).map_err(|e| Error::TypeMismatch {
+            message: format!("decoding object {}: {e}", r.id()),
+        })
+    }
+
+    /// Waits until `num` of `ids` are done; returns their done flags. A worker tells its
+    /// raylet it is blocked meanwhile, so its CPU can run other work (nested tasks).
+    pub(crate) fn wait_ids(
+        &self,
+        ids: &[ObjectId],
+        num: usize,
+        timeout: Option<Duration>,
+    ) -> Vec<bool> {
+        let is_worker = self.kind == ClientKind::Worker;
+        self.refs.wait(ids, num, timeout, &mut |blocked| {
+            if is_worker {
+                let msg = if blocked {
+                    ToRaylet::Blocked
+                } else {
+                    ToRaylet::Unblocked
+                };
+                let _ = self.raylet.send(&msg);
+            }
+        })
+    }
+
+    /// Waits for `num` of `refs` (see `oxray::wait`).
+    pub fn wait<T>(
+        &self,
+        refs: &[ObjectRef<T>],
+        num: usize,
+        timeout: Option<Duration>,
+    ) -> Vec<bool> {
+        let ids: Vec<ObjectId> = refs.iter().map(|r| r.id()).collect();
+        self.wait_ids(&ids, num.min(ids.len()), timeout)
+    }
+
+    /// A local ref was dropped.
+    pub(crate) fn release_local(&self, id: ObjectId) {
+        if let Freed::Stored = self.refs.remove_local(id) {
+            let _ = self.raylet.send(&ToRaylet::Delete { ids: vec![id] });
+        }
+    }
+
+    /// A task that took `id` as an argument ended.
+    pub(crate) fn release_task_ref(&self, id: ObjectId) {
+        if let Freed::Stored = self.refs.remove_task_ref(id) {
+            let _ = self.raylet.send(&ToRaylet::Delete { ids: vec![id] });
+        }
+    }
+
+    /// The node's status, from its raylet.
+    pub fn node_status(&self) -> Result<NodeStatus> {
+        match self.raylet.request(|req| ToRaylet::Status { req })? {
+            FromRaylet::Status { status, .. } => Ok(status),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Number of objects this process owns and still references.
+    pub fn owned_objects(&self) -> usize {
+        self.refs.len()
+    }
+}
+
+fn unexpected(msg: FromRaylet) -> Error {
+    Error::RayletDied {
+        message: format!("unexpected reply from the raylet: {msg:?}"),
+    }
+}
+
+/// Releases a store pin when a view of a stored object drops.
+struct PinGuard {
+    core: std::sync::Weak<CoreWorker>,
+    id: ObjectId,
+}
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        if let Some(core) = self.core.upgrade() {
+            let _ = core.raylet.send(&ToRaylet::Release { id: self.id });
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! Task submission: dependency resolution, leases, and pushing tasks straight to leased workers.
+//!
+//! Tasks are grouped by their resource shape (the *scheduling key*). For each key the submitter
+//! keeps a queue of ready tasks and the workers it leased for that shape. A task goes to an idle
+//! leased worker at once (from the submitting thread, no hop through the raylet); when there is
+//! none it asks the raylet for more leases, up to one per queued task. A worker that finishes a
+//! task gets the next one from the thread that read the result. Leases idle for
+//! [`LEASE_LINGER`] go back to the raylet, so a loop of `submit; get` reuses one lease, as does a
+//! burst of tasks, while an idle driver does not hold CPUs.
+//!
+//! A worker whose connection breaks mid-task is a system failure: the task is retried on another
+//! lease, up to its `max_retries`.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use oxray_common::frame::{self, FrameError};
+use oxray_common::protocol::{
+    FailureKind, FromRaylet, FromWorker, TaskArg, TaskOutcome, TaskSpec, ToRaylet, ToWorker,
+};
+use oxray_common::resources::Resources;
+use oxray_common::WorkerId;
+use oxray_object_store::{HeapBytes, ObjectId};
+
+use crate::args::ArgSpec;
+use crate::core::CoreWorker;
+use crate::error::Error;
+use crate::refs::ObjState;
+use crate::value::aligned_copy;
+
+/// How long an idle lease is kept for more work of the same shape.
+pub const LEASE_LINGER: Duration = Duration::from_millis(50);
+/// At most this many lease requests in flight per scheduling key.
+const MAX_LEASE_REQUESTS: usize = 64;
+
+/// A submitted task and what the submitter needs to finish it.
+pub(crate) struct Task {
+    pub id: ObjectId,
+    pub function: String,
+    pub args: Vec<ArgSpec>,
+    pub resources: Resources,
+    pub retries_left: u32,
+    pub retry_exceptions: bool,
+    pub attempt: u32,
+}
+
+impl Task {
+    fn ref_args(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        self.args.iter().filter_map(|a| match a {
+            ArgSpec::Ref(id) => Some(*id),
+            ArgSpec::Value { .. } => None,
+        })
+    }
+}
+
+struct Leased {
+    lease: u64,
+    worker: WorkerId,
+    conn: Arc<WorkerConn>,
+    running: Option<Task>,
+    idle_since: Instant,
+}
+
+#[derive(Default)]
+struct KeyState {
+    ready: VecDeque<Task>,
+    leases: Vec<Leased>,
+    requests_in_flight: usize,
+}
+
+#[derive(Default)]
+struct State {
+    keys: HashMap<Resources, KeyState>,
+    /// Tasks waiting for ref arguments, by task id.
+    waiting: HashMap<ObjectId, Task>,
+}
+
+/// The submitter. One per core worker.
+#[derive(Default)]
+pub(crate) struct Submitter {
+    state: Mutex<State>,
+}
+
+/// A connection to a leased worker.
+pub(crate) struct WorkerConn {
+    writer: Mutex<UnixStream>,
+}
+
+impl WorkerConn {
+    fn send(&self, msg: &ToWorker) -> std::io::Result<()> {
+        let buf = frame::encode(msg)?;
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        w.write_all(&buf)
+    }
+}
+
+impl Submitter {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Submits a task whose return object (`task.id`) is already in the ref table.
+    pub fn submit(&self, core: &Arc<CoreWorker>, task: Task) {
+        let mut unresolved = false;
+        for dep in task.ref_args() {
+            if core.refs.add_dependent(dep, task.id) {
+                unresolved = true;
+            }
+        }
+        if !unresolved {
+            self.enqueue_resolved(core, task);
+            return;
+        }
+        let id = task.id;
+        self.lock().waiting.insert(id, task);
+        // A dependency may have finished since `add_dependent`: check again.
+        self.on_dependency_done(core, vec![id]);
+    }
+
+    /// A dependency finished: tasks whose dependencies are all done become ready.
+    pub fn on_dependency_done(&self, core: &Arc<CoreWorker>, dependents: Vec<ObjectId>) {
+        for task_id in dependents {
+            let task = {
+                let mut st = self.lock();
+                let Some(task) = st.waiting.get(&task_id) else {
+                    continue;
+                };
+                let pending = task
+                    .ref_args()
+                    .any(|d| matches!(core.refs.state(d), Some(ObjState::Pending)));
+                if pending {
+                    continue;
+                }
+                st.waiting.remove(&task_id)
+            };
+            if let Some(task) = task {
+                self.enqueue_resolved(core, task);
+            }
+        }
+    }
+
+    /// All dependencies are done: fail the task if one failed, else queue it.
+    fn enqueue_resolved(&self, core: &Arc<CoreWorker>, task: Task) {
+        let failed_dep = task.ref_args().find_map(|dep| match core.refs.state(dep) {
+            Some(ObjState::Failed(e)) => Some(e),
+            _ => None,
+        });
+        if let Some(e) = failed_dep {
+            self.finish(core, task, ObjState::Failed(e));
+            return;
+        }
+        let mut st = self.lock();
+        let key = task.resources.clone();
+        st.keys.entry(key.clone()).or_default().ready.push_back(task);
+        self.dispatch(core, &mut st, &key);
+    }
+
+    /// Builds the wire form of a task, resolving ref args to inline bytes or store ids.
+    fn spec(core: &CoreWorker, task: &Task) -> TaskSpec {
+        let args = task
+            .args
+            .iter()
+            .map(|a| match a {
+                ArgSpec::Value { fingerprint, bytes } => TaskArg::Inline {
+                    fingerprint: *fingerprint,
+                    bytes: bytes.to_vec(),
+                },
+                ArgSpec::Ref(id) => match core.refs.state(*id) {
+                    Some(ObjState::Inline { fingerprint, bytes }) => TaskArg::Inline {
+                        fingerprint,
+                        bytes: bytes.to_vec(),
+                    },
+                    _ => TaskArg::Stored { id: *id },
+                },
+            })
+            .collect();
+        TaskSpec {
+            id: task.id,
+            function: task.function.clone(),
+            args,
+            attempt: task.attempt,
+        }
+    }
+
+    /// Sends ready tasks of `key` to idle leased workers and asks for leases for the rest.
+    fn dispatch(&self, core: &Arc<CoreWorker>, st: &mut State, key: &Resources) {
+        let Some(ks) = st.keys.get_mut(key) else {
+            return;
+        };
+        while !ks.ready.is_empty() {
+            let Some(leased) = ks.leases.iter_mut().find(|l| l.running.is_none()) else {
+                break;
+            };
+            let Some(task) = ks.ready.pop_front() else {
+                break;
+            };
+            let spec = Self::spec(core, &task);
+            if leased.conn.send(&ToWorker::Task(spec)).is_err() {
+                // The worker is gone; its reader thread reports it. Try another.
+                ks.ready.push_front(task);
+                leased.running = None;
+                let dead = leased.worker;
+                ks.leases.retain(|l| l.worker != dead);
+                continue;
+            }
+            leased.running = Some(task);
+        }
+        let wanted = ks
+            .ready
+            .len()
+            .saturating_sub(ks.requests_in_flight)
+            .min(MAX_LEASE_REQUESTS.saturating_sub(ks.requests_in_flight));
+        for _ in 0..wanted {
+            if core.raylet.request_lease(key.clone()).is_ok() {
+                ks.requests_in_flight += 1;
+            }
+        }
+    }
+
+    /// The raylet answered a lease request for `key`.
+    pub fn on_lease_reply(&self, core: &Arc<CoreWorker>, key: Resources, msg: FromRaylet) {
+        match msg {
+            FromRaylet::LeaseGranted {
+                lease,
+                worker,
+                address,
+                ..
+            } => {
+                let conn = match connect_worker(core, &address, worker) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("oxray: cannot reach leased worker {worker}: {e}");
+                        let _ = core.raylet.send(&ToRaylet::ReturnLease { lease });
+                        let mut st = self.lock();
+                        if let Some(ks) = st.keys.get_mut(&key) {
+                            ks.requests_in_flight = ks.requests_in_flight.saturating_sub(1);
+                        }
+                        self.dispatch(core, &mut st, &key);
+                        return;
+                    }
+                };
+                let mut st = self.lock();
+                let ks = st.keys.entry(key.clone()).or_default();
+                ks.requests_in_flight = ks.requests_in_flight.saturating_sub(1);
+                ks.leases.push(Leased {
+                    lease,
+                    worker,
+                    conn,
+                    running: None,
+                    idle_since: Instant::now(),
+                });
+                self.dispatch(core, &mut st, &key);
+            }
+            FromRaylet::Error { message, .. } => {
+                let failed: Vec<Task> = {
+                    let mut st = self.lock();
+                    let Some(ks) = st.keys.get_mut(&key) else {
+                        return;
+                    };
+                    ks.requests_in_flight = ks.requests_in_flight.saturating_sub(1);
+                    if ks.requests_in_flight > 0 || !ks.leases.is_empty() {
+                        return;
+                    }
+                    ks.ready.drain(..).collect()
+                };
+                for task in failed {
+                    let function = task.function.clone();
+                    self.finish(
+                        core,
+                        task,
+                        ObjState::Failed(Error::WorkerDied {
+                            function,
+                            attempts: 0,
+                            message: message.clone(),
+                        }),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A leased worker reported a task's end.
+    fn on_done(&self, core: &Arc<CoreWorker>, worker: WorkerId, id: ObjectId, outcome: TaskOutcome) {
+        let mut st = self.lock();
+        let mut found = None;
+        for (key, ks) in st.keys.iter_mut() {
+            if let Some(l) = ks
+                .leases
+                .iter_mut()
+                .find(|l| l.worker == worker && l.running.as_ref().is_some_and(|t| t.id == id))
+            {
+                let task = l.running.take();
+                l.idle_since = Instant::now();
+                found = task.map(|t| (key.clone(), t));
+                break;
+            }
+        }
+        let Some((key, mut task)) = found else {
+            return;
+        };
+        let state = match outcome {
+            TaskOutcome::Inline { fingerprint, bytes } => ObjState::Inline {
+                fingerprint,
+                bytes: Arc::new(aligned_copy(&bytes)),
+            },
+            TaskOutcome::Stored => ObjState::Stored,
+            TaskOutcome::Failed(f) => {
+                let app_error = matches!(f.kind, FailureKind::Panic | FailureKind::Error);
+                if app_error && task.retry_exceptions && task.retries_left > 0 {
+                    task.retries_left -= 1;
+                    task.attempt += 1;
+                    if let Some(ks) = st.keys.get_mut(&key) {
+                        ks.ready.push_front(task);
+                    }
+                    self.dispatch(core, &mut st, &key);
+                    return;
+                }
+                ObjState::Failed(match f.kind {
+                    FailureKind::FunctionNotFound => Error::FunctionNotFound { name: f.function },
+                    _ => Error::TaskFailed {
+                        message: f.message,
+                        function: f.function,
+                        pid: f.pid,
+                    },
+                })
+            }
+        };
+        self.dispatch(core, &mut st, &key);
+        drop(st);
+        self.finish(core, task, state);
+    }
+
+    /// Records a task's result and releases what it held.
+    fn finish(&self, core: &Arc<CoreWorker>, task: Task, state: ObjState) {
+        let stored = matches!(state, ObjState::Stored);
+        match core.refs.complete(task.id, state) {
+            Some(dependents) => {
+                if !dependents.is_empty() {
+                    self.on_dependency_done(core, dependents);
+                }
+            }
+            None if stored => {
+                // Nobody holds the result any more: free it.
+                let _ = core.raylet.send(&ToRaylet::Delete { ids: vec![task.id] });
+            }
+            None => {}
+        }
+        for dep in task.ref_args() {
+            core.release_task_ref(dep);
+        }
+    }
+
+    /// A leased worker's connection broke: retry its task elsewhere or fail it.
+    fn on_conn_lost(&self, core: &Arc<CoreWorker>, worker: WorkerId, why: String) {
+        let mut st = self.lock();
+        let mut lost = None;
+        for (key, ks) in st.keys.iter_mut() {
+            if let Some(pos) = ks.leases.iter().position(|l| l.worker == worker) {
+                let l = ks.leases.remove(pos);
+                lost = Some((key.clone(), l.running));
+                break;
+            }
+        }
+        let Some((key, running)) = lost else {
+            return;
+        };
+        let Some(mut task) = running else {
+            self.dispatch(core, &mut st, &key);
+            return;
+        };
+        if task.retries_left > 0 {
+            task.retries_left -= 1;
+            task.attempt += 1;
+            if let Some(ks) = st.keys.get_mut(&key) {
+                ks.ready.push_front(task);
+            }
+            self.dispatch(core, &mut st, &key);
+            return;
+        }
+        self.dispatch(core, &mut st, &key);
+        drop(st);
+        let function = task.function.clone();
+        let attempts = task.attempt + 1;
+        self.finish(
+            core,
+            task,
+            ObjState::Failed(Error::WorkerDied {
+                function,
+                attempts,
+                message: why,
+            }),
+        );
+    }
+
+    /// Returns leases that were idle for longer than [`LEASE_LINGER`].
+    fn return_idle_leases(&self, core: &Arc<CoreWorker>, all: bool) {
+        let mut st = self.lock();
+        let now = Instant::now();
+        for ks in st.keys.values_mut() {
+            if !ks.ready.is_empty() && !all {
+                continue;
+            }
+            ks.leases.retain(|l| {
+                let idle = l.running.is_none() && now.duration_since(l.idle_since) >= LEASE_LINGER;
+                if all || idle {
+                    let _ = core.raylet.send(&ToRaylet::ReturnLease { lease: l.lease });
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+    }
+
+    /// Starts the thread that returns idle leases.
+    pub fn start_lease_reaper(core: Weak<CoreWorker>) {
+        let _ = std::thread::Builder::new()
+            .name("oxray-lease-reaper".into())
+            .spawn(move || loop {
+                std::thread::sleep(LEASE_LINGER / 4);
+                let Some(core) = core.upgrade() else { break };
+                if core.is_shutting_down() || core.raylet.is_closed() {
+                    break;
+                }
+                core.submitter.return_idle_leases(&core, false);
+            });
+    }
+
+    /// Returns every lease (shutdown).
+    pub fn shutdown(&self, core: &Arc<CoreWorker>) {
+        self.return_idle_leases(core, true);
+    }
+}
+
+fn connect_worker(
+    core: &Arc<CoreWorker>,
+    address: &str,
+    worker: WorkerId,
+) -> std::io::Result<Arc<WorkerConn>> {
+    let stream = oxray_raylet::server::connect(address)?;
+    let reader = stream.try_clone()?;
+    let conn = Arc::new(WorkerConn {
+        writer: Mutex::new(stream),
+    });
+    let weak = Arc::downgrade(core);
+    std::thread::Builder::new()
+        .name("oxray-worker-conn".into())
+        .spawn(move || worker_reader(reader, weak, worker))?;
+    Ok(conn)
+}
+
+fn worker_reader(stream: UnixStream, core: Weak<CoreWorker>, worker: WorkerId) {
+    let mut reader = BufReader::with_capacity(64 << 10, stream);
+    let mut buf = HeapBytes::new();
+    let why = loop {
+        match frame::read::<FromWorker, _>(&mut reader, &mut buf) {
+            Ok(FromWorker::Done { id, outcome }) => {
+                let Some(core) = core.upgrade() else { return };
+                core.submitter.on_done(&core, worker, id, outcome);
+            }
+            Err(FrameError::Closed) => break "the worker process exited".to_string(),
+            Err(e) => break format!("the worker connection failed: {e}"),
+        }
+    };
+    if let Some(core) = core.upgrade() {
+        core.submitter.on_conn_lost(&core, worker, why);
+    }
+}

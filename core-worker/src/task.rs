@@ -1,0 +1,128 @@
+//! Submitting a call of a remote function: options and the entry point the macros call.
+
+use std::sync::Arc;
+
+use oxray_common::resources::{Resources, CPU};
+
+use crate::args::ArgSpec;
+use crate::core::{current, CoreWorker};
+use crate::error::{Error, Result};
+use crate::object_ref::ObjectRef;
+use crate::refs::ObjState;
+use crate::submitter::Task;
+
+/// Options of one task call (`f::options().num_cpus(2.0).max_retries(0).remote(..)`).
+#[derive(Debug, Clone)]
+pub struct TaskOptions {
+    function: &'static str,
+    resources: Resources,
+    max_retries: u32,
+    retry_exceptions: bool,
+    name: Option<String>,
+}
+
+impl TaskOptions {
+    /// Defaults for `function`: 1 CPU, 3 retries on worker death, no retry of errors.
+    pub fn new(function: &'static str) -> Self {
+        TaskOptions {
+            function,
+            resources: Resources::cpus(1.0),
+            max_retries: 3,
+            retry_exceptions: false,
+            name: None,
+        }
+    }
+
+    /// CPUs the task holds while it runs (fractions allowed; 0 for none).
+    pub fn num_cpus(mut self, n: f64) -> Self {
+        self.resources.set(CPU, n);
+        self
+    }
+
+    /// A custom resource the task needs, e.g. `("gpu", 1.0)`.
+    pub fn resource(mut self, name: &str, amount: f64) -> Self {
+        self.resources.set(name, amount);
+        self
+    }
+
+    /// Custom resources the task needs.
+    pub fn resources<'a>(mut self, rs: impl IntoIterator<Item = (&'a str, f64)>) -> Self {
+        for (n, a) in rs {
+            self.resources.set(n, a);
+        }
+        self
+    }
+
+    /// How many times the task is retried when its worker dies (default 3).
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// Also retry when the task panics or returns `Err` (default false).
+    pub fn retry_exceptions(mut self, yes: bool) -> Self {
+        self.retry_exceptions = yes;
+        self
+    }
+
+    /// A name for the task, shown in errors and status.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The registered function name.
+    pub fn function(&self) -> &'static str {
+        self.function
+    }
+}
+
+/// Submits a task (called by the code `#[oxray::remote]` generates).
+pub fn submit_task<R>(opts: TaskOptions, args: Vec<Result<ArgSpec>>) -> Result<ObjectRef<R>> {
+    let core = current()?;
+    let mut specs = Vec::with_capacity(args.len());
+    let mut first_err = None;
+    for a in args {
+        match a {
+            Ok(s) => specs.push(s),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        release_args(&core, &specs);
+        return Err(e);
+    }
+    if opts.resources.get(CPU) < 0.0 {
+        return Err(Error::Config {
+            message: "num_cpus must not be negative".into(),
+        });
+    }
+    let id = core.new_object_id();
+    core.refs.insert(id, ObjState::Pending);
+    let function = match &opts.name {
+        Some(n) if !n.is_empty() => opts.function.to_string(),
+        _ => opts.function.to_string(),
+    };
+    let task = Task {
+        id,
+        function,
+        args: specs,
+        resources: opts.resources,
+        retries_left: opts.max_retries,
+        retry_exceptions: opts.retry_exceptions,
+        attempt: 0,
+    };
+    let r = ObjectRef::adopt(id, core.clone());
+    core.submitter.submit(&core, task);
+    Ok(r)
+}
+
+fn release_args(core: &Arc<CoreWorker>, specs: &[ArgSpec]) {
+    for s in specs {
+        if let ArgSpec::Ref(id) = s {
+            core.release_task_ref(*id);
+        }
+    }
+}
