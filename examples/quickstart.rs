@@ -1,102 +1,91 @@
-//! oxray quickstart.
-//!
-//! Today this shows the part of oxray that exists: the node's shared-memory object store. It
-//! creates an arena in `/dev/shm`, stores a large array and a user type once, reads them back
-//! with zero copies, shows that a wrong-type read is an error, and fills an object in place.
-//! Remote tasks and actors (`oxray::init`, `#[oxray::remote]`) come with the runtime.
+//! oxray quickstart: remote tasks, refs as arguments, `wait`, and a zero-copy view of a large
+//! object, on a single-node cluster embedded in this program.
 //!
 //! Run it with `cargo run --release --example quickstart`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use oxray::rkyv::{Archive, Deserialize, Serialize};
-use oxray::store::{ArenaOptions, CreateOptions, ObjectId, Store};
+use oxray::prelude::*;
 
-/// A user type: deriving rkyv's traits is all it takes to store it.
-#[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
-#[rkyv(crate = oxray::rkyv)]
-struct Setting {
-    name: String,
-    n: u64,
-    sd: f64,
+/// A remote function: `square::remote(x)` runs it in a worker process.
+#[oxray::remote]
+fn square(x: i64) -> i64 {
+    x * x
 }
 
-fn main() -> Result<(), oxray::store::StoreError> {
-    // 1. A 1 GiB arena in /dev/shm, private to this user, removed when `store` drops.
-    let store = Store::new(&ArenaOptions::new(1 << 30))?;
-    println!("object store: {}", store.arena_path().display());
+#[oxray::remote]
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
 
-    // 2. Put a 400 MB array once: rkyv encodes it straight into shared memory.
-    let n = 50_000_000;
-    let data: Vec<f64> = (0..n).map(|i| (i % 1000) as f64 / 1000.0).collect();
-    let big = ObjectId::from_u128(1);
-    let t = Instant::now();
-    store.put(big, &data, false)?;
-    let put_s = t.elapsed().as_secs_f64();
-    println!(
-        "put {} MB in {:.1} ms ({:.1} GB/s, including the first touch of fresh shm pages)",
-        n * 8 / 1_000_000,
-        put_s * 1e3,
-        (n * 8) as f64 / put_s / 1e9
-    );
-    drop(data);
+/// Reads its argument in place in the node's object store: no copy, whatever its size.
+#[oxray::remote]
+fn mean(xs: ObjectView<Vec<f64>>) -> f64 {
+    xs.iter().map(|x| x.to_native()).sum::<f64>() / xs.len() as f64
+}
 
-    // 3. Read it with zero copies: the view points into the arena.
-    let t = Instant::now();
-    let view = store.get_view::<Vec<f64>>(big)?;
-    let open_us = t.elapsed().as_secs_f64() * 1e6;
-    let mean = view.iter().map(|x| x.to_native()).sum::<f64>() / view.len() as f64;
-    println!(
-        "zero-copy view of {} values opened in {open_us:.1} µs; mean = {mean:.4}",
-        view.len()
-    );
-
-    // 4. User types work the same way.
-    let setting = ObjectId::from_u128(2);
-    store.put(
-        setting,
-        &Setting {
-            name: "baseline".into(),
-            n: 1_000_000,
-            sd: 1.5,
-        },
-        false,
-    )?;
-    let s = store.get_view::<Setting>(setting)?;
-    println!(
-        "setting {:?}: n = {}, sd = {}",
-        s.name.as_str(),
-        s.n.to_native(),
-        s.sd.to_native()
-    );
-
-    // 5. Reading with the wrong type is an error, not undefined behaviour.
-    match store.get_view::<Vec<u32>>(big) {
-        Err(e) => println!("wrong-type read refused: {e}"),
-        Ok(_) => unreachable!("the store checks the type fingerprint"),
+/// A task that fails: the error reaches the caller's `get`.
+#[oxray::remote]
+fn checked_sqrt(x: f64) -> Result<f64, String> {
+    if x < 0.0 {
+        Err(format!("cannot take the square root of {x}"))
+    } else {
+        Ok(x.sqrt())
     }
+}
 
-    // 6. Fill a buffer in place (zero copies), then seal it.
-    let raw = ObjectId::from_u128(3);
-    let mut writer = store.create(raw, 4096, CreateOptions::default())?;
-    for (i, b) in writer.as_mut_slice().iter_mut().enumerate() {
-        *b = (i % 251) as u8;
+fn main() -> oxray::Result<()> {
+    let started = Instant::now();
+    let cluster = oxray::init()?;
+    println!("oxray node at {} (embedded in this process)", cluster.address());
+
+    // 1. A parallel map: results come back in submission order.
+    let refs: Vec<ObjectRef<i64>> = (0..4).map(square::remote).collect::<Result<_>>()?;
+    println!("squares of 0..4: {:?}", oxray::get_all(&refs)?);
+    println!(
+        "first results after {:.1} ms (init included)",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+
+    // 2. Refs as arguments: `add` waits for `square(3)` without the driver fetching it.
+    let nine = square::remote(3)?;
+    let sum = add::remote(&nine, 10)?;
+    println!("square(3) + 10 = {}", oxray::get(&sum)?);
+
+    // 3. Many small tasks.
+    let t = Instant::now();
+    let many: Vec<ObjectRef<i64>> = (0..10_000).map(square::remote).collect::<Result<_>>()?;
+    let submitted = t.elapsed();
+    let total: i64 = oxray::get_all(&many)?.iter().sum();
+    let all = t.elapsed();
+    println!(
+        "10 000 tasks: submitted in {:.1} ms, done in {:.1} ms ({:.1} µs per task); sum = {total}",
+        submitted.as_secs_f64() * 1e3,
+        all.as_secs_f64() * 1e3,
+        all.as_secs_f64() * 1e6 / 10_000.0
+    );
+
+    // 4. wait: take results as they come.
+    let (ready, pending) = oxray::wait(&many[..100], 10, Some(Duration::from_secs(5)))?;
+    println!("wait: {} ready, {} not returned yet", ready.len(), pending.len());
+
+    // 5. A big array, put once into shared memory and read in place by tasks.
+    let data: Vec<f64> = (0..10_000_000).map(|i| (i % 100) as f64).collect();
+    let big = oxray::put(&data)?;
+    let means: Vec<ObjectRef<f64>> = (0..4).map(|_| mean::remote(&big)).collect::<Result<_>>()?;
+    println!("mean of 80 MB array, by 4 tasks: {:?}", oxray::get_all(&means)?);
+    let t = Instant::now();
+    let view = oxray::get_view(&big)?;
+    println!(
+        "zero-copy view in the driver: {} values, opened in {:.1} µs",
+        view.len(),
+        t.elapsed().as_secs_f64() * 1e6
+    );
+
+    // 6. Errors are values at `get`.
+    match oxray::get(&checked_sqrt::remote(-4.0)?) {
+        Err(Error::TaskFailed { message, .. }) => println!("task failed as expected: {message}"),
+        other => println!("unexpected: {other:?}"),
     }
-    writer.seal()?;
-    let bytes = store.get(raw)?;
-    println!(
-        "raw object: {} bytes, byte 300 = {}",
-        bytes.len(),
-        bytes[300]
-    );
-
-    let stats = store.stats();
-    println!(
-        "store: {} objects, {} MB used of {} MB, {} MB pinned by open views",
-        stats.objects,
-        stats.used / 1_000_000,
-        stats.capacity / 1_000_000,
-        stats.pinned / 1_000_000
-    );
     Ok(())
 }

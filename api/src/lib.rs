@@ -1,23 +1,82 @@
 //! # oxray
 //!
-//! Ray's model for Rust: remote tasks, long-lived actors and immutable objects, on one machine or
-//! a cluster, with a shared-memory object store on every node so that tasks and actors read large
-//! objects with zero copies.
+//! Ray's model for Rust: remote tasks and immutable objects (actors and clusters are coming), with
+//! a shared-memory object store on every node so that tasks read large objects with zero copies.
 //!
-//! Status: the object store works today and is re-exported as [`store`]; `init`, `put`, `get`,
-//! `#[remote]` and actors come with the runtime (see the README's status table).
+//! ```no_run
+//! use oxray::prelude::*;
 //!
+//! #[oxray::remote]
+//! fn add(a: i64, b: i64) -> i64 {
+//!     a + b
+//! }
+//!
+//! #[oxray::remote]
+//! fn mean(xs: ObjectView<Vec<f64>>) -> f64 {
+//!     // `xs` reads the node's object store in place: no copy, whatever the size.
+//!     xs.iter().map(|x| x.to_native()).sum::<f64>() / xs.len() as f64
+//! }
+//!
+//! fn main() -> oxray::Result<()> {
+//!     let _cluster = oxray::init()?; // OXRAY_ADDRESS, or an embedded single-node cluster
+//!     let r = add::remote(1, 2)?; // ObjectRef<i64>
+//!     let s = add::remote(&r, 10)?; // a ref where an i64 is expected
+//!     assert_eq!(oxray::get(&s)?, 13);
+//!     let big = oxray::put(&vec![0.5f64; 1 << 20])?; // 8 MiB: goes to the object store
+//!     assert_eq!(oxray::get(&mean::remote(&big)?)?, 0.5);
+//!     Ok(())
+//! }
 //! ```
-//! use oxray::store::{ArenaOptions, ObjectId, Store};
 //!
-//! let store = Store::new(&ArenaOptions::new(8 << 20))?;
-//! store.put(ObjectId::from_u128(7), &vec![1u32, 2, 3], false)?;
-//! let view = store.get_view::<Vec<u32>>(ObjectId::from_u128(7))?;
-//! assert_eq!(view.iter().map(|x| x.to_native()).sum::<u32>(), 6);
-//! # Ok::<(), oxray::store::StoreError>(())
-//! ```
+//! ## How it runs
+//!
+//! `init()` without `OXRAY_ADDRESS` starts a raylet inside the driver: workers are this same
+//! executable, started by the raylet and switched into worker mode by a constructor that runs
+//! before `main` (so `main` never runs in workers; other constructors do). Everything stops when
+//! the [`Cluster`] `init` returned is dropped, or when the driver exits in any way: workers exit
+//! when their raylet connection closes, and the object store is a memfd, so no file is left.
+//!
+//! ## Values
+//!
+//! Anything that derives rkyv's `Archive`, `Serialize` and `Deserialize` (re-exported as
+//! [`rkyv`]; add `#[rkyv(crate = oxray::rkyv)]`) can be put, passed and returned. Values up to
+//! 100 KiB travel inline; larger ones live once in the node's object store. [`get`] returns an
+//! owned copy; [`get_view`] and `ObjectView<T>` parameters read in place. Archived numbers are
+//! little-endian wrappers: use `.to_native()` (e.g. `xs[i].to_native()`).
+//!
+//! ## Errors
+//!
+//! A task's panic or `Err` becomes [`Error::TaskFailed`] at the caller's `get`; a worker that
+//! dies is retried (`max_retries`, default 3) and then [`Error::WorkerDied`]; `get` of the wrong
+//! type is [`Error::TypeMismatch`]; see [`Error`].
 
-/// The node's shared-memory object store (the `oxray-object-store` crate).
+mod config;
+mod runtime;
+
+pub use config::Config;
+pub use oxray_core_worker::{Error, IntoArg, ObjectRef, Result, TaskOptions};
+pub use oxray_macros::{main, remote};
+pub use oxray_object_store::ObjectView;
+pub use runtime::{
+    available_resources, cancel, cluster_resources, get, get_all, get_timeout, get_view, init,
+    init_with, is_initialized, nodes, put, shutdown, wait, Cluster, NodeInfo,
+};
+
+/// The node's shared-memory object store (the `oxray-object-store` crate), for use on its own.
 pub use oxray_object_store as store;
 /// rkyv, whose derives (`Archive`, `Serialize`, `Deserialize`) make user types storable.
 pub use oxray_object_store::rkyv;
+
+/// What most programs import: `use oxray::prelude::*;`.
+pub mod prelude {
+    pub use crate::{remote, Error, ObjectRef, ObjectView, Result};
+}
+
+/// Items the macros' generated code uses. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use oxray_core_worker::__private::linkme;
+    pub use oxray_core_worker::{
+        submit_task, RemoteFunction, ReturnValue, TaskArgs, TaskError, REMOTE_FUNCTIONS,
+    };
+}

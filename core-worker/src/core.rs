@@ -396,6 +396,11 @@ impl CoreWorker {
         self.wait_ids(&ids, num.min(ids.len()), timeout)
     }
 
+    /// Cancels the task that makes `id` (see `oxray::cancel`).
+    pub fn cancel(self: &Arc<Self>, id: ObjectId) {
+        self.submitter.cancel(self, id);
+    }
+
     /// A local ref was dropped.
     pub(crate) fn release_local(&self, id: ObjectId) {
         if let Freed::Stored = self.refs.remove_local(id) {

@@ -124,6 +124,10 @@ impl RefTable {
     pub fn complete(&self, id: ObjectId, state: ObjState) -> Option<Vec<ObjectId>> {
         let mut inner = self.lock();
         let e = inner.entries.get_mut(&id)?;
+        if !matches!(e.state, ObjState::Pending) {
+            // Already settled (cancelled): this late result is dropped.
+            return None;
+        }
         e.state = state;
         let deps = std::mem::take(&mut e.dependents);
         drop(inner);

@@ -396,6 +396,32 @@ impl Submitter {
         );
     }
 
+    /// Cancels a task that has not finished.
+    pub fn cancel(&self, core: &Arc<CoreWorker>, id: ObjectId) {
+        let queued = {
+            let mut st = self.lock();
+            let mut found = st.waiting.remove(&id);
+            if found.is_none() {
+                for ks in st.keys.values_mut() {
+                    if let Some(pos) = ks.ready.iter().position(|t| t.id == id) {
+                        found = ks.ready.remove(pos);
+                        break;
+                    }
+                }
+            }
+            found
+        };
+        match queued {
+            Some(task) => self.finish(core, task, ObjState::Failed(Error::Cancelled)),
+            // Running (or done): settle the object now; a late result is dropped.
+            None => {
+                if let Some(deps) = core.refs.complete(id, ObjState::Failed(Error::Cancelled)) {
+                    self.on_dependency_done(core, deps);
+                }
+            }
+        }
+    }
+
     /// Returns leases that were idle for longer than [`LEASE_LINGER`].
     fn return_idle_leases(&self, core: &Arc<CoreWorker>, all: bool) {
         let mut st = self.lock();

@@ -1,0 +1,50 @@
+//! `Config`: how `init_with` starts or attaches to a cluster.
+
+/// Options for [`init_with`](crate::init_with). Unset fields take the defaults: attach to
+/// `OXRAY_ADDRESS` if set, else embed a single-node cluster with one CPU slot per core and an
+/// object store of 30% of RAM.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub(crate) num_cpus: Option<f64>,
+    pub(crate) object_store_memory: Option<u64>,
+    pub(crate) namespace: Option<String>,
+    pub(crate) address: Option<String>,
+    pub(crate) resources: Vec<(String, f64)>,
+}
+
+impl Config {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// CPU slots of the embedded node (default: the machine's cores).
+    pub fn num_cpus(mut self, n: impl Into<f64>) -> Self {
+        self.num_cpus = Some(n.into());
+        self
+    }
+
+    /// Object store size of the embedded node, in bytes (default: 30% of RAM).
+    pub fn object_store_memory(mut self, bytes: u64) -> Self {
+        self.object_store_memory = Some(bytes);
+        self
+    }
+
+    /// A custom resource of the embedded node, e.g. `("gpu", 1.0)`.
+    pub fn resource(mut self, name: &str, amount: f64) -> Self {
+        self.resources.push((name.to_owned(), amount));
+        self
+    }
+
+    /// The namespace for named actors (default: one per driver).
+    pub fn namespace(mut self, ns: impl Into<String>) -> Self {
+        self.namespace = Some(ns.into());
+        self
+    }
+
+    /// Attach to the node at `address` (what `oxray start` printed) instead of embedding one.
+    pub fn address(mut self, address: impl Into<String>) -> Self {
+        self.address = Some(address.into());
+        self
+    }
+}

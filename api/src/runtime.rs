@@ -1,0 +1,229 @@
+//! `init`, `shutdown` and the object calls, over the process's core worker.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use oxray_core_worker::{current, ClientKind, CoreWorker, Error, ObjectRef, Result, WorkerId};
+use oxray_object_store::{Object, ObjectView};
+use oxray_raylet::{Raylet, RayletConfig};
+
+use crate::config::Config;
+
+/// The raylet this driver embeds, if any.
+static EMBEDDED: Mutex<Option<Raylet>> = Mutex::new(None);
+
+/// What [`init`] returns: the running runtime. Dropping it shuts down (like [`shutdown`]).
+#[must_use = "dropping the Cluster shuts oxray down"]
+#[derive(Debug)]
+pub struct Cluster {
+    address: String,
+    embedded: bool,
+}
+
+impl Cluster {
+    /// The node's address (`unix:@...`): other drivers can attach with `OXRAY_ADDRESS`.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Whether the node runs inside this process.
+    pub fn is_embedded(&self) -> bool {
+        self.embedded
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        shutdown();
+    }
+}
+
+/// Starts oxray: attaches to `OXRAY_ADDRESS` if set, else embeds a single-node cluster.
+pub fn init() -> Result<Cluster> {
+    init_with(Config::new())
+}
+
+/// Starts oxray with options.
+pub fn init_with(config: Config) -> Result<Cluster> {
+    if oxray_core_worker::is_worker() {
+        return Err(Error::Config {
+            message: "init() was called inside a task; workers are already connected".into(),
+        });
+    }
+    if is_initialized() {
+        return Err(Error::Config {
+            message: "oxray is already initialized in this process; call oxray::shutdown() (or \
+                      drop the Cluster) before init() again"
+                .into(),
+        });
+    }
+    let address = config
+        .address
+        .clone()
+        .or_else(|| std::env::var("OXRAY_ADDRESS").ok().filter(|a| !a.is_empty()));
+    let (address, embedded) = match address {
+        Some(a) => (a, false),
+        None => {
+            let mut rc = RayletConfig {
+                embedded: true,
+                ..RayletConfig::default()
+            };
+            if let Some(n) = config.num_cpus {
+                if !(n >= 0.0) {
+                    return Err(Error::Config {
+                        message: format!("num_cpus must be zero or more, not {n}"),
+                    });
+                }
+                rc.num_cpus = n;
+                rc.prestart_workers = n.ceil() as usize;
+            }
+            if let Some(m) = config.object_store_memory {
+                rc.object_store_memory = m;
+            }
+            rc.resources = config.resources.clone();
+            let raylet = Raylet::start(rc).map_err(|e| Error::Config {
+                message: format!("starting the embedded node: {e}"),
+            })?;
+            let address = raylet.address().to_owned();
+            *EMBEDDED.lock().unwrap_or_else(|p| p.into_inner()) = Some(raylet);
+            (address, true)
+        }
+    };
+    match CoreWorker::connect(&address, ClientKind::Driver, WorkerId::random(), String::new()) {
+        Ok(_) => Ok(Cluster { address, embedded }),
+        Err(e) => {
+            stop_embedded();
+            Err(e)
+        }
+    }
+}
+
+fn stop_embedded() {
+    let raylet = EMBEDDED.lock().unwrap_or_else(|p| p.into_inner()).take();
+    drop(raylet);
+}
+
+/// Stops oxray in this process: returns leases, disconnects, and stops the embedded node (its
+/// workers are killed). Refs still held become unusable. `init` may be called again.
+pub fn shutdown() {
+    if let Ok(core) = current() {
+        if core.kind() == ClientKind::Driver {
+            core.shutdown();
+        }
+    }
+    stop_embedded();
+}
+
+/// Whether `init` has run (and `shutdown` has not).
+pub fn is_initialized() -> bool {
+    oxray_core_worker::is_initialized()
+}
+
+/// Stores a value and returns a ref to it.
+pub fn put<T: Object + Send>(value: &T) -> Result<ObjectRef<T>> {
+    current()?.put(value)
+}
+
+/// Waits for an object and returns an owned copy of its value.
+pub fn get<T: Object>(r: &ObjectRef<T>) -> Result<T> {
+    r_core(r)?.get(r, None)
+}
+
+/// Like [`get`], failing with [`Error::Timeout`] after `timeout`.
+pub fn get_timeout<T: Object>(r: &ObjectRef<T>, timeout: Duration) -> Result<T> {
+    r_core(r)?.get(r, Some(timeout))
+}
+
+/// Gets several objects, in order.
+pub fn get_all<T: Object>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
+    refs.iter().map(get).collect()
+}
+
+/// A zero-copy view of an object: large objects are read in place in the node's store (the view
+/// pins them), small ones from this process's memory.
+pub fn get_view<T: Object>(r: &ObjectRef<T>) -> Result<ObjectView<T>> {
+    r_core(r)?.get_view(r, None)
+}
+
+fn r_core<T>(_r: &ObjectRef<T>) -> Result<Arc<CoreWorker>> {
+    current()
+}
+
+/// Waits until `num_returns` of `refs` are ready (or failed) or `timeout` passes; returns
+/// `(ready, not_ready)`, each in the order given. `Some(Duration::ZERO)` returns at once.
+pub fn wait<T>(
+    refs: &[ObjectRef<T>],
+    num_returns: usize,
+    timeout: Option<Duration>,
+) -> Result<(Vec<ObjectRef<T>>, Vec<ObjectRef<T>>)> {
+    if num_returns > refs.len() {
+        return Err(Error::Config {
+            message: format!(
+                "wait: num_returns ({num_returns}) is more than the {} refs given",
+                refs.len()
+            ),
+        });
+    }
+    let done = current()?.wait(refs, num_returns, timeout);
+    let mut ready = Vec::new();
+    let mut pending = Vec::new();
+    for (r, d) in refs.iter().zip(done) {
+        if d && ready.len() < num_returns {
+            ready.push(r.clone());
+        } else {
+            pending.push(r.clone());
+        }
+    }
+    Ok((ready, pending))
+}
+
+/// Cancels a task that has not finished: its `get` fails with [`Error::Cancelled`]. A task
+/// already running keeps its worker until it ends; its result is dropped.
+pub fn cancel<T>(r: &ObjectRef<T>) -> Result<()> {
+    current()?.cancel(r.id());
+    Ok(())
+}
+
+/// One node of the cluster.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    /// The node's id.
+    pub id: String,
+    /// Its address.
+    pub address: String,
+    /// Whether it is alive.
+    pub alive: bool,
+    /// Its total resources.
+    pub resources: BTreeMap<String, f64>,
+    /// Object store size.
+    pub object_store_memory: u64,
+}
+
+/// The cluster's nodes.
+pub fn nodes() -> Result<Vec<NodeInfo>> {
+    let status = current()?.node_status()?;
+    Ok(vec![NodeInfo {
+        id: status.node.to_string(),
+        address: status.address.clone(),
+        alive: true,
+        resources: status.total.iter().map(|(n, a)| (n.to_owned(), a)).collect(),
+        object_store_memory: status.store_capacity,
+    }])
+}
+
+/// Total resources of the cluster.
+pub fn cluster_resources() -> Result<BTreeMap<String, f64>> {
+    let status = current()?.node_status()?;
+    Ok(status.total.iter().map(|(n, a)| (n.to_owned(), a)).collect())
+}
+
+/// Resources not held by running work.
+pub fn available_resources() -> Result<BTreeMap<String, f64>> {
+    let status = current()?.node_status()?;
+    Ok(status
+        .available
+        .iter()
+        .map(|(n, a)| (n.to_owned(), a))
+        .collect())
+}
