@@ -37,7 +37,10 @@ fn checked_sqrt(x: f64) -> Result<f64, String> {
 fn main() -> oxray::Result<()> {
     let started = Instant::now();
     let cluster = oxray::init()?;
-    println!("oxray node at {} (embedded in this process)", cluster.address());
+    println!(
+        "oxray node at {} (embedded in this process)",
+        cluster.address()
+    );
 
     // 1. A parallel map: results come back in submission order.
     let refs: Vec<ObjectRef<i64>> = (0..4).map(square::remote).collect::<Result<_>>()?;
@@ -67,13 +70,20 @@ fn main() -> oxray::Result<()> {
 
     // 4. wait: take results as they come.
     let (ready, pending) = oxray::wait(&many[..100], 10, Some(Duration::from_secs(5)))?;
-    println!("wait: {} ready, {} not returned yet", ready.len(), pending.len());
+    println!(
+        "wait: {} ready, {} not returned yet",
+        ready.len(),
+        pending.len()
+    );
 
     // 5. A big array, put once into shared memory and read in place by tasks.
     let data: Vec<f64> = (0..10_000_000).map(|i| (i % 100) as f64).collect();
     let big = oxray::put(&data)?;
     let means: Vec<ObjectRef<f64>> = (0..4).map(|_| mean::remote(&big)).collect::<Result<_>>()?;
-    println!("mean of 80 MB array, by 4 tasks: {:?}", oxray::get_all(&means)?);
+    println!(
+        "mean of 80 MB array, by 4 tasks: {:?}",
+        oxray::get_all(&means)?
+    );
     let t = Instant::now();
     let view = oxray::get_view(&big)?;
     println!(

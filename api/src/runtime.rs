@@ -58,10 +58,11 @@ pub fn init_with(config: Config) -> Result<Cluster> {
                 .into(),
         });
     }
-    let address = config
-        .address
-        .clone()
-        .or_else(|| std::env::var("OXRAY_ADDRESS").ok().filter(|a| !a.is_empty()));
+    let address = config.address.clone().or_else(|| {
+        std::env::var("OXRAY_ADDRESS")
+            .ok()
+            .filter(|a| !a.is_empty())
+    });
     let (address, embedded) = match address {
         Some(a) => (a, false),
         None => {
@@ -90,7 +91,12 @@ pub fn init_with(config: Config) -> Result<Cluster> {
             (address, true)
         }
     };
-    match CoreWorker::connect(&address, ClientKind::Driver, WorkerId::random(), String::new()) {
+    match CoreWorker::connect(
+        &address,
+        ClientKind::Driver,
+        WorkerId::random(),
+        String::new(),
+    ) {
         Ok(_) => Ok(Cluster { address, embedded }),
         Err(e) => {
             stop_embedded();
@@ -207,7 +213,11 @@ pub fn nodes() -> Result<Vec<NodeInfo>> {
         id: status.node.to_string(),
         address: status.address.clone(),
         alive: true,
-        resources: status.total.iter().map(|(n, a)| (n.to_owned(), a)).collect(),
+        resources: status
+            .total
+            .iter()
+            .map(|(n, a)| (n.to_owned(), a))
+            .collect(),
         object_store_memory: status.store_capacity,
     }])
 }
@@ -215,7 +225,11 @@ pub fn nodes() -> Result<Vec<NodeInfo>> {
 /// Total resources of the cluster.
 pub fn cluster_resources() -> Result<BTreeMap<String, f64>> {
     let status = current()?.node_status()?;
-    Ok(status.total.iter().map(|(n, a)| (n.to_owned(), a)).collect())
+    Ok(status
+        .total
+        .iter()
+        .map(|(n, a)| (n.to_owned(), a))
+        .collect())
 }
 
 /// Resources not held by running work.

@@ -122,7 +122,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{ToRaylet, ClientKind};
+    use crate::protocol::{ClientKind, ToRaylet};
     use crate::WorkerId;
 
     #[test]

@@ -75,7 +75,9 @@ impl Resources {
 
     /// (name, amount) pairs, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
-        self.entries.iter().map(|(n, u)| (n.as_str(), *u as f64 / UNIT))
+        self.entries
+            .iter()
+            .map(|(n, u)| (n.as_str(), *u as f64 / UNIT))
     }
 
     /// Whether nothing is requested.

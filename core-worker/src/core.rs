@@ -102,11 +102,10 @@ impl CoreWorker {
         )
         .map_err(|e| Error::io("registering with the raylet", e))?;
         let mut buf = HeapBytes::new();
-        let reply = frame::read::<FromRaylet, _>(&mut reader, &mut buf).map_err(|e| {
-            Error::RayletDied {
+        let reply =
+            frame::read::<FromRaylet, _>(&mut reader, &mut buf).map_err(|e| Error::RayletDied {
                 message: format!("no answer to registration: {e}"),
-            }
-        })?;
+            })?;
         let FromRaylet::Registered {
             node,
             job,
@@ -309,7 +308,11 @@ impl CoreWorker {
     }
 
     /// Waits for an object and returns its bytes (heap or pinned store bytes).
-    fn object_bytes(self: &Arc<Self>, id: ObjectId, timeout: Option<Duration>) -> Result<ObjectBytes> {
+    fn object_bytes(
+        self: &Arc<Self>,
+        id: ObjectId,
+        timeout: Option<Duration>,
+    ) -> Result<ObjectBytes> {
         let done = self.wait_ids(&[id], 1, timeout);
         if !done[0] {
             return Err(Error::Timeout {
@@ -350,14 +353,19 @@ impl CoreWorker {
         let bytes = self.object_bytes(r.id(), timeout)?;
         if bytes.fingerprint() != fingerprint::<T>() {
             // Let the view produce the detailed type error.
-            return Err(ObjectView::<T>::new(bytes).err().map(Error::from).unwrap_or(
-                Error::TypeMismatch {
+            return Err(ObjectView::<T>::new(bytes)
+                .err()
+                .map(Error::from)
+                .unwrap_or(Error::TypeMismatch {
                     message: "type mismatch".into(),
-                },
-            ));
+                }));
         }
         let archived = T::access(&bytes).map_err(|e| Error::TypeMismatch {
-            message: format!("object {} is not a valid {}: {e}", r.id(), std::any::type_name::<T>()),
+            message: format!(
+                "object {} is not a valid {}: {e}",
+                r.id(),
+                std::any::type_name::<T>()
+            ),
         })?;
         T::decode(archived).map_err(|e| Error::TypeMismatch {
             message: format!("decoding object {}: {e}", r.id()),

@@ -154,7 +154,11 @@ impl Submitter {
         }
         let mut st = self.lock();
         let key = task.resources.clone();
-        st.keys.entry(key.clone()).or_default().ready.push_back(task);
+        st.keys
+            .entry(key.clone())
+            .or_default()
+            .ready
+            .push_back(task);
         self.dispatch(core, &mut st, &key);
     }
 
@@ -284,7 +288,13 @@ impl Submitter {
     }
 
     /// A leased worker reported a task's end.
-    fn on_done(&self, core: &Arc<CoreWorker>, worker: WorkerId, id: ObjectId, outcome: TaskOutcome) {
+    fn on_done(
+        &self,
+        core: &Arc<CoreWorker>,
+        worker: WorkerId,
+        id: ObjectId,
+        outcome: TaskOutcome,
+    ) {
         let mut st = self.lock();
         let mut found = None;
         for (key, ks) in st.keys.iter_mut() {

@@ -6,7 +6,9 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 /// The id of an object: 16 bytes, unique in a cluster. The runtime derives it from the owner
 /// and a counter; the store only needs it to be unique.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Archive, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Archive, Serialize, Deserialize,
+)]
 #[rkyv(derive(PartialEq, Eq, Hash, Debug))]
 pub struct ObjectId(pub [u8; 16]);
 

@@ -520,7 +520,10 @@ impl Node {
             return;
         }
         let exe = j.exe.clone();
-        let driver = j.driver.and_then(|c| st.clients.get(&c)).map(|c| c.conn.clone());
+        let driver = j
+            .driver
+            .and_then(|c| st.clients.get(&c))
+            .map(|c| c.conn.clone());
         let id = WorkerId::random();
         match workers::spawn(self, &exe, id, driver) {
             Ok(child) => {

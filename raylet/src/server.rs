@@ -36,7 +36,8 @@ pub fn connect(address: &str) -> std::io::Result<UnixStream> {
 pub(crate) fn bind(address: &str) -> Result<UnixListener> {
     let addr = parse_address(address)
         .ok_or_else(|| RayletError::Config(format!("bad address {address}")))?;
-    UnixListener::bind_addr(&addr).map_err(|e| RayletError::io(format!("listening on {address}"), e))
+    UnixListener::bind_addr(&addr)
+        .map_err(|e| RayletError::io(format!("listening on {address}"), e))
 }
 
 /// Unblocks the accept loop (after `stopping` was set) by connecting to it.

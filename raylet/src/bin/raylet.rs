@@ -10,7 +10,10 @@ fn main() {
         let value = args.next().unwrap_or_default();
         let ok = match flag.as_str() {
             "--num-cpus" => value.parse().map(|v| config.num_cpus = v).is_ok(),
-            "--object-store-memory" => value.parse().map(|v| config.object_store_memory = v).is_ok(),
+            "--object-store-memory" => value
+                .parse()
+                .map(|v| config.object_store_memory = v)
+                .is_ok(),
             "--session" => {
                 config.session = value.clone();
                 true

@@ -1,0 +1,202 @@
+//! oxray's version of `ray microbenchmark`: the same row names and units, so the two can be read
+//! side by side on one machine. Rows that need actors or refs inside objects are not here yet.
+//!
+//! `cargo run --release --example microbenchmark` (add `-- --quick` for shorter trials, or
+//! `-- --filter put` to run the rows whose name contains "put").
+//!
+//! Each row runs a warm-up and then 3 trials of about a second, and prints the mean and standard
+//! deviation of the rate, like Ray's `timeit`.
+
+use std::hint::black_box;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[oxray::remote]
+fn small_value() -> Vec<u8> {
+    b"ok".to_vec()
+}
+
+#[oxray::remote]
+fn do_put_small() {
+    for _ in 0..100 {
+        black_box(oxray::put(&0i64).expect("put"));
+    }
+}
+
+#[oxray::remote]
+fn do_put() {
+    for _ in 0..10 {
+        let data: Vec<i64> = (0..10 * 1024 * 1024).collect();
+        black_box(oxray::put(&data).expect("put"));
+    }
+}
+
+struct Bench {
+    trial: Duration,
+    filter: Option<String>,
+}
+
+impl Bench {
+    /// Runs `f` (which does `multiplier` units of work per call) and prints the rate.
+    fn timeit(&self, name: &str, multiplier: f64, mut f: impl FnMut()) {
+        if self
+            .filter
+            .as_ref()
+            .is_some_and(|flt| !name.contains(flt.as_str()))
+        {
+            return;
+        }
+        let warm = Instant::now();
+        while warm.elapsed() < self.trial / 5 {
+            f();
+        }
+        let mut rates = Vec::new();
+        for _ in 0..3 {
+            let start = Instant::now();
+            let mut n = 0u64;
+            while start.elapsed() < self.trial {
+                f();
+                n += 1;
+            }
+            rates.push(n as f64 * multiplier / start.elapsed().as_secs_f64());
+        }
+        let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+        let sd =
+            (rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / rates.len() as f64).sqrt();
+        println!("{name} per second {mean:.2} +- {sd:.2}");
+    }
+}
+
+fn main() -> oxray::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--cold-start-child") {
+        return cold_start_child();
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let filter = args
+        .iter()
+        .position(|a| a == "--filter")
+        .and_then(|i| args.get(i + 1).cloned());
+    let bench = Bench {
+        trial: Duration::from_millis(if quick { 300 } else { 1000 }),
+        filter,
+    };
+
+    cold_start(&bench);
+
+    let _cluster = oxray::init()?;
+
+    let value = oxray::put(&0i64)?;
+    bench.timeit("single client get calls (Plasma Store)", 1.0, || {
+        black_box(oxray::get(&value).expect("get"));
+    });
+    bench.timeit("single client put calls (Plasma Store)", 1.0, || {
+        black_box(oxray::put(&0i64).expect("put"));
+    });
+    bench.timeit("multi client put calls (Plasma Store)", 1000.0, || {
+        let refs: Vec<_> = (0..10)
+            .map(|_| do_put_small::remote().expect("submit"))
+            .collect();
+        oxray::get_all(&refs).expect("get");
+    });
+    // Real data, not calloc's untouched zero pages (which read faster than memory).
+    let arr: Vec<i64> = (0..100 * 1024 * 1024).collect();
+    let arr_gb = (arr.len() * 8) as f64 / 1e9;
+    bench.timeit("single client put gigabytes", arr_gb, || {
+        black_box(oxray::put(&arr).expect("put"));
+    });
+    let mut dst = vec![0i64; arr.len()];
+    bench.timeit("memcpy gigabytes", arr_gb, || {
+        black_box(&mut dst).copy_from_slice(black_box(&arr));
+    });
+    drop(dst);
+    bench.timeit("single client tasks and get batch", 1.0, || {
+        let refs: Vec<_> = (0..1000)
+            .map(|_| small_value::remote().expect("submit"))
+            .collect();
+        oxray::get_all(&refs).expect("get");
+    });
+    bench.timeit(
+        "multi client put gigabytes",
+        (10 * 10 * 10 * 1024 * 1024 * 8) as f64 / 1e9,
+        || {
+            let refs: Vec<_> = (0..10).map(|_| do_put::remote().expect("submit")).collect();
+            oxray::get_all(&refs).expect("get");
+        },
+    );
+    bench.timeit("single client wait 1k refs", 1.0, || {
+        let mut not_ready: Vec<_> = (0..1000)
+            .map(|_| small_value::remote().expect("submit"))
+            .collect();
+        while !not_ready.is_empty() {
+            let (_ready, rest) = oxray::wait(&not_ready, 1, None).expect("wait");
+            not_ready = rest;
+        }
+    });
+    bench.timeit("single client tasks sync", 1.0, || {
+        oxray::get(&small_value::remote().expect("submit")).expect("get");
+    });
+    bench.timeit("single client tasks async", 1000.0, || {
+        let refs: Vec<_> = (0..1000)
+            .map(|_| small_value::remote().expect("submit"))
+            .collect();
+        oxray::get_all(&refs).expect("get");
+    });
+
+    if bench
+        .filter
+        .as_ref()
+        .is_none_or(|f| "get_view".contains(f.as_str()))
+    {
+        let big = oxray::put(&vec![0u8; 1 << 30])?;
+        let mut best = f64::MAX;
+        for _ in 0..20 {
+            let t = Instant::now();
+            let v = oxray::get_view(&big)?;
+            black_box(v.len());
+            best = best.min(t.elapsed().as_secs_f64() * 1e6);
+        }
+        println!("zero-copy get_view of a 1 GiB object (best of 20) {best:.1} µs");
+    }
+    Ok(())
+}
+
+/// Time from `init()` to the first task result in a fresh process.
+fn cold_start(bench: &Bench) {
+    if bench
+        .filter
+        .as_ref()
+        .is_some_and(|f| !"cold start".contains(f.as_str()))
+    {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let Ok(out) = Command::new(&exe).arg("--cold-start-child").output() else {
+            return;
+        };
+        if let Some(ms) = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("cold-start-ms ")?.trim().parse::<f64>().ok())
+        {
+            times.push(ms);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    if let Some(median) = times.get(times.len() / 2) {
+        println!(
+            "cold start: init() to first task result, fresh process (median of 5) {median:.1} ms"
+        );
+    }
+}
+
+fn cold_start_child() -> oxray::Result<()> {
+    let t = Instant::now();
+    let _cluster = oxray::init()?;
+    oxray::get(&small_value::remote()?)?;
+    println!("cold-start-ms {:.3}", t.elapsed().as_secs_f64() * 1e3);
+    Ok(())
+}
