@@ -118,7 +118,7 @@ fn main() -> oxray::Result<()> {
     });
     bench.timeit(
         "multi client put gigabytes",
-        (10 * 10 * 10 * 1024 * 1024 * 8) as f64 / 1e9,
+        (10u64 * 10 * 10 * 1024 * 1024 * 8) as f64 / 1e9,
         || {
             let refs: Vec<_> = (0..10).map(|_| do_put::remote().expect("submit")).collect();
             oxray::get_all(&refs).expect("get");

@@ -54,12 +54,12 @@ mod config;
 mod runtime;
 
 pub use config::Config;
-pub use oxray_core_worker::{Error, IntoArg, ObjectRef, Result, TaskOptions};
+pub use oxray_core_worker::{Error, IntoArg, NodeStatus, ObjectRef, Result, TaskOptions};
 pub use oxray_macros::{main, remote};
 pub use oxray_object_store::ObjectView;
 pub use runtime::{
     available_resources, cancel, cluster_resources, get, get_all, get_timeout, get_view, init,
-    init_with, is_initialized, nodes, put, shutdown, wait, Cluster, NodeInfo,
+    init_with, is_initialized, nodes, put, shutdown, status, wait, Cluster, NodeInfo, WaitResult,
 };
 
 /// The node's shared-memory object store (the `oxray-object-store` crate), for use on its own.

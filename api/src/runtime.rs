@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use oxray_core_worker::{current, ClientKind, CoreWorker, Error, ObjectRef, Result, WorkerId};
+use oxray_core_worker::{
+    current, ClientKind, CoreWorker, Error, NodeStatus, ObjectRef, Result, WorkerId,
+};
 use oxray_object_store::{Object, ObjectView};
 use oxray_raylet::{Raylet, RayletConfig};
 
@@ -71,7 +73,7 @@ pub fn init_with(config: Config) -> Result<Cluster> {
                 ..RayletConfig::default()
             };
             if let Some(n) = config.num_cpus {
-                if !(n >= 0.0) {
+                if n.is_nan() || n < 0.0 {
                     return Err(Error::Config {
                         message: format!("num_cpus must be zero or more, not {n}"),
                     });
@@ -156,13 +158,16 @@ fn r_core<T>(_r: &ObjectRef<T>) -> Result<Arc<CoreWorker>> {
     current()
 }
 
+/// What [`wait`] returns: `(ready, not_ready)`.
+pub type WaitResult<T> = (Vec<ObjectRef<T>>, Vec<ObjectRef<T>>);
+
 /// Waits until `num_returns` of `refs` are ready (or failed) or `timeout` passes; returns
 /// `(ready, not_ready)`, each in the order given. `Some(Duration::ZERO)` returns at once.
 pub fn wait<T>(
     refs: &[ObjectRef<T>],
     num_returns: usize,
     timeout: Option<Duration>,
-) -> Result<(Vec<ObjectRef<T>>, Vec<ObjectRef<T>>)> {
+) -> Result<WaitResult<T>> {
     if num_returns > refs.len() {
         return Err(Error::Config {
             message: format!(
@@ -189,6 +194,12 @@ pub fn wait<T>(
 pub fn cancel<T>(r: &ObjectRef<T>) -> Result<()> {
     current()?.cancel(r.id());
     Ok(())
+}
+
+/// The state of the node this process is attached to: resources, store use, workers and the
+/// lease requests that wait (what `oxray status` prints).
+pub fn status() -> Result<NodeStatus> {
+    current()?.node_status()
 }
 
 /// One node of the cluster.

@@ -23,6 +23,8 @@ pub enum ClientKind {
     Driver,
     /// A worker the raylet started.
     Worker,
+    /// A tool such as `oxray status`: no job, no workers.
+    Tool,
 }
 
 /// From a core-worker to its raylet.

@@ -84,7 +84,7 @@ impl CoreWorker {
         })?;
         let exe = match kind {
             ClientKind::Driver => format!("/proc/{}/exe", std::process::id()),
-            ClientKind::Worker => String::new(),
+            ClientKind::Worker | ClientKind::Tool => String::new(),
         };
         let mut reader = stream
             .try_clone()

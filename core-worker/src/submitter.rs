@@ -348,11 +348,10 @@ impl Submitter {
     fn finish(&self, core: &Arc<CoreWorker>, task: Task, state: ObjState) {
         let stored = matches!(state, ObjState::Stored);
         match core.refs.complete(task.id, state) {
-            Some(dependents) => {
-                if !dependents.is_empty() {
-                    self.on_dependency_done(core, dependents);
-                }
+            Some(dependents) if !dependents.is_empty() => {
+                self.on_dependency_done(core, dependents);
             }
+            Some(_) => {}
             None if stored => {
                 // Nobody holds the result any more: free it.
                 let _ = core.raylet.send(&ToRaylet::Delete { ids: vec![task.id] });

@@ -2,7 +2,7 @@
 //!
 //! The node daemon of oxray, as a library (so a driver can embed a single-node cluster) and as
 //! the `raylet` binary. One raylet per node: it owns the node's
-//! [`Store`](oxray_object_store::Store), serves local clients (drivers and workers) on a Unix
+//! `Store`, serves local clients (drivers and workers) on a Unix
 //! socket, grants worker leases against the node's resources, starts, reuses and reaps worker
 //! processes, and forwards their output to their driver.
 //!
@@ -19,6 +19,7 @@ pub mod config;
 mod error;
 mod node;
 pub mod server;
+pub mod tool;
 pub mod workers;
 
 use std::sync::atomic::Ordering;
@@ -42,7 +43,7 @@ impl Raylet {
     /// Starts a raylet: creates the object store (a memfd, so nothing is left behind however the
     /// process ends), listens on the session's socket, and serves clients on background threads.
     pub fn start(config: RayletConfig) -> Result<Raylet> {
-        if !(config.num_cpus >= 0.0) {
+        if config.num_cpus.is_nan() || config.num_cpus < 0.0 {
             return Err(RayletError::Config(format!(
                 "num_cpus must be zero or more, not {}",
                 config.num_cpus

@@ -165,6 +165,7 @@ impl Node {
                 );
                 job
             }
+            ClientKind::Tool => JobId(0),
             ClientKind::Worker => {
                 let Some(w) = st.workers.get_mut(&worker) else {
                     eprintln!("[raylet] unknown worker {worker} (pid {pid}) registered; dropped");
@@ -385,6 +386,7 @@ impl Node {
                 st.leases.retain(|_, l| l.worker != client.worker);
                 Self::kill_worker(&mut st, client.worker);
             }
+            ClientKind::Tool => {}
             ClientKind::Driver => {
                 // The job ends: its workers go.
                 let job = client.job;

@@ -195,6 +195,6 @@ pub fn main(_attr: TokenStream, item: TokenStream) -> TokenStream {
         };
         #body
     });
-    f.block = Box::new(new_body);
+    *f.block = new_body;
     quote!(#f).into()
 }

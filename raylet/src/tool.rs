@@ -1,0 +1,52 @@
+//! One-shot requests from command-line tools (`oxray status`, `oxray stop`).
+
+use oxray_common::frame;
+use oxray_common::protocol::{ClientKind, FromRaylet, NodeStatus, ToRaylet};
+use oxray_common::WorkerId;
+use oxray_object_store::HeapBytes;
+
+use crate::error::{RayletError, Result};
+use crate::server::connect;
+
+fn ask(address: &str, request: ToRaylet) -> Result<FromRaylet> {
+    let io = |what: &str, e| RayletError::io(format!("{what} {address}"), e);
+    let mut stream = connect(address).map_err(|e| io("cannot reach the oxray node at", e))?;
+    let register = ToRaylet::Register {
+        worker: WorkerId::random(),
+        pid: std::process::id(),
+        kind: ClientKind::Tool,
+        exe: String::new(),
+        listen: String::new(),
+    };
+    frame::write(&mut stream, &register).map_err(|e| io("writing to", e))?;
+    frame::write(&mut stream, &request).map_err(|e| io("writing to", e))?;
+    let mut buf = HeapBytes::new();
+    // Skip the registration reply (and anything else) until the answer.
+    for _ in 0..16 {
+        match frame::read::<FromRaylet, _>(&mut stream, &mut buf) {
+            Ok(FromRaylet::Registered { .. }) => continue,
+            Ok(reply) => return Ok(reply),
+            Err(e) => {
+                return Err(RayletError::Config(format!(
+                    "the node at {address} did not answer: {e}"
+                )))
+            }
+        }
+    }
+    Err(RayletError::Config(format!(
+        "the node at {address} sent no answer"
+    )))
+}
+
+/// The state of the node at `address`.
+pub fn status(address: &str) -> Result<NodeStatus> {
+    match ask(address, ToRaylet::Status { req: 1 })? {
+        FromRaylet::Status { status, .. } => Ok(status),
+        other => Err(RayletError::Config(format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// Asks the node at `address` to stop (its workers are killed).
+pub fn stop(address: &str) -> Result<()> {
+    ask(address, ToRaylet::Stop { req: 1 }).map(|_| ())
+}

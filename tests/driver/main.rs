@@ -1,0 +1,96 @@
+//! A driver program for the runtime tests that need processes of their own: a standalone node,
+//! drivers attaching to it, output forwarding, and what is left after a driver exits or is
+//! killed. Usage: `oxray-test-driver MODE [ARGS]`; it prints `key value` lines.
+
+use std::time::Duration;
+
+use oxray::prelude::*;
+
+#[oxray::remote]
+fn square(x: i64) -> i64 {
+    x * x
+}
+
+#[oxray::remote]
+fn worker_pid() -> u32 {
+    std::thread::sleep(Duration::from_millis(50));
+    std::process::id()
+}
+
+#[oxray::remote]
+fn shout(word: String) -> usize {
+    println!("hello from a task: {word}");
+    eprintln!("warning from a task: {word}");
+    word.len()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args.get(1).map(String::as_str).unwrap_or("");
+    let result = match mode {
+        "raylet" => run_raylet(args.get(2).cloned().unwrap_or_default()),
+        "sum" => sum(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(100)),
+        "print" => print(),
+        "pids" => pids(args.get(2).map(String::as_str) == Some("hang")),
+        _ => {
+            eprintln!("usage: oxray-test-driver raylet SESSION | sum N | print | pids [hang]");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = result {
+        println!("error {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run_raylet(session: String) -> oxray::Result<()> {
+    let config = oxray_raylet::RayletConfig {
+        num_cpus: 2.0,
+        object_store_memory: 256 << 20,
+        session,
+        prestart_workers: 0,
+        ..Default::default()
+    };
+    let mut raylet = oxray_raylet::Raylet::start(config).map_err(|e| Error::Config {
+        message: e.to_string(),
+    })?;
+    println!("address {}", raylet.address());
+    raylet.wait();
+    Ok(())
+}
+
+fn sum(n: i64) -> oxray::Result<()> {
+    let cluster = oxray::init()?;
+    println!("embedded {}", cluster.is_embedded());
+    let refs: Vec<ObjectRef<i64>> = (0..n).map(square::remote).collect::<Result<_>>()?;
+    let total: i64 = oxray::get_all(&refs)?.iter().sum();
+    println!("sum {total}");
+    Ok(())
+}
+
+fn print() -> oxray::Result<()> {
+    let _cluster = oxray::init_with(oxray::Config::new().num_cpus(1))?;
+    let n = oxray::get(&shout::remote("oxray".to_string())?)?;
+    // Output lines travel separately from results: give them a moment to arrive.
+    std::thread::sleep(Duration::from_millis(300));
+    println!("len {n}");
+    Ok(())
+}
+
+fn pids(hang: bool) -> oxray::Result<()> {
+    let _cluster = oxray::init_with(oxray::Config::new().num_cpus(2))?;
+    let refs: Vec<ObjectRef<u32>> = (0..4)
+        .map(|_| worker_pid::remote())
+        .collect::<Result<_>>()?;
+    let mut pids = oxray::get_all(&refs)?;
+    pids.sort_unstable();
+    pids.dedup();
+    for p in pids {
+        println!("worker-pid {p}");
+    }
+    println!("ready");
+    if hang {
+        std::thread::sleep(Duration::from_secs(600));
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! Objects: large values both ways, zero-copy views, freeing, and the store's errors.
+
+use std::time::Duration;
+
+use oxray::prelude::*;
+use oxray::rkyv::{Archive, Deserialize, Serialize};
+
+use crate::{cluster, eventually, rss_anon_kib};
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[rkyv(crate = oxray::rkyv)]
+struct Sample {
+    label: String,
+    values: Vec<f64>,
+}
+
+#[oxray::remote]
+fn sum_owned(xs: Vec<f64>) -> f64 {
+    xs.iter().sum()
+}
+
+#[oxray::remote]
+fn make_big(n: u64, scale: f64) -> Vec<f64> {
+    (0..n).map(|i| i as f64 * scale).collect()
+}
+
+#[oxray::remote]
+fn summarize(s: Sample) -> Sample {
+    Sample {
+        label: s.label.to_uppercase(),
+        values: vec![s.values.iter().sum()],
+    }
+}
+
+/// Sums a view and reports how much this worker's private memory grew while reading it.
+#[oxray::remote]
+fn sum_view_memory(xs: ObjectView<Vec<f64>>) -> (f64, u64) {
+    let before = rss_anon_kib();
+    let sum: f64 = xs.iter().map(|x| x.to_native()).sum();
+    (sum, rss_anon_kib().saturating_sub(before))
+}
+
+/// The same through an owned copy.
+#[oxray::remote]
+fn sum_copy_memory(xs: ObjectView<Vec<f64>>) -> (f64, u64) {
+    let before = rss_anon_kib();
+    let owned: Vec<f64> = xs.deserialize().expect("copy");
+    let sum: f64 = owned.iter().sum();
+    (sum, rss_anon_kib().saturating_sub(before))
+}
+
+#[test]
+fn large_objects_both_ways() {
+    cluster();
+    let n = 2_000_000u64; // 16 MB: in the store, not inline
+    let data: Vec<f64> = (0..n).map(|i| i as f64).collect();
+    let expected: f64 = data.iter().sum();
+    let big = oxray::put(&data).unwrap();
+    assert_eq!(
+        oxray::get(&sum_owned::remote(&big).unwrap()).unwrap(),
+        expected
+    );
+    // By value: a large argument is put into the store on the caller's behalf.
+    assert_eq!(
+        oxray::get(&sum_owned::remote(data.clone()).unwrap()).unwrap(),
+        expected
+    );
+    // A large result made by a task.
+    let made = make_big::remote(n, 0.5).unwrap();
+    let back = oxray::get(&made).unwrap();
+    assert_eq!(back.len(), n as usize);
+    assert_eq!(back[12345], 12345.0 * 0.5);
+    let view = oxray::get_view(&made).unwrap();
+    assert_eq!(view[777].to_native(), 388.5);
+    // And passed on to another task without the driver copying it.
+    assert_eq!(
+        oxray::get(&sum_owned::remote(&made).unwrap()).unwrap(),
+        expected * 0.5
+    );
+}
+
+#[test]
+fn user_types_round_trip() {
+    cluster();
+    let s = Sample {
+        label: "setting-a".into(),
+        values: vec![1.0, 2.0, 3.5],
+    };
+    let r = summarize::remote(s.clone()).unwrap();
+    assert_eq!(
+        oxray::get(&r).unwrap(),
+        Sample {
+            label: "SETTING-A".into(),
+            values: vec![6.5]
+        }
+    );
+    let p = oxray::put(&s).unwrap();
+    assert_eq!(oxray::get_view(&p).unwrap().label, "setting-a");
+}
+
+#[test]
+fn views_do_not_copy_into_the_task() {
+    cluster();
+    let n = 32 << 20; // 256 MiB of f64
+    let data: Vec<f64> = (0..n).map(|i| (i % 1000) as f64).collect();
+    let expected: f64 = data.iter().sum();
+    let big = oxray::put(&data).unwrap();
+    drop(data);
+    let (sum, view_growth) = oxray::get(&sum_view_memory::remote(&big).unwrap()).unwrap();
+    assert_eq!(sum, expected);
+    let (sum2, copy_growth) = oxray::get(&sum_copy_memory::remote(&big).unwrap()).unwrap();
+    assert_eq!(sum2, expected);
+    // The copy costs the object's size in private memory; the view costs nothing of the kind.
+    assert!(
+        copy_growth > 200 << 10,
+        "an owned copy should grow memory: {copy_growth} KiB"
+    );
+    assert!(
+        view_growth < 16 << 10,
+        "reading a 256 MiB view grew the worker's private memory by {view_growth} KiB"
+    );
+}
+
+#[test]
+fn store_memory_is_freed_when_the_last_ref_drops() {
+    cluster();
+    let used = || oxray::status().unwrap().store_used;
+    let big = oxray::put(&vec![1u8; 64 << 20]).unwrap();
+    let with = used();
+    assert!(with >= 64 << 20);
+    let task_made = make_big::remote(4_000_000, 1.0).unwrap();
+    oxray::get_view(&task_made).unwrap();
+    assert!(used() >= with + 32_000_000);
+    drop(big);
+    drop(task_made);
+    // Other tests share the store, so look for our 96 MB going away.
+    assert!(
+        eventually(Duration::from_secs(5), || used() + 90_000_000
+            <= with + 32_000_000),
+        "store use did not drop: {} then {}",
+        with,
+        used()
+    );
+}
+
+#[test]
+fn a_full_store_is_a_typed_error_and_loses_nothing() {
+    cluster();
+    let keep = oxray::put(&vec![7u8; 1 << 20]).unwrap();
+    // Larger than the whole 1 GiB store.
+    let err = oxray::put(&vec![0u8; (1 << 30) + 1]).unwrap_err();
+    assert!(matches!(err, Error::ObjectStoreFull { .. }), "{err}");
+    assert!(err.to_string().contains("object_store_memory"), "{err}");
+    assert_eq!(oxray::get_view(&keep).unwrap()[12345], 7);
+}

@@ -1,0 +1,215 @@
+//! Tasks: values and refs as arguments, ordering, nesting, wait, cancel, resources.
+
+use std::time::{Duration, Instant};
+
+use oxray::prelude::*;
+
+use crate::cluster;
+
+#[oxray::remote]
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+#[oxray::remote]
+fn inc(x: i64) -> i64 {
+    x + 1
+}
+
+#[oxray::remote]
+fn square(x: i64) -> i64 {
+    x * x
+}
+
+#[oxray::remote]
+fn sleep_then(ms: u64, value: i64) -> i64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    value
+}
+
+#[oxray::remote]
+fn describe(name: String, weights: Vec<f64>) -> String {
+    format!("{name}:{}", weights.iter().sum::<f64>())
+}
+
+/// Submits `inner` tasks and waits for them inside a task (nested work).
+#[oxray::remote]
+fn outer(setting: i64, inner: i64) -> i64 {
+    let refs: Vec<ObjectRef<i64>> = (0..inner)
+        .map(|i| square::remote(setting * 100 + i))
+        .collect::<Result<_>>()
+        .expect("submit inner tasks");
+    oxray::get_all(&refs)
+        .expect("get inner results")
+        .iter()
+        .sum()
+}
+
+#[oxray::remote]
+fn needs_slot() -> i64 {
+    7
+}
+
+#[test]
+fn values_and_refs_as_arguments() {
+    cluster();
+    let r = add::remote(1, 2).unwrap();
+    let s = add::remote(&r, 10).unwrap();
+    assert_eq!(oxray::get(&s).unwrap(), 13);
+    // The tutorial's DAG: add(inc(1), inc(2)).
+    let dag = add::remote(inc::remote(1).unwrap(), inc::remote(2).unwrap()).unwrap();
+    assert_eq!(oxray::get(&dag).unwrap(), 5);
+    // A put value as an argument, and strings and vectors.
+    let w = oxray::put(&vec![0.5, 1.5, 2.0]).unwrap();
+    let d = describe::remote("w".to_string(), &w).unwrap();
+    assert_eq!(oxray::get(&d).unwrap(), "w:4");
+}
+
+#[test]
+fn a_chain_of_refs() {
+    cluster();
+    let mut r = inc::remote(0).unwrap();
+    for _ in 0..49 {
+        r = inc::remote(&r).unwrap();
+    }
+    assert_eq!(oxray::get(&r).unwrap(), 50);
+}
+
+#[test]
+fn results_come_back_in_submission_order() {
+    cluster();
+    let refs: Vec<ObjectRef<i64>> = (0..200).map(square::remote).collect::<Result<_>>().unwrap();
+    let expected: Vec<i64> = (0..200).map(|x| x * x).collect();
+    assert_eq!(oxray::get_all(&refs).unwrap(), expected);
+}
+
+#[test]
+fn submitting_many_tasks_returns_before_the_first_result() {
+    cluster();
+    let first = sleep_then::remote(300, 1).unwrap();
+    let t = Instant::now();
+    let refs: Vec<ObjectRef<i64>> = (0..2000)
+        .map(square::remote)
+        .collect::<Result<_>>()
+        .unwrap();
+    let submit = t.elapsed();
+    let (ready, _) = oxray::wait(std::slice::from_ref(&first), 1, Some(Duration::ZERO)).unwrap();
+    assert!(ready.is_empty(), "the 300 ms task cannot be done yet");
+    assert!(
+        submit < Duration::from_millis(300),
+        "submitting took {submit:?}"
+    );
+    assert_eq!(oxray::get(&refs[1999]).unwrap(), 1999 * 1999);
+    assert_eq!(oxray::get(&first).unwrap(), 1);
+}
+
+#[test]
+fn nested_tasks_do_not_deadlock() {
+    cluster();
+    // 4 outer tasks on 2 CPUs, each blocked in get on 10 inner tasks: the blocked workers lend
+    // their CPUs, or this would hang.
+    let flat: Vec<i64> = (0..4)
+        .map(|s| (0..10).map(|i| (s * 100 + i) * (s * 100 + i)).sum())
+        .collect();
+    let refs: Vec<ObjectRef<i64>> = (0..4)
+        .map(|s| outer::remote(s, 10))
+        .collect::<Result<_>>()
+        .unwrap();
+    let nested: Vec<i64> = refs
+        .iter()
+        .map(|r| oxray::get_timeout(r, Duration::from_secs(60)).unwrap())
+        .collect();
+    assert_eq!(nested, flat);
+}
+
+#[test]
+fn wait_and_timeouts() {
+    cluster();
+    // On the custom `slot` resource, so CPU-bound tests running alongside cannot delay them.
+    let slow = sleep_then::options()
+        .num_cpus(0.0)
+        .resource("slot", 1.0)
+        .remote(1500, 3)
+        .unwrap();
+    let fast = square::options()
+        .num_cpus(0.0)
+        .resource("slot", 1.0)
+        .remote(4)
+        .unwrap();
+    let t = Instant::now();
+    let (ready, not_ready) = oxray::wait(
+        &[slow.clone(), fast.clone()],
+        1,
+        Some(Duration::from_secs(10)),
+    )
+    .unwrap();
+    assert_eq!(ready, vec![fast.clone()]);
+    assert_eq!(not_ready, vec![slow.clone()]);
+    // A zero timeout returns at once.
+    let t0 = Instant::now();
+    let (ready, _) = oxray::wait(std::slice::from_ref(&slow), 1, Some(Duration::ZERO)).unwrap();
+    assert!(ready.is_empty());
+    assert!(t0.elapsed() < Duration::from_millis(200));
+    match oxray::get_timeout(&slow, Duration::from_millis(50)) {
+        Err(Error::Timeout { .. }) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(oxray::get(&slow).unwrap(), 3);
+    assert!(
+        t.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(
+        oxray::wait(&[fast], 2, None).is_err(),
+        "more returns than refs"
+    );
+}
+
+#[test]
+fn cancel_a_queued_task() {
+    cluster();
+    // Fill both CPUs, then cancel a task still in the queue.
+    let busy: Vec<_> = (0..2)
+        .map(|i| sleep_then::remote(800, i).unwrap())
+        .collect();
+    let queued = sleep_then::remote(10, 99).unwrap();
+    oxray::cancel(&queued).unwrap();
+    assert!(matches!(oxray::get(&queued), Err(Error::Cancelled)));
+    assert_eq!(oxray::get_all(&busy).unwrap(), vec![0, 1]);
+}
+
+#[test]
+fn custom_resources_and_infeasible_requests() {
+    cluster();
+    let total = oxray::cluster_resources().unwrap();
+    assert_eq!(total.get("CPU"), Some(&2.0));
+    assert_eq!(total.get("slot"), Some(&4.0));
+    let r = needs_slot::options()
+        .resource("slot", 1.0)
+        .remote()
+        .unwrap();
+    assert_eq!(oxray::get(&r).unwrap(), 7);
+    // No node has a GPU: the task waits (as in Ray) and is visible as infeasible.
+    let gpu = needs_slot::options().resource("gpu", 1.0).remote().unwrap();
+    let (ready, _) = oxray::wait(
+        std::slice::from_ref(&gpu),
+        1,
+        Some(Duration::from_millis(300)),
+    )
+    .unwrap();
+    assert!(ready.is_empty());
+    let status = oxray::status().unwrap();
+    assert!(
+        status
+            .pending
+            .iter()
+            .any(|p| p.infeasible && p.resources.get("gpu") == 1.0),
+        "the infeasible request is reported: {status:?}"
+    );
+    oxray::cancel(&gpu).unwrap();
+    assert!(matches!(oxray::get(&gpu), Err(Error::Cancelled)));
+    let nodes = oxray::nodes().unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert!(nodes[0].alive);
+}
