@@ -25,8 +25,8 @@ fn do_put_small() {
 
 #[oxray::remote]
 fn do_put() {
+    let data: Vec<i64> = (0..10 * 1024 * 1024).collect();
     for _ in 0..10 {
-        let data: Vec<i64> = (0..10 * 1024 * 1024).collect();
         black_box(oxray::put(&data).expect("put"));
     }
 }

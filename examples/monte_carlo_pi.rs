@@ -37,16 +37,23 @@ fn hits(seed: u64, samples: u64) -> u64 {
 }
 
 fn main() -> oxray::Result<()> {
-    let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let tasks = args.first().copied().unwrap_or(200);
     let samples = args.get(1).copied().unwrap_or(1_000_000);
     let _cluster = oxray::init()?;
-    let cpus = oxray::cluster_resources()?.get("CPU").copied().unwrap_or(1.0);
+    let cpus = oxray::cluster_resources()?
+        .get("CPU")
+        .copied()
+        .unwrap_or(1.0);
     println!("{tasks} tasks x {samples} samples on {cpus} CPUs");
 
     let t = Instant::now();
-    let mut pending: Vec<ObjectRef<u64>> =
-        (0..tasks).map(|i| hits::remote(i, samples)).collect::<Result<_>>()?;
+    let mut pending: Vec<ObjectRef<u64>> = (0..tasks)
+        .map(|i| hits::remote(i, samples))
+        .collect::<Result<_>>()?;
     let mut inside = 0u64;
     let mut done = 0;
     while !pending.is_empty() {
@@ -77,6 +84,9 @@ fn main() -> oxray::Result<()> {
     )?
     .iter()
     .sum();
-    println!("first 8 tasks, serial vs parallel: {serial} == {parallel}: {}", serial == parallel);
+    println!(
+        "first 8 tasks, serial vs parallel: {serial} == {parallel}: {}",
+        serial == parallel
+    );
     Ok(())
 }

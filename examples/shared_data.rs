@@ -16,7 +16,10 @@ use oxray::prelude::*;
 #[oxray::remote]
 fn stats(xs: ObjectView<Vec<f64>>, part: u64, parts: u64) -> (f64, f64) {
     let n = xs.len() as u64;
-    let (lo, hi) = ((n * part / parts) as usize, (n * (part + 1) / parts) as usize);
+    let (lo, hi) = (
+        (n * part / parts) as usize,
+        (n * (part + 1) / parts) as usize,
+    );
     let slice = &xs[lo..hi];
     let len = slice.len() as f64;
     let mean = slice.iter().map(|x| x.to_native()).sum::<f64>() / len;
@@ -43,7 +46,10 @@ fn mem_available_mb() -> f64 {
 }
 
 fn main() -> oxray::Result<()> {
-    let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let n = args.first().copied().unwrap_or(100_000_000);
     let tasks = args.get(1).copied().unwrap_or(50);
     let size_mb = n as f64 * 8.0 / 1048576.0;

@@ -185,6 +185,7 @@ impl Store {
     /// [`ObjectWriter::seal`]. Dropping the writer unsealed aborts the object.
     pub fn create(&self, id: ObjectId, len: u64, opts: CreateOptions) -> Result<ObjectWriter> {
         let loc = self.create_for(ClientId::OWNER, id, len, opts)?;
+        self.shared.arena.prefault(loc.data, loc.len);
         let ptr = self
             .shared
             .arena
