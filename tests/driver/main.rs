@@ -18,6 +18,12 @@ fn worker_pid() -> u32 {
 }
 
 #[oxray::remote]
+fn nap(seconds: u64) -> u64 {
+    std::thread::sleep(Duration::from_secs(seconds));
+    seconds
+}
+
+#[oxray::remote]
 fn shout(word: String) -> usize {
     println!("hello from a task: {word}");
     eprintln!("warning from a task: {word}");
@@ -32,8 +38,11 @@ fn main() {
         "sum" => sum(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(100)),
         "print" => print(),
         "pids" => pids(args.get(2).map(String::as_str) == Some("hang")),
+        "nap" => nap_and_report(),
         _ => {
-            eprintln!("usage: oxray-test-driver raylet SESSION | sum N | print | pids [hang]");
+            eprintln!(
+                "usage: oxray-test-driver raylet SESSION | sum N | print | pids [hang] | nap"
+            );
             std::process::exit(2);
         }
     };
@@ -74,6 +83,18 @@ fn print() -> oxray::Result<()> {
     // Output lines travel separately from results: give them a moment to arrive.
     std::thread::sleep(Duration::from_millis(300));
     println!("len {n}");
+    Ok(())
+}
+
+/// Waits on a 60 s task and reports how the get ended (the test kills the node meanwhile).
+fn nap_and_report() -> oxray::Result<()> {
+    let _cluster = oxray::init()?;
+    let r = nap::remote(60)?;
+    println!("submitted");
+    match oxray::get(&r) {
+        Ok(v) => println!("result {v}"),
+        Err(e) => println!("get-error {e}"),
+    }
     Ok(())
 }
 

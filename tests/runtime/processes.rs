@@ -40,9 +40,9 @@ impl Drop for Reaped {
     }
 }
 
-#[test]
-fn two_drivers_share_a_standalone_node() {
-    let session = format!("oxray-test-{}-standalone", std::process::id());
+/// Starts a standalone node; returns it and its address.
+fn standalone_node(name: &str) -> (Reaped, String) {
+    let session = format!("oxray-test-{}-{name}", std::process::id());
     let mut node = Reaped(
         Command::new(DRIVER)
             .args(["raylet", &session])
@@ -59,6 +59,41 @@ fn two_drivers_share_a_standalone_node() {
         .strip_prefix("address ")
         .expect("address line")
         .to_owned();
+    (node, address)
+}
+
+#[test]
+fn a_get_fails_with_a_typed_error_when_the_node_dies() {
+    let (mut node, address) = standalone_node("dies");
+    let mut driver = Reaped(
+        Command::new(DRIVER)
+            .arg("nap")
+            .env("OXRAY_ADDRESS", &address)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the driver"),
+    );
+    let mut lines = BufReader::new(driver.0.stdout.take().expect("stdout")).lines();
+    assert_eq!(
+        lines.next().and_then(|l| l.ok()).as_deref(),
+        Some("submitted")
+    );
+    // Let the task start, then kill the node (and with it the worker running the task).
+    std::thread::sleep(Duration::from_millis(300));
+    node.0.kill().expect("kill the node");
+    node.0.wait().expect("reap the node");
+    let start = std::time::Instant::now();
+    let outcome = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+    assert!(start.elapsed() < Duration::from_secs(20), "the get hung");
+    assert!(
+        outcome.starts_with("get-error") && outcome.contains("raylet"),
+        "expected a typed error naming the raylet, got: {outcome}"
+    );
+}
+
+#[test]
+fn two_drivers_share_a_standalone_node() {
+    let (node, address) = standalone_node("standalone");
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| run(&["sum", "100"], Some(&address)));
         let b = s.spawn(|| run(&["sum", "50"], Some(&address)));

@@ -86,7 +86,7 @@ fn results_come_back_in_submission_order() {
 #[test]
 fn submitting_many_tasks_returns_before_the_first_result() {
     cluster();
-    let first = sleep_then::remote(300, 1).unwrap();
+    let first = sleep_then::remote(1000, 1).unwrap();
     let t = Instant::now();
     let refs: Vec<ObjectRef<i64>> = (0..2000)
         .map(square::remote)
