@@ -1,5 +1,5 @@
 //! oxray's version of `ray microbenchmark`: the same row names and units, so the two can be read
-//! side by side on one machine. Rows that need actors or refs inside objects are not here yet.
+//! side by side on one machine. Rows that need actors are not here yet.
 //!
 //! `cargo run --release --example microbenchmark` (add `-- --quick` for shorter trials, or
 //! `-- --filter put` to run the rows whose name contains "put").
@@ -14,6 +14,13 @@ use std::time::{Duration, Instant};
 #[oxray::remote]
 fn small_value() -> Vec<u8> {
     b"ok".to_vec()
+}
+
+#[oxray::remote]
+fn create_object_containing_ref() -> Vec<oxray::ObjectRef<i64>> {
+    (0..10_000)
+        .map(|_| oxray::put(&1i64).expect("put"))
+        .collect()
 }
 
 #[oxray::remote]
@@ -124,6 +131,10 @@ fn main() -> oxray::Result<()> {
             oxray::get_all(&refs).expect("get");
         },
     );
+    let obj_containing_ref = create_object_containing_ref::remote()?;
+    bench.timeit("single client get object containing 10k refs", 1.0, || {
+        black_box(oxray::get(&obj_containing_ref).expect("get"));
+    });
     bench.timeit("single client wait 1k refs", 1.0, || {
         let mut not_ready: Vec<_> = (0..1000)
             .map(|_| small_value::remote().expect("submit"))

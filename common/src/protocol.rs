@@ -245,11 +245,64 @@ pub struct PendingLease {
     pub infeasible: bool,
 }
 
-/// From a submitter to a worker it leased.
+/// To a worker (tasks from the submitter that leased it) or to any core worker as the owner of
+/// objects (requests from processes that borrow refs it owns). Drivers answer only the latter.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone)]
 pub enum ToWorker {
     /// Run a task.
     Task(TaskSpec),
+    /// Send the value of an object you own, once it is ready.
+    GetObject {
+        /// Request number.
+        req: u64,
+        /// The object.
+        id: ObjectId,
+    },
+    /// Keep these objects alive for the sender, which deserialized refs to them. Acked.
+    AddBorrowers {
+        /// Request number.
+        req: u64,
+        /// The objects.
+        ids: Vec<ObjectId>,
+    },
+    /// The sender no longer holds refs to these objects.
+    RemoveBorrowers {
+        /// The objects.
+        ids: Vec<ObjectId>,
+    },
+    /// Keep these objects alive while an object containing refs to them lives. Acked.
+    Reserve {
+        /// Request number.
+        req: u64,
+        /// The objects.
+        ids: Vec<ObjectId>,
+    },
+    /// An object containing refs to these objects was freed.
+    Unreserve {
+        /// The objects.
+        ids: Vec<ObjectId>,
+    },
+}
+
+/// The value of an object, as its owner reports it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
+pub enum ObjectValue {
+    /// A small value.
+    Inline {
+        /// Type fingerprint.
+        fingerprint: u64,
+        /// rkyv bytes.
+        bytes: Vec<u8>,
+    },
+    /// In the node's store under its id.
+    Stored,
+    /// Its task failed.
+    Failed {
+        /// The error's text.
+        message: String,
+    },
+    /// The owner holds no such object (it was freed).
+    Unknown,
 }
 
 /// A task to run.
@@ -282,7 +335,7 @@ pub enum TaskArg {
     },
 }
 
-/// From a worker to the submitter of a task.
+/// Replies of a worker (or of an owner).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone)]
 pub enum FromWorker {
     /// A task ended.
@@ -291,6 +344,21 @@ pub enum FromWorker {
         id: ObjectId,
         /// How.
         outcome: TaskOutcome,
+        /// Objects whose refs the result contains; the worker reserved them, and the result's
+        /// owner releases them when the result is freed.
+        contained: Vec<ObjectId>,
+    },
+    /// Reply to `GetObject`.
+    Object {
+        /// Request number.
+        req: u64,
+        /// The value.
+        value: ObjectValue,
+    },
+    /// Reply to `AddBorrowers` and `Reserve`.
+    Ack {
+        /// Request number.
+        req: u64,
     },
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use oxray_common::protocol::TaskArg;
 use oxray_object_store::{fingerprint, HeapBytes, Object, ObjectBytes, ObjectId, ObjectView};
 
+use crate::borrow::{collect_contained, register_borrows};
 use crate::core::{current, CoreWorker};
 use crate::error::Result;
 use crate::object_ref::ObjectRef;
@@ -20,6 +21,8 @@ pub enum ArgSpec {
         fingerprint: u64,
         /// Its encoding.
         bytes: HeapBytes,
+        /// Refs the value contains, reserved until the task ends.
+        contained: Vec<ObjectId>,
     },
     /// An object (a ref the caller passed, or a large value put on its behalf).
     Ref(ObjectId),
@@ -36,10 +39,15 @@ impl<T: Object + Send> IntoArg<T> for T {
     fn into_arg(self) -> Result<ArgSpec> {
         let len = ReturnValue::encoded_len(&self)?;
         if len <= INLINE_MAX {
-            let bytes = crate::value::encode_heap(&self, len)?;
+            let (bytes, contained) = collect_contained(|| crate::value::encode_heap(&self, len));
+            let bytes = bytes?;
+            if !contained.is_empty() {
+                crate::borrow::reserve(&current()?, &contained)?;
+            }
             return Ok(ArgSpec::Value {
                 fingerprint: fingerprint::<T>(),
                 bytes,
+                contained,
             });
         }
         // Large values go to the store once, as Ray does; the task holds the ref.
@@ -100,8 +108,8 @@ impl TaskArgs<'_> {
 
     /// Argument `i` as an owned `T`.
     pub fn value<T: Object>(&self, i: usize) -> Result<T, TaskError> {
-        self.view::<T>(i)?
-            .deserialize()
+        let view = self.view::<T>(i)?;
+        register_borrows(self.core, || view.deserialize())
             .map_err(|e| TaskError::BadArgument(format!("argument {i}: {e}")))
     }
 

@@ -15,8 +15,10 @@ use oxray_object_store::{
     fingerprint, Arena, HeapBytes, Object, ObjectBytes, ObjectId, ObjectView, HEADER_SIZE,
 };
 
+use crate::borrow::{collect_contained, register_borrows};
 use crate::error::{Error, Result};
 use crate::object_ref::ObjectRef;
+use crate::owners::{listen_name, Owners};
 use crate::raylet_client::{reader_loop, RayletClient};
 use crate::refs::{Freed, ObjState, RefTable};
 use crate::submitter::Submitter;
@@ -54,6 +56,7 @@ pub struct CoreWorker {
     pub(crate) raylet: RayletClient,
     pub(crate) refs: RefTable,
     pub(crate) submitter: Submitter,
+    pub(crate) owners: Owners,
     pub(crate) arena: Arc<Arena>,
     pub(crate) session: String,
     total: Resources,
@@ -127,6 +130,7 @@ impl CoreWorker {
             raylet: RayletClient::new(writer),
             refs: RefTable::default(),
             submitter: Submitter::default(),
+            owners: Owners::default(),
             arena: Arc::new(arena),
             session,
             total: resources,
@@ -139,6 +143,18 @@ impl CoreWorker {
             .spawn(move || reader_loop(reader, weak, kind))
             .map_err(|e| Error::io("starting the raylet reader", e))?;
         Submitter::start_lease_reaper(Arc::downgrade(&core));
+        Owners::start_flusher(Arc::downgrade(&core));
+        if kind == ClientKind::Driver {
+            // Drivers answer owner requests (borrowers fetching values) on their own socket.
+            let name = listen_name(&core.session, worker_id);
+            let listener = crate::executor::bind(&name)
+                .map_err(|e| Error::io(format!("listening on @{name}"), e))?;
+            let served = core.clone();
+            std::thread::Builder::new()
+                .name("oxray-owner-accept".into())
+                .spawn(move || crate::executor::accept_loop(Arc::downgrade(&served), listener))
+                .map_err(|e| Error::io("starting the owner service", e))?;
+        }
         set_current(Some(core.clone()));
         Ok(core)
     }
@@ -204,8 +220,14 @@ impl CoreWorker {
     /// store (one copy, written in place) when large.
     pub fn put<T: Object + Send>(self: &Arc<Self>, value: &T) -> Result<ObjectRef<T>> {
         let id = self.new_object_id();
-        let state = self.encode(id, value)?;
+        let (state, contained) = collect_contained(|| self.encode(id, value));
+        let state = state?;
+        crate::borrow::reserve(self, &contained)?;
         self.refs.insert(id, state);
+        if !contained.is_empty() {
+            let freed = self.refs.set_contained(id, contained);
+            self.release_freed(freed);
+        }
         Ok(ObjectRef::adopt(id, self.clone()))
     }
 
@@ -367,7 +389,7 @@ impl CoreWorker {
                 std::any::type_name::<T>()
             ),
         })?;
-        T::decode(archived).map_err(|e| Error::TypeMismatch {
+        register_borrows(self, || T::decode(archived)).map_err(|e| Error::TypeMismatch {
             message: format!("decoding object {}: {e}", r.id()),
         })
     }
@@ -375,11 +397,14 @@ impl CoreWorker {
     /// Waits until `num` of `ids` are done; returns their done flags. A worker tells its
     /// raylet it is blocked meanwhile, so its CPU can run other work (nested tasks).
     pub(crate) fn wait_ids(
-        &self,
+        self: &Arc<Self>,
         ids: &[ObjectId],
         num: usize,
         timeout: Option<Duration>,
     ) -> Vec<bool> {
+        for id in ids {
+            self.ensure_fetch(*id);
+        }
         let is_worker = self.kind == ClientKind::Worker;
         self.refs.wait(ids, num, timeout, &mut |blocked| {
             if is_worker {
@@ -395,7 +420,7 @@ impl CoreWorker {
 
     /// Waits for `num` of `refs` (see `oxray::wait`).
     pub fn wait<T>(
-        &self,
+        self: &Arc<Self>,
         refs: &[ObjectRef<T>],
         num: usize,
         timeout: Option<Duration>,
@@ -410,16 +435,55 @@ impl CoreWorker {
     }
 
     /// A local ref was dropped.
-    pub(crate) fn release_local(&self, id: ObjectId) {
-        if let Freed::Stored = self.refs.remove_local(id) {
-            let _ = self.raylet.send(&ToRaylet::Delete { ids: vec![id] });
-        }
+    pub(crate) fn release_local(self: &Arc<Self>, id: ObjectId) {
+        let freed = self.refs.remove_local(id);
+        self.release_freed(freed);
     }
 
     /// A task that took `id` as an argument ended.
-    pub(crate) fn release_task_ref(&self, id: ObjectId) {
-        if let Freed::Stored = self.refs.remove_task_ref(id) {
+    pub(crate) fn release_task_ref(self: &Arc<Self>, id: ObjectId) {
+        let freed = self.refs.remove_task_ref(id);
+        self.release_freed(freed);
+    }
+
+    /// Releases what a freed entry held: its store copy, the reservations of the refs its value
+    /// contained, and its borrow at the owner.
+    pub(crate) fn release_freed(self: &Arc<Self>, freed: Freed) {
+        if let Some(id) = freed.delete_stored {
             let _ = self.raylet.send(&ToRaylet::Delete { ids: vec![id] });
+        }
+        for id in freed.contained {
+            self.release_reservation(id);
+        }
+        if let Some((owner, id)) = freed.borrowed_from {
+            self.owners.queue_release(owner, id, false);
+        }
+    }
+
+    /// An object containing a ref to `id` was freed.
+    pub(crate) fn release_reservation(self: &Arc<Self>, id: ObjectId) {
+        let owner = oxray_common::ids::owner_of(id);
+        if owner == self.worker_id {
+            let freed = self.refs.unreserve(id);
+            self.release_freed(freed);
+        } else {
+            self.owners.queue_release(owner, id, true);
+        }
+    }
+
+    /// Starts fetching a borrowed object's value from its owner, if not done yet.
+    pub(crate) fn ensure_fetch(self: &Arc<Self>, id: ObjectId) {
+        if let Some(owner) = self.refs.start_fetch(id) {
+            self.owners.fetch(self, owner, id);
+        }
+    }
+
+    /// Sets an object's value and starts the tasks that waited for it.
+    pub(crate) fn settle(self: &Arc<Self>, id: ObjectId, state: ObjState) {
+        if let Some(deps) = self.refs.complete(id, state) {
+            if !deps.is_empty() {
+                self.submitter.on_dependency_done(self, deps);
+            }
         }
     }
 

@@ -9,18 +9,20 @@ use std::io::{BufReader, Write};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use oxray_common::frame::{self, FrameError};
 use oxray_common::protocol::{
-    FailureKind, FromWorker, TaskFailure, TaskOutcome, TaskSpec, ToWorker,
+    ClientKind, FailureKind, FromWorker, ObjectValue, TaskFailure, TaskOutcome, TaskSpec, ToWorker,
 };
-use oxray_object_store::HeapBytes;
+use oxray_object_store::{HeapBytes, ObjectId};
 
 use crate::args::TaskArgs;
+use crate::borrow::collect_contained;
 use crate::core::CoreWorker;
+use crate::refs::ObjState;
 use crate::registry::{self, TaskError};
-use crate::value::{encode_heap, INLINE_MAX};
+use crate::value::{encode_heap, ReturnValue, INLINE_MAX};
 
 /// Serializes task execution in this worker.
 static EXEC: Mutex<()> = Mutex::new(());
@@ -33,44 +35,133 @@ pub(crate) fn bind(name: &str) -> std::io::Result<UnixListener> {
 
 /// Serves submitters until the process exits (when the raylet connection closes).
 pub(crate) fn serve(core: Arc<CoreWorker>, listener: UnixListener) -> ! {
+    let weak = Arc::downgrade(&core);
+    // The worker's own reference must not keep the core alive past the raylet connection.
+    drop(core);
+    accept_loop(weak, listener);
+    std::process::exit(0)
+}
+
+/// Accepts connections from submitters and borrowers.
+pub(crate) fn accept_loop(core: Weak<CoreWorker>, listener: UnixListener) {
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
-        let core = core.clone();
+        let Some(core) = core.upgrade() else { return };
+        if core.is_shutting_down() {
+            return;
+        }
         let _ = std::thread::Builder::new()
             .name("oxray-task-conn".into())
             .spawn(move || serve_conn(core, stream));
     }
-    std::process::exit(0)
+}
+
+type Writer = Arc<Mutex<UnixStream>>;
+
+fn reply(writer: &Writer, msg: &FromWorker) -> bool {
+    let Ok(bytes) = frame::encode(msg) else {
+        return false;
+    };
+    let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+    w.write_all(&bytes).is_ok()
 }
 
 fn serve_conn(core: Arc<CoreWorker>, stream: UnixStream) {
-    let Ok(mut writer) = stream.try_clone() else {
+    let Ok(writer) = stream.try_clone() else {
         return;
     };
+    let writer: Writer = Arc::new(Mutex::new(writer));
     let mut reader = BufReader::with_capacity(64 << 10, stream);
     let mut buf = HeapBytes::new();
     loop {
-        match frame::read::<ToWorker, _>(&mut reader, &mut buf) {
-            Ok(ToWorker::Task(spec)) => {
-                let outcome = execute(&core, &spec);
-                let reply = FromWorker::Done {
-                    id: spec.id,
-                    outcome,
-                };
-                let Ok(bytes) = frame::encode(&reply) else {
-                    break;
-                };
-                if writer.write_all(&bytes).is_err() {
-                    break;
-                }
-            }
+        let msg = match frame::read::<ToWorker, _>(&mut reader, &mut buf) {
+            Ok(m) => m,
             Err(FrameError::Closed) => break,
             Err(e) => {
-                eprintln!("oxray worker: dropped a submitter connection: {e}");
+                eprintln!("oxray: dropped a connection with a bad message: {e}");
                 break;
             }
+        };
+        let ok = match msg {
+            ToWorker::Task(spec) => {
+                let (outcome, contained) = if core.kind() == ClientKind::Worker {
+                    execute(&core, &spec)
+                } else {
+                    let f = failure(
+                        FailureKind::Error,
+                        "tasks go to workers, not to a driver".into(),
+                        &spec,
+                    );
+                    (f, Vec::new())
+                };
+                reply(
+                    &writer,
+                    &FromWorker::Done {
+                        id: spec.id,
+                        outcome,
+                        contained,
+                    },
+                )
+            }
+            ToWorker::GetObject { req, id } => {
+                serve_get(&core, &writer, req, id);
+                true
+            }
+            ToWorker::AddBorrowers { req, ids } => {
+                core.refs.add_borrowers(&ids);
+                reply(&writer, &FromWorker::Ack { req })
+            }
+            ToWorker::RemoveBorrowers { ids } => {
+                for id in ids {
+                    let freed = core.refs.remove_borrower(id);
+                    core.release_freed(freed);
+                }
+                true
+            }
+            ToWorker::Reserve { req, ids } => {
+                core.refs.reserve(&ids);
+                reply(&writer, &FromWorker::Ack { req })
+            }
+            ToWorker::Unreserve { ids } => {
+                for id in ids {
+                    core.release_reservation(id);
+                }
+                true
+            }
+        };
+        if !ok {
+            break;
         }
     }
+}
+
+/// Answers a borrower's `GetObject`: at once when the value is known, else from a thread that
+/// waits for it (so other requests on the connection are not held up).
+fn serve_get(core: &Arc<CoreWorker>, writer: &Writer, req: u64, id: ObjectId) {
+    let value_of = |state: Option<ObjState>| match state {
+        None => Some(ObjectValue::Unknown),
+        Some(ObjState::Pending) => None,
+        Some(ObjState::Inline { fingerprint, bytes }) => Some(ObjectValue::Inline {
+            fingerprint,
+            bytes: bytes.to_vec(),
+        }),
+        Some(ObjState::Stored) => Some(ObjectValue::Stored),
+        Some(ObjState::Failed(e)) => Some(ObjectValue::Failed {
+            message: e.to_string(),
+        }),
+    };
+    if let Some(value) = value_of(core.refs.state(id)) {
+        reply(writer, &FromWorker::Object { req, value });
+        return;
+    }
+    let (core, writer) = (core.clone(), writer.clone());
+    let _ = std::thread::Builder::new()
+        .name("oxray-owner-get".into())
+        .spawn(move || {
+            core.refs.wait(&[id], 1, None, &mut |_| {});
+            let value = value_of(core.refs.state(id)).unwrap_or(ObjectValue::Unknown);
+            reply(&writer, &FromWorker::Object { req, value });
+        });
 }
 
 fn failure(kind: FailureKind, message: String, spec: &TaskSpec) -> TaskOutcome {
@@ -82,39 +173,66 @@ fn failure(kind: FailureKind, message: String, spec: &TaskSpec) -> TaskOutcome {
     })
 }
 
-/// Runs one task and says how it ended.
-pub(crate) fn execute(core: &Arc<CoreWorker>, spec: &TaskSpec) -> TaskOutcome {
+/// Runs one task; says how it ended and which refs its result contains (reserved already).
+pub(crate) fn execute(core: &Arc<CoreWorker>, spec: &TaskSpec) -> (TaskOutcome, Vec<ObjectId>) {
     let _running = EXEC.lock().unwrap_or_else(|p| p.into_inner());
+    let value = match run(core, spec) {
+        Ok(v) => v,
+        Err(failed) => return (failed, Vec::new()),
+    };
+    let (outcome, contained) = collect_contained(|| store_result(core, spec, value.as_ref()));
+    if contained.is_empty() || matches!(outcome, TaskOutcome::Failed(_)) {
+        return (outcome, Vec::new());
+    }
+    // Reserve the refs the result holds before `value` (and the handles in it) drops.
+    let reserved = crate::borrow::reserve(core, &contained);
+    drop(value);
+    match reserved {
+        Ok(()) => (outcome, contained),
+        Err(e) => (failure(FailureKind::Store, e.to_string(), spec), Vec::new()),
+    }
+}
+
+/// Calls the task's function.
+fn run(core: &Arc<CoreWorker>, spec: &TaskSpec) -> Result<Box<dyn ReturnValue>, TaskOutcome> {
     let Some(invoke) = registry::lookup(&spec.function) else {
-        return failure(
+        return Err(failure(
             FailureKind::FunctionNotFound,
             format!("no function {} in this executable", spec.function),
             spec,
-        );
+        ));
     };
     let args = TaskArgs {
         args: &spec.args,
         core,
     };
-    let value = match catch_unwind(AssertUnwindSafe(|| invoke(&args))) {
-        Ok(Ok(v)) => v,
-        Ok(Err(TaskError::App(m))) => return failure(FailureKind::Error, m, spec),
-        Ok(Err(TaskError::BadArgument(m))) => return failure(FailureKind::BadArgument, m, spec),
+    match catch_unwind(AssertUnwindSafe(|| invoke(&args))) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(TaskError::App(m))) => Err(failure(FailureKind::Error, m, spec)),
+        Ok(Err(TaskError::BadArgument(m))) => Err(failure(FailureKind::BadArgument, m, spec)),
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "the task panicked".into());
-            return failure(FailureKind::Panic, format!("panicked: {msg}"), spec);
+            Err(failure(
+                FailureKind::Panic,
+                format!("panicked: {msg}"),
+                spec,
+            ))
         }
-    };
+    }
+}
+
+/// Encodes a task's result: inline when small, into the store under the task's id when large.
+fn store_result(core: &Arc<CoreWorker>, spec: &TaskSpec, value: &dyn ReturnValue) -> TaskOutcome {
     let len = match value.encoded_len() {
         Ok(l) => l,
         Err(e) => return failure(FailureKind::Store, e.to_string(), spec),
     };
     if len <= INLINE_MAX {
-        return match encode_heap(value.as_ref(), len) {
+        return match encode_heap(value, len) {
             Ok(bytes) => TaskOutcome::Inline {
                 fingerprint: value.fingerprint(),
                 bytes: bytes.to_vec(),
@@ -122,7 +240,7 @@ pub(crate) fn execute(core: &Arc<CoreWorker>, spec: &TaskSpec) -> TaskOutcome {
             Err(e) => failure(FailureKind::Store, e.to_string(), spec),
         };
     }
-    match core.create_in_store(spec.id, len, value.as_ref()) {
+    match core.create_in_store(spec.id, len, value) {
         Ok(()) => TaskOutcome::Stored,
         Err(e) => failure(FailureKind::Store, e.to_string(), spec),
     }

@@ -16,10 +16,12 @@
 //! Users reach all of this through the `oxray` crate.
 
 pub mod args;
+mod borrow;
 pub mod core;
 mod error;
 mod executor;
 mod object_ref;
+mod owners;
 mod raylet_client;
 mod refs;
 pub mod registry;

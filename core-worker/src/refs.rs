@@ -1,14 +1,21 @@
-//! The owner's table of objects: reference counts, values of small objects, and waiting.
+//! The table of objects a process holds refs to: reference counts, values of small objects, and
+//! waiting.
 //!
 //! Every object a process creates (by `put` or by submitting a task) is owned by it, as in Ray.
-//! An entry counts local refs (`ObjectRef` handles) and task refs (tasks in flight that take the
-//! object as an argument). When both reach zero the entry goes, and a stored object is deleted
-//! from the node's store. Small values live here, in the entry; large ones in the store.
+//! An owned entry counts local refs (`ObjectRef` handles), task refs (tasks in flight that take
+//! the object as an argument), borrowers (other processes that deserialized refs to it) and
+//! reservations (objects whose values contain refs to it). When all reach zero the entry goes, and
+//! a stored object is deleted from the node's store. Small values live here, in the entry; large
+//! ones in the store.
+//!
+//! A *borrowed* entry stands for an object another process owns: it counts this process's local
+//! handles, and its value is fetched from the owner on first use.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use oxray_common::WorkerId;
 use oxray_object_store::{HeapBytes, ObjectId};
 
 use crate::error::Error;
@@ -32,17 +39,44 @@ pub(crate) enum ObjState {
 struct Entry {
     local: u32,
     task_refs: u32,
+    borrowers: u32,
+    reservations: u32,
     state: ObjState,
     /// Submitted tasks that wait for this object.
     dependents: Vec<ObjectId>,
+    /// Objects whose refs this object's value contains (reserved while this one lives).
+    contained: Vec<ObjectId>,
+    /// `Some(owner)` for a borrowed entry.
+    owner: Option<WorkerId>,
+    /// A fetch from the owner is under way (borrowed entries).
+    fetching: bool,
 }
 
-/// What the caller must do after a count dropped to zero.
-pub(crate) enum Freed {
-    /// Nothing (still referenced, or nothing outside this table to free).
-    Nothing,
-    /// Delete the object from the node's store.
-    Stored,
+impl Entry {
+    fn new(state: ObjState, owner: Option<WorkerId>) -> Entry {
+        Entry {
+            local: 1,
+            task_refs: 0,
+            borrowers: 0,
+            reservations: 0,
+            state,
+            dependents: Vec::new(),
+            contained: Vec::new(),
+            owner,
+            fetching: false,
+        }
+    }
+}
+
+/// What the caller must do after an entry went away.
+#[derive(Default)]
+pub(crate) struct Freed {
+    /// Delete the object from the node's store (it was ours and stored there).
+    pub delete_stored: Option<ObjectId>,
+    /// Release the reservations this object's value held.
+    pub contained: Vec<ObjectId>,
+    /// Tell this owner we no longer borrow the object.
+    pub borrowed_from: Option<(WorkerId, ObjectId)>,
 }
 
 #[derive(Default)]
@@ -62,17 +96,56 @@ impl RefTable {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A new object with one local ref.
+    /// A new owned object with one local ref.
     pub fn insert(&self, id: ObjectId, state: ObjState) {
-        self.lock().entries.insert(
-            id,
-            Entry {
-                local: 1,
-                task_refs: 0,
-                state,
-                dependents: Vec::new(),
+        self.lock().entries.insert(id, Entry::new(state, None));
+    }
+
+    /// A deserialized ref to an object `owner` owns: one more local handle. Returns true when
+    /// the entry is new (the caller must register as a borrower with the owner).
+    pub fn insert_borrowed(&self, id: ObjectId, owner: WorkerId) -> bool {
+        let mut inner = self.lock();
+        match inner.entries.get_mut(&id) {
+            Some(e) => {
+                e.local += 1;
+                false
+            }
+            None => {
+                inner
+                    .entries
+                    .insert(id, Entry::new(ObjState::Pending, Some(owner)));
+                true
+            }
+        }
+    }
+
+    /// Marks a fetch of a borrowed entry as started; `None` if not needed (owned, already
+    /// fetched or fetching), else its owner.
+    pub fn start_fetch(&self, id: ObjectId) -> Option<WorkerId> {
+        let mut inner = self.lock();
+        let e = inner.entries.get_mut(&id)?;
+        let owner = e.owner?;
+        if e.fetching || !matches!(e.state, ObjState::Pending) {
+            return None;
+        }
+        e.fetching = true;
+        Some(owner)
+    }
+
+    /// Records the refs an object's value contains; if the object is already gone they are
+    /// returned for release at once.
+    pub fn set_contained(&self, id: ObjectId, contained: Vec<ObjectId>) -> Freed {
+        let mut inner = self.lock();
+        match inner.entries.get_mut(&id) {
+            Some(e) => {
+                e.contained = contained;
+                Freed::default()
+            }
+            None => Freed {
+                contained,
+                ..Freed::default()
             },
-        );
+        }
     }
 
     pub fn add_local(&self, id: ObjectId) {
@@ -82,12 +155,7 @@ impl RefTable {
     }
 
     pub fn remove_local(&self, id: ObjectId) -> Freed {
-        let mut inner = self.lock();
-        let Some(e) = inner.entries.get_mut(&id) else {
-            return Freed::Nothing;
-        };
-        e.local = e.local.saturating_sub(1);
-        Self::maybe_free(&mut inner, id)
+        self.update(id, |e| e.local = e.local.saturating_sub(1))
     }
 
     pub fn add_task_ref(&self, id: ObjectId) {
@@ -97,24 +165,60 @@ impl RefTable {
     }
 
     pub fn remove_task_ref(&self, id: ObjectId) -> Freed {
-        let mut inner = self.lock();
-        let Some(e) = inner.entries.get_mut(&id) else {
-            return Freed::Nothing;
-        };
-        e.task_refs = e.task_refs.saturating_sub(1);
-        Self::maybe_free(&mut inner, id)
+        self.update(id, |e| e.task_refs = e.task_refs.saturating_sub(1))
     }
 
-    fn maybe_free(inner: &mut Inner, id: ObjectId) -> Freed {
-        let Some(e) = inner.entries.get(&id) else {
-            return Freed::Nothing;
-        };
-        if e.local > 0 || e.task_refs > 0 {
-            return Freed::Nothing;
+    /// Other processes borrow these objects (owner side). Unknown ids are skipped.
+    pub fn add_borrowers(&self, ids: &[ObjectId]) {
+        let mut inner = self.lock();
+        for id in ids {
+            if let Some(e) = inner.entries.get_mut(id) {
+                e.borrowers += 1;
+            }
         }
-        match inner.entries.remove(&id).map(|e| e.state) {
-            Some(ObjState::Stored) => Freed::Stored,
-            _ => Freed::Nothing,
+    }
+
+    pub fn remove_borrower(&self, id: ObjectId) -> Freed {
+        self.update(id, |e| e.borrowers = e.borrowers.saturating_sub(1))
+    }
+
+    /// Objects containing refs to these were made (owner side).
+    pub fn reserve(&self, ids: &[ObjectId]) {
+        let mut inner = self.lock();
+        for id in ids {
+            if let Some(e) = inner.entries.get_mut(id) {
+                e.reservations += 1;
+            }
+        }
+    }
+
+    pub fn unreserve(&self, id: ObjectId) -> Freed {
+        self.update(id, |e| e.reservations = e.reservations.saturating_sub(1))
+    }
+
+    fn update(&self, id: ObjectId, f: impl FnOnce(&mut Entry)) -> Freed {
+        let mut inner = self.lock();
+        let Some(e) = inner.entries.get_mut(&id) else {
+            return Freed::default();
+        };
+        f(e);
+        if e.local > 0 || e.task_refs > 0 || e.borrowers > 0 || e.reservations > 0 {
+            return Freed::default();
+        }
+        let Some(e) = inner.entries.remove(&id) else {
+            return Freed::default();
+        };
+        match e.owner {
+            Some(owner) => Freed {
+                contained: e.contained,
+                borrowed_from: Some((owner, id)),
+                ..Freed::default()
+            },
+            None => Freed {
+                delete_stored: matches!(e.state, ObjState::Stored).then_some(id),
+                contained: e.contained,
+                borrowed_from: None,
+            },
         }
     }
 

@@ -106,6 +106,8 @@ impl Submitter {
     pub fn submit(&self, core: &Arc<CoreWorker>, task: Task) {
         let mut unresolved = false;
         for dep in task.ref_args() {
+            // Borrowed refs: fetch their values from their owners.
+            core.ensure_fetch(dep);
             if core.refs.add_dependent(dep, task.id) {
                 unresolved = true;
             }
@@ -168,7 +170,9 @@ impl Submitter {
             .args
             .iter()
             .map(|a| match a {
-                ArgSpec::Value { fingerprint, bytes } => TaskArg::Inline {
+                ArgSpec::Value {
+                    fingerprint, bytes, ..
+                } => TaskArg::Inline {
                     fingerprint: *fingerprint,
                     bytes: bytes.to_vec(),
                 },
@@ -294,6 +298,7 @@ impl Submitter {
         worker: WorkerId,
         id: ObjectId,
         outcome: TaskOutcome,
+        contained: Vec<ObjectId>,
     ) {
         let mut st = self.lock();
         let mut found = None;
@@ -310,8 +315,16 @@ impl Submitter {
             }
         }
         let Some((key, mut task)) = found else {
+            // Not ours any more (cancelled and retried elsewhere): drop what it reserved.
+            for c in contained {
+                core.release_reservation(c);
+            }
             return;
         };
+        if !contained.is_empty() {
+            let freed = core.refs.set_contained(id, contained);
+            core.release_freed(freed);
+        }
         let state = match outcome {
             TaskOutcome::Inline { fingerprint, bytes } => ObjState::Inline {
                 fingerprint,
@@ -360,6 +373,13 @@ impl Submitter {
         }
         for dep in task.ref_args() {
             core.release_task_ref(dep);
+        }
+        for arg in task.args {
+            if let ArgSpec::Value { contained, .. } = arg {
+                for c in contained {
+                    core.release_reservation(c);
+                }
+            }
         }
     }
 
@@ -493,10 +513,16 @@ fn worker_reader(stream: UnixStream, core: Weak<CoreWorker>, worker: WorkerId) {
     let mut buf = HeapBytes::new();
     let why = loop {
         match frame::read::<FromWorker, _>(&mut reader, &mut buf) {
-            Ok(FromWorker::Done { id, outcome }) => {
+            Ok(FromWorker::Done {
+                id,
+                outcome,
+                contained,
+            }) => {
                 let Some(core) = core.upgrade() else { return };
-                core.submitter.on_done(&core, worker, id, outcome);
+                core.submitter
+                    .on_done(&core, worker, id, outcome, contained);
             }
+            Ok(_) => {}
             Err(FrameError::Closed) => break "the worker process exited".to_string(),
             Err(e) => break format!("the worker connection failed: {e}"),
         }

@@ -46,7 +46,7 @@ pub use allocator::{Allocator, ALIGNMENT};
 pub use arena::{Arena, ArenaOptions, Reserve};
 pub use error::{Result, StoreError};
 pub use header::HEADER_SIZE;
-pub use id::ObjectId;
+pub use id::{ArchivedObjectId, ObjectId};
 pub use rkyv;
 pub use store::{ObjectWriter, Store};
 pub use table::{ClientId, CreateOptions, Location, ObjectInfo, ObjectTable, StoreStats};

@@ -17,6 +17,24 @@ fn worker_pid() -> u32 {
     std::process::id()
 }
 
+/// Writes its pid to `path`, then sleeps: the driver kills it mid-task. On a later attempt (the
+/// file already exists) it returns at once.
+#[oxray::remote]
+fn killable(path: String) -> u32 {
+    if std::path::Path::new(&path).exists() {
+        return std::process::id();
+    }
+    std::fs::write(&path, std::process::id().to_string()).expect("write pid file");
+    std::thread::sleep(Duration::from_secs(60));
+    0
+}
+
+/// Puts a value in this worker, which owns it, and returns a ref to it with the worker's pid.
+#[oxray::remote]
+fn owned_elsewhere() -> (u32, Vec<ObjectRef<i64>>) {
+    (std::process::id(), vec![oxray::put(&42i64).expect("put")])
+}
+
 #[oxray::remote]
 fn nap(seconds: u64) -> u64 {
     std::thread::sleep(Duration::from_secs(seconds));
@@ -39,6 +57,9 @@ fn main() {
         "print" => print(),
         "pids" => pids(args.get(2).map(String::as_str) == Some("hang")),
         "nap" => nap_and_report(),
+        "kill-retry" => kill_worker_mid_task(3),
+        "kill-noretry" => kill_worker_mid_task(0),
+        "owner-died" => owner_died(),
         _ => {
             eprintln!(
                 "usage: oxray-test-driver raylet SESSION | sum N | print | pids [hang] | nap"
@@ -94,6 +115,53 @@ fn nap_and_report() -> oxray::Result<()> {
     match oxray::get(&r) {
         Ok(v) => println!("result {v}"),
         Err(e) => println!("get-error {e}"),
+    }
+    Ok(())
+}
+
+fn kill(pid: u32) {
+    // SAFETY: kill(2) on the pid of a worker of this driver's own node.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+/// Runs a task, kills its worker mid-task, and reports how the get ended.
+fn kill_worker_mid_task(retries: u32) -> oxray::Result<()> {
+    let _cluster = oxray::init_with(oxray::Config::new().num_cpus(2))?;
+    let path = std::env::temp_dir().join(format!("oxray-kill-{}-{retries}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let r = killable::options()
+        .max_retries(retries)
+        .remote(path.display().to_string())?;
+    let mut victim = 0;
+    for _ in 0..1000 {
+        if let Some(p) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.parse().ok())
+        {
+            victim = p;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("victim {victim}");
+    kill(victim);
+    match oxray::get_timeout(&r, Duration::from_secs(30)) {
+        Ok(pid) => println!("result {pid}"),
+        Err(e) => println!("get-error {e:?}"),
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+/// Gets a ref owned by a worker, kills that worker, then gets the ref's value.
+fn owner_died() -> oxray::Result<()> {
+    let _cluster = oxray::init_with(oxray::Config::new().num_cpus(1))?;
+    let (pid, refs) = oxray::get(&owned_elsewhere::remote()?)?;
+    kill(pid);
+    std::thread::sleep(Duration::from_millis(200));
+    match oxray::get_timeout(&refs[0], Duration::from_secs(20)) {
+        Ok(v) => println!("result {v}"),
+        Err(e) => println!("get-error {e:?}"),
     }
     Ok(())
 }

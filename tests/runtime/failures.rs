@@ -1,7 +1,5 @@
 //! Failures: panics and errors in tasks, killed workers, unknown functions.
 
-use std::time::Duration;
-
 use oxray::prelude::*;
 
 use crate::{alive, cluster};
@@ -26,18 +24,6 @@ fn fallible(x: i64) -> Result<i64, String> {
 #[oxray::remote]
 fn pid() -> u32 {
     std::process::id()
-}
-
-/// Writes its pid to `path`, then sleeps: the test kills it mid-task. On a later attempt (the
-/// file already exists) it returns at once.
-#[oxray::remote]
-fn killable(path: String) -> u32 {
-    if std::path::Path::new(&path).exists() {
-        return std::process::id();
-    }
-    std::fs::write(&path, std::process::id().to_string()).expect("write pid file");
-    std::thread::sleep(Duration::from_secs(60));
-    0
 }
 
 #[test]
@@ -68,57 +54,36 @@ fn panic_and_err_become_task_failed_and_the_worker_survives() {
     ));
 }
 
-fn pid_file(name: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("oxray-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    let _ = std::fs::remove_file(&path);
-    path.display().to_string()
-}
-
-fn kill_when_started(path: &str) -> u32 {
-    let mut victim = 0;
-    assert!(
-        crate::eventually(Duration::from_secs(20), || {
-            victim = std::fs::read_to_string(path)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            victim != 0
-        }),
-        "the task never started"
-    );
-    // SAFETY: kill(2) on a pid our task reported; it is one of this test's worker processes.
-    assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
-    victim
-}
+// Killing workers runs in drivers of their own (`oxray-test-driver`), so the killed worker
+// cannot be one that owns objects other tests are reading.
 
 #[test]
 fn a_killed_worker_is_retried_on_a_new_worker() {
-    cluster();
-    let path = pid_file("retry");
-    let r = killable::remote(path.clone()).unwrap();
-    let victim = kill_when_started(&path);
-    let second = oxray::get_timeout(&r, Duration::from_secs(30)).unwrap();
-    assert_ne!(second, victim, "the retry ran in another process");
-    assert!(second != 0);
+    let out = crate::processes::run(&["kill-retry"], None);
+    let victim: u32 = crate::processes::value(&out, "victim")
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let result: u32 = crate::processes::value(&out, "result")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no result: {out}"));
+    assert!(victim > 0);
+    assert_ne!(result, victim, "the retry ran in another process");
+    assert!(result > 0);
 }
 
 #[test]
 fn without_retries_a_killed_worker_is_a_typed_error() {
-    cluster();
-    let path = pid_file("noretry");
-    let r = killable::options()
-        .max_retries(0)
-        .remote(path.clone())
-        .unwrap();
-    kill_when_started(&path);
-    match oxray::get_timeout(&r, Duration::from_secs(30)) {
-        Err(Error::WorkerDied { function, .. }) => assert!(function.ends_with("killable")),
-        other => panic!("expected WorkerDied, got {other:?}"),
-    }
-    // The runtime goes on.
-    assert!(oxray::get(&pid::remote().unwrap()).unwrap() > 0);
+    let out = crate::processes::run(&["kill-noretry"], None);
+    let err = crate::processes::value(&out, "get-error").unwrap_or_else(|| panic!("{out}"));
+    assert!(err.starts_with("WorkerDied"), "{err}");
+    assert!(err.contains("killable"), "{err}");
+}
+
+#[test]
+fn a_get_whose_owner_died_is_a_typed_error() {
+    let out = crate::processes::run(&["owner-died"], None);
+    let err = crate::processes::value(&out, "get-error").unwrap_or_else(|| panic!("{out}"));
+    assert!(err.starts_with("OwnerDied"), "{err}");
 }
 
 #[test]

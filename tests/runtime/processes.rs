@@ -9,7 +9,7 @@ use crate::{alive, eventually};
 
 const DRIVER: &str = env!("CARGO_BIN_EXE_oxray-test-driver");
 
-fn run(args: &[&str], address: Option<&str>) -> String {
+pub fn run(args: &[&str], address: Option<&str>) -> String {
     let mut cmd = Command::new(DRIVER);
     cmd.args(args).env_remove("OXRAY_ADDRESS");
     if let Some(a) = address {
@@ -25,7 +25,7 @@ fn run(args: &[&str], address: Option<&str>) -> String {
     stdout + &String::from_utf8_lossy(&out.stderr)
 }
 
-fn value<'a>(out: &'a str, key: &str) -> Option<&'a str> {
+pub fn value<'a>(out: &'a str, key: &str) -> Option<&'a str> {
     out.lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
 }

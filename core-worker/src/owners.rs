@@ -1,0 +1,239 @@
+//! Talking to the owners of borrowed objects: fetching values, registering as a borrower,
+//! reserving objects whose refs sit inside other objects, and batching the releases.
+//!
+//! Every core worker (driver or worker) listens on `unix:@<session>-w<worker id>`, so the owner
+//! of any object is reached from the id alone (`owner_of`). One connection per owner, with a
+//! reader thread that matches replies to requests.
+
+use std::collections::HashMap;
+use std::io::{BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use oxray_common::frame::{self, FrameError};
+use oxray_common::protocol::{FromWorker, ObjectValue, ToWorker};
+use oxray_common::WorkerId;
+use oxray_object_store::{HeapBytes, ObjectId};
+
+use crate::core::CoreWorker;
+use crate::error::{Error, Result};
+use crate::refs::ObjState;
+use crate::value::aligned_copy;
+
+enum Waiter {
+    Reply(SyncSender<FromWorker>),
+    Fetch(ObjectId),
+}
+
+struct OwnerConn {
+    writer: Mutex<UnixStream>,
+    waiters: Mutex<HashMap<u64, Waiter>>,
+}
+
+/// Connections to owners, and releases waiting to be sent.
+#[derive(Default)]
+pub(crate) struct Owners {
+    conns: Mutex<HashMap<WorkerId, Arc<OwnerConn>>>,
+    next_req: AtomicU64,
+    /// Borrowed refs dropped and reservations released, per owner, sent in batches.
+    pending: Mutex<HashMap<WorkerId, (Vec<ObjectId>, Vec<ObjectId>)>>,
+}
+
+/// The socket a core worker listens on for task pushes and owner requests.
+pub(crate) fn listen_name(session: &str, worker: WorkerId) -> String {
+    format!("{session}-w{}", worker.0)
+}
+
+fn owner_died(owner: WorkerId) -> Error {
+    Error::OwnerDied {
+        id: format!("owned by process {owner}"),
+    }
+}
+
+impl Owners {
+    fn conn(&self, core: &Arc<CoreWorker>, owner: WorkerId) -> Result<Arc<OwnerConn>> {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = conns.get(&owner) {
+            return Ok(c.clone());
+        }
+        let address = format!("unix:@{}", listen_name(core.session(), owner));
+        let stream = oxray_raylet::server::connect(&address).map_err(|_| owner_died(owner))?;
+        let reader = stream
+            .try_clone()
+            .map_err(|e| Error::io("cloning an owner socket", e))?;
+        let conn = Arc::new(OwnerConn {
+            writer: Mutex::new(stream),
+            waiters: Mutex::new(HashMap::new()),
+        });
+        let weak = Arc::downgrade(core);
+        let for_reader = conn.clone();
+        std::thread::Builder::new()
+            .name("oxray-owner-conn".into())
+            .spawn(move || reader_loop(reader, for_reader, weak, owner))
+            .map_err(|e| Error::io("starting an owner reader", e))?;
+        conns.insert(owner, conn.clone());
+        Ok(conn)
+    }
+
+    fn send(&self, core: &Arc<CoreWorker>, owner: WorkerId, msg: &ToWorker) -> Result<()> {
+        let conn = self.conn(core, owner)?;
+        let buf = frame::encode(msg).map_err(|e| Error::io("encoding an owner request", e))?;
+        let mut w = conn.writer.lock().unwrap_or_else(|p| p.into_inner());
+        w.write_all(&buf).map_err(|_| owner_died(owner))
+    }
+
+    fn request(
+        &self,
+        core: &Arc<CoreWorker>,
+        owner: WorkerId,
+        make: impl FnOnce(u64) -> ToWorker,
+    ) -> Result<FromWorker> {
+        let conn = self.conn(core, owner)?;
+        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = sync_channel(1);
+        lock(&conn.waiters).insert(req, Waiter::Reply(tx));
+        let sent = self.send(core, owner, &make(req));
+        if sent.is_err() {
+            lock(&conn.waiters).remove(&req);
+            self.forget(owner);
+        }
+        sent?;
+        rx.recv().map_err(|_| owner_died(owner))
+    }
+
+    fn forget(&self, owner: WorkerId) {
+        lock(&self.conns).remove(&owner);
+    }
+
+    /// Asks `owner` for the value of `id`; the reply completes the local entry.
+    pub fn fetch(&self, core: &Arc<CoreWorker>, owner: WorkerId, id: ObjectId) {
+        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
+        let sent = self.conn(core, owner).and_then(|conn| {
+            lock(&conn.waiters).insert(req, Waiter::Fetch(id));
+            self.send(core, owner, &ToWorker::GetObject { req, id })
+        });
+        if sent.is_err() {
+            self.forget(owner);
+            core.settle(id, ObjState::Failed(owner_died(owner)));
+        }
+    }
+
+    /// Registers this process as a borrower of `ids` with their owner (and waits for the ack).
+    pub fn add_borrowers(
+        &self,
+        core: &Arc<CoreWorker>,
+        owner: WorkerId,
+        ids: Vec<ObjectId>,
+    ) -> Result<()> {
+        self.request(core, owner, |req| ToWorker::AddBorrowers { req, ids })
+            .map(|_| ())
+    }
+
+    /// Reserves `ids` at their owner (an object containing refs to them was made).
+    pub fn reserve(
+        &self,
+        core: &Arc<CoreWorker>,
+        owner: WorkerId,
+        ids: Vec<ObjectId>,
+    ) -> Result<()> {
+        self.request(core, owner, |req| ToWorker::Reserve { req, ids })
+            .map(|_| ())
+    }
+
+    /// Queues a release (dropped borrow or reservation); sent by [`flush`](Self::flush).
+    pub fn queue_release(&self, owner: WorkerId, id: ObjectId, reservation: bool) {
+        let mut pending = lock(&self.pending);
+        let entry = pending.entry(owner).or_default();
+        if reservation {
+            entry.1.push(id);
+        } else {
+            entry.0.push(id);
+        }
+    }
+
+    /// Sends queued releases.
+    pub fn flush(&self, core: &Arc<CoreWorker>) {
+        let batches: Vec<_> = lock(&self.pending).drain().collect();
+        for (owner, (borrows, reservations)) in batches {
+            if !borrows.is_empty() {
+                let _ = self.send(core, owner, &ToWorker::RemoveBorrowers { ids: borrows });
+            }
+            if !reservations.is_empty() {
+                let _ = self.send(core, owner, &ToWorker::Unreserve { ids: reservations });
+            }
+        }
+    }
+
+    /// Starts the thread that flushes releases every few milliseconds.
+    pub fn start_flusher(core: Weak<CoreWorker>) {
+        let _ = std::thread::Builder::new()
+            .name("oxray-release-flusher".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(2));
+                let Some(core) = core.upgrade() else { break };
+                if core.is_shutting_down() {
+                    break;
+                }
+                core.owners.flush(&core);
+            });
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn reader_loop(stream: UnixStream, conn: Arc<OwnerConn>, core: Weak<CoreWorker>, owner: WorkerId) {
+    let mut reader = BufReader::with_capacity(64 << 10, stream);
+    let mut buf = HeapBytes::new();
+    loop {
+        let msg = match frame::read::<FromWorker, _>(&mut reader, &mut buf) {
+            Ok(m) => m,
+            Err(FrameError::Closed) | Err(_) => break,
+        };
+        let req = match &msg {
+            FromWorker::Object { req, .. } | FromWorker::Ack { req } => *req,
+            FromWorker::Done { .. } => continue,
+        };
+        let waiter = lock(&conn.waiters).remove(&req);
+        match (waiter, msg) {
+            (Some(Waiter::Reply(tx)), msg) => {
+                let _ = tx.send(msg);
+            }
+            (Some(Waiter::Fetch(id)), FromWorker::Object { value, .. }) => {
+                let Some(core) = core.upgrade() else { return };
+                let state = match value {
+                    ObjectValue::Inline { fingerprint, bytes } => ObjState::Inline {
+                        fingerprint,
+                        bytes: Arc::new(aligned_copy(&bytes)),
+                    },
+                    ObjectValue::Stored => ObjState::Stored,
+                    ObjectValue::Failed { message } => ObjState::Failed(Error::TaskFailed {
+                        message,
+                        function: String::new(),
+                        pid: 0,
+                    }),
+                    ObjectValue::Unknown => ObjState::Failed(Error::ObjectLost {
+                        id: id.to_string(),
+                        message: "its owner no longer holds it".into(),
+                    }),
+                };
+                core.settle(id, state);
+            }
+            _ => {}
+        }
+    }
+    // The owner is gone: fail whatever waited on it.
+    let waiters: Vec<Waiter> = lock(&conn.waiters).drain().map(|(_, w)| w).collect();
+    if let Some(core) = core.upgrade() {
+        core.owners.forget(owner);
+        for w in waiters {
+            if let Waiter::Fetch(id) = w {
+                core.settle(id, ObjState::Failed(owner_died(owner)));
+            }
+        }
+    }
+}
