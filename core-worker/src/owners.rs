@@ -13,7 +13,7 @@ use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use oxray_common::frame::{self, FrameError};
+use oxray_common::frame;
 use oxray_common::protocol::{FromWorker, ObjectValue, ToWorker};
 use oxray_common::WorkerId;
 use oxray_object_store::{HeapBytes, ObjectId};
@@ -39,7 +39,14 @@ pub(crate) struct Owners {
     conns: Mutex<HashMap<WorkerId, Arc<OwnerConn>>>,
     next_req: AtomicU64,
     /// Borrowed refs dropped and reservations released, per owner, sent in batches.
-    pending: Mutex<HashMap<WorkerId, (Vec<ObjectId>, Vec<ObjectId>)>>,
+    pending: Mutex<HashMap<WorkerId, Releases>>,
+}
+
+/// Releases queued for one owner.
+#[derive(Default)]
+struct Releases {
+    borrows: Vec<ObjectId>,
+    reservations: Vec<ObjectId>,
 }
 
 /// The socket a core worker listens on for task pushes and owner requests.
@@ -148,21 +155,27 @@ impl Owners {
         let mut pending = lock(&self.pending);
         let entry = pending.entry(owner).or_default();
         if reservation {
-            entry.1.push(id);
+            entry.reservations.push(id);
         } else {
-            entry.0.push(id);
+            entry.borrows.push(id);
         }
     }
 
     /// Sends queued releases.
     pub fn flush(&self, core: &Arc<CoreWorker>) {
         let batches: Vec<_> = lock(&self.pending).drain().collect();
-        for (owner, (borrows, reservations)) in batches {
-            if !borrows.is_empty() {
-                let _ = self.send(core, owner, &ToWorker::RemoveBorrowers { ids: borrows });
+        for (owner, r) in batches {
+            if !r.borrows.is_empty() {
+                let _ = self.send(core, owner, &ToWorker::RemoveBorrowers { ids: r.borrows });
             }
-            if !reservations.is_empty() {
-                let _ = self.send(core, owner, &ToWorker::Unreserve { ids: reservations });
+            if !r.reservations.is_empty() {
+                let _ = self.send(
+                    core,
+                    owner,
+                    &ToWorker::Unreserve {
+                        ids: r.reservations,
+                    },
+                );
             }
         }
     }
@@ -189,11 +202,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn reader_loop(stream: UnixStream, conn: Arc<OwnerConn>, core: Weak<CoreWorker>, owner: WorkerId) {
     let mut reader = BufReader::with_capacity(64 << 10, stream);
     let mut buf = HeapBytes::new();
-    loop {
-        let msg = match frame::read::<FromWorker, _>(&mut reader, &mut buf) {
-            Ok(m) => m,
-            Err(FrameError::Closed) | Err(_) => break,
-        };
+    while let Ok(msg) = frame::read::<FromWorker, _>(&mut reader, &mut buf) {
         let req = match &msg {
             FromWorker::Object { req, .. } | FromWorker::Ack { req } => *req,
             FromWorker::Done { .. } => continue,
