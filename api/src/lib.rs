@@ -54,8 +54,12 @@ mod config;
 mod runtime;
 
 pub use config::Config;
-pub use oxray_core_worker::{Error, IntoArg, NodeStatus, ObjectRef, Result, TaskOptions};
-pub use oxray_macros::{main, remote};
+pub use oxray_core_worker::{
+    actor_info, exit_actor, get_actor, get_actor_in, kill, kill_with_restart, was_restarted, Actor,
+    ActorHandle, ActorId, ActorInfo, ActorOptions, ActorState, Error, IntoArg, Lifetime,
+    NodeStatus, ObjectRef, Result, TaskOptions,
+};
+pub use oxray_macros::{actor, main, remote};
 pub use oxray_object_store::ObjectView;
 pub use runtime::{
     available_resources, cancel, cluster_resources, get, get_all, get_timeout, get_view, init,
@@ -69,7 +73,7 @@ pub use oxray_object_store::rkyv;
 
 /// What most programs import: `use oxray::prelude::*;`.
 pub mod prelude {
-    pub use crate::{remote, Error, ObjectRef, ObjectView, Result};
+    pub use crate::{actor, remote, ActorHandle, Error, ObjectRef, ObjectView, Result};
 }
 
 /// Items the macros' generated code uses. Not a public API.
@@ -77,6 +81,7 @@ pub mod prelude {
 pub mod __private {
     pub use oxray_core_worker::__private::linkme;
     pub use oxray_core_worker::{
-        submit_task, RemoteFunction, ReturnValue, TaskArgs, TaskError, REMOTE_FUNCTIONS,
+        submit_task, ActorClass, ActorInstance, ActorMethod, RawActorHandle, RemoteFunction,
+        ReturnValue, TaskArgs, TaskError, ACTOR_CLASSES, ACTOR_METHODS, REMOTE_FUNCTIONS,
     };
 }

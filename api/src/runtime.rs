@@ -93,11 +93,17 @@ pub fn init_with(config: Config) -> Result<Cluster> {
             (address, true)
         }
     };
+    let driver = WorkerId::random();
+    let namespace = config
+        .namespace
+        .clone()
+        .unwrap_or_else(|| format!("anonymous-{driver}"));
     match CoreWorker::connect(
         &address,
         ClientKind::Driver,
-        WorkerId::random(),
+        driver,
         String::new(),
+        namespace,
     ) {
         Ok(_) => Ok(Cluster { address, embedded }),
         Err(e) => {

@@ -133,6 +133,7 @@ mod tests {
             kind: ClientKind::Driver,
             exe: "/bin/x".into(),
             listen: String::new(),
+            namespace: String::new(),
         };
         let mut wire = Vec::new();
         write(&mut wire, &msg).unwrap();

@@ -36,6 +36,18 @@ id_type!(
     WorkerId,
     u64
 );
+id_type!(
+    /// An actor (random, so unique across the cluster).
+    ActorId,
+    u64
+);
+
+impl ActorId {
+    /// A fresh random id.
+    pub fn random() -> ActorId {
+        ActorId(random_u64())
+    }
+}
 
 impl WorkerId {
     /// A fresh random id (from the OS's randomness, mixed with the pid and time).

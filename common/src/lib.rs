@@ -10,5 +10,5 @@ pub mod ids;
 pub mod protocol;
 pub mod resources;
 
-pub use ids::{JobId, NodeId, WorkerId};
+pub use ids::{ActorId, JobId, NodeId, WorkerId};
 pub use oxray_object_store::ObjectId;

@@ -14,7 +14,7 @@ use oxray_object_store::ObjectId;
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::resources::Resources;
-use crate::{JobId, NodeId, WorkerId};
+use crate::{ActorId, JobId, NodeId, WorkerId};
 
 /// What kind of process a client is.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +42,8 @@ pub enum ToRaylet {
         exe: String,
         /// Workers: the socket they accept task pushes on.
         listen: String,
+        /// Drivers: the namespace for named actors.
+        namespace: String,
     },
     /// Asks for a worker with `resources` reserved for it.
     RequestLease {
@@ -104,6 +106,115 @@ pub enum ToRaylet {
         /// Request number.
         req: u64,
     },
+    /// Registers an actor and has the raylet start it (answered with `ActorCreated`).
+    CreateActor {
+        /// Request number.
+        req: u64,
+        /// What to start.
+        spec: ActorSpec,
+    },
+    /// Looks an actor up by id, or by name when `id` is `None`; with `wait_alive`, the answer
+    /// waits while the actor is starting or restarting.
+    GetActor {
+        /// Request number.
+        req: u64,
+        /// The actor, or `None` to look up `name` in `namespace`.
+        id: Option<ActorId>,
+        /// Name to look up.
+        name: String,
+        /// Namespace of the name.
+        namespace: String,
+        /// Wait until the actor is alive or dead.
+        wait_alive: bool,
+    },
+    /// Kills an actor's process; with `restart`, it restarts as after a crash. Answered with
+    /// `Actor` (its state after the kill).
+    KillActor {
+        /// Request number.
+        req: u64,
+        /// The actor.
+        id: ActorId,
+        /// Restart it (within `max_restarts`).
+        restart: bool,
+    },
+    /// From an actor's worker: the constructor returned.
+    ActorReady {
+        /// The actor.
+        id: ActorId,
+    },
+    /// From an actor's worker: the constructor failed (the actor will not be restarted).
+    ActorFailed {
+        /// The actor.
+        id: ActorId,
+        /// Why.
+        message: String,
+    },
+    /// From an actor's worker: `exit_actor()` was called; the process ends next.
+    ActorExiting {
+        /// The actor.
+        id: ActorId,
+    },
+}
+
+/// Everything needed to start (and restart) an actor.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
+pub struct ActorSpec {
+    /// The actor.
+    pub id: ActorId,
+    /// Registered class name (`module_path::Type`).
+    pub class: String,
+    /// Constructor arguments, resolved.
+    pub args: Vec<TaskArg>,
+    /// Resources held while the actor lives.
+    pub resources: Resources,
+    /// Name (empty: unnamed).
+    pub name: String,
+    /// Namespace of the name.
+    pub namespace: String,
+    /// Restarts after crashes (-1: unlimited).
+    pub max_restarts: i64,
+    /// Outlives its owner.
+    pub detached: bool,
+    /// Methods running at once.
+    pub max_concurrency: u32,
+}
+
+/// States of an actor.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorState {
+    /// Waiting for resources or starting.
+    Pending,
+    /// Running.
+    Alive,
+    /// Its process died; a new one is starting.
+    Restarting,
+    /// Gone for good.
+    Dead,
+}
+
+/// What the raylet knows of an actor.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
+pub struct ActorInfo {
+    /// The actor.
+    pub id: ActorId,
+    /// Its class.
+    pub class: String,
+    /// Its state.
+    pub state: ActorState,
+    /// Where to send calls (when alive).
+    pub address: String,
+    /// Its process (when alive).
+    pub pid: u32,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Its name (empty: unnamed).
+    pub name: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Why it died (when dead).
+    pub death: String,
+    /// Methods running at once.
+    pub max_concurrency: u32,
 }
 
 /// From the raylet to a core-worker.
@@ -121,6 +232,8 @@ pub enum FromRaylet {
         session: String,
         /// The node's total resources.
         resources: Resources,
+        /// The job's namespace for named actors.
+        namespace: String,
     },
     /// A worker is leased to the client.
     LeaseGranted {
@@ -172,6 +285,25 @@ pub enum FromRaylet {
         /// The node's state.
         status: NodeStatus,
     },
+    /// Reply to `CreateActor`: registered (it starts in the background).
+    ActorCreated {
+        /// Request number.
+        req: u64,
+    },
+    /// Reply to `GetActor`.
+    Actor {
+        /// Request number.
+        req: u64,
+        /// The actor.
+        info: ActorInfo,
+    },
+    /// To a worker: become this actor (run its constructor).
+    StartActor {
+        /// The actor.
+        spec: ActorSpec,
+        /// Restarts so far (more than 0: `was_restarted()` is true).
+        restarts: u32,
+    },
     /// A line a worker of this client's job printed.
     WorkerOutput {
         /// The worker's pid.
@@ -221,6 +353,8 @@ pub struct NodeStatus {
     pub pending: Vec<PendingLease>,
     /// Connected drivers.
     pub drivers: u32,
+    /// Actors, dead ones included.
+    pub actors: Vec<ActorInfo>,
 }
 
 /// One worker process.
@@ -245,12 +379,25 @@ pub struct PendingLease {
     pub infeasible: bool,
 }
 
+/// A method call on an actor.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
+pub struct ActorCall {
+    /// The call's id, which is also the id of its return object.
+    pub id: ObjectId,
+    /// Registered method name (`class::method`).
+    pub method: String,
+    /// Arguments, resolved.
+    pub args: Vec<TaskArg>,
+}
+
 /// To a worker (tasks from the submitter that leased it) or to any core worker as the owner of
 /// objects (requests from processes that borrow refs it owns). Drivers answer only the latter.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone)]
 pub enum ToWorker {
     /// Run a task.
     Task(TaskSpec),
+    /// Call a method of the actor this worker hosts.
+    ActorCall(ActorCall),
     /// Send the value of an object you own, once it is ready.
     GetObject {
         /// Request number.

@@ -59,6 +59,8 @@ pub struct CoreWorker {
     pub(crate) owners: Owners,
     pub(crate) arena: Arc<Arena>,
     pub(crate) session: String,
+    pub(crate) namespace: String,
+    pub(crate) actors: crate::actor_handle::ActorCalls,
     total: Resources,
     seq: AtomicU64,
     shutting_down: AtomicBool,
@@ -81,6 +83,7 @@ impl CoreWorker {
         kind: ClientKind,
         worker_id: WorkerId,
         listen: String,
+        namespace: String,
     ) -> Result<Arc<CoreWorker>> {
         let stream = oxray_raylet::server::connect(address).map_err(|e| Error::Config {
             message: format!("cannot reach the oxray node at {address}: {e}"),
@@ -101,6 +104,7 @@ impl CoreWorker {
                 kind,
                 exe,
                 listen,
+                namespace,
             },
         )
         .map_err(|e| Error::io("registering with the raylet", e))?;
@@ -115,6 +119,7 @@ impl CoreWorker {
             arena,
             session,
             resources,
+            namespace,
         } = reply
         else {
             return Err(Error::RayletDied {
@@ -133,6 +138,8 @@ impl CoreWorker {
             owners: Owners::default(),
             arena: Arc::new(arena),
             session,
+            namespace,
+            actors: crate::actor_handle::ActorCalls::default(),
             total: resources,
             seq: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
@@ -199,6 +206,11 @@ impl CoreWorker {
     /// The session's name (the raylet's socket name).
     pub fn session(&self) -> &str {
         &self.session
+    }
+
+    /// The namespace for named actors.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// The job.

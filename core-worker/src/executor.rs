@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex, Weak};
 
 use oxray_common::frame::{self, FrameError};
 use oxray_common::protocol::{
-    ClientKind, FailureKind, FromWorker, ObjectValue, TaskFailure, TaskOutcome, TaskSpec, ToWorker,
+    ActorCall, ClientKind, FailureKind, FromWorker, ObjectValue, TaskFailure, TaskOutcome,
+    TaskSpec, ToWorker,
 };
 use oxray_object_store::{HeapBytes, ObjectId};
 
@@ -103,6 +104,30 @@ fn serve_conn(core: Arc<CoreWorker>, stream: UnixStream) {
                     },
                 )
             }
+            ToWorker::ActorCall(call) => {
+                let (core2, writer2) = (core.clone(), writer.clone());
+                let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+                    let (outcome, contained) = execute_call(&core2, &call);
+                    reply(
+                        &writer2,
+                        &FromWorker::Done {
+                            id: call.id,
+                            outcome,
+                            contained,
+                        },
+                    );
+                });
+                match crate::actor_host::hosted() {
+                    // max_concurrency > 1: on the actor's pool; else here, in order.
+                    Some(h) => {
+                        if let Some(job) = h.spawn(job) {
+                            job();
+                        }
+                    }
+                    None => job(),
+                }
+                true
+            }
             ToWorker::GetObject { req, id } => {
                 serve_get(&core, &writer, req, id);
                 true
@@ -180,17 +205,88 @@ pub(crate) fn execute(core: &Arc<CoreWorker>, spec: &TaskSpec) -> (TaskOutcome, 
         Ok(v) => v,
         Err(failed) => return (failed, Vec::new()),
     };
-    let (outcome, contained) = collect_contained(|| store_result(core, spec, value.as_ref()));
+    finish(core, spec.id, &spec.function, value)
+}
+
+/// Runs one actor method call.
+fn execute_call(core: &Arc<CoreWorker>, call: &ActorCall) -> (TaskOutcome, Vec<ObjectId>) {
+    let fail = |kind, message: String| {
+        (
+            TaskOutcome::Failed(TaskFailure {
+                kind,
+                message,
+                function: call.method.clone(),
+                pid: std::process::id(),
+            }),
+            Vec::new(),
+        )
+    };
+    let Some(hosted) = crate::actor_host::hosted() else {
+        return fail(FailureKind::Error, "this worker hosts no actor".into());
+    };
+    let Some(method) = crate::actor_host::lookup_method(&call.method) else {
+        return fail(
+            FailureKind::FunctionNotFound,
+            format!("no actor method {} in this executable", call.method),
+        );
+    };
+    // One call at a time unless the actor allows more.
+    let _serial =
+        (hosted.max_concurrency <= 1).then(|| EXEC.lock().unwrap_or_else(|p| p.into_inner()));
+    let args = TaskArgs {
+        args: &call.args,
+        core,
+    };
+    let value = match catch_unwind(AssertUnwindSafe(|| method(&hosted.instance, &args))) {
+        Ok(Ok(v)) => v,
+        Ok(Err(TaskError::App(m))) => return fail(FailureKind::Error, m),
+        Ok(Err(TaskError::BadArgument(m))) => return fail(FailureKind::BadArgument, m),
+        Err(panic) => {
+            return fail(
+                FailureKind::Panic,
+                format!("panicked: {}", panic_message(&*panic)),
+            )
+        }
+    };
+    finish(core, call.id, &call.method, value)
+}
+
+/// Stores a result and reserves the refs it contains before the value (and its handles) drop.
+fn finish(
+    core: &Arc<CoreWorker>,
+    id: ObjectId,
+    function: &str,
+    value: Box<dyn ReturnValue>,
+) -> (TaskOutcome, Vec<ObjectId>) {
+    let (outcome, contained) =
+        collect_contained(|| store_result(core, id, function, value.as_ref()));
     if contained.is_empty() || matches!(outcome, TaskOutcome::Failed(_)) {
         return (outcome, Vec::new());
     }
-    // Reserve the refs the result holds before `value` (and the handles in it) drops.
     let reserved = crate::borrow::reserve(core, &contained);
     drop(value);
     match reserved {
         Ok(()) => (outcome, contained),
-        Err(e) => (failure(FailureKind::Store, e.to_string(), spec), Vec::new()),
+        Err(e) => (store_failure(function, e.to_string()), Vec::new()),
     }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "the task panicked".into())
+}
+
+fn store_failure(function: &str, message: String) -> TaskOutcome {
+    TaskOutcome::Failed(TaskFailure {
+        kind: FailureKind::Store,
+        message,
+        function: function.to_owned(),
+        pid: std::process::id(),
+    })
 }
 
 /// Calls the task's function.
@@ -225,11 +321,17 @@ fn run(core: &Arc<CoreWorker>, spec: &TaskSpec) -> Result<Box<dyn ReturnValue>, 
     }
 }
 
-/// Encodes a task's result: inline when small, into the store under the task's id when large.
-fn store_result(core: &Arc<CoreWorker>, spec: &TaskSpec, value: &dyn ReturnValue) -> TaskOutcome {
+/// Encodes a result: inline when small, into the store under the task's (or call's) id when
+/// large.
+fn store_result(
+    core: &Arc<CoreWorker>,
+    id: ObjectId,
+    function: &str,
+    value: &dyn ReturnValue,
+) -> TaskOutcome {
     let len = match value.encoded_len() {
         Ok(l) => l,
-        Err(e) => return failure(FailureKind::Store, e.to_string(), spec),
+        Err(e) => return store_failure(function, e.to_string()),
     };
     if len <= INLINE_MAX {
         return match encode_heap(value, len) {
@@ -237,11 +339,11 @@ fn store_result(core: &Arc<CoreWorker>, spec: &TaskSpec, value: &dyn ReturnValue
                 fingerprint: value.fingerprint(),
                 bytes: bytes.to_vec(),
             },
-            Err(e) => failure(FailureKind::Store, e.to_string(), spec),
+            Err(e) => store_failure(function, e.to_string()),
         };
     }
-    match core.create_in_store(spec.id, len, value) {
+    match core.create_in_store(id, len, value) {
         Ok(()) => TaskOutcome::Stored,
-        Err(e) => failure(FailureKind::Store, e.to_string(), spec),
+        Err(e) => store_failure(function, e.to_string()),
     }
 }

@@ -15,6 +15,8 @@
 //!
 //! Users reach all of this through the `oxray` crate.
 
+pub mod actor_handle;
+pub mod actor_host;
 pub mod args;
 mod borrow;
 pub mod core;
@@ -31,12 +33,20 @@ pub mod value;
 mod worker_mode;
 
 pub use crate::core::{current, is_initialized, CoreWorker};
+pub use actor_handle::{
+    actor_info, get_actor, get_actor_in, kill, kill_with_restart, Actor, ActorHandle, ActorOptions,
+    Lifetime, RawActorHandle,
+};
+pub use actor_host::{
+    exit_actor, was_restarted, ActorClass, ActorInstance, ActorMethod, ACTOR_CLASSES, ACTOR_METHODS,
+};
 pub use args::{ArgSpec, IntoArg, TaskArgs};
 pub use error::{Error, Result};
 pub use object_ref::ObjectRef;
+pub use oxray_common::protocol::{ActorInfo, ActorState};
 pub use oxray_common::protocol::{ClientKind, NodeStatus};
 pub use oxray_common::resources::Resources;
-pub use oxray_common::{JobId, NodeId, WorkerId};
+pub use oxray_common::{ActorId, JobId, NodeId, WorkerId};
 pub use oxray_object_store::{ObjectId, ObjectView};
 pub use registry::{RemoteFunction, TaskError, REMOTE_FUNCTIONS};
 pub use task::{submit_task, TaskOptions};

@@ -138,6 +138,8 @@ pub(crate) fn reader_loop(stream: UnixStream, core: Weak<CoreWorker>, kind: Clie
 fn dispatch(core: &Arc<CoreWorker>, msg: FromRaylet) {
     let req = match &msg {
         FromRaylet::LeaseGranted { req, .. }
+        | FromRaylet::ActorCreated { req }
+        | FromRaylet::Actor { req, .. }
         | FromRaylet::Created { req, .. }
         | FromRaylet::Sealed { req }
         | FromRaylet::Pinned { req, .. }
@@ -152,6 +154,10 @@ fn dispatch(core: &Arc<CoreWorker>, msg: FromRaylet) {
             return;
         }
         FromRaylet::Registered { .. } => return,
+        FromRaylet::StartActor { spec, restarts } => {
+            crate::actor_host::start(core.clone(), spec.clone(), *restarts);
+            return;
+        }
     };
     let waiter = core.raylet.lock_waiters().remove(&req);
     match waiter {

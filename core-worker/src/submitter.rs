@@ -124,6 +124,7 @@ impl Submitter {
 
     /// A dependency finished: tasks whose dependencies are all done become ready.
     pub fn on_dependency_done(&self, core: &Arc<CoreWorker>, dependents: Vec<ObjectId>) {
+        core.actors.dependency_done(core, &dependents);
         for task_id in dependents {
             let task = {
                 let mut st = self.lock();

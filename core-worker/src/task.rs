@@ -77,9 +77,11 @@ impl TaskOptions {
     }
 }
 
-/// Submits a task (called by the code `#[oxray::remote]` generates).
-pub fn submit_task<R>(opts: TaskOptions, args: Vec<Result<ArgSpec>>) -> Result<ObjectRef<R>> {
-    let core = current()?;
+/// Gathers the arguments of a call; on any error, releases the ones already made.
+pub(crate) fn collect_args(
+    core: &Arc<CoreWorker>,
+    args: Vec<Result<ArgSpec>>,
+) -> Result<Vec<ArgSpec>> {
     let mut specs = Vec::with_capacity(args.len());
     let mut first_err = None;
     for a in args {
@@ -90,10 +92,19 @@ pub fn submit_task<R>(opts: TaskOptions, args: Vec<Result<ArgSpec>>) -> Result<O
             }
         }
     }
-    if let Some(e) = first_err {
-        release_args(&core, &specs);
-        return Err(e);
+    match first_err {
+        Some(e) => {
+            release_args(core, &specs);
+            Err(e)
+        }
+        None => Ok(specs),
     }
+}
+
+/// Submits a task (called by the code `#[oxray::remote]` generates).
+pub fn submit_task<R>(opts: TaskOptions, args: Vec<Result<ArgSpec>>) -> Result<ObjectRef<R>> {
+    let core = current()?;
+    let specs = collect_args(&core, args)?;
     if opts.resources.get(CPU) < 0.0 {
         return Err(Error::Config {
             message: "num_cpus must not be negative".into(),
@@ -101,13 +112,9 @@ pub fn submit_task<R>(opts: TaskOptions, args: Vec<Result<ArgSpec>>) -> Result<O
     }
     let id = core.new_object_id();
     core.refs.insert(id, ObjState::Pending);
-    let function = match &opts.name {
-        Some(n) if !n.is_empty() => opts.function.to_string(),
-        _ => opts.function.to_string(),
-    };
     let task = Task {
         id,
-        function,
+        function: opts.function.to_string(),
         args: specs,
         resources: opts.resources,
         retries_left: opts.max_retries,
@@ -121,8 +128,13 @@ pub fn submit_task<R>(opts: TaskOptions, args: Vec<Result<ArgSpec>>) -> Result<O
 
 fn release_args(core: &Arc<CoreWorker>, specs: &[ArgSpec]) {
     for s in specs {
-        if let ArgSpec::Ref(id) = s {
-            core.release_task_ref(*id);
+        match s {
+            ArgSpec::Ref(id) => core.release_task_ref(*id),
+            ArgSpec::Value { contained, .. } => {
+                for c in contained {
+                    core.release_reservation(*c);
+                }
+            }
         }
     }
 }

@@ -43,6 +43,7 @@ fn run(id: &str, address: &str) -> Result<(), String> {
         ClientKind::Worker,
         worker,
         format!("unix:@{listen_name}"),
+        String::new(),
     )
     .map_err(|e| e.to_string())?;
     crate::executor::serve(core, listener)

@@ -14,10 +14,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use oxray_common::frame;
 use oxray_common::ids::owner_of;
 use oxray_common::protocol::{
-    ClientKind, ErrorKind, FromRaylet, NodeStatus, PendingLease, ToRaylet, WorkerStatus,
+    ActorInfo, ActorSpec, ActorState, ClientKind, ErrorKind, FromRaylet, NodeStatus, PendingLease,
+    ToRaylet, WorkerStatus,
 };
 use oxray_common::resources::Resources;
-use oxray_common::{JobId, NodeId, ObjectId, WorkerId};
+use oxray_common::{ActorId, JobId, NodeId, ObjectId, WorkerId};
 use oxray_object_store::{ClientId, CreateOptions, Store, StoreError};
 
 use crate::config::RayletConfig;
@@ -57,6 +58,8 @@ enum WorkerState {
     Starting,
     Idle,
     Leased(u64),
+    /// Hosts an actor for its whole life.
+    Actor,
 }
 
 pub(crate) struct Worker {
@@ -66,6 +69,8 @@ pub(crate) struct Worker {
     address: String,
     conn: Option<u64>,
     child: Option<Child>,
+    /// The actor this worker was started for.
+    actor: Option<ActorId>,
 }
 
 struct Lease {
@@ -84,6 +89,7 @@ struct LeaseRequest {
 
 struct Job {
     exe: String,
+    namespace: String,
     driver: Option<u64>,
     /// Workers that died before registering, in a row: a broken executable must not make us
     /// spawn forever.
@@ -102,6 +108,43 @@ pub(crate) struct State {
     pending: VecDeque<LeaseRequest>,
     jobs: HashMap<JobId, Job>,
     total: Resources,
+    actors: HashMap<ActorId, ActorEntry>,
+    actor_names: HashMap<(String, String), ActorId>,
+    /// Actors waiting for resources (new or restarting), in order.
+    pending_actors: VecDeque<ActorId>,
+    /// `GetActor { wait_alive }` requests parked until the actor is alive or dead.
+    actor_waiters: HashMap<ActorId, Vec<(u64, u64)>>,
+}
+
+struct ActorEntry {
+    spec: ActorSpec,
+    state: ActorState,
+    worker: Option<WorkerId>,
+    lease: Option<u64>,
+    address: String,
+    pid: u32,
+    restarts: u32,
+    death: String,
+    owner_conn: u64,
+    owner_job: JobId,
+    exiting: bool,
+}
+
+impl ActorEntry {
+    fn info(&self) -> ActorInfo {
+        ActorInfo {
+            id: self.spec.id,
+            class: self.spec.class.clone(),
+            state: self.state,
+            address: self.address.clone(),
+            pid: self.pid,
+            restarts: self.restarts,
+            name: self.spec.name.clone(),
+            namespace: self.spec.namespace.clone(),
+            death: self.death.clone(),
+            max_concurrency: self.spec.max_concurrency,
+        }
+    }
 }
 
 const MAX_FAILED_STARTS: u32 = 5;
@@ -145,6 +188,7 @@ impl Node {
             kind,
             exe,
             listen,
+            namespace,
         } = msg
         else {
             eprintln!("[raylet] connection {conn_id}: first message was not Register; dropped");
@@ -159,6 +203,7 @@ impl Node {
                     job,
                     Job {
                         exe,
+                        namespace,
                         driver: Some(conn_id),
                         failed_starts: 0,
                     },
@@ -171,7 +216,11 @@ impl Node {
                     eprintln!("[raylet] unknown worker {worker} (pid {pid}) registered; dropped");
                     return false;
                 };
-                w.state = WorkerState::Idle;
+                w.state = if w.actor.is_some() {
+                    WorkerState::Actor
+                } else {
+                    WorkerState::Idle
+                };
                 w.address = listen;
                 w.conn = Some(conn_id);
                 let job = w.job;
@@ -198,12 +247,29 @@ impl Node {
                 arena: self.store.arena_path().display().to_string(),
                 session: self.config.session.clone(),
                 resources: st.total.clone(),
+                namespace: st
+                    .jobs
+                    .get(&job)
+                    .map(|j| j.namespace.clone())
+                    .unwrap_or_default(),
             },
         );
         if kind == ClientKind::Driver {
             let n = self.config.prestart_workers;
             for _ in 0..n {
                 self.spawn_worker(&mut st, job);
+            }
+        }
+        if kind == ClientKind::Worker {
+            let actor = st.workers.get(&worker).and_then(|w| w.actor);
+            if let Some(a) = actor.and_then(|a| st.actors.get(&a)) {
+                send(
+                    conn,
+                    &FromRaylet::StartActor {
+                        spec: a.spec.clone(),
+                        restarts: a.restarts,
+                    },
+                );
             }
         }
         self.schedule(&mut st);
@@ -343,6 +409,161 @@ impl Node {
                 let status = self.status();
                 send(conn, &FromRaylet::Status { req, status });
             }
+            ToRaylet::CreateActor { req, spec } => {
+                let mut st = self.lock();
+                let Some(job) = st.clients.get(&conn_id).map(|c| c.job) else {
+                    return;
+                };
+                let key = (spec.namespace.clone(), spec.name.clone());
+                if !spec.name.is_empty() {
+                    if let Some(other) = st.actor_names.get(&key).and_then(|a| st.actors.get(a)) {
+                        if other.state != ActorState::Dead {
+                            send(
+                                conn,
+                                &FromRaylet::Error {
+                                    req,
+                                    kind: ErrorKind::BadRequest,
+                                    message: format!(
+                                        "an actor named {:?} already exists in namespace {:?};                                          pick another name or get it with get_actor",
+                                        spec.name, spec.namespace
+                                    ),
+                                },
+                            );
+                            return;
+                        }
+                    }
+                    st.actor_names.insert(key, spec.id);
+                }
+                let id = spec.id;
+                st.actors.insert(
+                    id,
+                    ActorEntry {
+                        spec,
+                        state: ActorState::Pending,
+                        worker: None,
+                        lease: None,
+                        address: String::new(),
+                        pid: 0,
+                        restarts: 0,
+                        death: String::new(),
+                        owner_conn: conn_id,
+                        owner_job: job,
+                        exiting: false,
+                    },
+                );
+                st.pending_actors.push_back(id);
+                send(conn, &FromRaylet::ActorCreated { req });
+                self.schedule(&mut st);
+            }
+            ToRaylet::GetActor {
+                req,
+                id,
+                name,
+                namespace,
+                wait_alive,
+            } => {
+                let mut st = self.lock();
+                let found = match id {
+                    Some(id) => Some(id),
+                    None => st
+                        .actor_names
+                        .get(&(namespace.clone(), name.clone()))
+                        .copied()
+                        .filter(|a| {
+                            st.actors
+                                .get(a)
+                                .is_some_and(|e| e.state != ActorState::Dead)
+                        }),
+                };
+                let Some(entry) = found.and_then(|a| st.actors.get(&a)) else {
+                    let what = match id {
+                        Some(id) => format!("no actor with id {id} on this node"),
+                        None => format!("no live actor named {name:?} in namespace {namespace:?}"),
+                    };
+                    send(
+                        conn,
+                        &FromRaylet::Error {
+                            req,
+                            kind: ErrorKind::BadRequest,
+                            message: what,
+                        },
+                    );
+                    return;
+                };
+                let waiting = matches!(entry.state, ActorState::Pending | ActorState::Restarting);
+                if wait_alive && waiting {
+                    let aid = entry.spec.id;
+                    st.actor_waiters
+                        .entry(aid)
+                        .or_default()
+                        .push((conn_id, req));
+                } else {
+                    let info = entry.info();
+                    send(conn, &FromRaylet::Actor { req, info });
+                }
+            }
+            ToRaylet::KillActor { req, id, restart } => {
+                let mut st = self.lock();
+                let cause = if restart {
+                    None
+                } else {
+                    Some("killed by oxray::kill".to_string())
+                };
+                self.actor_process_lost(&mut st, id, cause, true);
+                self.schedule(&mut st);
+                match st.actors.get(&id) {
+                    Some(a) => send(
+                        conn,
+                        &FromRaylet::Actor {
+                            req,
+                            info: a.info(),
+                        },
+                    ),
+                    None => send(
+                        conn,
+                        &FromRaylet::Error {
+                            req,
+                            kind: ErrorKind::BadRequest,
+                            message: format!("no actor with id {id}"),
+                        },
+                    ),
+                }
+            }
+            ToRaylet::ActorReady { id } => {
+                let mut st = self.lock();
+                let Some(worker) = st.clients.get(&conn_id).map(|c| c.worker) else {
+                    return;
+                };
+                let (address, pid) = st
+                    .workers
+                    .get(&worker)
+                    .map(|w| (w.address.clone(), w.pid))
+                    .unwrap_or_default();
+                if let Some(a) = st.actors.get_mut(&id) {
+                    if a.worker == Some(worker) {
+                        a.state = ActorState::Alive;
+                        a.address = address;
+                        a.pid = pid;
+                    }
+                }
+                Self::notify_actor(&mut st, id);
+            }
+            ToRaylet::ActorFailed { id, message } => {
+                let mut st = self.lock();
+                self.actor_process_lost(
+                    &mut st,
+                    id,
+                    Some(format!("its constructor failed: {message}")),
+                    true,
+                );
+                self.schedule(&mut st);
+            }
+            ToRaylet::ActorExiting { id } => {
+                let mut st = self.lock();
+                if let Some(a) = st.actors.get_mut(&id) {
+                    a.exiting = true;
+                }
+            }
             ToRaylet::Stop { req } => {
                 send(conn, &FromRaylet::Sealed { req });
                 self.stopping.store(true, Ordering::SeqCst);
@@ -380,8 +601,31 @@ impl Node {
                 Self::kill_worker(&mut st, l.worker);
             }
         }
+        // Non-detached actors die with their owner.
+        let owned: Vec<ActorId> = st
+            .actors
+            .values()
+            .filter(|a| a.owner_conn == conn_id && !a.spec.detached && a.state != ActorState::Dead)
+            .map(|a| a.spec.id)
+            .collect();
+        for id in owned {
+            self.actor_process_lost(&mut st, id, Some("its owner exited".into()), true);
+        }
+        st.actor_waiters
+            .values_mut()
+            .for_each(|w| w.retain(|(c, _)| *c != conn_id));
         match client.kind {
             ClientKind::Worker => {
+                let hosted = st.workers.get(&client.worker).and_then(|w| w.actor);
+                if let Some(actor) = hosted {
+                    if st
+                        .actors
+                        .get(&actor)
+                        .is_some_and(|a| a.worker == Some(client.worker))
+                    {
+                        self.actor_process_lost(&mut st, actor, None, true);
+                    }
+                }
                 // Its own lease (if it was leased) ends; the holder sees the socket close.
                 st.leases.retain(|_, l| l.worker != client.worker);
                 Self::kill_worker(&mut st, client.worker);
@@ -393,17 +637,103 @@ impl Node {
                 let ids: Vec<WorkerId> = st
                     .workers
                     .iter()
-                    .filter(|(_, w)| w.job == job)
+                    .filter(|(_, w)| w.job == job && w.actor.is_none())
                     .map(|(id, _)| *id)
                     .collect();
                 for id in ids {
                     Self::kill_worker(&mut st, id);
                 }
                 st.leases.retain(|_, l| l.holder != conn_id);
-                st.jobs.remove(&job);
+                // Keep the job's executable known while detached actors of it live (restarts).
+                let detached_alive = st
+                    .actors
+                    .values()
+                    .any(|a| a.owner_job == job && a.state != ActorState::Dead);
+                if detached_alive {
+                    if let Some(j) = st.jobs.get_mut(&job) {
+                        j.driver = None;
+                    }
+                } else {
+                    st.jobs.remove(&job);
+                }
             }
         }
         self.schedule(&mut st);
+    }
+
+    /// An actor's process is gone or must go. With `death`, the actor is dead for good;
+    /// without, it restarts if its `max_restarts` allows. With `kill`, its process is killed.
+    fn actor_process_lost(&self, st: &mut State, id: ActorId, death: Option<String>, kill: bool) {
+        let Some(a) = st.actors.get_mut(&id) else {
+            return;
+        };
+        if a.state == ActorState::Dead {
+            return;
+        }
+        let worker = a.worker.take();
+        let lease = a.lease.take();
+        a.address.clear();
+        a.pid = 0;
+        let death = death.or_else(|| {
+            if a.exiting {
+                Some("it called exit_actor()".into())
+            } else if a.spec.max_restarts >= 0 && i64::from(a.restarts) >= a.spec.max_restarts {
+                Some(format!(
+                    "its process died and max_restarts ({}) is exhausted",
+                    a.spec.max_restarts
+                ))
+            } else {
+                None
+            }
+        });
+        match death {
+            Some(cause) => {
+                a.state = ActorState::Dead;
+                a.death = cause;
+                let key = (a.spec.namespace.clone(), a.spec.name.clone());
+                if st.actor_names.get(&key) == Some(&id) {
+                    st.actor_names.remove(&key);
+                }
+            }
+            None => {
+                a.restarts += 1;
+                a.state = ActorState::Restarting;
+                st.pending_actors.push_back(id);
+            }
+        }
+        if let Some(l) = lease {
+            st.leases.remove(&l);
+        }
+        if let Some(w) = worker {
+            if kill {
+                Self::kill_worker(st, w);
+            } else {
+                st.workers.remove(&w);
+            }
+        }
+        Self::notify_actor(st, id);
+    }
+
+    /// Answers `GetActor { wait_alive }` requests once the actor is alive or dead.
+    fn notify_actor(st: &mut State, id: ActorId) {
+        let Some(a) = st.actors.get(&id) else {
+            return;
+        };
+        if matches!(a.state, ActorState::Pending | ActorState::Restarting) {
+            return;
+        }
+        let info = a.info();
+        for (conn, req) in st.actor_waiters.remove(&id).unwrap_or_default() {
+            if let Some(c) = st.clients.get(&conn) {
+                send(
+                    &c.conn,
+                    &FromRaylet::Actor {
+                        req,
+                        info: info.clone(),
+                    },
+                );
+            }
+        }
     }
 
     fn delete_owned_by(&self, owner: WorkerId) {
@@ -502,6 +832,46 @@ impl Node {
                 );
             }
         }
+        let mut i = 0;
+        while i < st.pending_actors.len() {
+            let id = st.pending_actors[i];
+            let Some(a) = st.actors.get(&id) else {
+                st.pending_actors.remove(i);
+                continue;
+            };
+            if !available.contains(&a.spec.resources) {
+                i += 1;
+                continue;
+            }
+            let (job, resources) = (a.owner_job, a.spec.resources.clone());
+            let Some(worker) = self.spawn_worker_for(st, job, Some(id)) else {
+                st.pending_actors.remove(i);
+                self.actor_process_lost(
+                    st,
+                    id,
+                    Some("its worker process could not be started (see the raylet's log)".into()),
+                    false,
+                );
+                continue;
+            };
+            st.pending_actors.remove(i);
+            available.subtract(&resources);
+            let lease = st.next_lease;
+            st.next_lease += 1;
+            st.leases.insert(
+                lease,
+                Lease {
+                    worker,
+                    holder: 0,
+                    resources,
+                    blocked: false,
+                },
+            );
+            if let Some(a) = st.actors.get_mut(&id) {
+                a.worker = Some(worker);
+                a.lease = Some(lease);
+            }
+        }
         for (job, want) in wanted {
             let starting = st
                 .workers
@@ -515,11 +885,20 @@ impl Node {
     }
 
     fn spawn_worker(&self, st: &mut State, job: JobId) {
+        self.spawn_worker_for(st, job, None);
+    }
+
+    fn spawn_worker_for(
+        &self,
+        st: &mut State,
+        job: JobId,
+        actor: Option<ActorId>,
+    ) -> Option<WorkerId> {
         let Some(j) = st.jobs.get(&job) else {
-            return;
+            return None;
         };
         if j.failed_starts >= MAX_FAILED_STARTS {
-            return;
+            return None;
         }
         let exe = j.exe.clone();
         let driver = j
@@ -538,11 +917,14 @@ impl Node {
                         address: String::new(),
                         conn: None,
                         child: Some(child),
+                        actor,
                     },
                 );
+                Some(id)
             }
             Err(e) => {
                 self.worker_start_failed(st, job, &format!("starting {exe}: {e}"));
+                None
             }
         }
     }
@@ -601,6 +983,10 @@ impl Node {
             }
         }
         for (id, job, status) in dead {
+            let actor = st.workers.get(&id).and_then(|w| w.actor);
+            if let Some(actor) = actor {
+                self.actor_process_lost(&mut st, actor, None, false);
+            }
             st.workers.remove(&id);
             self.worker_start_failed(&mut st, job, &format!("it exited with {status}"));
         }
@@ -622,6 +1008,7 @@ impl Node {
                 state: match w.state {
                     WorkerState::Starting => "starting".into(),
                     WorkerState::Idle => "idle".into(),
+                    WorkerState::Actor => "actor".into(),
                     WorkerState::Leased(l) => match st.leases.get(&l) {
                         Some(lease) if lease.blocked => "blocked".into(),
                         _ => "leased".into(),
@@ -654,6 +1041,7 @@ impl Node {
                 .values()
                 .filter(|c| c.kind == ClientKind::Driver)
                 .count() as u32,
+            actors: st.actors.values().map(ActorEntry::info).collect(),
         }
     }
 

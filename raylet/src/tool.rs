@@ -17,6 +17,7 @@ fn ask(address: &str, request: ToRaylet) -> Result<FromRaylet> {
         kind: ClientKind::Tool,
         exe: String::new(),
         listen: String::new(),
+        namespace: String::new(),
     };
     frame::write(&mut stream, &register).map_err(|e| io("writing to", e))?;
     frame::write(&mut stream, &request).map_err(|e| io("writing to", e))?;

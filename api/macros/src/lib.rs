@@ -1,12 +1,15 @@
 //! # oxray-macros
 //!
-//! Procedural macros for oxray: `#[oxray::remote]` and `#[oxray::main]`. Users reach them
-//! through the `oxray` crate, never directly.
+//! Procedural macros for oxray: `#[oxray::remote]`, `#[oxray::actor]` and `#[oxray::main]`.
+//! Users reach them through the `oxray` crate, never directly.
 
 use proc_macro::TokenStream;
 use proc_macro2::TokenStream as Tokens;
 use quote::{format_ident, quote};
-use syn::{parse_macro_input, FnArg, GenericArgument, ItemFn, PathArguments, ReturnType, Type};
+use syn::{
+    parse_macro_input, FnArg, GenericArgument, ImplItem, Item, ItemFn, ItemImpl, PathArguments,
+    ReturnType, Type,
+};
 
 /// Makes a function callable as a remote task: keeps `f` as it is and adds a module `f` with
 /// `f::remote(args..) -> oxray::Result<ObjectRef<R>>` and `f::options()`. Each argument may be a
@@ -197,4 +200,263 @@ pub fn main(_attr: TokenStream, item: TokenStream) -> TokenStream {
     });
     *f.block = new_body;
     quote!(#f).into()
+}
+
+/// Makes a struct an actor. Put it on the struct (which it leaves as it is) and on its `impl`
+/// block, which needs a constructor `fn new(..) -> Self`. It adds `T::remote(ctor args..)` and
+/// `T::options()` (returning `ActorHandle<T>`), and a handle type `<T>Handle` with one method per
+/// `&self` / `&mut self` method: `handle.method(args..)` submits a call and returns
+/// `oxray::Result<ObjectRef<R>>`. Arguments are values or refs, as for tasks. The struct must be
+/// `Send + Sync + 'static`.
+#[proc_macro_attribute]
+pub fn actor(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        return syn::Error::new(
+            proc_macro2::Span::call_site(),
+            "#[oxray::actor] takes no arguments; set options per actor with T::options()",
+        )
+        .to_compile_error()
+        .into();
+    }
+    match parse_macro_input!(item as Item) {
+        Item::Struct(s) => quote!(#s).into(),
+        Item::Enum(e) => quote!(#e).into(),
+        Item::Impl(imp) => match expand_actor_impl(&imp) {
+            Ok(t) => t.into(),
+            Err(e) => e.to_compile_error().into(),
+        },
+        other => {
+            syn::Error::new_spanned(other, "#[oxray::actor] goes on a struct and its impl block")
+                .to_compile_error()
+                .into()
+        }
+    }
+}
+
+struct Params {
+    decode: Vec<Tokens>,
+    params: Vec<Tokens>,
+    names: Vec<proc_macro2::Ident>,
+}
+
+fn params_of(sig: &syn::Signature) -> syn::Result<Params> {
+    let mut p = Params {
+        decode: Vec::new(),
+        params: Vec::new(),
+        names: Vec::new(),
+    };
+    let mut i = 0usize;
+    for input in &sig.inputs {
+        let FnArg::Typed(pt) = input else { continue };
+        let ty = &*pt.ty;
+        let arg = format_ident!("__arg{}", i);
+        match last_segment(ty) {
+            Some((ident, args)) if ident == "ObjectView" && args.len() == 1 => {
+                let inner = &args[0];
+                p.decode
+                    .push(quote! { let #arg = __args.view::<#inner>(#i)?; });
+                p.params
+                    .push(quote! { #arg: impl ::oxray::IntoArg<#inner> });
+            }
+            _ => {
+                p.decode
+                    .push(quote! { let #arg = __args.value::<#ty>(#i)?; });
+                p.params.push(quote! { #arg: impl ::oxray::IntoArg<#ty> });
+            }
+        }
+        p.names.push(arg);
+        i += 1;
+    }
+    Ok(p)
+}
+
+fn expand_actor_impl(imp: &ItemImpl) -> syn::Result<Tokens> {
+    if imp.trait_.is_some() || !imp.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(
+            &imp.self_ty,
+            "#[oxray::actor] goes on the type's own (inherent, non-generic) impl block",
+        ));
+    }
+    let self_ty = &imp.self_ty;
+    let Some((type_name, _)) = last_segment(self_ty) else {
+        return Err(syn::Error::new_spanned(self_ty, "expected a named type"));
+    };
+    let handle = format_ident!("{}Handle", type_name);
+    let options = format_ident!("{}Options", type_name);
+    let class = quote! { ::std::concat!(::std::module_path!(), "::", #type_name) };
+    let mut ctor = None;
+    let mut registrations = Vec::new();
+    let mut handle_methods = Vec::new();
+    for item in &imp.items {
+        let ImplItem::Fn(f) = item else { continue };
+        let sig = &f.sig;
+        let name = &sig.ident;
+        if !sig.generics.params.is_empty() || sig.asyncness.is_some() {
+            continue;
+        }
+        let receiver = sig.receiver();
+        if receiver.is_none() {
+            if name == "new" {
+                ctor = Some(sig.clone());
+            }
+            continue;
+        }
+        let Some(recv) = receiver else { continue };
+        if recv.reference.is_none() {
+            return Err(syn::Error::new_spanned(
+                recv,
+                "actor methods take &self or &mut self",
+            ));
+        }
+        let mutates = recv.mutability.is_some();
+        let p = params_of(sig)?;
+        let (decode, params, names) = (&p.decode, &p.params, &p.names);
+        let ret: Type = match &sig.output {
+            ReturnType::Default => syn::parse_quote!(()),
+            ReturnType::Type(_, t) => (**t).clone(),
+        };
+        let (ok_ty, fallible) = match last_segment(&ret) {
+            Some((ident, args)) if ident == "Result" && !args.is_empty() => (args[0].clone(), true),
+            _ => (ret.clone(), false),
+        };
+        let method_name = name.to_string();
+        let call_fn = format_ident!("__oxray_call_{}", name);
+        let reg = format_ident!("__OXRAY_METHOD_{}", name.to_string().to_uppercase());
+        let access = if mutates {
+            quote! { __inst.with_mut::<#self_ty, _>(|__this| __this.#name(#(#names),*))? }
+        } else {
+            quote! { __inst.with_ref::<#self_ty, _>(|__this| __this.#name(#(#names),*))? }
+        };
+        let wrap = if fallible {
+            quote! {
+                match #access {
+                    ::std::result::Result::Ok(v) => ::std::result::Result::Ok(::std::boxed::Box::new(v)),
+                    ::std::result::Result::Err(e) => ::std::result::Result::Err(
+                        ::oxray::__private::TaskError::App(::std::string::ToString::to_string(&e))),
+                }
+            }
+        } else {
+            quote! { ::std::result::Result::Ok(::std::boxed::Box::new(#access)) }
+        };
+        let full =
+            quote! { ::std::concat!(::std::module_path!(), "::", #type_name, "::", #method_name) };
+        registrations.push(quote! {
+            #[::oxray::__private::linkme::distributed_slice(::oxray::__private::ACTOR_METHODS)]
+            #[linkme(crate = ::oxray::__private::linkme)]
+            static #reg: ::oxray::__private::ActorMethod =
+                ::oxray::__private::ActorMethod { name: #full, call: #call_fn };
+
+            fn #call_fn(
+                __inst: &::oxray::__private::ActorInstance,
+                __args: &::oxray::__private::TaskArgs<'_>,
+            ) -> ::std::result::Result<
+                ::std::boxed::Box<dyn ::oxray::__private::ReturnValue>,
+                ::oxray::__private::TaskError,
+            > {
+                #(#decode)*
+                #wrap
+            }
+        });
+        let doc = format!("Calls `{type_name}::{method_name}` on the actor.");
+        handle_methods.push(quote! {
+            #[doc = #doc]
+            pub fn #name(&self, #(#params),*) -> ::oxray::Result<::oxray::ObjectRef<#ok_ty>> {
+                self.0.call(#full, ::std::vec![#(::oxray::IntoArg::into_arg(#names)),*])
+            }
+        });
+    }
+    let Some(ctor) = ctor else {
+        return Err(syn::Error::new_spanned(
+            self_ty,
+            "an actor's impl block needs a constructor `fn new(..) -> Self`",
+        ));
+    };
+    let p = params_of(&ctor)?;
+    let (decode, params, names) = (&p.decode, &p.params, &p.names);
+    let handle_doc = format!(
+        "Handle methods of the `{type_name}` actor (`ActorHandle<{type_name}>` derefs to it)."
+    );
+    let options_doc = format!("Options for creating a `{type_name}` actor.");
+    Ok(quote! {
+        #imp
+
+        const _: () = {
+            #[::oxray::__private::linkme::distributed_slice(::oxray::__private::ACTOR_CLASSES)]
+            #[linkme(crate = ::oxray::__private::linkme)]
+            static __OXRAY_CLASS: ::oxray::__private::ActorClass =
+                ::oxray::__private::ActorClass { name: #class, construct: __oxray_construct };
+
+            fn __oxray_construct(
+                __args: &::oxray::__private::TaskArgs<'_>,
+            ) -> ::std::result::Result<
+                ::std::boxed::Box<dyn ::std::any::Any + ::std::marker::Send + ::std::marker::Sync>,
+                ::oxray::__private::TaskError,
+            > {
+                #(#decode)*
+                ::std::result::Result::Ok(::std::boxed::Box::new(<#self_ty>::new(#(#names),*)))
+            }
+
+            #(#registrations)*
+        };
+
+        impl ::oxray::Actor for #self_ty {
+            const CLASS: &'static str = #class;
+            type Handle = #handle;
+        }
+
+        #[doc = #handle_doc]
+        #[derive(Clone)]
+        pub struct #handle(::oxray::__private::RawActorHandle);
+
+        impl ::std::convert::From<::oxray::__private::RawActorHandle> for #handle {
+            fn from(raw: ::oxray::__private::RawActorHandle) -> Self { #handle(raw) }
+        }
+
+        impl ::std::convert::AsRef<::oxray::__private::RawActorHandle> for #handle {
+            fn as_ref(&self) -> &::oxray::__private::RawActorHandle { &self.0 }
+        }
+
+        impl #handle {
+            #(#handle_methods)*
+        }
+
+        #[doc = #options_doc]
+        #[derive(Debug, Clone)]
+        pub struct #options(::oxray::ActorOptions);
+
+        impl #options {
+            /// CPUs held while the actor lives (default 0).
+            pub fn num_cpus(self, n: f64) -> Self { #options(self.0.num_cpus(n)) }
+            /// A custom resource held while the actor lives.
+            pub fn resource(self, name: &str, amount: f64) -> Self { #options(self.0.resource(name, amount)) }
+            /// A name, unique among live actors of the namespace.
+            pub fn name(self, name: impl ::std::convert::Into<::std::string::String>) -> Self { #options(self.0.name(name)) }
+            /// The namespace of the name.
+            pub fn namespace(self, ns: impl ::std::convert::Into<::std::string::String>) -> Self { #options(self.0.namespace(ns)) }
+            /// Restarts after its process dies (-1: unlimited).
+            pub fn max_restarts(self, n: i64) -> Self { #options(self.0.max_restarts(n)) }
+            /// Re-sends of a call interrupted by a restart (-1: unlimited).
+            pub fn max_task_retries(self, n: i64) -> Self { #options(self.0.max_task_retries(n)) }
+            /// Methods that may run at once.
+            pub fn max_concurrency(self, n: u32) -> Self { #options(self.0.max_concurrency(n)) }
+            /// `Lifetime::Detached` to outlive the creator.
+            pub fn lifetime(self, l: ::oxray::Lifetime) -> Self { #options(self.0.lifetime(l)) }
+            /// Creates the actor.
+            pub fn remote(self, #(#params),*) -> ::oxray::Result<::oxray::ActorHandle<#self_ty>> {
+                self.0.create::<#self_ty>(::std::vec![#(::oxray::IntoArg::into_arg(#names)),*])
+            }
+        }
+
+        impl #self_ty {
+            /// Creates the actor in a worker process of its own.
+            pub fn remote(#(#params),*) -> ::oxray::Result<::oxray::ActorHandle<#self_ty>> {
+                Self::options().remote(#(#names),*)
+            }
+
+            /// Options for creating the actor: `options().name(..).max_restarts(..).remote(..)`.
+            pub fn options() -> #options {
+                #options(::oxray::ActorOptions::new(<#self_ty as ::oxray::Actor>::CLASS))
+            }
+        }
+    })
 }

@@ -167,6 +167,23 @@ fn status(args: &[String]) -> Result<(), String> {
     for w in &s.workers {
         println!("    pid {:>7}  {:<8}  job {}", w.pid, w.state, w.job);
     }
+    println!("  actors: {}", s.actors.len());
+    for a in &s.actors {
+        let name = if a.name.is_empty() {
+            String::new()
+        } else {
+            format!(" name {:?}/{:?}", a.namespace, a.name)
+        };
+        let death = if a.death.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", a.death)
+        };
+        println!(
+            "    {} {}{name} state {:?} pid {} restarts {}{death}",
+            a.id, a.class, a.state, a.pid, a.restarts
+        );
+    }
     println!("  pending lease requests: {}", s.pending.len());
     for p in &s.pending {
         let why = if p.infeasible {
