@@ -492,10 +492,12 @@ impl ActorCalls {
             let a = actors.entry(actor).or_default();
             if let Some(cause) = &a.dead {
                 failed.extend(a.queue.drain(..).map(|c| (c, cause.clone())));
+                failed.extend(a.lost.drain(..).map(|c| (c, cause.clone())));
                 release_ctor = std::mem::take(&mut a.ctor_args);
                 None
             } else if a.conn.is_none() {
-                if !a.resolving && !(a.queue.is_empty() && a.lost.is_empty()) {
+                let waiting = !a.queue.is_empty() || !a.lost.is_empty();
+                if waiting && !a.resolving {
                     a.resolving = true;
                     let weak = Arc::downgrade(core);
                     let _ = std::thread::Builder::new()

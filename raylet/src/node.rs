@@ -894,9 +894,7 @@ impl Node {
         job: JobId,
         actor: Option<ActorId>,
     ) -> Option<WorkerId> {
-        let Some(j) = st.jobs.get(&job) else {
-            return None;
-        };
+        let j = st.jobs.get(&job)?;
         if j.failed_starts >= MAX_FAILED_STARTS {
             return None;
         }

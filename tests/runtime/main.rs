@@ -4,6 +4,7 @@
 //! workers are this test binary, switched into worker mode before `main`. Tests that need a
 //! process of their own (shutdown, killed drivers, a standalone node) run `oxray-test-driver`.
 
+mod actors;
 mod borrowing;
 mod failures;
 mod objects;

@@ -1,0 +1,351 @@
+//! Actors: ordering, handles in tasks, names, restarts, kill, exit, concurrency, resources.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Barrier, Mutex};
+use std::time::Duration;
+
+use oxray::prelude::*;
+use oxray::ActorState;
+
+use crate::{alive, cluster, eventually};
+
+#[oxray::actor]
+pub struct Counter {
+    n: i64,
+    log: Vec<i64>,
+}
+
+#[oxray::actor]
+impl Counter {
+    fn new(start: i64) -> Self {
+        Counter {
+            n: start,
+            log: Vec::new(),
+        }
+    }
+
+    fn incr(&mut self, by: i64) -> i64 {
+        self.n += by;
+        self.log.push(by);
+        self.n
+    }
+
+    fn log(&self) -> Vec<i64> {
+        self.log.clone()
+    }
+
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+
+    fn restarted(&self) -> bool {
+        oxray::was_restarted()
+    }
+
+    fn fail(&self, how: String) -> Result<i64, String> {
+        if how == "panic" {
+            panic!("method panicked");
+        }
+        Err(format!("method refused: {how}"))
+    }
+
+    fn quit(&self) -> i64 {
+        oxray::exit_actor()
+    }
+}
+
+/// Calls `incr` from inside a task, through a handle passed as an argument.
+#[oxray::remote]
+fn hit(counter: ActorHandle<Counter>, tag: i64, times: i64) -> Vec<i64> {
+    let refs: Vec<ObjectRef<i64>> = (0..times)
+        .map(|_| counter.incr(tag))
+        .collect::<Result<_>>()
+        .expect("calls");
+    oxray::get_all(&refs).expect("results")
+}
+
+/// Returns a handle it was given, to show handles travel both ways.
+#[oxray::remote]
+fn pass_back(counter: ActorHandle<Counter>) -> ActorHandle<Counter> {
+    counter
+}
+
+#[oxray::actor]
+pub struct Latch {
+    arrived: AtomicU32,
+    barrier: Mutex<Option<std::sync::Arc<Barrier>>>,
+}
+
+#[oxray::actor]
+impl Latch {
+    fn new(parties: u32) -> Self {
+        Latch {
+            arrived: AtomicU32::new(0),
+            barrier: Mutex::new(Some(std::sync::Arc::new(Barrier::new(parties as usize)))),
+        }
+    }
+
+    /// Returns once `parties` calls are inside at the same time.
+    fn meet(&self) -> u32 {
+        let b = self.barrier.lock().expect("lock").clone().expect("barrier");
+        self.arrived.fetch_add(1, Ordering::SeqCst);
+        b.wait();
+        self.arrived.load(Ordering::SeqCst)
+    }
+}
+
+#[oxray::actor]
+pub struct Broken;
+
+#[oxray::actor]
+impl Broken {
+    fn new(fail: bool) -> Self {
+        if fail {
+            panic!("cannot build this actor");
+        }
+        Broken
+    }
+
+    fn ping(&self) -> u8 {
+        1
+    }
+}
+
+#[test]
+fn calls_from_one_caller_run_in_order_in_one_process() {
+    cluster();
+    let c = Counter::remote(0).unwrap();
+    let refs: Vec<ObjectRef<i64>> = (1..=500).map(|i| c.incr(i)).collect::<Result<_>>().unwrap();
+    let values = oxray::get_all(&refs).unwrap();
+    let expected: Vec<i64> = (1..=500)
+        .scan(0, |s, i| {
+            *s += i;
+            Some(*s)
+        })
+        .collect();
+    assert_eq!(values, expected);
+    assert_eq!(
+        oxray::get(&c.log().unwrap()).unwrap(),
+        (1..=500).collect::<Vec<_>>()
+    );
+    let pids: Vec<u32> = (0..5)
+        .map(|_| oxray::get(&c.pid().unwrap()).unwrap())
+        .collect();
+    assert!(
+        pids.windows(2).all(|w| w[0] == w[1]),
+        "same actor process throughout"
+    );
+    assert_ne!(pids[0], std::process::id());
+    oxray::kill(&c).unwrap();
+}
+
+#[test]
+fn handles_are_values_for_tasks() {
+    cluster();
+    let c = Counter::remote(0).unwrap();
+    let tasks: Vec<ObjectRef<Vec<i64>>> = (1..=4)
+        .map(|t| hit::remote(c.clone(), t, 50))
+        .collect::<Result<_>>()
+        .unwrap();
+    for seen in oxray::get_all(&tasks).unwrap() {
+        assert!(
+            seen.windows(2).all(|w| w[0] < w[1]),
+            "each caller sees its calls in order"
+        );
+    }
+    let log = oxray::get(&c.log().unwrap()).unwrap();
+    assert_eq!(log.len(), 200);
+    for t in 1..=4 {
+        assert_eq!(
+            log.iter().filter(|v| **v == t).count(),
+            50,
+            "exact count for caller {t}"
+        );
+    }
+    let back = oxray::get(&pass_back::remote(c.clone()).unwrap()).unwrap();
+    assert_eq!(back.id(), c.id());
+    assert_eq!(oxray::get(&back.incr(0).unwrap()).unwrap(), 500);
+    oxray::kill(&c).unwrap();
+}
+
+#[test]
+fn method_errors_fail_only_that_call() {
+    cluster();
+    let c = Counter::remote(1).unwrap();
+    match oxray::get(&c.fail("panic".to_string()).unwrap()) {
+        Err(Error::TaskFailed { message, .. }) => {
+            assert!(message.contains("method panicked"), "{message}")
+        }
+        other => panic!("expected TaskFailed, got {other:?}"),
+    }
+    match oxray::get(&c.fail("nope".to_string()).unwrap()) {
+        Err(Error::TaskFailed { message, .. }) => assert!(message.contains("method refused: nope")),
+        other => panic!("expected TaskFailed, got {other:?}"),
+    }
+    assert_eq!(
+        oxray::get(&c.incr(1).unwrap()).unwrap(),
+        2,
+        "the actor kept its state"
+    );
+    oxray::kill(&c).unwrap();
+}
+
+#[test]
+fn named_actors_in_namespaces() {
+    cluster();
+    let a = Counter::options().name("named-a").remote(10).unwrap();
+    let found = oxray::get_actor::<Counter>("named-a").unwrap();
+    assert_eq!(oxray::get(&found.incr(1).unwrap()).unwrap(), 11);
+    // Another namespace has its own names.
+    let b = Counter::options()
+        .name("named-a")
+        .namespace("other")
+        .remote(20)
+        .unwrap();
+    let found_b = oxray::get_actor_in::<Counter>("named-a", "other").unwrap();
+    assert_eq!(oxray::get(&found_b.incr(1).unwrap()).unwrap(), 21);
+    // A taken name is refused clearly.
+    let err = Counter::options().name("named-a").remote(0).unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+    // The wrong class is a type error, an unknown name an error.
+    assert!(matches!(
+        oxray::get_actor::<Latch>("named-a"),
+        Err(Error::TypeMismatch { .. })
+    ));
+    assert!(oxray::get_actor::<Counter>("no-such-actor").is_err());
+    // A dead actor's name is free again.
+    oxray::kill(&a).unwrap();
+    assert!(oxray::get_actor::<Counter>("named-a").is_err());
+    let again = Counter::options().name("named-a").remote(5).unwrap();
+    assert_eq!(oxray::get(&again.incr(0).unwrap()).unwrap(), 5);
+    oxray::kill(&again).unwrap();
+    oxray::kill(&b).unwrap();
+}
+
+#[test]
+fn a_restart_resets_state_and_is_visible() {
+    cluster();
+    let c = Counter::options().max_restarts(1).remote(100).unwrap();
+    assert_eq!(oxray::get(&c.incr(5).unwrap()).unwrap(), 105);
+    assert!(!oxray::get(&c.restarted().unwrap()).unwrap());
+    let pid = oxray::get(&c.pid().unwrap()).unwrap();
+    oxray::kill_with_restart(&c).unwrap();
+    // Calls made during the restart wait for it.
+    assert_eq!(
+        oxray::get(&c.incr(1).unwrap()).unwrap(),
+        101,
+        "state was reset"
+    );
+    assert!(oxray::get(&c.restarted().unwrap()).unwrap());
+    assert_ne!(oxray::get(&c.pid().unwrap()).unwrap(), pid);
+    assert_eq!(oxray::actor_info(&c).unwrap().restarts, 1);
+    // The budget is spent: the next crash is final.
+    let pid2 = oxray::get(&c.pid().unwrap()).unwrap();
+    // SAFETY: kill(2) on this test's own actor process.
+    assert_eq!(unsafe { libc::kill(pid2 as i32, libc::SIGKILL) }, 0);
+    assert!(eventually(Duration::from_secs(10), || {
+        oxray::actor_info(&c).is_ok_and(|i| i.state == ActorState::Dead)
+    }));
+    match oxray::get(&c.incr(1).unwrap()) {
+        Err(Error::ActorDied { message }) => assert!(message.contains("max_restarts"), "{message}"),
+        other => panic!("expected ActorDied, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_killed_actor_process_restarts_and_retries_calls() {
+    cluster();
+    let c = Counter::options()
+        .max_restarts(-1)
+        .max_task_retries(-1)
+        .remote(0)
+        .unwrap();
+    let pid = oxray::get(&c.pid().unwrap()).unwrap();
+    // SAFETY: kill(2) on this test's own actor process.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let r = c.incr(3).unwrap();
+    assert_eq!(oxray::get_timeout(&r, Duration::from_secs(30)).unwrap(), 3);
+    assert!(!alive(pid));
+    oxray::kill(&c).unwrap();
+}
+
+#[test]
+fn kill_and_exit_actor_end_it_for_good() {
+    cluster();
+    let c = Counter::options().max_restarts(5).remote(0).unwrap();
+    let pid = oxray::get(&c.pid().unwrap()).unwrap();
+    oxray::kill(&c).unwrap();
+    match oxray::get(&c.incr(1).unwrap()) {
+        Err(Error::ActorDied { message }) => assert!(message.contains("killed"), "{message}"),
+        other => panic!("expected ActorDied, got {other:?}"),
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || !alive(pid)),
+        "no restart after kill"
+    );
+
+    let e = Counter::options().max_restarts(5).remote(0).unwrap();
+    let epid = oxray::get(&e.pid().unwrap()).unwrap();
+    assert!(matches!(
+        oxray::get(&e.quit().unwrap()),
+        Err(Error::ActorDied { .. })
+    ));
+    assert!(
+        eventually(Duration::from_secs(10), || !alive(epid)),
+        "exit_actor ends the process"
+    );
+    match oxray::get(&e.incr(1).unwrap()) {
+        Err(Error::ActorDied { message }) => assert!(message.contains("exit_actor"), "{message}"),
+        other => panic!("expected ActorDied, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_failing_constructor_is_reported() {
+    cluster();
+    let b = Broken::options().max_restarts(3).remote(true).unwrap();
+    match oxray::get_timeout(&b.ping().unwrap(), Duration::from_secs(20)) {
+        Err(Error::ActorDied { message }) => assert!(message.contains("cannot build"), "{message}"),
+        other => panic!("expected ActorDied, got {other:?}"),
+    }
+    let ok = Broken::remote(false).unwrap();
+    assert_eq!(oxray::get(&ok.ping().unwrap()).unwrap(), 1);
+    oxray::kill(&ok).unwrap();
+}
+
+#[test]
+fn max_concurrency_runs_calls_in_parallel() {
+    cluster();
+    let l = Latch::options().max_concurrency(4).remote(4).unwrap();
+    let refs: Vec<ObjectRef<u32>> = (0..4).map(|_| l.meet()).collect::<Result<_>>().unwrap();
+    for r in &refs {
+        assert_eq!(oxray::get_timeout(r, Duration::from_secs(20)).unwrap(), 4);
+    }
+    oxray::kill(&l).unwrap();
+    // Needing 3 at once with only 2 allowed: a timeout, not a hung runtime.
+    let small = Latch::options().max_concurrency(2).remote(3).unwrap();
+    let stuck: Vec<ObjectRef<u32>> = (0..3).map(|_| small.meet()).collect::<Result<_>>().unwrap();
+    assert!(matches!(
+        oxray::get_timeout(&stuck[0], Duration::from_millis(500)),
+        Err(Error::Timeout { .. })
+    ));
+    oxray::kill(&small).unwrap();
+    assert!(matches!(
+        oxray::get(&stuck[0]),
+        Err(Error::ActorDied { .. })
+    ));
+}
+
+#[test]
+fn infeasible_actor_resources_pend() {
+    cluster();
+    let a = Counter::options().resource("tpu", 1.0).remote(0).unwrap();
+    let r = a.incr(1).unwrap();
+    assert!(matches!(
+        oxray::get_timeout(&r, Duration::from_millis(300)),
+        Err(Error::Timeout { .. })
+    ));
+    assert_eq!(oxray::actor_info(&a).unwrap().state, ActorState::Pending);
+    oxray::kill(&a).unwrap();
+    assert!(matches!(oxray::get(&r), Err(Error::ActorDied { .. })));
+}
