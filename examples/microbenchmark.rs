@@ -1,5 +1,5 @@
 //! oxray's version of `ray microbenchmark`: the same row names and units, so the two can be read
-//! side by side on one machine. Rows that need actors are not here yet.
+//! side by side on one machine.
 //!
 //! `cargo run --release --example microbenchmark` (add `-- --quick` for shorter trials, or
 //! `-- --filter put` to run the rows whose name contains "put").
@@ -36,6 +36,67 @@ fn do_put() {
     for _ in 0..10 {
         black_box(oxray::put(&data).expect("put"));
     }
+}
+
+/// The actor of Ray's actor rows: returns a small value.
+#[oxray::actor]
+pub struct Server;
+
+#[oxray::actor]
+impl Server {
+    fn new() -> Self {
+        Server
+    }
+
+    fn small_value(&self) -> Vec<u8> {
+        b"ok".to_vec()
+    }
+
+    fn small_value_arg(&self, x: i64) -> Vec<u8> {
+        black_box(x);
+        b"ok".to_vec()
+    }
+}
+
+/// An actor that calls other actors (Ray's `Client`).
+#[oxray::actor]
+pub struct Client {
+    servers: Vec<oxray::ActorHandle<Server>>,
+}
+
+#[oxray::actor]
+impl Client {
+    fn new(servers: Vec<oxray::ActorHandle<Server>>) -> Self {
+        Client { servers }
+    }
+
+    fn small_value_batch(&self, n: u32) {
+        let refs: Vec<_> = self
+            .servers
+            .iter()
+            .flat_map(|s| (0..n).map(move |_| s.small_value().expect("call")))
+            .collect();
+        oxray::get_all(&refs).expect("get");
+    }
+
+    fn small_value_batch_arg(&self, n: u32) {
+        let x = oxray::put(&0i64).expect("put");
+        let refs: Vec<_> = self
+            .servers
+            .iter()
+            .flat_map(|s| (0..n).map(|_| s.small_value_arg(&x).expect("call")))
+            .collect();
+        oxray::get_all(&refs).expect("get");
+    }
+}
+
+/// A task calling actors round robin (Ray's `work` in "n:n actor calls async").
+#[oxray::remote]
+fn call_actors(servers: Vec<oxray::ActorHandle<Server>>, n: u32) {
+    let refs: Vec<_> = (0..n as usize)
+        .map(|i| servers[i % servers.len()].small_value().expect("call"))
+        .collect();
+    oxray::get_all(&refs).expect("get");
 }
 
 struct Bench {
@@ -154,6 +215,8 @@ fn main() -> oxray::Result<()> {
         oxray::get_all(&refs).expect("get");
     });
 
+    actor_rows(&bench)?;
+
     if bench
         .filter
         .as_ref()
@@ -168,6 +231,77 @@ fn main() -> oxray::Result<()> {
             best = best.min(t.elapsed().as_secs_f64() * 1e6);
         }
         println!("zero-copy get_view of a 1 GiB object (best of 20) {best:.1} µs");
+    }
+    Ok(())
+}
+
+/// Ray's actor rows, with its sizes: `n` calls per batch, half the cores as servers.
+fn actor_rows(bench: &Bench) -> oxray::Result<()> {
+    let n_servers = (std::thread::available_parallelism().map_or(2, |n| n.get()) / 2).max(1);
+    let a = Server::remote()?;
+    bench.timeit("1:1 actor calls sync", 1.0, || {
+        oxray::get(&a.small_value().expect("call")).expect("get");
+    });
+    bench.timeit("1:1 actor calls async", 1000.0, || {
+        let refs: Vec<_> = (0..1000).map(|_| a.small_value().expect("call")).collect();
+        oxray::get_all(&refs).expect("get");
+    });
+    oxray::kill(&a)?;
+    let a = Server::options().max_concurrency(16).remote()?;
+    bench.timeit("1:1 actor calls concurrent", 1000.0, || {
+        let refs: Vec<_> = (0..1000).map(|_| a.small_value().expect("call")).collect();
+        oxray::get_all(&refs).expect("get");
+    });
+    oxray::kill(&a)?;
+
+    let n = 5000;
+    let servers: Vec<_> = (0..n_servers)
+        .map(|_| Server::remote())
+        .collect::<oxray::Result<_>>()?;
+    let client = Client::remote(servers.clone())?;
+    bench.timeit(
+        "1:n actor calls async",
+        f64::from(n) * n_servers as f64,
+        || {
+            oxray::get(&client.small_value_batch(n).expect("call")).expect("get");
+        },
+    );
+    let m = 4;
+    bench.timeit("n:n actor calls async", f64::from(m * n), || {
+        let refs: Vec<_> = (0..m)
+            .map(|_| call_actors::remote(servers.clone(), n).expect("submit"))
+            .collect();
+        oxray::get_all(&refs).expect("get");
+    });
+    oxray::kill(&client)?;
+    for s in &servers {
+        oxray::kill(s)?;
+    }
+
+    let n = 1000;
+    let servers: Vec<_> = (0..n_servers)
+        .map(|_| Server::remote())
+        .collect::<oxray::Result<_>>()?;
+    let clients: Vec<_> = servers
+        .iter()
+        .map(|s| Client::remote(vec![s.clone()]))
+        .collect::<oxray::Result<_>>()?;
+    bench.timeit(
+        "n:n actor calls with arg async",
+        f64::from(n) * clients.len() as f64,
+        || {
+            let refs: Vec<_> = clients
+                .iter()
+                .map(|c| c.small_value_batch_arg(n).expect("call"))
+                .collect();
+            oxray::get_all(&refs).expect("get");
+        },
+    );
+    for c in &clients {
+        oxray::kill(c)?;
+    }
+    for s in &servers {
+        oxray::kill(s)?;
     }
     Ok(())
 }

@@ -361,6 +361,9 @@ fn kill_actor(raw: &RawActorHandle, restart: bool) -> Result<()> {
             if info.state == ActorState::Dead {
                 // Later calls from here fail at once instead of racing the kill.
                 lock(&core.actors.actors).entry(raw.id).or_default().dead = Some(info.death);
+            } else if restart {
+                // Later calls wait for the new process instead of going to the dying one.
+                core.actors.drop_conn(core, raw.id);
             }
             Ok(())
         }
@@ -642,6 +645,15 @@ impl ActorCalls {
             }),
         };
         finish_call(core, call, state);
+    }
+
+    /// Forgets the current connection as if it had closed (its calls in flight are lost or
+    /// retried); the next call resolves the actor's address again.
+    fn drop_conn(&self, core: &Arc<CoreWorker>, actor: ActorId) {
+        let generation = lock(&self.actors).get(&actor).map(|a| a.generation);
+        if let Some(generation) = generation {
+            self.on_lost(core, actor, generation);
+        }
     }
 
     fn on_lost(&self, core: &Arc<CoreWorker>, actor: ActorId, generation: u64) {

@@ -48,6 +48,28 @@ fn shout(word: String) -> usize {
     word.len()
 }
 
+/// A counter actor that outlives (or not) the driver that made it.
+#[oxray::actor]
+pub struct Keeper {
+    n: i64,
+}
+
+#[oxray::actor]
+impl Keeper {
+    fn new(start: i64) -> Self {
+        Keeper { n: start }
+    }
+
+    fn add(&mut self, by: i64) -> i64 {
+        self.n += by;
+        self.n
+    }
+
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map(String::as_str).unwrap_or("");
@@ -60,9 +82,12 @@ fn main() {
         "kill-retry" => kill_worker_mid_task(3),
         "kill-noretry" => kill_worker_mid_task(0),
         "owner-died" => owner_died(),
+        "detached-make" => detached_make(),
+        "detached-find" => detached_find(),
         _ => {
             eprintln!(
-                "usage: oxray-test-driver raylet SESSION | sum N | print | pids [hang] | nap"
+                "usage: oxray-test-driver raylet SESSION | sum N | print | pids [hang] | nap | \
+                 kill-retry | kill-noretry | owner-died | detached-make | detached-find"
             );
             std::process::exit(2);
         }
@@ -163,6 +188,38 @@ fn owner_died() -> oxray::Result<()> {
         Ok(v) => println!("result {v}"),
         Err(e) => println!("get-error {e:?}"),
     }
+    Ok(())
+}
+
+/// Makes a detached named actor and a non-detached named one, adds to both, prints their pids.
+fn detached_make() -> oxray::Result<()> {
+    let _cluster = oxray::init()?;
+    let keeper = Keeper::options()
+        .name("keeper")
+        .namespace("shared")
+        .lifetime(oxray::Lifetime::Detached)
+        .remote(40)?;
+    let temp = Keeper::options()
+        .name("temp")
+        .namespace("shared")
+        .remote(0)?;
+    println!("added {}", oxray::get(&keeper.add(1)?)?);
+    println!("keeper-pid {}", oxray::get(&keeper.pid()?)?);
+    println!("temp-pid {}", oxray::get(&temp.pid()?)?);
+    Ok(())
+}
+
+/// Finds the detached actor a previous driver made, adds to it; reports whether `temp` is gone.
+fn detached_find() -> oxray::Result<()> {
+    let _cluster = oxray::init()?;
+    let keeper = oxray::get_actor_in::<Keeper>("keeper", "shared")?;
+    println!("added {}", oxray::get(&keeper.add(1)?)?);
+    println!("keeper-pid {}", oxray::get(&keeper.pid()?)?);
+    match oxray::get_actor_in::<Keeper>("temp", "shared") {
+        Ok(_) => println!("temp found"),
+        Err(e) => println!("temp-error {e}"),
+    }
+    oxray::kill(&keeper)?;
     Ok(())
 }
 

@@ -188,3 +188,31 @@ fn a_killed_driver_leaves_no_process_and_no_shm_file() {
         "an shm file was left behind"
     );
 }
+
+#[test]
+fn a_detached_actor_outlives_its_driver_and_is_found_by_the_next() {
+    let (_node, address) = standalone_node("detached");
+    let out = run(&["detached-make"], Some(&address));
+    assert_eq!(value(&out, "added"), Some("41"), "{out}");
+    let keeper: u32 = value(&out, "keeper-pid").expect(&out).parse().expect("pid");
+    let temp: u32 = value(&out, "temp-pid").expect(&out).parse().expect("pid");
+    // The non-detached actor dies with its driver; the detached one lives on.
+    assert!(
+        eventually(Duration::from_secs(10), || !alive(temp)),
+        "the non-detached actor outlived its driver"
+    );
+    assert!(alive(keeper), "the detached actor died with its driver");
+
+    let out = run(&["detached-find"], Some(&address));
+    assert_eq!(value(&out, "added"), Some("42"), "{out}");
+    assert_eq!(
+        value(&out, "keeper-pid"),
+        Some(keeper.to_string().as_str()),
+        "{out}"
+    );
+    assert!(out.contains("temp-error"), "{out}");
+    assert!(
+        eventually(Duration::from_secs(10), || !alive(keeper)),
+        "the killed detached actor is still running"
+    );
+}
