@@ -19,6 +19,24 @@ pub enum RayletError {
     /// The configuration is unusable.
     #[error("bad raylet configuration: {0}")]
     Config(String),
+    /// A cluster config file is malformed or inconsistent.
+    #[error("{path}{}: {reason}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
+    ClusterFile {
+        /// The file.
+        path: String,
+        /// The line the problem is on, when known.
+        line: Option<usize>,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// A cluster peer could not be reached, was refused, or broke the protocol.
+    #[error("cluster peer {peer}: {reason}")]
+    Peer {
+        /// The peer's address.
+        peer: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 impl RayletError {
