@@ -7,6 +7,7 @@
 
 pub mod frame;
 pub mod ids;
+pub mod peer;
 pub mod protocol;
 pub mod resources;
 

@@ -355,6 +355,8 @@ pub struct NodeStatus {
     pub drivers: u32,
     /// Actors, dead ones included.
     pub actors: Vec<ActorInfo>,
+    /// Every node of the cluster this node belongs to (empty for a single node).
+    pub cluster: crate::peer::ClusterView,
 }
 
 /// One worker process.

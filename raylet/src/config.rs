@@ -19,6 +19,8 @@ pub struct RayletConfig {
     pub prestart_workers: usize,
     /// The executable workers run when no driver has named one (embedded: this process's).
     pub default_exe: Option<String>,
+    /// Membership of a multi-node cluster (`None`: a single node, no network at all).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for RayletConfig {
@@ -32,6 +34,7 @@ impl Default for RayletConfig {
             embedded: false,
             prestart_workers: cpus,
             default_exe: None,
+            cluster: None,
         }
     }
 }

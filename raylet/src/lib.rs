@@ -12,9 +12,12 @@
 //!
 //! - [`config`]: what a raylet offers (CPUs, custom resources, store size).
 //! - `node`: the state and the scheduler; `server`: the socket server; `workers`: processes.
+//! - [`cluster`]: QUIC to other raylets, and on the head the control service (node table,
+//!   health checks, cluster view).
 //!
 //! Nothing a client sends can make the raylet panic: a malformed frame drops that connection.
 
+pub mod cluster;
 pub mod config;
 mod error;
 mod node;
@@ -31,12 +34,14 @@ use oxray_object_store::{ArenaOptions, Store};
 
 pub use config::RayletConfig;
 pub use error::{RayletError, Result};
+pub use oxray_common::peer::{ClusterView, NodeInfo, NodeLoad};
 pub use oxray_common::protocol::NodeStatus;
 
 /// A running raylet. Dropping it stops the raylet and kills its workers.
 pub struct Raylet {
     node: Arc<node::Node>,
     acceptor: Option<JoinHandle<()>>,
+    cluster: Option<cluster::Cluster>,
 }
 
 impl Raylet {
@@ -53,8 +58,15 @@ impl Raylet {
         opts.memfd = true;
         opts.name_prefix = "oxray-object-store".into();
         let store = Store::new(&opts)?;
+        let cluster_config = config.cluster.clone();
         let node = Arc::new(node::Node::new(config, store));
         let listener = server::bind(&node.address)?;
+        // Joining happens after binding the local socket (so the advertised address works) and
+        // before serving, so a refused node fails its start instead of running alone.
+        let cluster = match cluster_config {
+            Some(c) => Some(cluster::Cluster::start(c, &node)?),
+            None => None,
+        };
         let acceptor = {
             let node = node.clone();
             std::thread::Builder::new()
@@ -78,12 +90,18 @@ impl Raylet {
         Ok(Raylet {
             node,
             acceptor: Some(acceptor),
+            cluster,
         })
     }
 
     /// The address clients attach with (`unix:@SESSION`).
     pub fn address(&self) -> &str {
         &self.node.address
+    }
+
+    /// Where other raylets reach this one (`host:port`), if it is part of a cluster.
+    pub fn peer_address(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|c| c.peer_address.as_str())
     }
 
     /// The node's current state.
@@ -106,6 +124,7 @@ impl Raylet {
             let _ = a.join();
         }
         self.node.kill_all_workers();
+        self.cluster = None;
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use oxray_common::frame;
 use oxray_common::ids::owner_of;
+use oxray_common::peer::{ClusterView, NodeLoad};
 use oxray_common::protocol::{
     ActorInfo, ActorSpec, ActorState, ClientKind, ErrorKind, FromRaylet, NodeStatus, PendingLease,
     ToRaylet, WorkerStatus,
@@ -44,6 +45,8 @@ pub(crate) struct Node {
     pub address: String,
     pub state: Mutex<State>,
     pub stopping: AtomicBool,
+    /// The cluster as last heard from the head (empty for a single node).
+    cluster_view: Mutex<ClusterView>,
 }
 
 struct Client {
@@ -165,6 +168,7 @@ impl Node {
             store,
             state: Mutex::new(state),
             stopping: AtomicBool::new(false),
+            cluster_view: Mutex::new(ClusterView::default()),
         }
     }
 
@@ -566,8 +570,7 @@ impl Node {
             }
             ToRaylet::Stop { req } => {
                 send(conn, &FromRaylet::Sealed { req });
-                self.stopping.store(true, Ordering::SeqCst);
-                crate::server::wake_acceptor(&self.address);
+                self.stop();
             }
         }
     }
@@ -993,6 +996,44 @@ impl Node {
         }
     }
 
+    /// Makes the raylet stop serving (its `wait` returns).
+    pub(crate) fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        crate::server::wake_acceptor(&self.address);
+    }
+
+    /// What this node reports to the head every health-check period.
+    pub(crate) fn load(&self) -> NodeLoad {
+        let stats = self.store.stats();
+        let st = self.lock();
+        NodeLoad {
+            available: Self::available(&st),
+            store_capacity: stats.capacity,
+            store_used: stats.used,
+            store_objects: stats.objects,
+            workers: st.workers.len() as u32,
+            actors: st
+                .actors
+                .values()
+                .filter(|a| a.state != ActorState::Dead)
+                .count() as u32,
+            pending: st.pending.len() as u32,
+        }
+    }
+
+    /// The cluster as last heard from the head.
+    pub(crate) fn cluster_view(&self) -> ClusterView {
+        self.cluster_view
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records the cluster view.
+    pub(crate) fn set_cluster_view(&self, view: ClusterView) {
+        *self.cluster_view.lock().unwrap_or_else(|p| p.into_inner()) = view;
+    }
+
     /// The node's state.
     pub(crate) fn status(&self) -> NodeStatus {
         let stats = self.store.stats();
@@ -1040,6 +1081,7 @@ impl Node {
                 .filter(|c| c.kind == ClientKind::Driver)
                 .count() as u32,
             actors: st.actors.values().map(ActorEntry::info).collect(),
+            cluster: self.cluster_view(),
         }
     }
 

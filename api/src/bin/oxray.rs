@@ -1,20 +1,29 @@
 //! The `oxray` command: run and inspect a standalone node.
 //!
 //! ```text
-//! oxray start --head [--num-cpus N] [--object-store-memory BYTES] [--resources name=amount,..]
+//! oxray start --head [--port P] [NODE OPTIONS]        a single node, or a cluster's head (--port)
+//! oxray start --address HEAD_HOST:PORT [NODE OPTIONS] a node joining the head
+//!   NODE OPTIONS: --num-cpus N  --object-store-memory BYTES  --resources name=amount,..
+//!                 --session NAME  --node-ip-address HOST  --cluster-name NAME
+//!                 --secret-file PATH (or OXRAY_CLUSTER_SECRET)
 //! oxray status [--address ADDRESS]
 //! oxray stop [--address ADDRESS]
 //! ```
 //!
-//! `start` runs the node in the background and returns once it accepts clients, printing the
-//! address; drivers attach with `OXRAY_ADDRESS=<address>`. `status` and `stop` use `--address`,
-//! else `OXRAY_ADDRESS`, else the node this user started last.
+//! `start` runs the node in the background and returns once it accepts clients (and, for a
+//! member, once the head has registered it), printing the local address; drivers on that
+//! machine attach with `OXRAY_ADDRESS=<address>`. A head started with `--port` and no secret
+//! makes one and writes it to a file only this user can read; other nodes join with
+//! `--secret-file` pointing at a copy. `status` and `stop` use `--address`, else
+//! `OXRAY_ADDRESS`, else the node this user started last; `status` of a `host:port` address asks
+//! that raylet over QUIC (with the secret) for the cluster's nodes.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use oxray_raylet::cluster::ClusterConfig;
 use oxray_raylet::{tool, Raylet, RayletConfig};
 
 fn main() {
@@ -33,9 +42,16 @@ fn main() {
 }
 
 const USAGE: &str = "usage:
-  oxray start --head [--num-cpus N] [--object-store-memory BYTES] [--resources name=amount,..]
-  oxray status [--address ADDRESS]
+  oxray start --head [--port P] [NODE OPTIONS]
+  oxray start --address HEAD_HOST:PORT [NODE OPTIONS]
+    NODE OPTIONS: --num-cpus N  --object-store-memory BYTES  --resources name=amount,..
+                  --session NAME  --node-ip-address HOST  --cluster-name NAME
+                  --secret-file PATH (or OXRAY_CLUSTER_SECRET)
+  oxray status [--address ADDRESS] [--secret-file PATH] [--cluster-name NAME]
   oxray stop [--address ADDRESS]";
+
+/// The cluster name when none is given.
+const DEFAULT_CLUSTER: &str = "oxray";
 
 fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     args.iter()
@@ -79,20 +95,114 @@ fn node_config(args: &[String]) -> Result<RayletConfig, String> {
     if let Some(s) = flag(args, "--session") {
         config.session = s.to_owned();
     }
+    config.cluster = cluster_config(args)?;
     Ok(config)
 }
 
-fn start(args: &[String]) -> Result<(), String> {
-    if !args.iter().any(|a| a == "--head") {
-        return Err(
-            "only `oxray start --head` (a single node) is supported so far; multi-node clusters \
-             are planned"
-                .into(),
-        );
+/// The secret from `--secret-file` or `OXRAY_CLUSTER_SECRET`, if given.
+fn secret(args: &[String]) -> Result<Option<Vec<u8>>, String> {
+    if let Some(path) = flag(args, "--secret-file") {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--secret-file: cannot read {path}: {e}"))?;
+        return Ok(Some(text.trim().as_bytes().to_vec()));
     }
-    let config = node_config(args)?;
+    Ok(std::env::var("OXRAY_CLUSTER_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim().as_bytes().to_vec()))
+}
+
+/// Cluster membership from the flags: `--head --port P` makes a head, `--address H:P` a member.
+fn cluster_config(args: &[String]) -> Result<Option<ClusterConfig>, String> {
+    let head = args.iter().any(|a| a == "--head");
+    let join = flag(args, "--address");
+    let port = match flag(args, "--port") {
+        Some(p) => Some(
+            p.parse::<u16>()
+                .map_err(|_| format!("--port: `{p}` is not a port number"))?,
+        ),
+        None => None,
+    };
+    let name = flag(args, "--cluster-name").unwrap_or(DEFAULT_CLUSTER);
+    let host = flag(args, "--node-ip-address").unwrap_or("127.0.0.1");
+    match (head, join, port) {
+        (true, Some(_), _) => Err("--head and --address exclude each other".into()),
+        (true, None, None) => Ok(None),
+        (true, None, Some(port)) => {
+            let secret = secret(args)?.ok_or(
+                "a cluster head needs a secret: --secret-file PATH or OXRAY_CLUSTER_SECRET",
+            )?;
+            Ok(Some(ClusterConfig::head(name, secret, host, port)))
+        }
+        (false, Some(head), port) => {
+            if !head.contains(':') || head.starts_with("unix:") {
+                return Err(format!(
+                    "--address: `{head}` is not a head's HOST:PORT (the head's --port)"
+                ));
+            }
+            let secret = secret(args)?.ok_or(
+                "joining a cluster needs its secret: --secret-file PATH or OXRAY_CLUSTER_SECRET",
+            )?;
+            Ok(Some(ClusterConfig::member(
+                name,
+                secret,
+                host,
+                port.unwrap_or(0),
+                head,
+            )))
+        }
+        (false, None, _) => Err(
+            "say what to start: `oxray start --head` (a single node or, with --port, a cluster's \
+             head) or `oxray start --address HEAD_HOST:PORT` (join a cluster)"
+                .into(),
+        ),
+    }
+}
+
+/// A new random secret, written to a file only this user can read.
+fn new_secret_file(dir: &std::path::Path, session: &str) -> Result<PathBuf, String> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("reading /dev/urandom for a cluster secret: {e}"))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let path = dir.join(format!("{session}.secret"));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("creating {}: {e}", path.display()))?;
+    writeln!(file, "{hex}").map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+fn start(args: &[String]) -> Result<(), String> {
+    let mut args = args.to_vec();
     let dir = state_dir();
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let mut made_secret = None;
+    if args.iter().any(|a| a == "--head")
+        && flag(&args, "--port").is_some()
+        && secret(&args)?.is_none()
+    {
+        let session = flag(&args, "--session")
+            .map(str::to_owned)
+            .unwrap_or_else(|| RayletConfig::default().session);
+        let path = new_secret_file(&dir, &session)?;
+        args.extend([
+            "--session".to_owned(),
+            session,
+            "--secret-file".to_owned(),
+            path.display().to_string(),
+        ]);
+        made_secret = Some(path);
+    }
+    let args = &args[..];
+    let config = node_config(args)?;
     let log_path = dir.join(format!("{}.log", config.session));
     let log = std::fs::File::create(&log_path)
         .map_err(|e| format!("creating {}: {e}", log_path.display()))?;
@@ -124,6 +234,24 @@ fn start(args: &[String]) -> Result<(), String> {
         child.id(),
         log_path.display()
     );
+    if let Some(c) = &config.cluster {
+        if c.head.is_none() {
+            let secret_flag = match (&made_secret, flag(args, "--secret-file")) {
+                (Some(p), _) => format!(" --secret-file {}", p.display()),
+                (None, Some(p)) => format!(" --secret-file {p}"),
+                (None, None) => String::new(),
+            };
+            let name = if c.name == DEFAULT_CLUSTER {
+                String::new()
+            } else {
+                format!(" --cluster-name {}", c.name)
+            };
+            eprintln!(
+                "Other nodes join with: oxray start --address {}:{}{secret_flag}{name}",
+                c.host, c.port
+            );
+        }
+    }
     Ok(())
 }
 
@@ -153,7 +281,22 @@ fn address(args: &[String]) -> Result<String, String> {
 
 fn status(args: &[String]) -> Result<(), String> {
     let address = address(args)?;
+    if !address.starts_with("unix:") && address.contains(':') {
+        // A raylet's peer address: ask it over QUIC.
+        let secret = secret(args)?.ok_or(
+            "asking a cluster needs its secret: --secret-file PATH or OXRAY_CLUSTER_SECRET",
+        )?;
+        let name = flag(args, "--cluster-name").unwrap_or(DEFAULT_CLUSTER);
+        let view =
+            oxray_raylet::cluster::probe(&address, name, &secret).map_err(|e| e.to_string())?;
+        print_cluster(&view);
+        return Ok(());
+    }
     let s = tool::status(&address).map_err(|e| e.to_string())?;
+    if !s.cluster.nodes.is_empty() {
+        print_cluster(&s.cluster);
+        println!("this node:");
+    }
     println!("node {} at {} (raylet pid {})", s.node, s.address, s.pid);
     println!("  resources: {} available of {}", s.available, s.total);
     println!(
@@ -194,6 +337,40 @@ fn status(args: &[String]) -> Result<(), String> {
         println!("    {}  ({why})", p.resources);
     }
     Ok(())
+}
+
+fn print_cluster(view: &oxray_raylet::ClusterView) {
+    let alive = view.nodes.iter().filter(|n| n.alive).count();
+    println!(
+        "cluster {:?}: {} nodes ({alive} alive)",
+        view.cluster,
+        view.nodes.len()
+    );
+    for n in &view.nodes {
+        let l = &n.load;
+        println!(
+            "  node {} {}{} at {} ({}, session {}, pid {})",
+            n.id,
+            if n.alive { "alive" } else { "DEAD" },
+            if n.is_head { " head" } else { "" },
+            n.peer_address,
+            n.hostname,
+            n.session,
+            n.pid
+        );
+        println!(
+            "    resources {} available of {}; store {:.1} MB used of {:.1} MB ({} objects)",
+            l.available,
+            n.total,
+            l.store_used as f64 / 1e6,
+            l.store_capacity as f64 / 1e6,
+            l.store_objects
+        );
+        println!(
+            "    workers {}, actors {}, pending lease requests {}",
+            l.workers, l.actors, l.pending
+        );
+    }
 }
 
 fn stop(args: &[String]) -> Result<(), String> {

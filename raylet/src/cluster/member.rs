@@ -1,0 +1,102 @@
+//! A member node: joining the head and reporting to it every health-check period.
+
+use std::sync::Arc;
+
+use oxray_common::peer::{PeerReply, PeerRequest};
+
+use super::head::self_info;
+use super::{dial, wire, Shared};
+use crate::error::{RayletError, Result};
+use crate::node::Node;
+
+/// Connects to the head, proves the secret and registers; returns the connection.
+pub(crate) async fn join(
+    endpoint: &quinn::Endpoint,
+    shared: &Shared,
+    node: &Arc<Node>,
+    head: &str,
+) -> Result<quinn::Connection> {
+    let config = &shared.config;
+    let conn = dial(endpoint, head, &config.name, &config.secret).await?;
+    let register = PeerRequest::Register {
+        node: self_info(shared, node, false),
+    };
+    match wire::request(&conn, &register, head).await? {
+        PeerReply::View(view) => {
+            node.set_cluster_view(view);
+            Ok(conn)
+        }
+        PeerReply::Refused { reason } | PeerReply::Error { message: reason } => {
+            Err(RayletError::Peer {
+                peer: head.to_owned(),
+                reason: format!("the head refused to register this node: {reason}"),
+            })
+        }
+        other => Err(RayletError::Peer {
+            peer: head.to_owned(),
+            reason: format!("unexpected answer to Register: {other:?}"),
+        }),
+    }
+}
+
+/// Reports this node's load every period; the reply is the cluster view. Reconnects when the
+/// head is unreachable; stops the node if the head declared it dead.
+pub(crate) async fn report_loop(
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    mut conn: quinn::Connection,
+) {
+    let config = &shared.config;
+    let head = config.head.clone().unwrap_or_default();
+    let mut tick = tokio::time::interval(config.health_check_period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut unreachable_since: Option<std::time::Instant> = None;
+    loop {
+        tick.tick().await;
+        let Some(node) = shared.node.upgrade() else {
+            return;
+        };
+        if node.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let req = PeerRequest::Heartbeat {
+            node: node.id,
+            load: node.load(),
+        };
+        let reply = tokio::time::timeout(
+            config.health_check_timeout,
+            wire::request(&conn, &req, &head),
+        )
+        .await;
+        match reply {
+            Ok(Ok(PeerReply::View(view))) => {
+                if unreachable_since.take().is_some() {
+                    eprintln!("oxray raylet: the head at {head} answers again");
+                }
+                node.set_cluster_view(view);
+            }
+            Ok(Ok(PeerReply::Refused { reason })) => {
+                eprintln!("oxray raylet: the head at {head} refused this node: {reason}; stopping");
+                node.stop();
+                return;
+            }
+            Ok(Ok(other)) => {
+                eprintln!("oxray raylet: unexpected answer from the head at {head}: {other:?}");
+            }
+            Ok(Err(_)) | Err(_) => {
+                if unreachable_since.is_none() {
+                    eprintln!("oxray raylet: the head at {head} does not answer; retrying");
+                    unreachable_since = Some(std::time::Instant::now());
+                }
+                if let Ok(Ok(c)) = tokio::time::timeout(
+                    config.health_check_timeout,
+                    dial(&endpoint, &head, &config.name, &config.secret),
+                )
+                .await
+                {
+                    conn = c;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The raylet's side of a multi-node cluster: QUIC between raylets, and on the head the control
+//! service (node table, health checks, the cluster view).
+//!
+//! The rest of the raylet is threads and blocking Unix sockets; QUIC needs async, so this module
+//! owns a small tokio runtime of its own and talks to the node through short, non-blocking calls
+//! ([`Node::load`], the node's cluster view).
+//!
+//! - [`tls`]: self-signed certificates, TLS 1.3 over ring.
+//! - [`auth`]: proving the cluster secret on every connection before anything else is read.
+//! - [`wire`]: one framed request and one framed reply per QUIC stream.
+//! - `head`: the control service; `member`: joining the head and reporting to it.
+//!
+//! Health checks are the members' reports: every `health_check_period` a node sends its load to
+//! the head, whose reply is the cluster view (so every node learns of joins and deaths within a
+//! period). A node the head has not heard from for `health_check_timeout` is marked dead.
+
+pub mod auth;
+mod head;
+mod member;
+pub mod tls;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use oxray_common::peer::{ClusterView, PeerReply, PeerRequest};
+
+use crate::error::{RayletError, Result};
+use crate::node::Node;
+
+/// How a raylet takes part in a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The cluster's name; peers of another cluster are refused.
+    pub name: String,
+    /// The shared secret every connection must prove.
+    pub secret: Vec<u8>,
+    /// Host (name or IP) to listen on for peers; also the address advertised to them.
+    pub host: String,
+    /// Port to listen on (0: any free port).
+    pub port: u16,
+    /// The head's `host:port`; `None` makes this node the head.
+    pub head: Option<String>,
+    /// How often members report to the head.
+    pub health_check_period: Duration,
+    /// Silence after which the head marks a node dead.
+    pub health_check_timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// A head listening on `host:port`, with Ray-like health-check defaults scaled for fast
+    /// detection (report every 100 ms, dead after 3 s of silence).
+    pub fn head(name: &str, secret: Vec<u8>, host: &str, port: u16) -> Self {
+        ClusterConfig {
+            name: name.to_owned(),
+            secret,
+            host: host.to_owned(),
+            port,
+            head: None,
+            health_check_period: Duration::from_millis(100),
+            health_check_timeout: Duration::from_secs(3),
+        }
+    }
+
+    /// A member joining the head at `head` (`host:port`), listening on `host:port`.
+    pub fn member(name: &str, secret: Vec<u8>, host: &str, port: u16, head: &str) -> Self {
+        ClusterConfig {
+            head: Some(head.to_owned()),
+            ..ClusterConfig::head(name, secret, host, port)
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.secret.len() < 16 {
+            return Err(RayletError::Config(
+                "the cluster secret must be at least 16 bytes (e.g. `openssl rand -hex 16`)".into(),
+            ));
+        }
+        if self.health_check_period.is_zero()
+            || self.health_check_timeout <= self.health_check_period
+        {
+            return Err(RayletError::Config(
+                "health_check_timeout must be longer than health_check_period, both above 0".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// State shared by the cluster tasks.
+pub(crate) struct Shared {
+    config: ClusterConfig,
+    node: Weak<Node>,
+    /// The address peers reach this raylet at (`host:port`, the real port).
+    peer_address: String,
+    /// The head's node table (head only).
+    table: Mutex<head::Table>,
+}
+
+/// A raylet's cluster membership: its QUIC endpoint and background tasks. Dropping it closes
+/// the endpoint and stops the tasks.
+pub(crate) struct Cluster {
+    runtime: Option<tokio::runtime::Runtime>,
+    endpoint: quinn::Endpoint,
+    /// `host:port` peers reach this node at.
+    pub peer_address: String,
+}
+
+impl Cluster {
+    /// Starts listening for peers and, for a member, joins the head (returning once registered,
+    /// or with the head's refusal).
+    pub(crate) fn start(config: ClusterConfig, node: &Arc<Node>) -> Result<Cluster> {
+        config.validate()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("oxray-quic")
+            .enable_all()
+            .build()
+            .map_err(|e| RayletError::io("starting the QUIC runtime", e))?;
+        let endpoint = runtime.block_on(bind(&config.host, config.port))?;
+        let port = endpoint
+            .local_addr()
+            .map_err(|e| RayletError::io("reading the QUIC endpoint's address", e))?
+            .port();
+        let peer_address = format!("{}:{port}", config.host);
+        let shared = Arc::new(Shared {
+            config,
+            node: Arc::downgrade(node),
+            peer_address: peer_address.clone(),
+            table: Mutex::new(head::Table::default()),
+        });
+        runtime.spawn(head::accept_loop(endpoint.clone(), shared.clone()));
+        match shared.config.head.clone() {
+            None => {
+                head::register_self(&shared, node);
+                runtime.spawn(head::monitor(shared.clone()));
+            }
+            Some(head) => {
+                let joined = runtime.block_on(member::join(&endpoint, &shared, node, &head))?;
+                runtime.spawn(member::report_loop(
+                    endpoint.clone(),
+                    shared.clone(),
+                    joined,
+                ));
+            }
+        }
+        Ok(Cluster {
+            runtime: Some(runtime),
+            endpoint,
+            peer_address,
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.endpoint.close(0u32.into(), b"node stopping");
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Binds a QUIC endpoint that both accepts and dials.
+async fn bind(host: &str, port: u16) -> Result<quinn::Endpoint> {
+    let addr = resolve(&format!("{host}:{port}")).await?;
+    let mut endpoint = quinn::Endpoint::server(tls::server_config()?, addr)
+        .map_err(|e| RayletError::io(format!("listening for peers on {addr}"), e))?;
+    endpoint.set_default_client_config(tls::client_config()?);
+    Ok(endpoint)
+}
+
+async fn resolve(address: &str) -> Result<SocketAddr> {
+    let mut addrs = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| RayletError::io(format!("resolving {address}"), e))?;
+    addrs.next().ok_or_else(|| RayletError::Peer {
+        peer: address.to_owned(),
+        reason: "the name resolves to no address".into(),
+    })
+}
+
+/// Connects to `address` and proves the secret; checks the listener's proof in turn.
+pub(crate) async fn dial(
+    endpoint: &quinn::Endpoint,
+    address: &str,
+    cluster: &str,
+    secret: &[u8],
+) -> Result<quinn::Connection> {
+    let peer_error = |reason: String| RayletError::Peer {
+        peer: address.to_owned(),
+        reason,
+    };
+    let addr = resolve(address).await?;
+    let connecting = endpoint
+        .connect(addr, "oxray")
+        .map_err(|e| peer_error(format!("cannot connect: {e}")))?;
+    let conn = tokio::time::timeout(Duration::from_secs(5), connecting)
+        .await
+        .map_err(|_| peer_error("no answer within 5 s (is a raylet listening there?)".into()))?
+        .map_err(|e| peer_error(format!("cannot connect: {e}")))?;
+    let proof = auth::prove(&conn, auth::Role::Dialer, cluster, secret);
+    let auth = PeerRequest::Auth {
+        cluster: cluster.to_owned(),
+        proof,
+    };
+    match wire::request(&conn, &auth, address).await? {
+        PeerReply::AuthOk { proof }
+            if auth::verify(&conn, auth::Role::Listener, cluster, secret, &proof) =>
+        {
+            Ok(conn)
+        }
+        PeerReply::AuthOk { .. } => {
+            conn.close(1u32.into(), b"bad proof");
+            Err(peer_error(
+                "it does not know the cluster secret (its proof is wrong)".into(),
+            ))
+        }
+        PeerReply::Refused { reason } => Err(peer_error(format!("refused us: {reason}"))),
+        other => Err(peer_error(format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// Asks the raylet at `address` (`host:port`) for the cluster view, proving `secret`: what
+/// `oxray status` does for a remote cluster, and how tests check that a wrong secret is refused.
+pub fn probe(address: &str, cluster: &str, secret: &[u8]) -> Result<ClusterView> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RayletError::io("starting a QUIC runtime", e))?;
+    runtime.block_on(async {
+        let bind_addr: SocketAddr = if resolve(address).await?.is_ipv6() {
+            SocketAddr::from(([0u16; 8], 0))
+        } else {
+            SocketAddr::from(([0u8; 4], 0))
+        };
+        let mut endpoint = quinn::Endpoint::client(bind_addr)
+            .map_err(|e| RayletError::io("opening a QUIC endpoint", e))?;
+        endpoint.set_default_client_config(tls::client_config()?);
+        let conn = dial(&endpoint, address, cluster, secret).await?;
+        let reply = wire::request(&conn, &PeerRequest::GetView, address).await;
+        conn.close(0u32.into(), b"done");
+        endpoint.wait_idle().await;
+        match reply? {
+            PeerReply::View(view) => Ok(view),
+            other => Err(RayletError::Peer {
+                peer: address.to_owned(),
+                reason: format!("unexpected answer {other:?}"),
+            }),
+        }
+    })
+}

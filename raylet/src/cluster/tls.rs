@@ -1,0 +1,128 @@
+//! TLS for QUIC between raylets: encryption from TLS 1.3, identity from the cluster secret.
+//!
+//! Every raylet makes a fresh self-signed certificate at start (rcgen). Certificates are not
+//! what proves membership: the dialer accepts any certificate whose handshake signature checks
+//! out, and both sides then prove the cluster secret over the session's exported keying material
+//! (see [`super::auth`]). A man in the middle would hold two TLS sessions with different keying
+//! material, so it cannot relay a proof. This avoids distributing a CA; rustls has no PSK mode.
+//! The crypto provider is ring, set explicitly (no aws-lc-rs, no cmake).
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{ring, CryptoProvider};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+use crate::error::{RayletError, Result};
+
+/// The ALPN protocol name: a peer speaking anything else is refused in the handshake.
+pub const ALPN: &[u8] = b"oxray/1";
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(ring::default_provider())
+}
+
+fn tls_error(what: &str, e: impl std::fmt::Display) -> RayletError {
+    RayletError::Config(format!("{what}: {e}"))
+}
+
+/// The server side: a new self-signed certificate.
+pub fn server_config() -> Result<quinn::ServerConfig> {
+    let key = rcgen::generate_simple_self_signed(vec!["oxray".to_owned()])
+        .map_err(|e| tls_error("making the node's certificate", e))?;
+    let cert = CertificateDer::from(key.cert.der().to_vec());
+    let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.signing_key.serialize_der()));
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_error("TLS versions", e))?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], private)
+        .map_err(|e| tls_error("TLS certificate", e))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| tls_error("QUIC server config", e))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    config.transport_config(Arc::new(transport()));
+    Ok(config)
+}
+
+/// The client side: any certificate, as long as the handshake is signed by its key.
+pub fn client_config() -> Result<quinn::ClientConfig> {
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_error("TLS versions", e))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| tls_error("QUIC client config", e))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(Arc::new(transport()));
+    Ok(config)
+}
+
+/// Windows sized for object transfer on fast links; keep-alives so idle peers stay connected.
+fn transport() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(1024u32.into());
+    t.stream_receive_window((16u32 << 20).into());
+    t.receive_window((64u32 << 20).into());
+    t.send_window(64 << 20);
+    t.keep_alive_interval(Some(std::time::Duration::from_secs(1)));
+    if let Ok(idle) = std::time::Duration::from_secs(10).try_into() {
+        t.max_idle_timeout(Some(idle));
+    }
+    t
+}
+
+/// Accepts any server certificate but still checks the handshake signatures against it, so the
+/// session keys are bound to the certificate the server presented.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
