@@ -66,7 +66,16 @@ fn bad_input_is_refused_with_a_reason() {
     assert!(out.contains("cannot reach the oxray node"), "{out}");
     let (ok, out) = oxray(&["status", "--address", "localhost:1234"]);
     assert!(!ok);
-    assert!(out.contains("not an oxray node address"), "{out}");
+    assert!(out.contains("needs its secret"), "{out}");
+    let (ok, out) = oxray(&["start", "--address", "unix:@somewhere"]);
+    assert!(!ok);
+    assert!(out.contains("is not a head's HOST:PORT"), "{out}");
+    let (ok, out) = oxray(&["start", "--num-cpus", "2"]);
+    assert!(!ok);
+    assert!(out.contains("say what to start"), "{out}");
+    let (ok, out) = oxray(&["start", "--head", "--port", "99999"]);
+    assert!(!ok);
+    assert!(out.contains("--port: `99999` is not a port number"), "{out}");
     let (ok, out) = oxray(&["frobnicate"]);
     assert!(!ok);
     assert!(out.contains("usage"), "{out}");

@@ -184,6 +184,10 @@ fn start(args: &[String]) -> Result<(), String> {
     let mut args = args.to_vec();
     let dir = state_dir();
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    if let Some(p) = flag(&args, "--port") {
+        p.parse::<u16>()
+            .map_err(|_| format!("--port: `{p}` is not a port number"))?;
+    }
     let mut made_secret = None;
     if args.iter().any(|a| a == "--head")
         && flag(&args, "--port").is_some()
