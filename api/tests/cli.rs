@@ -75,7 +75,10 @@ fn bad_input_is_refused_with_a_reason() {
     assert!(out.contains("say what to start"), "{out}");
     let (ok, out) = oxray(&["start", "--head", "--port", "99999"]);
     assert!(!ok);
-    assert!(out.contains("--port: `99999` is not a port number"), "{out}");
+    assert!(
+        out.contains("--port: `99999` is not a port number"),
+        "{out}"
+    );
     let (ok, out) = oxray(&["frobnicate"]);
     assert!(!ok);
     assert!(out.contains("usage"), "{out}");

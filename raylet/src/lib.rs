@@ -34,7 +34,7 @@ use oxray_object_store::{ArenaOptions, Store};
 
 pub use config::RayletConfig;
 pub use error::{RayletError, Result};
-pub use oxray_common::peer::{ClusterView, NodeInfo, NodeLoad};
+pub use oxray_common::peer::{self, ClusterView, NodeInfo, NodeLoad};
 pub use oxray_common::protocol::NodeStatus;
 
 /// A running raylet. Dropping it stops the raylet and kills its workers.

@@ -74,7 +74,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map(String::as_str).unwrap_or("");
     let result = match mode {
-        "raylet" => run_raylet(args.get(2).cloned().unwrap_or_default()),
+        "raylet" => run_raylet(
+            args.get(2).cloned().unwrap_or_default(),
+            args.get(3..).unwrap_or_default(),
+        ),
         "sum" => sum(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(100)),
         "print" => print(),
         "pids" => pids(args.get(2).map(String::as_str) == Some("hang")),
@@ -98,18 +101,65 @@ fn main() {
     }
 }
 
-fn run_raylet(session: String) -> oxray::Result<()> {
-    let config = oxray_raylet::RayletConfig {
-        num_cpus: 2.0,
+/// `raylet SESSION [key=value ..]`: a standalone node; with `head_port=P` (0: any) a cluster
+/// head, with `join=HOST:PORT` a member. Other keys: `cpus`, `resources` (`a:1;b:2`), `secret`,
+/// `cluster`, `period_ms`, `timeout_ms`. Prints `address ..` and, in a cluster, `peer ..`.
+fn run_raylet(session: String, opts: &[String]) -> oxray::Result<()> {
+    let bad = |message: String| Error::Config { message };
+    let kv: std::collections::HashMap<&str, &str> =
+        opts.iter().filter_map(|o| o.split_once('=')).collect();
+    let get = |k: &str| kv.get(k).copied();
+    let num = |k: &str, default: f64| -> oxray::Result<f64> {
+        get(k).map_or(Ok(default), |v| {
+            v.parse().map_err(|_| bad(format!("{k}={v}")))
+        })
+    };
+    let mut config = oxray_raylet::RayletConfig {
+        num_cpus: num("cpus", 2.0)?,
         object_store_memory: 256 << 20,
         session,
         prestart_workers: 0,
         ..Default::default()
     };
-    let mut raylet = oxray_raylet::Raylet::start(config).map_err(|e| Error::Config {
-        message: e.to_string(),
-    })?;
+    for r in get("resources")
+        .unwrap_or("")
+        .split(';')
+        .filter(|r| !r.is_empty())
+    {
+        let (name, amount) = r
+            .split_once(':')
+            .ok_or_else(|| bad(format!("resource {r}")))?;
+        let amount = amount.parse().map_err(|_| bad(format!("resource {r}")))?;
+        config.resources.push((name.to_owned(), amount));
+    }
+    let secret = get("secret").unwrap_or("").as_bytes().to_vec();
+    let name = get("cluster").unwrap_or("test");
+    let mut cluster = match (get("head_port"), get("join")) {
+        (Some(port), _) => Some(oxray_raylet::cluster::ClusterConfig::head(
+            name,
+            secret,
+            "127.0.0.1",
+            port.parse().map_err(|_| bad(format!("head_port={port}")))?,
+        )),
+        (None, Some(head)) => Some(oxray_raylet::cluster::ClusterConfig::member(
+            name,
+            secret,
+            "127.0.0.1",
+            0,
+            head,
+        )),
+        (None, None) => None,
+    };
+    if let Some(c) = &mut cluster {
+        c.health_check_period = Duration::from_millis(num("period_ms", 100.0)? as u64);
+        c.health_check_timeout = Duration::from_millis(num("timeout_ms", 3000.0)? as u64);
+    }
+    config.cluster = cluster;
+    let mut raylet = oxray_raylet::Raylet::start(config).map_err(|e| bad(e.to_string()))?;
     println!("address {}", raylet.address());
+    if let Some(peer) = raylet.peer_address() {
+        println!("peer {peer}");
+    }
     raylet.wait();
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 mod actors;
 mod borrowing;
+mod cluster;
 mod failures;
 mod objects;
 mod processes;

@@ -1,0 +1,230 @@
+//! Multi-node clusters: real raylet processes on loopback (distinct ports and sessions) joined
+//! over QUIC. Each test starts its own nodes and kills them by pid when it ends.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use oxray_raylet::cluster::{self, auth, tls, wire};
+use oxray_raylet::peer::{PeerReply, PeerRequest};
+use oxray_raylet::ClusterView;
+
+use crate::eventually;
+
+const DRIVER: &str = env!("CARGO_BIN_EXE_oxray-test-driver");
+const SECRET: &str = "test-secret-0123456789abcdef";
+
+/// A raylet process, killed and reaped on drop.
+struct Node {
+    child: Child,
+    address: String,
+    peer: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a raylet with `opts` (see the test driver's `raylet` mode); `Err` is what it printed
+/// when it could not start.
+fn start(tag: &str, opts: &[&str]) -> Result<Node, String> {
+    let session = format!("oxray-cl-{}-{tag}", std::process::id());
+    let mut child = Command::new(DRIVER)
+        .arg("raylet")
+        .arg(&session)
+        .args(opts)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut address = String::new();
+    let mut printed = String::new();
+    for line in BufReader::new(stdout).lines().take(4) {
+        let line = line.map_err(|e| e.to_string())?;
+        printed.push_str(&line);
+        if let Some(a) = line.strip_prefix("address ") {
+            address = a.to_owned();
+            if !opts
+                .iter()
+                .any(|o| o.starts_with("head_port=") || o.starts_with("join="))
+            {
+                break;
+            }
+        } else if let Some(p) = line.strip_prefix("peer ") {
+            return Ok(Node {
+                child,
+                address,
+                peer: p.to_owned(),
+            });
+        }
+    }
+    if !address.is_empty() {
+        return Ok(Node {
+            child,
+            address,
+            peer: String::new(),
+        });
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(printed)
+}
+
+fn head(tag: &str, extra: &[&str]) -> Node {
+    let secret = format!("secret={SECRET}");
+    let mut opts = vec!["head_port=0", secret.as_str()];
+    opts.extend_from_slice(extra);
+    start(tag, &opts).expect("start the head")
+}
+
+fn member(tag: &str, head: &Node, extra: &[&str]) -> Node {
+    let secret = format!("secret={SECRET}");
+    let join = format!("join={}", head.peer);
+    let mut opts = vec![join.as_str(), secret.as_str()];
+    opts.extend_from_slice(extra);
+    start(tag, &opts).expect("start a member")
+}
+
+fn view_of(node: &Node) -> ClusterView {
+    oxray_raylet::tool::status(&node.address)
+        .expect("status")
+        .cluster
+}
+
+#[test]
+fn three_nodes_join_and_every_node_sees_the_cluster() {
+    let h = head("h3", &["cpus=2"]);
+    let b = member("b3", &h, &["cpus=1"]);
+    let c = member("c3", &h, &["cpus=3", "resources=gpu:1"]);
+    // Registration is done when `start` returns: the head knows all three at once.
+    let view = view_of(&h);
+    assert_eq!(view.cluster, "test");
+    assert_eq!(view.nodes.len(), 3, "{view:?}");
+    assert!(view.nodes.iter().all(|n| n.alive));
+    assert_eq!(view.nodes.iter().filter(|n| n.is_head).count(), 1);
+    let gpu_node = view
+        .nodes
+        .iter()
+        .find(|n| n.total.get("gpu") == 1.0)
+        .expect("the gpu node");
+    assert_eq!(gpu_node.peer_address, c.peer);
+    assert_eq!(gpu_node.total.get("CPU"), 3.0);
+    assert_eq!(gpu_node.local_address, c.address);
+    // Members learn the whole cluster from their health-check replies.
+    assert!(eventually(Duration::from_secs(10), || view_of(&b)
+        .nodes
+        .len()
+        == 3));
+    // Over QUIC, with the secret, any node answers.
+    let remote = cluster::probe(&b.peer, "test", SECRET.as_bytes()).expect("probe");
+    assert_eq!(remote.nodes.len(), 3);
+}
+
+#[test]
+fn peers_without_the_secret_are_refused() {
+    let h = head("hs", &[]);
+    let err = cluster::probe(&h.peer, "test", b"not-the-secret-but-long-enough").unwrap_err();
+    assert!(
+        err.to_string().contains("does not know the cluster secret"),
+        "{err}"
+    );
+    let err = cluster::probe(&h.peer, "other", SECRET.as_bytes()).unwrap_err();
+    assert!(err.to_string().contains("wants to join cluster"), "{err}");
+    let join = format!("join={}", h.peer);
+    let err = start("hs-bad", &[join.as_str(), "secret=wrong-secret-0123456789"])
+        .err()
+        .expect("a node with the wrong secret must not start");
+    assert!(err.contains("does not know the cluster secret"), "{err}");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("ep");
+        ep.set_default_client_config(tls::client_config().expect("tls"));
+        let addr = h.peer.parse().expect("peer addr");
+        // A first message that is not the proof.
+        let conn = ep
+            .connect(addr, "oxray")
+            .expect("connect")
+            .await
+            .expect("tls");
+        match wire::request(&conn, &PeerRequest::GetView, &h.peer).await {
+            Ok(PeerReply::Refused { reason }) => {
+                assert!(reason.contains("instead of proving"), "{reason}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // Nothing more is served on that connection.
+        let again = wire::request(&conn, &PeerRequest::GetView, &h.peer).await;
+        assert!(!matches!(again, Ok(PeerReply::View(_))), "{again:?}");
+        // Garbage as the first message.
+        let conn = ep
+            .connect(addr, "oxray")
+            .expect("connect")
+            .await
+            .expect("tls");
+        let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+        send.write_all(&[0xff; 40]).await.expect("write");
+        send.finish().expect("finish");
+        match wire::read::<PeerReply>(&mut recv, &h.peer).await {
+            Ok(PeerReply::Refused { reason }) => assert!(reason.contains("malformed"), "{reason}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // Authenticated, a malformed request gets an error and the connection keeps working.
+        let conn = ep
+            .connect(addr, "oxray")
+            .expect("connect")
+            .await
+            .expect("tls");
+        let proof = auth::prove(&conn, auth::Role::Dialer, "test", SECRET.as_bytes());
+        let ok = wire::request(
+            &conn,
+            &PeerRequest::Auth {
+                cluster: "test".into(),
+                proof,
+            },
+            &h.peer,
+        )
+        .await;
+        assert!(matches!(ok, Ok(PeerReply::AuthOk { .. })), "{ok:?}");
+        for bad in [
+            vec![],
+            vec![1u8; 15],
+            vec![0xab; 1000],
+            40u32.to_le_bytes().repeat(20),
+        ] {
+            let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+            send.write_all(&bad).await.expect("write");
+            send.finish().expect("finish");
+            let reply = wire::read::<PeerReply>(&mut recv, &h.peer).await;
+            assert!(matches!(reply, Ok(PeerReply::Error { .. })), "{reply:?}");
+        }
+        let view = wire::request(&conn, &PeerRequest::GetView, &h.peer).await;
+        assert!(matches!(view, Ok(PeerReply::View(_))), "{view:?}");
+    });
+    // The head survived all of it.
+    assert_eq!(view_of(&h).nodes.len(), 1);
+}
+
+#[test]
+fn a_silent_node_is_marked_dead_and_every_node_learns_it() {
+    let fast = ["period_ms=50", "timeout_ms=600"];
+    let h = head("hd", &fast);
+    let b = member("bd", &h, &fast);
+    let mut c = member("cd", &h, &fast);
+    let c_pid = c.child.id();
+    assert_eq!(view_of(&h).nodes.len(), 3);
+    c.child.kill().expect("kill the node");
+    let _ = c.child.wait();
+    let dead = |v: &ClusterView| v.nodes.iter().any(|n| n.pid == c_pid && !n.alive);
+    assert!(eventually(Duration::from_secs(10), || dead(&view_of(&h))));
+    assert!(eventually(Duration::from_secs(10), || dead(&view_of(&b))));
+    let alive = view_of(&h).nodes.iter().filter(|n| n.alive).count();
+    assert_eq!(alive, 2);
+}
