@@ -83,3 +83,104 @@ fn bad_input_is_refused_with_a_reason() {
     assert!(!ok);
     assert!(out.contains("usage"), "{out}");
 }
+
+/// A free UDP port on loopback for a head (QUIC is UDP).
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[test]
+fn up_status_down_from_a_config_file() {
+    let dir = std::env::temp_dir().join(format!("oxray-up-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(
+        dir.join("cluster.secret"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .expect("secret");
+    let name = format!("uptest{}", std::process::id());
+    let port = free_port();
+    let file = dir.join("cluster.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+cluster_name = "{name}"
+secret_file = "cluster.secret"
+
+[head]
+address = "127.0.0.1"
+port = {port}
+num_cpus = 1
+object_store_memory = 100_000_000
+
+[[node]]
+address = "127.0.0.1"
+num_cpus = 2
+object_store_memory = 100_000_000
+
+[[node]]
+address = "127.0.0.1"
+num_cpus = 1
+resources = {{ gpu = 1 }}
+object_store_memory = 100_000_000
+"#
+        ),
+    )
+    .expect("write the file");
+    let file = file.display().to_string();
+    let (ok, out) = oxray(&["up", &file]);
+    // Whatever happens next, stop what was started.
+    struct Down(String);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = oxray(&["down", &self.0]);
+        }
+    }
+    let down = Down(file.clone());
+    assert!(ok, "{out}");
+    assert!(out.contains("is up: 3 nodes"), "{out}");
+    // `up` returned once every node was registered: no sleep needed.
+    let (ok, out) = oxray(&["status", "--file", &file]);
+    assert!(ok, "{out}");
+    assert!(out.contains("3 nodes (3 alive)"), "{out}");
+    assert!(out.contains("{CPU: 1, gpu: 1}"), "{out}");
+    assert!(out.contains(&format!("head at 127.0.0.1:{port}")), "{out}");
+    // The local address of the head answers too, with the whole cluster.
+    let (ok, out) = oxray(&["status", "--address", &format!("unix:@{name}-head")]);
+    assert!(ok, "{out}");
+    assert!(out.contains("3 nodes (3 alive)"), "{out}");
+    drop(down);
+    for session in ["head", "node1", "node2"] {
+        let address = format!("unix:@{name}-{session}");
+        let start = Instant::now();
+        while oxray(&["status", "--address", &address]).0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{session} still answers after down"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_malformed_config_file_is_rejected_with_its_line() {
+    let dir = std::env::temp_dir().join(format!("oxray-bad-toml-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("bad.toml");
+    std::fs::write(
+        &file,
+        "cluster_name = \"x\"\nsecret = \"0123456789abcdef0123\"\n[head]\naddress = \"127.0.0.1\"\nport = 7000\nnum_cpu = 2\n",
+    )
+    .expect("write");
+    let (ok, out) = oxray(&["up", &file.display().to_string()]);
+    assert!(!ok);
+    assert!(out.contains("line 6"), "{out}");
+    assert!(out.contains("num_cpu"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -13,11 +13,12 @@
 //! - [`config`]: what a raylet offers (CPUs, custom resources, store size).
 //! - `node`: the state and the scheduler; `server`: the socket server; `workers`: processes.
 //! - [`cluster`]: QUIC to other raylets, and on the head the control service (node table,
-//!   health checks, cluster view).
+//!   health checks, cluster view); [`cluster_file`]: the TOML file `oxray up` reads.
 //!
 //! Nothing a client sends can make the raylet panic: a malformed frame drops that connection.
 
 pub mod cluster;
+pub mod cluster_file;
 pub mod config;
 mod error;
 mod node;

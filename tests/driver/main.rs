@@ -48,6 +48,12 @@ fn shout(word: String) -> usize {
     word.len()
 }
 
+/// A task-made object that lives in the store (too big to travel inline).
+#[oxray::remote]
+fn make_big(n: u64) -> Vec<f64> {
+    vec![1.0; n as usize]
+}
+
 /// A counter actor that outlives (or not) the driver that made it.
 #[oxray::actor]
 pub struct Keeper {
@@ -86,11 +92,12 @@ fn main() {
         "kill-noretry" => kill_worker_mid_task(0),
         "owner-died" => owner_died(),
         "detached-make" => detached_make(),
+        "store-free" => store_free(),
         "detached-find" => detached_find(),
         _ => {
             eprintln!(
                 "usage: oxray-test-driver raylet SESSION | sum N | print | pids [hang] | nap | \
-                 kill-retry | kill-noretry | owner-died | detached-make | detached-find"
+                 kill-retry | kill-noretry | owner-died | detached-make | detached-find | store-free"
             );
             std::process::exit(2);
         }
@@ -238,6 +245,28 @@ fn owner_died() -> oxray::Result<()> {
         Ok(v) => println!("result {v}"),
         Err(e) => println!("get-error {e:?}"),
     }
+    Ok(())
+}
+
+/// Puts 64 MiB, has a task make 32 MB, drops both; prints store use at each step. Its own
+/// node, so no other test's objects come and go meanwhile.
+fn store_free() -> oxray::Result<()> {
+    let _cluster = oxray::init_with(oxray::Config::new().num_cpus(1))?;
+    let used = || oxray::status().map(|s| s.store_used);
+    println!("before {}", used()?);
+    let big = oxray::put(&vec![1u8; 64 << 20])?;
+    let task_made = make_big::remote(4_000_000)?;
+    oxray::get_view(&task_made)?;
+    println!("with {}", used()?);
+    drop(big);
+    drop(task_made);
+    let start = std::time::Instant::now();
+    let mut after = used()?;
+    while after > 1 << 20 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+        after = used()?;
+    }
+    println!("after {after}");
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! Proving the cluster secret on a QUIC connection.
 //!
 //! Both sides derive 32 bytes from the TLS session (RFC 5705 keying material exporter, label
-//! [`LABEL`]) and prove the secret with HMAC-SHA256 over the role, the cluster name and those
+//! `LABEL`) and prove the secret with HMAC-SHA256 over the role, the cluster name and those
 //! bytes. The dialer proves first; the listener answers with its own proof only if the dialer's
 //! was right, so a peer without the secret learns nothing but "refused". Verification is
 //! constant-time (ring's `hmac::verify`).

@@ -3,7 +3,7 @@
 //!
 //! The rest of the raylet is threads and blocking Unix sockets; QUIC needs async, so this module
 //! owns a small tokio runtime of its own and talks to the node through short, non-blocking calls
-//! ([`Node::load`], the node's cluster view).
+//! (`Node::load`, the node's cluster view).
 //!
 //! - [`tls`]: self-signed certificates, TLS 1.3 over ring.
 //! - [`auth`]: proving the cluster secret on every connection before anything else is read.

@@ -6,8 +6,11 @@
 //!   NODE OPTIONS: --num-cpus N  --object-store-memory BYTES  --resources name=amount,..
 //!                 --session NAME  --node-ip-address HOST  --cluster-name NAME
 //!                 --secret-file PATH (or OXRAY_CLUSTER_SECRET)
-//! oxray status [--address ADDRESS]
+//!                 --health-check-period-ms MS  --health-check-timeout-ms MS
+//! oxray status [--address ADDRESS] [--secret-file PATH] [--cluster-name NAME] | [--file FILE]
 //! oxray stop [--address ADDRESS]
+//! oxray up CLUSTER.toml       start every node of a cluster config file
+//! oxray down CLUSTER.toml     stop them
 //! ```
 //!
 //! `start` runs the node in the background and returns once it accepts clients (and, for a
@@ -17,6 +20,8 @@
 //! `--secret-file` pointing at a copy. `status` and `stop` use `--address`, else
 //! `OXRAY_ADDRESS`, else the node this user started last; `status` of a `host:port` address asks
 //! that raylet over QUIC (with the secret) for the cluster's nodes.
+
+mod up;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -32,6 +37,14 @@ fn main() {
         Some("start") => start(&args[1..]),
         Some("status") => status(&args[1..]),
         Some("stop") => stop(&args[1..]),
+        Some("up") => match args.get(1) {
+            Some(file) => up::up(file),
+            None => Err("usage: oxray up CLUSTER.toml".into()),
+        },
+        Some("down") => match args.get(1) {
+            Some(file) => up::down(file),
+            None => Err("usage: oxray down CLUSTER.toml".into()),
+        },
         Some("__node") => run_node(&args[1..]),
         _ => Err(USAGE.to_string()),
     };
@@ -47,8 +60,11 @@ const USAGE: &str = "usage:
     NODE OPTIONS: --num-cpus N  --object-store-memory BYTES  --resources name=amount,..
                   --session NAME  --node-ip-address HOST  --cluster-name NAME
                   --secret-file PATH (or OXRAY_CLUSTER_SECRET)
-  oxray status [--address ADDRESS] [--secret-file PATH] [--cluster-name NAME]
-  oxray stop [--address ADDRESS]";
+                  --health-check-period-ms MS  --health-check-timeout-ms MS
+  oxray status [--address ADDRESS] [--secret-file PATH] [--cluster-name NAME] | [--file FILE]
+  oxray stop [--address ADDRESS]
+  oxray up CLUSTER.toml
+  oxray down CLUSTER.toml";
 
 /// The cluster name when none is given.
 const DEFAULT_CLUSTER: &str = "oxray";
@@ -125,6 +141,26 @@ fn cluster_config(args: &[String]) -> Result<Option<ClusterConfig>, String> {
     };
     let name = flag(args, "--cluster-name").unwrap_or(DEFAULT_CLUSTER);
     let host = flag(args, "--node-ip-address").unwrap_or("127.0.0.1");
+    let millis = |name: &str| -> Result<Option<std::time::Duration>, String> {
+        flag(args, name)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map(std::time::Duration::from_millis)
+                    .map_err(|_| format!("{name}: `{v}` is not a number of milliseconds"))
+            })
+            .transpose()
+    };
+    let period = millis("--health-check-period-ms")?;
+    let timeout = millis("--health-check-timeout-ms")?;
+    let with_health = |mut c: ClusterConfig| {
+        if let Some(p) = period {
+            c.health_check_period = p;
+        }
+        if let Some(t) = timeout {
+            c.health_check_timeout = t;
+        }
+        Some(c)
+    };
     match (head, join, port) {
         (true, Some(_), _) => Err("--head and --address exclude each other".into()),
         (true, None, None) => Ok(None),
@@ -132,7 +168,7 @@ fn cluster_config(args: &[String]) -> Result<Option<ClusterConfig>, String> {
             let secret = secret(args)?.ok_or(
                 "a cluster head needs a secret: --secret-file PATH or OXRAY_CLUSTER_SECRET",
             )?;
-            Ok(Some(ClusterConfig::head(name, secret, host, port)))
+            Ok(with_health(ClusterConfig::head(name, secret, host, port)))
         }
         (false, Some(head), port) => {
             if !head.contains(':') || head.starts_with("unix:") {
@@ -143,7 +179,7 @@ fn cluster_config(args: &[String]) -> Result<Option<ClusterConfig>, String> {
             let secret = secret(args)?.ok_or(
                 "joining a cluster needs its secret: --secret-file PATH or OXRAY_CLUSTER_SECRET",
             )?;
-            Ok(Some(ClusterConfig::member(
+            Ok(with_health(ClusterConfig::member(
                 name,
                 secret,
                 host,
@@ -284,6 +320,13 @@ fn address(args: &[String]) -> Result<String, String> {
 }
 
 fn status(args: &[String]) -> Result<(), String> {
+    if let Some(file) = flag(args, "--file") {
+        let (head, name, secret) = up::head_of(file)?;
+        let view =
+            oxray_raylet::cluster::probe(&head, &name, &secret).map_err(|e| e.to_string())?;
+        print_cluster(&view);
+        return Ok(());
+    }
     let address = address(args)?;
     if !address.starts_with("unix:") && address.contains(':') {
         // A raylet's peer address: ask it over QUIC.
