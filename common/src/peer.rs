@@ -38,6 +38,11 @@ pub enum PeerRequest {
     },
     /// To the head: the current cluster view.
     GetView,
+    /// To the head: this node is stopping (it is marked dead at once, not after the timeout).
+    Leave {
+        /// The stopping node.
+        node: NodeId,
+    },
 }
 
 /// The answer to a [`PeerRequest`].

@@ -97,9 +97,10 @@ fn view_of(node: &Node) -> ClusterView {
 
 #[test]
 fn three_nodes_join_and_every_node_sees_the_cluster() {
-    let h = head("h3", &["cpus=2"]);
-    let b = member("b3", &h, &["cpus=1"]);
-    let c = member("c3", &h, &["cpus=3", "resources=gpu:1"]);
+    // A long health-check timeout: a node marked dead below must have said it was leaving.
+    let h = head("h3", &["cpus=2", "timeout_ms=60000"]);
+    let b = member("b3", &h, &["cpus=1", "timeout_ms=60000"]);
+    let c = member("c3", &h, &["cpus=3", "resources=gpu:1", "timeout_ms=60000"]);
     // Registration is done when `start` returns: the head knows all three at once.
     let view = view_of(&h);
     assert_eq!(view.cluster, "test");
@@ -122,6 +123,16 @@ fn three_nodes_join_and_every_node_sees_the_cluster() {
     // Over QUIC, with the secret, any node answers.
     let remote = cluster::probe(&b.peer, "test", SECRET.as_bytes()).expect("probe");
     assert_eq!(remote.nodes.len(), 3);
+    // A node that stops says so: the head marks it dead without waiting for the timeout.
+    oxray_raylet::tool::stop(&b.address).expect("stop node b");
+    let b_gone = || {
+        view_of(&h)
+            .nodes
+            .iter()
+            .any(|n| n.local_address == b.address && !n.alive)
+    };
+    assert!(eventually(Duration::from_secs(10), b_gone));
+    assert_eq!(view_of(&h).nodes.iter().filter(|n| n.alive).count(), 2);
 }
 
 #[test]

@@ -194,6 +194,7 @@ fn request_name(req: &PeerRequest) -> &'static str {
         PeerRequest::Register { .. } => "Register",
         PeerRequest::Heartbeat { .. } => "Heartbeat",
         PeerRequest::GetView => "GetView",
+        PeerRequest::Leave { .. } => "Leave",
     }
 }
 
@@ -221,6 +222,12 @@ fn handle(shared: &Shared, req: PeerRequest) -> PeerReply {
                 return not_head();
             }
             heartbeat(shared, node, load)
+        }
+        PeerRequest::Leave { node } => {
+            if !is_head {
+                return not_head();
+            }
+            leave(shared, node)
         }
         PeerRequest::GetView => {
             if is_head {
@@ -262,6 +269,22 @@ fn register(shared: &Shared, mut info: NodeInfo) -> PeerReply {
         info,
         last_heard: Instant::now(),
     });
+    let view = table.view(&shared.config.name);
+    drop(table);
+    if let Some(node) = shared.node.upgrade() {
+        node.set_cluster_view(view.clone());
+    }
+    PeerReply::View(view)
+}
+
+fn leave(shared: &Shared, id: NodeId) -> PeerReply {
+    let mut table = lock(shared);
+    if let Some(e) = table.nodes.iter_mut().find(|e| e.info.id == id) {
+        if e.info.alive {
+            eprintln!("oxray head: node {id} ({}) left", e.info.peer_address);
+        }
+        e.info.alive = false;
+    }
     let view = table.view(&shared.config.name);
     drop(table);
     if let Some(node) = shared.node.upgrade() {

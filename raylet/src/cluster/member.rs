@@ -48,6 +48,10 @@ pub(crate) async fn report_loop(
 ) {
     let config = &shared.config;
     let head = config.head.clone().unwrap_or_default();
+    let remember = |conn: &quinn::Connection| {
+        *shared.head_conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
+    };
+    remember(&conn);
     let mut tick = tokio::time::interval(config.health_check_period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut unreachable_since: Option<std::time::Instant> = None;
@@ -94,6 +98,7 @@ pub(crate) async fn report_loop(
                 )
                 .await
                 {
+                    remember(&c);
                     conn = c;
                 }
             }

@@ -96,6 +96,8 @@ pub(crate) struct Shared {
     peer_address: String,
     /// The head's node table (head only).
     table: Mutex<head::Table>,
+    /// A member's connection to the head, to say goodbye on the way out.
+    head_conn: Mutex<Option<quinn::Connection>>,
 }
 
 /// A raylet's cluster membership: its QUIC endpoint and background tasks. Dropping it closes
@@ -103,6 +105,7 @@ pub(crate) struct Shared {
 pub(crate) struct Cluster {
     runtime: Option<tokio::runtime::Runtime>,
     endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
     /// `host:port` peers reach this node at.
     pub peer_address: String,
 }
@@ -129,6 +132,7 @@ impl Cluster {
             node: Arc::downgrade(node),
             peer_address: peer_address.clone(),
             table: Mutex::new(head::Table::default()),
+            head_conn: Mutex::new(None),
         });
         runtime.spawn(head::accept_loop(endpoint.clone(), shared.clone()));
         match shared.config.head.clone() {
@@ -148,6 +152,7 @@ impl Cluster {
         Ok(Cluster {
             runtime: Some(runtime),
             endpoint,
+            shared,
             peer_address,
         })
     }
@@ -155,6 +160,25 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // A member tells the head it is leaving, so the cluster does not wait for the timeout.
+        let conn = self
+            .shared
+            .head_conn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let node = self.shared.node.upgrade().map(|n| n.id);
+        if let (Some(rt), Some(conn), Some(node)) = (&self.runtime, conn, node) {
+            let head = self.shared.config.head.clone().unwrap_or_default();
+            let leave = PeerRequest::Leave { node };
+            rt.block_on(async {
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    wire::request(&conn, &leave, &head),
+                )
+                .await;
+            });
+        }
         self.endpoint.close(0u32.into(), b"node stopping");
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(Duration::from_millis(200));
