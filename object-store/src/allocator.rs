@@ -96,7 +96,10 @@ impl Allocator {
     /// of [`ALIGNMENT`] below `align`). The store uses it to put large payloads on page
     /// boundaries, right after their header. The space skipped in front stays free.
     pub fn allocate_aligned(&mut self, size: u64, align: u64, phase: u64) -> Option<u64> {
-        if !align.is_power_of_two() || align < ALIGNMENT || phase >= align || phase % ALIGNMENT != 0
+        if !align.is_power_of_two()
+            || align < ALIGNMENT
+            || phase >= align
+            || !phase.is_multiple_of(ALIGNMENT)
         {
             return None;
         }

@@ -47,7 +47,7 @@ pub(crate) struct HeaderInfo {
 }
 
 fn header_ptr(arena: &Arena, block: u64) -> Option<*mut Header> {
-    if block % ALIGNMENT != 0 {
+    if !block.is_multiple_of(ALIGNMENT) {
         return None;
     }
     arena.ptr(block, HEADER_SIZE).map(|p| p.cast::<Header>())

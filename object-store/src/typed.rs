@@ -134,7 +134,7 @@ pub fn encoded_len<T: Encode>(value: &T) -> Result<usize> {
 /// Encodes `value` into `buf`, which must be exactly [`encoded_len`] bytes and 16-byte aligned
 /// (arena payloads are 64-byte aligned).
 pub fn encode_into<T: Encode>(value: &T, buf: &mut [u8]) -> Result<()> {
-    if !buf.is_empty() && buf.as_ptr() as usize % 16 != 0 {
+    if !buf.is_empty() && !(buf.as_ptr() as usize).is_multiple_of(16) {
         return Err(StoreError::Serialize {
             ty: std::any::type_name::<T>(),
             reason: "destination buffer is not 16-byte aligned".into(),
