@@ -47,12 +47,44 @@ impl ActorId {
     pub fn random() -> ActorId {
         ActorId(random_u64())
     }
+
+    /// This id with its top 16 bits set to `node`: the index of the node whose raylet
+    /// registered the actor and always knows where it runs.
+    pub fn with_node(self, node: u16) -> ActorId {
+        ActorId(WorkerId(self.0).with_node(node).0)
+    }
+
+    /// The index of the node that registered the actor (0: not in a cluster).
+    pub fn node_index(self) -> u16 {
+        (self.0 >> NODE_INDEX_SHIFT) as u16
+    }
 }
+
+/// A worker id's top 16 bits are the index of its node in the cluster (0 for a node outside any
+/// cluster), so the node of any process, and of any object it owns, is read off the id.
+pub const NODE_INDEX_SHIFT: u32 = 48;
+const LOW_BITS: u64 = (1 << NODE_INDEX_SHIFT) - 1;
 
 impl WorkerId {
     /// A fresh random id (from the OS's randomness, mixed with the pid and time).
     pub fn random() -> WorkerId {
         WorkerId(random_u64())
+    }
+
+    /// A fresh random id of a process on the node with index `node`.
+    pub fn on_node(node: u16) -> WorkerId {
+        WorkerId::random().with_node(node)
+    }
+
+    /// This id with its node bits set to `node` (the random part is kept, never all zero).
+    pub fn with_node(self, node: u16) -> WorkerId {
+        let low = (self.0 & LOW_BITS).max(1);
+        WorkerId((u64::from(node) << NODE_INDEX_SHIFT) | low)
+    }
+
+    /// The index of the node this process runs on (0: a node outside any cluster).
+    pub fn node_index(self) -> u16 {
+        (self.0 >> NODE_INDEX_SHIFT) as u16
     }
 }
 
@@ -72,6 +104,17 @@ pub fn object_id(owner: WorkerId, seq: u64) -> ObjectId {
 /// The worker that owns (created) an object.
 pub fn owner_of(id: ObjectId) -> WorkerId {
     WorkerId((id.as_u128() >> 64) as u64)
+}
+
+/// The name of the socket a core worker listens on (for task pushes and owner requests), in
+/// the abstract namespace: `unix:@` followed by this.
+pub fn worker_socket(session: &str, worker: WorkerId) -> String {
+    format!("{session}-w{}", worker.0)
+}
+
+/// The index of the node whose process owns an object.
+pub fn node_of(id: ObjectId) -> u16 {
+    owner_of(id).node_index()
 }
 
 fn random_u64() -> u64 {
@@ -99,5 +142,10 @@ mod tests {
         assert_eq!(owner_of(object_id(w, 77)), w);
         assert_ne!(object_id(w, 1), object_id(w, 2));
         assert_ne!(WorkerId::random(), WorkerId::random());
+        let w = WorkerId::on_node(7);
+        assert_eq!(w.node_index(), 7);
+        assert_eq!(node_of(object_id(w, 3)), 7);
+        assert_eq!(WorkerId(0).with_node(2).node_index(), 2);
+        assert_ne!(WorkerId(0).with_node(2).0 & LOW_BITS, 0);
     }
 }

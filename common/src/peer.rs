@@ -3,7 +3,8 @@
 //! Every exchange is one bidirectional QUIC stream carrying one framed [`PeerRequest`] and one
 //! framed [`PeerReply`] ([`crate::frame`] encoding). The first stream of a connection must carry
 //! [`PeerRequest::Auth`]; nothing else is read from a peer until it has proven it knows the
-//! cluster secret.
+//! cluster secret. A few requests keep their stream open after the reply: `Tunnel` and `Attach`
+//! become byte pipes, `FetchExe` and `Chunk` replies are followed by raw bytes.
 
 // rkyv derives an undocumented `Archived*` twin of every type here.
 #![allow(missing_docs)]
@@ -11,7 +12,7 @@
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::resources::Resources;
-use crate::NodeId;
+use crate::{JobId, NodeId};
 
 /// A request from one raylet (or tool) to another.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone)]
@@ -43,6 +44,75 @@ pub enum PeerRequest {
         /// The stopping node.
         node: NodeId,
     },
+    /// Connect this stream to a local socket of the receiving node (`unix:@NAME`, a worker's);
+    /// after `Ok` the stream carries raw bytes both ways.
+    Tunnel {
+        /// The socket.
+        target: String,
+    },
+    /// Serve a job of the sending node here: after `Ok` the stream is that job's connection to
+    /// this raylet (framed `ToRaylet` one way, `FromRaylet` the other), as if its driver were
+    /// local; workers run the job's executable, fetched from the sender first if not cached.
+    Attach {
+        /// The sending node.
+        origin: NodeId,
+        /// Its peer address.
+        origin_address: String,
+        /// The job there.
+        job: JobId,
+        /// The job's namespace.
+        namespace: String,
+        /// The job's executable.
+        exe: ExeInfo,
+    },
+    /// The executable of a job of this node; answered with `Exe`, then its bytes.
+    FetchExe {
+        /// The job.
+        job: JobId,
+    },
+    /// Size and type of an object in this node's store; answered with `Object`.
+    ObjectInfo {
+        /// The object.
+        id: crate::ObjectId,
+    },
+    /// Bytes `offset..offset+len` of an object's payload; answered with `Ok`, then the bytes.
+    Chunk {
+        /// The object.
+        id: crate::ObjectId,
+        /// First byte.
+        offset: u64,
+        /// How many.
+        len: u64,
+    },
+    /// Where an actor registered or placed by this node is (waiting while it starts or
+    /// restarts, with `wait_alive`), after killing it when `kill` is set (`Some(restart)`);
+    /// answered with `Actor`, its address reachable from the asker.
+    Actor {
+        /// The actor.
+        id: crate::ActorId,
+        /// Wait while it starts or restarts.
+        wait_alive: bool,
+        /// Kill it first; `Some(true)` lets it restart.
+        kill: Option<bool>,
+    },
+    /// Free these objects (their owner dropped the last ref); copies pulled from here go too.
+    Delete {
+        /// The objects.
+        ids: Vec<crate::ObjectId>,
+    },
+}
+
+/// An executable, as a node that has it describes it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ExeInfo {
+    /// SHA-256 of its bytes, in hex.
+    pub hash: String,
+    /// Its size in bytes.
+    pub len: u64,
+    /// `std::env::consts::OS` of the node it runs on.
+    pub os: String,
+    /// `std::env::consts::ARCH` of that node.
+    pub arch: String,
 }
 
 /// The answer to a [`PeerRequest`].
@@ -65,6 +135,19 @@ pub enum PeerReply {
         /// Why.
         message: String,
     },
+    /// Done (for `Tunnel`, `Attach` and `Chunk`: the stream now carries their data).
+    Ok,
+    /// Reply to `FetchExe`; the executable's bytes follow.
+    Exe(ExeInfo),
+    /// Reply to `Actor`.
+    Actor(crate::protocol::ActorInfo),
+    /// Reply to `ObjectInfo`.
+    Object {
+        /// Payload bytes.
+        len: u64,
+        /// Type fingerprint.
+        fingerprint: u64,
+    },
 }
 
 /// A node as the cluster knows it.
@@ -72,6 +155,8 @@ pub enum PeerReply {
 pub struct NodeInfo {
     /// The node's id.
     pub id: NodeId,
+    /// Its index, assigned by the head (the head is 1); the top bits of its workers' ids.
+    pub index: u16,
     /// Its session name (unique in the cluster).
     pub session: String,
     /// Where its raylet listens for peers (`host:port`).

@@ -25,6 +25,9 @@ pub enum ClientKind {
     Worker,
     /// A tool such as `oxray status`: no job, no workers.
     Tool,
+    /// A job of another node, attached by that node's raylet (`PeerRequest::Attach`): like a
+    /// driver, but its work was spilled here.
+    Remote,
 }
 
 /// From a core-worker to its raylet.
@@ -44,6 +47,22 @@ pub enum ToRaylet {
         listen: String,
         /// Drivers: the namespace for named actors.
         namespace: String,
+    },
+    /// First message of a *tunnel* connection, instead of `Register`: the raylet connects this
+    /// socket to `target` (`peer://HOST:PORT/unix:@NAME`, a socket on another node) through its
+    /// QUIC connection to that node, answers `TunnelOpen` (or `Error`), and from then on carries
+    /// bytes both ways unchanged.
+    Tunnel {
+        /// Where to connect.
+        target: String,
+    },
+    /// Asks for the address of a core worker (the owner of objects), wherever it runs;
+    /// answered with `Address`.
+    WorkerAddress {
+        /// Request number.
+        req: u64,
+        /// The worker.
+        worker: WorkerId,
     },
     /// Asks for a worker with `resources` reserved for it.
     RequestLease {
@@ -75,22 +94,27 @@ pub enum ToRaylet {
         /// The object.
         id: ObjectId,
     },
-    /// Pins a sealed object for reading.
+    /// Pins a sealed object for reading; when it is not on this node, the raylet first pulls
+    /// it from node `node` (where its primary copy is).
     Pin {
         /// Request number.
         req: u64,
         /// The object.
         id: ObjectId,
+        /// Index of the node holding it (0 or this node's index: here).
+        node: u16,
     },
     /// Releases one pin.
     Release {
         /// The object.
         id: ObjectId,
     },
-    /// The owner frees objects (their last ref dropped).
+    /// The owner frees objects (their last ref dropped): every copy in the cluster goes.
     Delete {
         /// The objects.
         ids: Vec<ObjectId>,
+        /// Index of the node holding their primary copies (0 or this node's index: here).
+        node: u16,
     },
     /// The worker is blocked waiting for objects: its CPU can be lent out.
     Blocked,
@@ -224,6 +248,11 @@ pub enum FromRaylet {
     Registered {
         /// This node.
         node: NodeId,
+        /// This node's index in the cluster (0: not in a cluster).
+        node_index: u16,
+        /// The client's id, with this node's index in its top bits (see
+        /// [`crate::ids::NODE_INDEX_SHIFT`]).
+        worker: WorkerId,
         /// The client's job.
         job: JobId,
         /// Path that maps the node's object store.
@@ -256,6 +285,15 @@ pub enum FromRaylet {
         block: u64,
         /// The object already existed sealed (a retried task made it before): nothing to write.
         existed: bool,
+    },
+    /// Reply to `Tunnel`: the far end is connected; raw bytes follow.
+    TunnelOpen,
+    /// Reply to `WorkerAddress`.
+    Address {
+        /// Request number.
+        req: u64,
+        /// Where the worker listens (`unix:@…` here, `peer://…` on another node).
+        address: String,
     },
     /// Reply to `Seal`.
     Sealed {
@@ -443,8 +481,11 @@ pub enum ObjectValue {
         /// rkyv bytes.
         bytes: Vec<u8>,
     },
-    /// In the node's store under its id.
-    Stored,
+    /// In the store of node `node` under its id.
+    Stored {
+        /// Index of the node holding the primary copy.
+        node: u16,
+    },
     /// Its task failed.
     Failed {
         /// The error's text.
@@ -477,10 +518,13 @@ pub enum TaskArg {
         /// rkyv bytes.
         bytes: Vec<u8>,
     },
-    /// An object in the node's store (large), kept alive by its owner until the task ends.
+    /// An object in a store (large), kept alive by its owner until the task ends; pulled to
+    /// the worker's node first when it lives elsewhere.
     Stored {
         /// The object.
         id: ObjectId,
+        /// Index of the node holding its primary copy.
+        node: u16,
     },
 }
 
@@ -521,8 +565,11 @@ pub enum TaskOutcome {
         /// rkyv bytes.
         bytes: Vec<u8>,
     },
-    /// Returned a large value, sealed in the node's store under the task's id.
-    Stored,
+    /// Returned a large value, sealed in the store of the worker's node under the task's id.
+    Stored {
+        /// Index of that node.
+        node: u16,
+    },
     /// Failed.
     Failed(TaskFailure),
 }

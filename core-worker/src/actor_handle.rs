@@ -280,11 +280,15 @@ impl ActorOptions {
                         bytes: bytes.to_vec(),
                     },
                     Some(ObjState::Failed(e)) => return Err(e),
-                    _ => TaskArg::Stored { id: *id },
+                    Some(ObjState::Stored { node }) => TaskArg::Stored { id: *id, node },
+                    _ => TaskArg::Stored {
+                        id: *id,
+                        node: oxray_common::ids::node_of(*id),
+                    },
                 },
             });
         }
-        let id = ActorId::random();
+        let id = ActorId::random().with_node(core.node_index);
         let spec = ActorSpec {
             id,
             class: self.class.to_string(),
@@ -632,7 +636,7 @@ impl ActorCalls {
                 fingerprint,
                 bytes: Arc::new(aligned_copy(&bytes)),
             },
-            TaskOutcome::Stored => ObjState::Stored,
+            TaskOutcome::Stored { node } => ObjState::Stored { node },
             TaskOutcome::Failed(f) => ObjState::Failed(match f.kind {
                 oxray_common::protocol::FailureKind::FunctionNotFound => {
                     Error::FunctionNotFound { name: f.function }
@@ -700,7 +704,11 @@ fn wire_call(core: &CoreWorker, call: &Call) -> ActorCall {
                     fingerprint,
                     bytes: bytes.to_vec(),
                 },
-                _ => TaskArg::Stored { id: *id },
+                Some(ObjState::Stored { node }) => TaskArg::Stored { id: *id, node },
+                _ => TaskArg::Stored {
+                    id: *id,
+                    node: oxray_common::ids::node_of(*id),
+                },
             },
         })
         .collect();
@@ -763,7 +771,7 @@ fn resolve(core: Weak<CoreWorker>, actor: ActorId) {
 }
 
 fn connect(core: &Arc<CoreWorker>, actor: ActorId, address: &str) -> std::io::Result<()> {
-    let stream = oxray_raylet::server::connect(address)?;
+    let stream = core.connect_to(address)?;
     let reader = stream.try_clone()?;
     let conn = Arc::new(Conn {
         writer: Mutex::new(stream),

@@ -99,9 +99,9 @@ impl TaskArgs<'_> {
                 *fingerprint,
                 Arc::new(aligned_copy(bytes)),
             )),
-            Some(TaskArg::Stored { id }) => self
+            Some(TaskArg::Stored { id, node }) => self
                 .core
-                .pin(*id)
+                .pin(*id, *node)
                 .map_err(|e| TaskError::BadArgument(format!("argument {i}: {e}"))),
         }
     }

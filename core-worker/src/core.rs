@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use oxray_common::frame;
-use oxray_common::ids::object_id;
+use oxray_common::ids::{object_id, worker_socket};
 use oxray_common::protocol::{ClientKind, ErrorKind, FromRaylet, NodeStatus, ToRaylet};
 use oxray_common::resources::Resources;
 use oxray_common::{JobId, NodeId, WorkerId};
@@ -18,7 +18,7 @@ use oxray_object_store::{
 use crate::borrow::{collect_contained, register_borrows};
 use crate::error::{Error, Result};
 use crate::object_ref::ObjectRef;
-use crate::owners::{listen_name, Owners};
+use crate::owners::Owners;
 use crate::raylet_client::{reader_loop, RayletClient};
 use crate::refs::{Freed, ObjState, RefTable};
 use crate::submitter::Submitter;
@@ -50,6 +50,10 @@ const PUT_FULL_WAIT: Duration = Duration::from_secs(1);
 /// One process's runtime state.
 pub struct CoreWorker {
     pub(crate) worker_id: WorkerId,
+    /// This node's index in its cluster (0: not in one).
+    pub(crate) node_index: u16,
+    /// The local raylet's address (it also carries tunnels to other nodes).
+    pub(crate) raylet_address: String,
     pub(crate) kind: ClientKind,
     pub(crate) node: NodeId,
     pub(crate) job: JobId,
@@ -90,7 +94,7 @@ impl CoreWorker {
         })?;
         let exe = match kind {
             ClientKind::Driver => format!("/proc/{}/exe", std::process::id()),
-            ClientKind::Worker | ClientKind::Tool => String::new(),
+            ClientKind::Worker | ClientKind::Tool | ClientKind::Remote => String::new(),
         };
         let mut reader = stream
             .try_clone()
@@ -115,6 +119,8 @@ impl CoreWorker {
             })?;
         let FromRaylet::Registered {
             node,
+            node_index,
+            worker: worker_id,
             job,
             arena,
             session,
@@ -129,6 +135,8 @@ impl CoreWorker {
         let arena = Arena::open(Path::new(&arena))?;
         let core = Arc::new(CoreWorker {
             worker_id,
+            node_index,
+            raylet_address: address.to_owned(),
             kind,
             node,
             job,
@@ -153,7 +161,7 @@ impl CoreWorker {
         Owners::start_flusher(Arc::downgrade(&core));
         if kind == ClientKind::Driver {
             // Drivers answer owner requests (borrowers fetching values) on their own socket.
-            let name = listen_name(&core.session, worker_id);
+            let name = worker_socket(&core.session, worker_id);
             let listener = crate::executor::bind(&name)
                 .map_err(|e| Error::io(format!("listening on @{name}"), e))?;
             let served = core.clone();
@@ -186,6 +194,11 @@ impl CoreWorker {
             message: "the node's raylet stopped".into(),
         };
         self.refs.fail_all_pending(err);
+    }
+
+    /// Connects to a core worker's socket, on this node or (through a tunnel) another.
+    pub(crate) fn connect_to(&self, address: &str) -> std::io::Result<std::os::unix::net::UnixStream> {
+        crate::dial::connect(&self.raylet_address, address)
     }
 
     /// This process's worker id.
@@ -254,7 +267,9 @@ impl CoreWorker {
             });
         }
         self.create_in_store(id, len, value)?;
-        Ok(ObjState::Stored)
+        Ok(ObjState::Stored {
+            node: self.node_index,
+        })
     }
 
     /// Creates `id` in the node's store, encodes `value` into it and seals it. Waits a bounded
@@ -311,8 +326,10 @@ impl CoreWorker {
     }
 
     /// Pins a stored object and returns its bytes in place; the pin is released when they drop.
-    pub(crate) fn pin(self: &Arc<Self>, id: ObjectId) -> Result<ObjectBytes> {
-        match self.raylet.request(|req| ToRaylet::Pin { req, id })? {
+    /// Pins a stored object and returns its bytes in place; the pin is released when they drop.
+    /// When the object lives on another node (`node`), the raylet first pulls a copy here.
+    pub(crate) fn pin(self: &Arc<Self>, id: ObjectId, node: u16) -> Result<ObjectBytes> {
+        match self.raylet.request(|req| ToRaylet::Pin { req, id, node })? {
             FromRaylet::Pinned { block, .. } => {
                 let guard = PinGuard {
                     core: Arc::downgrade(self),
@@ -365,7 +382,7 @@ impl CoreWorker {
             Some(ObjState::Inline { fingerprint, bytes }) => {
                 Ok(ObjectBytes::from_heap(id, fingerprint, bytes))
             }
-            Some(ObjState::Stored) => self.pin(id),
+            Some(ObjState::Stored { node }) => self.pin(id, node),
         }
     }
 
@@ -461,8 +478,11 @@ impl CoreWorker {
     /// Releases what a freed entry held: its store copy, the reservations of the refs its value
     /// contained, and its borrow at the owner.
     pub(crate) fn release_freed(self: &Arc<Self>, freed: Freed) {
-        if let Some(id) = freed.delete_stored {
-            let _ = self.raylet.send(&ToRaylet::Delete { ids: vec![id] });
+        if let Some((id, node)) = freed.delete_stored {
+            let _ = self.raylet.send(&ToRaylet::Delete {
+                ids: vec![id],
+                node,
+            });
         }
         for id in freed.contained {
             self.release_reservation(id);

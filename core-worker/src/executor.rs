@@ -170,7 +170,7 @@ fn serve_get(core: &Arc<CoreWorker>, writer: &Writer, req: u64, id: ObjectId) {
             fingerprint,
             bytes: bytes.to_vec(),
         }),
-        Some(ObjState::Stored) => Some(ObjectValue::Stored),
+        Some(ObjState::Stored { node }) => Some(ObjectValue::Stored { node }),
         Some(ObjState::Failed(e)) => Some(ObjectValue::Failed {
             message: e.to_string(),
         }),
@@ -343,7 +343,9 @@ fn store_result(
         };
     }
     match core.create_in_store(id, len, value) {
-        Ok(()) => TaskOutcome::Stored,
+        Ok(()) => TaskOutcome::Stored {
+            node: core.node_index,
+        },
         Err(e) => store_failure(function, e.to_string()),
     }
 }

@@ -19,6 +19,7 @@ pub mod actor_handle;
 pub mod actor_host;
 pub mod args;
 mod borrow;
+mod dial;
 pub mod core;
 mod error;
 mod executor;

@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use oxray_common::frame;
-use oxray_common::protocol::{FromWorker, ObjectValue, ToWorker};
+use oxray_common::ids::worker_socket;
+use oxray_common::protocol::{FromRaylet, FromWorker, ObjectValue, ToRaylet, ToWorker};
 use oxray_common::WorkerId;
 use oxray_object_store::{HeapBytes, ObjectId};
 
@@ -49,9 +50,21 @@ struct Releases {
     reservations: Vec<ObjectId>,
 }
 
-/// The socket a core worker listens on for task pushes and owner requests.
-pub(crate) fn listen_name(session: &str, worker: WorkerId) -> String {
-    format!("{session}-w{}", worker.0)
+/// Where `owner` listens: computed here for processes of this node, asked of the raylet
+/// (which knows the cluster) for others.
+fn owner_address(core: &Arc<CoreWorker>, owner: WorkerId) -> Result<String> {
+    let index = owner.node_index();
+    if index == 0 || index == core.node_index {
+        return Ok(format!("unix:@{}", worker_socket(core.session(), owner)));
+    }
+    match core
+        .raylet
+        .request(|req| ToRaylet::WorkerAddress { req, worker: owner })?
+    {
+        FromRaylet::Address { address, .. } => Ok(address),
+        FromRaylet::Error { message, .. } => Err(Error::OwnerDied { id: message }),
+        _ => Err(owner_died(owner)),
+    }
 }
 
 fn owner_died(owner: WorkerId) -> Error {
@@ -66,8 +79,8 @@ impl Owners {
         if let Some(c) = conns.get(&owner) {
             return Ok(c.clone());
         }
-        let address = format!("unix:@{}", listen_name(core.session(), owner));
-        let stream = oxray_raylet::server::connect(&address).map_err(|_| owner_died(owner))?;
+        let address = owner_address(core, owner)?;
+        let stream = core.connect_to(&address).map_err(|_| owner_died(owner))?;
         let reader = stream
             .try_clone()
             .map_err(|e| Error::io("cloning an owner socket", e))?;
@@ -219,7 +232,7 @@ fn reader_loop(stream: UnixStream, conn: Arc<OwnerConn>, core: Weak<CoreWorker>,
                         fingerprint,
                         bytes: Arc::new(aligned_copy(&bytes)),
                     },
-                    ObjectValue::Stored => ObjState::Stored,
+                    ObjectValue::Stored { node } => ObjState::Stored { node },
                     ObjectValue::Failed { message } => ObjState::Failed(Error::TaskFailed {
                         message,
                         function: String::new(),

@@ -144,7 +144,9 @@ fn dispatch(core: &Arc<CoreWorker>, msg: FromRaylet) {
         | FromRaylet::Sealed { req }
         | FromRaylet::Pinned { req, .. }
         | FromRaylet::Error { req, .. }
-        | FromRaylet::Status { req, .. } => *req,
+        | FromRaylet::Status { req, .. }
+        | FromRaylet::Address { req, .. } => *req,
+        FromRaylet::TunnelOpen => return,
         FromRaylet::WorkerOutput { pid, stream, line } => {
             if *stream == 2 {
                 eprintln!("(pid={pid}) {line}");

@@ -31,7 +31,10 @@ pub(crate) enum ObjState {
         bytes: Arc<HeapBytes>,
     },
     /// A large value, in the node's store.
-    Stored,
+    Stored {
+        /// Index of the node holding the primary copy (0: this node, outside a cluster).
+        node: u16,
+    },
     /// Its task failed; every get returns this error.
     Failed(Error),
 }
@@ -72,7 +75,7 @@ impl Entry {
 #[derive(Default)]
 pub(crate) struct Freed {
     /// Delete the object from the node's store (it was ours and stored there).
-    pub delete_stored: Option<ObjectId>,
+    pub delete_stored: Option<(ObjectId, u16)>,
     /// Release the reservations this object's value held.
     pub contained: Vec<ObjectId>,
     /// Tell this owner we no longer borrow the object.
@@ -215,7 +218,10 @@ impl RefTable {
                 ..Freed::default()
             },
             None => Freed {
-                delete_stored: matches!(e.state, ObjState::Stored).then_some(id),
+                delete_stored: match e.state {
+                    ObjState::Stored { node } => Some((id, node)),
+                    _ => None,
+                },
                 contained: e.contained,
                 borrowed_from: None,
             },

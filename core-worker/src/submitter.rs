@@ -22,6 +22,7 @@ use oxray_common::protocol::{
     FailureKind, FromRaylet, FromWorker, TaskArg, TaskOutcome, TaskSpec, ToRaylet, ToWorker,
 };
 use oxray_common::resources::Resources;
+use oxray_common::ids::node_of;
 use oxray_common::WorkerId;
 use oxray_object_store::{HeapBytes, ObjectId};
 
@@ -182,7 +183,11 @@ impl Submitter {
                         fingerprint,
                         bytes: bytes.to_vec(),
                     },
-                    _ => TaskArg::Stored { id: *id },
+                    Some(ObjState::Stored { node }) => TaskArg::Stored { id: *id, node },
+                    _ => TaskArg::Stored {
+                        id: *id,
+                        node: node_of(*id),
+                    },
                 },
             })
             .collect();
@@ -331,7 +336,7 @@ impl Submitter {
                 fingerprint,
                 bytes: Arc::new(aligned_copy(&bytes)),
             },
-            TaskOutcome::Stored => ObjState::Stored,
+            TaskOutcome::Stored { node } => ObjState::Stored { node },
             TaskOutcome::Failed(f) => {
                 let app_error = matches!(f.kind, FailureKind::Panic | FailureKind::Error);
                 if app_error && task.retry_exceptions && task.retries_left > 0 {
@@ -360,17 +365,24 @@ impl Submitter {
 
     /// Records a task's result and releases what it held.
     fn finish(&self, core: &Arc<CoreWorker>, task: Task, state: ObjState) {
-        let stored = matches!(state, ObjState::Stored);
+        let stored = match state {
+            ObjState::Stored { node } => Some(node),
+            _ => None,
+        };
         match core.refs.complete(task.id, state) {
             Some(dependents) if !dependents.is_empty() => {
                 self.on_dependency_done(core, dependents);
             }
             Some(_) => {}
-            None if stored => {
-                // Nobody holds the result any more: free it.
-                let _ = core.raylet.send(&ToRaylet::Delete { ids: vec![task.id] });
+            None => {
+                if let Some(node) = stored {
+                    // Nobody holds the result any more: free it.
+                    let _ = core.raylet.send(&ToRaylet::Delete {
+                        ids: vec![task.id],
+                        node,
+                    });
+                }
             }
-            None => {}
         }
         for dep in task.ref_args() {
             core.release_task_ref(dep);
@@ -497,7 +509,7 @@ fn connect_worker(
     address: &str,
     worker: WorkerId,
 ) -> std::io::Result<Arc<WorkerConn>> {
-    let stream = oxray_raylet::server::connect(address)?;
+    let stream = core.connect_to(address)?;
     let reader = stream.try_clone()?;
     let conn = Arc::new(WorkerConn {
         writer: Mutex::new(stream),

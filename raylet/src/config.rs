@@ -54,6 +54,12 @@ impl RayletConfig {
     pub fn address(&self) -> String {
         format!("unix:@{}", self.session)
     }
+
+    /// The session's directory (executables fetched from other nodes are cached here); removed
+    /// when the raylet stops.
+    pub fn session_dir(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join("oxray").join(&self.session)
+    }
 }
 
 /// 30% of physical memory, at least 64 MiB.

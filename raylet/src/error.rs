@@ -29,6 +29,9 @@ pub enum RayletError {
         /// What is wrong and how to fix it.
         reason: String,
     },
+    /// The raylet is stopping.
+    #[error("the raylet is stopping")]
+    Stopping,
     /// A cluster peer could not be reached, was refused, or broke the protocol.
     #[error("cluster peer {peer}: {reason}")]
     Peer {

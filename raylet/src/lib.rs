@@ -126,6 +126,7 @@ impl Raylet {
         }
         self.node.kill_all_workers();
         self.cluster = None;
+        let _ = std::fs::remove_dir_all(self.node.config.session_dir());
     }
 }
 

@@ -8,12 +8,12 @@ use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::process::Child;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use oxray_common::frame;
-use oxray_common::ids::owner_of;
-use oxray_common::peer::{ClusterView, NodeLoad};
+use oxray_common::ids::{owner_of, worker_socket};
+use oxray_common::peer::{ClusterView, NodeInfo, NodeLoad};
 use oxray_common::protocol::{
     ActorInfo, ActorSpec, ActorState, ClientKind, ErrorKind, FromRaylet, NodeStatus, PendingLease,
     ToRaylet, WorkerStatus,
@@ -22,6 +22,7 @@ use oxray_common::resources::Resources;
 use oxray_common::{ActorId, JobId, NodeId, ObjectId, WorkerId};
 use oxray_object_store::{ClientId, CreateOptions, Store, StoreError};
 
+use crate::cluster::{Forward, Link, REMOTE_LEASE};
 use crate::config::RayletConfig;
 use crate::workers;
 
@@ -47,6 +48,10 @@ pub(crate) struct Node {
     pub stopping: AtomicBool,
     /// The cluster as last heard from the head (empty for a single node).
     cluster_view: Mutex<ClusterView>,
+    /// This node's index in the cluster (0: not in one); the top bits of its workers' ids.
+    index: AtomicU16,
+    /// The way to other nodes (set once when the node joins a cluster).
+    link: OnceLock<Link>,
 }
 
 struct Client {
@@ -88,6 +93,9 @@ struct LeaseRequest {
     conn: u64,
     job: JobId,
     resources: Resources,
+    /// May go to another node (false for work spilled here, and for requests that came back
+    /// from a node that went away).
+    spill: bool,
 }
 
 struct Job {
@@ -117,6 +125,15 @@ pub(crate) struct State {
     pending_actors: VecDeque<ActorId>,
     /// `GetActor { wait_alive }` requests parked until the actor is alive or dead.
     actor_waiters: HashMap<ActorId, Vec<(u64, u64)>>,
+    /// Leases of other nodes held by local clients: local lease id → holder connection.
+    remote_leases: HashMap<u64, u64>,
+    /// Actors this node placed on other nodes: id → (node index, job).
+    remote_actors: HashMap<ActorId, (u16, JobId)>,
+    /// Names of actors placed on other nodes.
+    remote_names: HashMap<(String, String), ActorId>,
+    /// Resources spilled to each node since the cluster view last changed (so one view does
+    /// not send more work to a node than it showed room for).
+    spilled: HashMap<u16, Resources>,
 }
 
 struct ActorEntry {
@@ -169,6 +186,196 @@ impl Node {
             state: Mutex::new(state),
             stopping: AtomicBool::new(false),
             cluster_view: Mutex::new(ClusterView::default()),
+            index: AtomicU16::new(0),
+            link: OnceLock::new(),
+        }
+    }
+
+    /// This node's index in the cluster (0: not in one).
+    pub(crate) fn index(&self) -> u16 {
+        self.index.load(Ordering::Relaxed)
+    }
+
+    /// The way to other nodes, if this node is in a cluster.
+    pub(crate) fn link(&self) -> Option<&Link> {
+        self.link.get()
+    }
+
+    /// Connects the node to its cluster.
+    pub(crate) fn set_link(&self, link: Link) {
+        let _ = self.link.set(link);
+    }
+
+    /// A node of the cluster by index.
+    pub(crate) fn peer_by_index(&self, index: u16) -> Option<NodeInfo> {
+        self.cluster_view
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .nodes
+            .iter()
+            .find(|n| n.index == index)
+            .cloned()
+    }
+
+    /// Sends to a client by connection number; false when it is gone.
+    pub(crate) fn send_to_client(&self, conn: u64, msg: &FromRaylet) -> bool {
+        let c = self.lock().clients.get(&conn).map(|c| c.conn.clone());
+        match c {
+            Some(c) => {
+                send(&c, msg);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sends to a job's driver (output of its workers on other nodes).
+    pub(crate) fn send_to_job_driver(&self, job: JobId, msg: &FromRaylet) {
+        let st = self.lock();
+        let conn = st
+            .jobs
+            .get(&job)
+            .and_then(|j| j.driver)
+            .and_then(|d| st.clients.get(&d))
+            .map(|c| c.conn.clone());
+        drop(st);
+        if let Some(c) = conn {
+            send(&c, msg);
+        }
+    }
+
+    /// A job's executable and namespace.
+    pub(crate) fn job_exe(&self, job: JobId) -> Option<(String, String)> {
+        self.lock()
+            .jobs
+            .get(&job)
+            .map(|j| (j.exe.clone(), j.namespace.clone()))
+    }
+
+    /// A lease request forwarded to a node that went away comes back to the local queue.
+    pub(crate) fn requeue_lease(&self, conn: u64, req: u64, resources: Resources) {
+        let mut st = self.lock();
+        let Some(job) = st.clients.get(&conn).map(|c| c.job) else {
+            return;
+        };
+        st.pending.push_back(LeaseRequest {
+            req,
+            conn,
+            job,
+            resources,
+            spill: false,
+        });
+        self.schedule(&mut st);
+    }
+
+    /// A local client now holds a lease of another node. False when it is gone.
+    pub(crate) fn note_remote_lease(&self, conn: u64, lease: u64) -> bool {
+        let mut st = self.lock();
+        if !st.clients.contains_key(&conn) {
+            return false;
+        }
+        st.remote_leases.insert(lease, conn);
+        true
+    }
+
+    /// A job's attachment to node `index` closed: the leases and actors it had there are gone.
+    pub(crate) fn peer_lost(&self, job: JobId, index: u16) {
+        let mut st = self.lock();
+        st.remote_leases
+            .retain(|lease, _| crate::cluster::split_remote_lease(*lease).0 != index);
+        let lost: Vec<ActorId> = st
+            .remote_actors
+            .iter()
+            .filter(|(_, (i, j))| *i == index && *j == job)
+            .map(|(a, _)| *a)
+            .collect();
+        for a in lost {
+            st.remote_actors.remove(&a);
+            st.remote_names.retain(|_, id| *id != a);
+        }
+    }
+
+    /// The node that knows where actor `id` (not in this node's table) runs: where this node
+    /// placed it, or the node that registered it.
+    fn actor_home(&self, st: &State, id: ActorId) -> Option<u16> {
+        if let Some((index, _)) = st.remote_actors.get(&id) {
+            return Some(*index);
+        }
+        let home = id.node_index();
+        (home != 0 && home != self.index()).then_some(home)
+    }
+
+    /// Answers a peer's question about an actor: from this node's table (killing it first when
+    /// asked), or `Err(index)` naming the node this node placed it on.
+    pub(crate) fn actor_for_peer(
+        &self,
+        id: ActorId,
+        kill: Option<bool>,
+    ) -> Result<Option<ActorInfo>, u16> {
+        let mut st = self.lock();
+        if !st.actors.contains_key(&id) {
+            return match st.remote_actors.get(&id) {
+                Some((index, _)) => Err(*index),
+                None => Ok(None),
+            };
+        }
+        if let Some(restart) = kill {
+            let cause = (!restart).then(|| "killed by oxray::kill".to_string());
+            self.actor_process_lost(&mut st, id, cause, true);
+            self.schedule(&mut st);
+        }
+        Ok(st.actors.get(&id).map(ActorEntry::info))
+    }
+
+    /// A pull for a client's pin ended: pin the copy, or report why there is none.
+    pub(crate) fn pin_pulled(&self, conn: u64, req: u64, id: ObjectId, error: Option<&str>) {
+        let reply = match error {
+            None => match self.store.pin_for(ClientId(conn), id) {
+                Ok(loc) => FromRaylet::Pinned {
+                    req,
+                    block: loc.block,
+                },
+                Err(e) => FromRaylet::Error {
+                    req,
+                    kind: ErrorKind::ObjectNotFound,
+                    message: e.to_string(),
+                },
+            },
+            Some(why) => FromRaylet::Error {
+                req,
+                kind: ErrorKind::ObjectNotFound,
+                message: format!("object {id} could not be fetched: {why}"),
+            },
+        };
+        if !self.send_to_client(conn, &reply) {
+            if let FromRaylet::Pinned { .. } = reply {
+                let _ = self.store.release_for(ClientId(conn), id);
+            }
+        }
+    }
+
+    /// Where a core worker listens, reached from this node.
+    fn worker_address(&self, worker: WorkerId) -> Result<String, String> {
+        let index = worker.node_index();
+        if index == 0 || index == self.index() {
+            return Ok(format!(
+                "unix:@{}",
+                worker_socket(&self.config.session, worker)
+            ));
+        }
+        match self.peer_by_index(index) {
+            Some(n) if n.alive => Ok(format!(
+                "peer://{}/unix:@{}",
+                n.peer_address,
+                worker_socket(&n.session, worker)
+            )),
+            Some(n) => Err(format!(
+                "process {worker} ran on node {} ({}), which is dead",
+                n.id, n.peer_address
+            )),
+            None => Err(format!(
+                "process {worker} ran on node index {index}, unknown to this cluster"
+            )),
         }
     }
 
@@ -187,7 +394,7 @@ impl Node {
     /// the connection) otherwise.
     pub(crate) fn register(&self, conn_id: u64, conn: &Conn, msg: ToRaylet) -> bool {
         let ToRaylet::Register {
-            worker,
+            mut worker,
             pid,
             kind,
             exe,
@@ -199,8 +406,12 @@ impl Node {
             return false;
         };
         let mut st = self.lock();
+        if kind != ClientKind::Worker {
+            // Its objects' ids then name this node.
+            worker = worker.with_node(self.index());
+        }
         let job = match kind {
-            ClientKind::Driver => {
+            ClientKind::Driver | ClientKind::Remote => {
                 let job = JobId(st.next_job);
                 st.next_job += 1;
                 st.jobs.insert(
@@ -247,6 +458,8 @@ impl Node {
             conn,
             &FromRaylet::Registered {
                 node: self.id,
+                node_index: self.index(),
+                worker,
                 job,
                 arena: self.store.arena_path().display().to_string(),
                 session: self.config.session.clone(),
@@ -310,12 +523,33 @@ impl Node {
                     },
                 );
             }
+            ToRaylet::Tunnel { .. } => {
+                send(
+                    conn,
+                    &FromRaylet::Error {
+                        req: 0,
+                        kind: ErrorKind::BadRequest,
+                        message: "Tunnel must be the first message of a connection".into(),
+                    },
+                );
+            }
+            ToRaylet::WorkerAddress { req, worker } => {
+                let reply = match self.worker_address(worker) {
+                    Ok(address) => FromRaylet::Address { req, address },
+                    Err(message) => FromRaylet::Error {
+                        req,
+                        kind: ErrorKind::ObjectNotFound,
+                        message,
+                    },
+                };
+                send(conn, &reply);
+            }
             ToRaylet::RequestLease { req, resources } => {
                 let mut st = self.lock();
-                let Some(job) = st.clients.get(&conn_id).map(|c| c.job) else {
+                let Some((job, kind)) = st.clients.get(&conn_id).map(|c| (c.job, c.kind)) else {
                     return;
                 };
-                if !st.total.contains(&resources) {
+                if !st.total.contains(&resources) && self.link.get().is_none() {
                     eprintln!(
                         "[raylet] a task needs {resources} but this node has {}: it waits until \
                          a node with those resources joins (see `oxray status`)",
@@ -327,8 +561,19 @@ impl Node {
                     conn: conn_id,
                     job,
                     resources,
+                    spill: kind != ClientKind::Remote,
                 });
                 self.schedule(&mut st);
+            }
+            ToRaylet::ReturnLease { lease } if lease & REMOTE_LEASE != 0 => {
+                let mut st = self.lock();
+                let job = st.clients.get(&conn_id).map(|c| c.job);
+                st.remote_leases.remove(&lease);
+                drop(st);
+                if let (Some(link), Some(job)) = (self.link.get(), job) {
+                    let (index, lease) = crate::cluster::split_remote_lease(lease);
+                    link.forward(job, index, Forward::ReturnLease { lease });
+                }
             }
             ToRaylet::ReturnLease { lease } => {
                 let mut st = self.lock();
@@ -378,7 +623,7 @@ impl Node {
                 Ok(_) => send(conn, &FromRaylet::Sealed { req }),
                 Err(e) => reply_err(req, e),
             },
-            ToRaylet::Pin { req, id } => match self.store.pin_for(client, id) {
+            ToRaylet::Pin { req, id, node } => match self.store.pin_for(client, id) {
                 Ok(loc) => send(
                     conn,
                     &FromRaylet::Pinned {
@@ -386,16 +631,25 @@ impl Node {
                         block: loc.block,
                     },
                 ),
+                Err(StoreError::ObjectNotFound(_)) if node != 0 && node != self.index() => {
+                    match self.link.get() {
+                        Some(link) => link.pull(id, node, conn_id, req),
+                        None => reply_err(req, StoreError::ObjectNotFound(id)),
+                    }
+                }
                 Err(e) => reply_err(req, e),
             },
             ToRaylet::Release { id } => {
                 let _ = self.store.release_for(client, id);
             }
-            ToRaylet::Delete { ids } => {
-                for id in ids {
-                    let _ = self.store.delete(id);
+            ToRaylet::Delete { ids, node } => match self.link.get() {
+                Some(link) => link.delete(ids, node),
+                None => {
+                    for id in ids {
+                        let _ = self.store.delete(id);
+                    }
                 }
-            }
+            },
             ToRaylet::Blocked | ToRaylet::Unblocked => {
                 let blocked = matches!(msg, ToRaylet::Blocked);
                 let mut st = self.lock();
@@ -415,9 +669,27 @@ impl Node {
             }
             ToRaylet::CreateActor { req, spec } => {
                 let mut st = self.lock();
-                let Some(job) = st.clients.get(&conn_id).map(|c| c.job) else {
+                let Some((job, kind)) = st.clients.get(&conn_id).map(|c| (c.job, c.kind)) else {
                     return;
                 };
+                if kind != ClientKind::Remote && !Self::available(&st).contains(&spec.resources) {
+                    if let Some(target) = self.pick_peer(&mut st, &spec.resources) {
+                        if let Some(link) = self.link.get() {
+                            st.remote_actors.insert(spec.id, (target, job));
+                            if !spec.name.is_empty() {
+                                let key = (spec.namespace.clone(), spec.name.clone());
+                                st.remote_names.insert(key, spec.id);
+                            }
+                            let forward = Forward::CreateActor {
+                                conn: conn_id,
+                                req,
+                                spec,
+                            };
+                            link.forward(job, target, forward);
+                            return;
+                        }
+                    }
+                }
                 let key = (spec.namespace.clone(), spec.name.clone());
                 if !spec.name.is_empty() {
                     if let Some(other) = st.actor_names.get(&key).and_then(|a| st.actors.get(a)) {
@@ -479,6 +751,20 @@ impl Node {
                                 .is_some_and(|e| e.state != ActorState::Dead)
                         }),
                 };
+                let elsewhere = match found {
+                    Some(a) if !st.actors.contains_key(&a) => Some(a),
+                    None if id.is_none() => st
+                        .remote_names
+                        .get(&(namespace.clone(), name.clone()))
+                        .copied(),
+                    _ => None,
+                };
+                if let (Some(a), Some(link)) = (elsewhere, self.link.get()) {
+                    if let Some(index) = self.actor_home(&st, a) {
+                        link.query_actor(conn_id, req, index, a, wait_alive, None);
+                        return;
+                    }
+                }
                 let Some(entry) = found.and_then(|a| st.actors.get(&a)) else {
                     let what = match id {
                         Some(id) => format!("no actor with id {id} on this node"),
@@ -508,6 +794,12 @@ impl Node {
             }
             ToRaylet::KillActor { req, id, restart } => {
                 let mut st = self.lock();
+                if !st.actors.contains_key(&id) {
+                    if let (Some(index), Some(link)) = (self.actor_home(&st, id), self.link.get()) {
+                        link.query_actor(conn_id, req, index, id, false, Some(restart));
+                        return;
+                    }
+                }
                 let cause = if restart {
                     None
                 } else {
@@ -593,6 +885,19 @@ impl Node {
         // Its lease requests go away; workers leased to it are killed, as in Ray: they may be
         // running its tasks, whose results nobody will collect.
         st.pending.retain(|r| r.conn != conn_id);
+        let remote: Vec<u64> = st
+            .remote_leases
+            .iter()
+            .filter(|(_, holder)| **holder == conn_id)
+            .map(|(lease, _)| *lease)
+            .collect();
+        for lease in remote {
+            st.remote_leases.remove(&lease);
+            if let Some(link) = self.link.get() {
+                let (index, lease) = crate::cluster::split_remote_lease(lease);
+                link.forward(client.job, index, Forward::ReturnLease { lease });
+            }
+        }
         let held: Vec<u64> = st
             .leases
             .iter()
@@ -634,9 +939,15 @@ impl Node {
                 Self::kill_worker(&mut st, client.worker);
             }
             ClientKind::Tool => {}
-            ClientKind::Driver => {
-                // The job ends: its workers go.
+            ClientKind::Driver | ClientKind::Remote => {
+                // The job ends: its workers go, here and on the nodes it spilled work to.
                 let job = client.job;
+                if client.kind == ClientKind::Driver {
+                    if let Some(link) = self.link.get() {
+                        link.job_ended(job);
+                    }
+                    st.remote_actors.retain(|_, (_, j)| *j != job);
+                }
                 let ids: Vec<WorkerId> = st
                     .workers
                     .iter()
@@ -787,6 +1098,19 @@ impl Node {
         while i < st.pending.len() {
             let fits = available.contains(&st.pending[i].resources);
             if !fits {
+                if st.pending[i].spill {
+                    if let Some(target) = self.pick_peer(st, &st.pending[i].resources.clone()) {
+                        if let (Some(r), Some(link)) = (st.pending.remove(i), self.link.get()) {
+                            let forward = Forward::Lease {
+                                conn: r.conn,
+                                req: r.req,
+                                resources: r.resources,
+                            };
+                            link.forward(r.job, target, forward);
+                        }
+                        continue;
+                    }
+                }
                 i += 1;
                 continue;
             }
@@ -887,6 +1211,44 @@ impl Node {
         }
     }
 
+    /// Another node to send work needing `resources` to: the live node with the most free CPUs
+    /// that has them free now (counting what was already sent since the last view), else one
+    /// that has them at all when this node never will. `None` keeps the work here.
+    fn pick_peer(&self, st: &mut State, resources: &Resources) -> Option<u16> {
+        self.link.get()?;
+        let me = self.index();
+        let view = self.cluster_view.lock().unwrap_or_else(|p| p.into_inner());
+        let peers = || {
+            view.nodes
+                .iter()
+                .filter(move |n| n.alive && n.index != 0 && n.index != me)
+        };
+        let free = peers()
+            .filter_map(|n| {
+                let mut available = n.load.available.clone();
+                if let Some(sent) = st.spilled.get(&n.index) {
+                    available.subtract(sent);
+                }
+                available
+                    .contains(resources)
+                    .then(|| (n.index, available.get(oxray_common::resources::CPU)))
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(index, _)| index);
+        let target = free.or_else(|| {
+            if st.total.contains(resources) {
+                return None;
+            }
+            peers().find(|n| n.total.contains(resources)).map(|n| n.index)
+        })?;
+        drop(view);
+        st.spilled
+            .entry(target)
+            .or_default()
+            .add(resources);
+        Some(target)
+    }
+
     fn spawn_worker(&self, st: &mut State, job: JobId) {
         self.spawn_worker_for(st, job, None);
     }
@@ -906,7 +1268,7 @@ impl Node {
             .driver
             .and_then(|c| st.clients.get(&c))
             .map(|c| c.conn.clone());
-        let id = WorkerId::random();
+        let id = WorkerId::on_node(self.index());
         match workers::spawn(self, &exe, id, driver) {
             Ok(child) => {
                 st.workers.insert(
@@ -1029,9 +1391,17 @@ impl Node {
             .clone()
     }
 
-    /// Records the cluster view.
+    /// Records the cluster view; work waiting here may now fit elsewhere.
     pub(crate) fn set_cluster_view(&self, view: ClusterView) {
+        if let Some(me) = view.nodes.iter().find(|n| n.id == self.id) {
+            self.index.store(me.index, Ordering::Relaxed);
+        }
         *self.cluster_view.lock().unwrap_or_else(|p| p.into_inner()) = view;
+        let mut st = self.lock();
+        st.spilled.clear();
+        if !st.pending.is_empty() {
+            self.schedule(&mut st);
+        }
     }
 
     /// The node's state.

@@ -65,15 +65,42 @@ pub(crate) fn accept_loop(node: Arc<Node>, listener: UnixListener) {
     }
 }
 
+/// Serves a connection made inside the raylet (a job attached by another node) on its own
+/// thread, like an accepted one.
+pub(crate) fn serve_detached(node: Arc<Node>, stream: UnixStream) -> Result<()> {
+    std::thread::Builder::new()
+        .name("oxray-raylet-conn".into())
+        .spawn(move || serve(node, stream))
+        .map(|_| ())
+        .map_err(|e| RayletError::io("serving an attached job", e))
+}
+
 fn serve(node: Arc<Node>, stream: UnixStream) {
     let Ok(write_half) = stream.try_clone() else {
         return;
     };
     let conn = Arc::new(Mutex::new(write_half));
     let conn_id = node.next_conn();
-    let mut reader = BufReader::with_capacity(64 << 10, stream);
+    // The first frame is read unbuffered: a tunnel's bytes after it are not ours to read.
+    let mut first = &stream;
     let mut buf = rkyv_buf();
-    match frame::read::<ToRaylet, _>(&mut reader, &mut buf) {
+    match frame::read::<ToRaylet, _>(&mut first, &mut buf) {
+        Ok(ToRaylet::Tunnel { target }) => {
+            match node.link() {
+                Some(link) => link.open_tunnel(stream, target),
+                None => {
+                    let reply = oxray_common::protocol::FromRaylet::Error {
+                        req: 0,
+                        kind: oxray_common::protocol::ErrorKind::BadRequest,
+                        message: format!(
+                            "cannot reach {target}: this node is not part of a cluster"
+                        ),
+                    };
+                    crate::node::send(&conn, &reply);
+                }
+            }
+            return;
+        }
         Ok(msg) => {
             if !node.register(conn_id, &conn, msg) {
                 return;
@@ -85,6 +112,7 @@ fn serve(node: Arc<Node>, stream: UnixStream) {
             return;
         }
     }
+    let mut reader = BufReader::with_capacity(64 << 10, stream);
     loop {
         match frame::read::<ToRaylet, _>(&mut reader, &mut buf) {
             Ok(msg) => node.handle(conn_id, &conn, msg),

@@ -17,6 +17,8 @@ const AUTH_DEADLINE: Duration = Duration::from_secs(5);
 #[derive(Default)]
 pub(crate) struct Table {
     nodes: Vec<Entry>,
+    /// The index the next new node gets (the head is 1).
+    next_index: u16,
 }
 
 struct Entry {
@@ -41,6 +43,7 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Table> {
 pub(crate) fn self_info(shared: &Shared, node: &Node, is_head: bool) -> NodeInfo {
     NodeInfo {
         id: node.id,
+        index: node.index(),
         session: node.config.session.clone(),
         peer_address: shared.peer_address.clone(),
         local_address: node.address.clone(),
@@ -62,8 +65,10 @@ pub(crate) fn hostname() -> String {
 
 /// The head enters itself in its own table.
 pub(crate) fn register_self(shared: &Shared, node: &Node) {
-    let info = self_info(shared, node, true);
+    let mut info = self_info(shared, node, true);
+    info.index = 1;
     let mut table = lock(shared);
+    table.next_index = 2;
     table.nodes.push(Entry {
         info,
         last_heard: Instant::now(),
@@ -123,20 +128,8 @@ async fn serve(conn: quinn::Connection, shared: Arc<Shared>, remote: String) {
         conn.close(1u32.into(), b"refused");
         return;
     }
-    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-        let shared = shared.clone();
-        let remote = remote.clone();
-        tokio::spawn(async move {
-            let reply = match wire::read::<PeerRequest>(&mut recv, &remote).await {
-                Ok(req) => handle(&shared, req),
-                // A malformed message: answer with the reason, keep the connection.
-                Err(e) => PeerReply::Error {
-                    message: e.to_string(),
-                },
-            };
-            let _ = wire::write(&mut send, &reply, &remote).await;
-        });
-    }
+    super::peers::remember(&shared, &conn);
+    super::peers::serve_streams(conn, shared, remote).await;
 }
 
 /// Reads the first stream, which must prove the secret; answers with this side's proof.
@@ -195,11 +188,18 @@ fn request_name(req: &PeerRequest) -> &'static str {
         PeerRequest::Heartbeat { .. } => "Heartbeat",
         PeerRequest::GetView => "GetView",
         PeerRequest::Leave { .. } => "Leave",
+        PeerRequest::Tunnel { .. } => "Tunnel",
+        PeerRequest::Attach { .. } => "Attach",
+        PeerRequest::FetchExe { .. } => "FetchExe",
+        PeerRequest::ObjectInfo { .. } => "ObjectInfo",
+        PeerRequest::Chunk { .. } => "Chunk",
+        PeerRequest::Delete { .. } => "Delete",
+        PeerRequest::Actor { .. } => "Actor",
     }
 }
 
-/// Answers one authenticated request.
-fn handle(shared: &Shared, req: PeerRequest) -> PeerReply {
+/// Answers one authenticated control request.
+pub(crate) fn handle(shared: &Shared, req: PeerRequest) -> PeerReply {
     let is_head = shared.config.head.is_none();
     let not_head = || PeerReply::Error {
         message: format!(
@@ -229,6 +229,15 @@ fn handle(shared: &Shared, req: PeerRequest) -> PeerReply {
             }
             leave(shared, node)
         }
+        PeerRequest::Tunnel { .. }
+        | PeerRequest::Attach { .. }
+        | PeerRequest::FetchExe { .. }
+        | PeerRequest::ObjectInfo { .. }
+        | PeerRequest::Chunk { .. }
+        | PeerRequest::Delete { .. }
+        | PeerRequest::Actor { .. } => PeerReply::Error {
+            message: "not a control request".into(),
+        },
         PeerRequest::GetView => {
             if is_head {
                 PeerReply::View(lock(shared).view(&shared.config.name))
@@ -260,6 +269,18 @@ fn register(shared: &Shared, mut info: NodeInfo) -> PeerReply {
     }
     info.alive = true;
     info.is_head = false;
+    info.index = match table.nodes.iter().find(|e| e.info.id == info.id) {
+        Some(e) => e.info.index,
+        None => {
+            if table.next_index == u16::MAX {
+                return PeerReply::Refused {
+                    reason: "the cluster has no node index left (65534 joins)".into(),
+                };
+            }
+            table.next_index += 1;
+            table.next_index - 1
+        }
+    };
     eprintln!(
         "oxray head: node {} joined from {} (session {}, {})",
         info.id, info.peer_address, info.session, info.total

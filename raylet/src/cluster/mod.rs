@@ -9,17 +9,32 @@
 //! - [`auth`]: proving the cluster secret on every connection before anything else is read.
 //! - [`wire`]: one framed request and one framed reply per QUIC stream.
 //! - `head`: the control service; `member`: joining the head and reporting to it.
+//! - `peers`: one connection per peer pair, dialed on first use or accepted, and the dispatch
+//!   of every stream a peer opens.
+//! - `tunnel`: byte pipes from a local core worker to a socket on another node (task pushes,
+//!   actor calls and owner requests cross nodes this way, unchanged).
+//! - `jobs`: work spilled to other nodes: a job is *attached* to a peer raylet, which serves it
+//!   as if its driver were local, with the job's executable fetched once and cached.
+//! - `objects`: pulling objects from other nodes in chunks, and freeing every copy.
 //!
 //! Health checks are the members' reports: every `health_check_period` a node sends its load to
 //! the head, whose reply is the cluster view (so every node learns of joins and deaths within a
 //! period). A node the head has not heard from for `health_check_timeout` is marked dead.
 
+mod actors;
 pub mod auth;
 mod head;
+mod jobs;
 mod member;
+mod objects;
+mod peers;
 pub mod tls;
+mod tunnel;
 pub mod wire;
 
+pub(crate) use jobs::{split_remote_lease, Forward, REMOTE_LEASE};
+
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -98,6 +113,29 @@ pub(crate) struct Shared {
     table: Mutex<head::Table>,
     /// A member's connection to the head, to say goodbye on the way out.
     head_conn: Mutex<Option<quinn::Connection>>,
+    /// This raylet's QUIC endpoint (it listens and dials).
+    endpoint: quinn::Endpoint,
+    /// Where the cluster's async tasks run.
+    runtime: tokio::runtime::Handle,
+    /// Authenticated connections to peers, by their address.
+    peers: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    /// Serializes dialing, so two requests for one peer make one connection.
+    dialing: tokio::sync::Mutex<()>,
+    /// Local jobs attached to peers: (job, peer index) → the pipe.
+    proxies: Mutex<HashMap<(oxray_common::JobId, u16), Arc<jobs::Proxy>>>,
+    /// Executables of local jobs, hashed once.
+    exes: Mutex<HashMap<String, oxray_common::peer::ExeInfo>>,
+    /// Fetching an executable from a peer (one at a time).
+    fetching: tokio::sync::Mutex<()>,
+    /// Objects being pulled here, with the `(connection, request)` pins waiting for them.
+    pulls: Mutex<HashMap<oxray_common::ObjectId, Vec<(u64, u64)>>>,
+    /// Peers that pulled copies of objects from here (freed with the primary).
+    pulled_by: Mutex<HashMap<oxray_common::ObjectId, HashSet<SocketAddr>>>,
+}
+
+/// Locks a mutex, ignoring poisoning (no invariant spans a panic here).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A raylet's cluster membership: its QUIC endpoint and background tasks. Dropping it closes
@@ -133,7 +171,17 @@ impl Cluster {
             peer_address: peer_address.clone(),
             table: Mutex::new(head::Table::default()),
             head_conn: Mutex::new(None),
+            endpoint: endpoint.clone(),
+            runtime: runtime.handle().clone(),
+            peers: Mutex::new(HashMap::new()),
+            dialing: tokio::sync::Mutex::new(()),
+            proxies: Mutex::new(HashMap::new()),
+            exes: Mutex::new(HashMap::new()),
+            fetching: tokio::sync::Mutex::new(()),
+            pulls: Mutex::new(HashMap::new()),
+            pulled_by: Mutex::new(HashMap::new()),
         });
+        node.set_link(Link(shared.clone()));
         runtime.spawn(head::accept_loop(endpoint.clone(), shared.clone()));
         match shared.config.head.clone() {
             None => {
@@ -183,6 +231,54 @@ impl Drop for Cluster {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(Duration::from_millis(200));
         }
+    }
+}
+
+/// What the node's synchronous code uses to reach peers: every call returns at once and does
+/// its work on the cluster's runtime.
+#[derive(Clone)]
+pub(crate) struct Link(Arc<Shared>);
+
+impl Link {
+    /// Asks node `index` about actor `id` (killing it first with `kill`) for a local client;
+    /// the answer goes to the client as `Actor` or `Error`.
+    pub(crate) fn query_actor(
+        &self,
+        conn: u64,
+        req: u64,
+        index: u16,
+        id: oxray_common::ActorId,
+        wait_alive: bool,
+        kill: Option<bool>,
+    ) {
+        actors::query(&self.0, conn, req, index, id, wait_alive, kill);
+    }
+
+    /// Connects a local client's socket to `target` (`peer://HOST:PORT/unix:@NAME`).
+    pub(crate) fn open_tunnel(&self, stream: std::os::unix::net::UnixStream, target: String) {
+        let shared = self.0.clone();
+        self.0.runtime.spawn(tunnel::open(shared, stream, target));
+    }
+
+    /// Sends a local client's request to the peer with index `index`, for job `job`; the
+    /// answer goes back to the client as if this node had given it.
+    pub(crate) fn forward(&self, job: oxray_common::JobId, index: u16, msg: jobs::Forward) {
+        jobs::forward(&self.0, job, index, msg);
+    }
+
+    /// A local job ended: its attachments to peers close (their workers there stop).
+    pub(crate) fn job_ended(&self, job: oxray_common::JobId) {
+        jobs::job_ended(&self.0, job);
+    }
+
+    /// Pulls object `id` from the node with index `index`, then pins it for `(conn, req)`.
+    pub(crate) fn pull(&self, id: oxray_common::ObjectId, index: u16, conn: u64, req: u64) {
+        objects::pull(&self.0, id, index, conn, req);
+    }
+
+    /// Frees every copy of `ids` in the cluster (the primaries are on node `index`).
+    pub(crate) fn delete(&self, ids: Vec<oxray_common::ObjectId>, index: u16) {
+        objects::delete_everywhere(&self.0, ids, index);
     }
 }
 

@@ -16,33 +16,47 @@ fn peer_error(peer: &str, reason: impl std::fmt::Display) -> RayletError {
     }
 }
 
-/// Reads the whole stream (one frame) and decodes it; never panics on what the peer sent.
+/// Reads exactly one frame from the stream and decodes it; never panics on what the peer sent.
+/// The stream stays open (requests such as `Tunnel` carry bytes after their frame).
 pub async fn read<M: frame::Message>(recv: &mut quinn::RecvStream, peer: &str) -> Result<M>
 where
     M::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
         + rkyv::Deserialize<M, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
 {
-    let bytes = recv
-        .read_to_end(MAX_FRAME + HEADER)
+    let mut header = [0u8; HEADER];
+    recv.read_exact(&mut header)
         .await
         .map_err(|e| peer_error(peer, format!("reading a message: {e}")))?;
-    if bytes.len() < HEADER {
-        return Err(peer_error(peer, "truncated message"));
-    }
-    let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
-    if len != bytes.len() - HEADER {
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    if len > MAX_FRAME {
         return Err(peer_error(
             peer,
-            format!(
-                "message header says {len} bytes, {} arrived",
-                bytes.len() - HEADER
-            ),
+            format!("message of {len} bytes is over the {MAX_FRAME}-byte limit"),
         ));
     }
-    // rkyv reads in place and needs its alignment: copy into an aligned buffer.
+    // rkyv reads in place and needs its alignment: read into an aligned buffer.
     let mut aligned = HeapBytes::new();
-    aligned.extend_from_slice(&bytes[HEADER..]);
+    aligned.resize(len, 0);
+    recv.read_exact(&mut aligned[..])
+        .await
+        .map_err(|e| peer_error(peer, format!("message truncated: {e}")))?;
     frame::decode(&aligned).map_err(|e| peer_error(peer, e))
+}
+
+/// Writes one frame and keeps the stream open.
+pub async fn write_open<M: frame::Message>(
+    send: &mut quinn::SendStream,
+    msg: &M,
+    peer: &str,
+) -> Result<()>
+where
+    M::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+        + rkyv::Deserialize<M, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+{
+    let buf = frame::encode(msg).map_err(|e| peer_error(peer, e))?;
+    send.write_all(&buf)
+        .await
+        .map_err(|e| peer_error(peer, format!("writing a message: {e}")))
 }
 
 /// Writes one frame and finishes the stream.
@@ -62,6 +76,22 @@ where
     send.finish()
         .map_err(|e| peer_error(peer, format!("finishing a message: {e}")))?;
     Ok(())
+}
+
+/// Sends `req` on a new stream (kept open) and waits for the first reply frame; returns the
+/// stream for what follows (raw bytes of `Chunk` and `FetchExe`, pipes of `Tunnel` and `Attach`).
+pub async fn open(
+    conn: &quinn::Connection,
+    req: &PeerRequest,
+    peer: &str,
+) -> Result<(PeerReply, quinn::SendStream, quinn::RecvStream)> {
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| peer_error(peer, format!("opening a stream: {e}")))?;
+    write_open(&mut send, req, peer).await?;
+    let reply = read(&mut recv, peer).await?;
+    Ok((reply, send, recv))
 }
 
 /// Sends `req` on a new stream and waits for the reply.

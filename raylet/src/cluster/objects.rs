@@ -1,0 +1,223 @@
+//! Objects across nodes: pulling a copy in chunks, serving chunks, freeing every copy.
+//!
+//! A pin of an object that is not here names the node holding its primary copy; the raylet
+//! pulls it from there: `ObjectInfo` for its size and type, then `Chunk` requests of
+//! [`CHUNK`] bytes on up to [`STREAMS`] QUIC streams at once (so at most `CHUNK × STREAMS`
+//! bytes are in flight), each read straight into the new object's block in this node's store.
+//! Concurrent pins of one object wait for one transfer. The copy is sealed as a secondary
+//! (evictable) copy, and the node that served it remembers this node, so when the owner frees
+//! the object every copy goes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use futures_util::stream::{self, StreamExt};
+use oxray_common::peer::{PeerReply, PeerRequest};
+use oxray_common::ObjectId;
+use oxray_object_store::CreateOptions;
+
+use super::{lock, peers, wire, Shared};
+use crate::error::{RayletError, Result};
+
+/// Bytes per chunk request.
+pub(crate) const CHUNK: usize = 8 << 20;
+/// Chunk requests in flight per transfer.
+pub(crate) const STREAMS: usize = 4;
+
+/// Pulls `id` from node `index` (once, however many wait), then answers every waiting pin.
+pub(crate) fn pull(shared: &Arc<Shared>, id: ObjectId, index: u16, conn: u64, req: u64) {
+    let first = {
+        let mut pulls = lock(&shared.pulls);
+        let waiters = pulls.entry(id).or_default();
+        waiters.push((conn, req));
+        waiters.len() == 1
+    };
+    if first {
+        let shared = shared.clone();
+        shared
+            .runtime
+            .clone()
+            .spawn(async move {
+                let result = fetch(&shared, id, index).await;
+                let waiters = lock(&shared.pulls).remove(&id).unwrap_or_default();
+                if let Some(node) = shared.node.upgrade() {
+                    let error = result.err().map(|e| e.to_string());
+                    for (conn, req) in waiters {
+                        node.pin_pulled(conn, req, id, error.as_deref());
+                    }
+                }
+            });
+    }
+}
+
+async fn fetch(shared: &Arc<Shared>, id: ObjectId, index: u16) -> Result<()> {
+    let node = shared.node.upgrade().ok_or(RayletError::Stopping)?;
+    if node.store.info(id).is_some_and(|i| i.sealed) {
+        return Ok(());
+    }
+    let peer = peers::peer_address(shared, index)?;
+    let conn = peers::connection(shared, &peer).await?;
+    let peer_error = |reason: String| RayletError::Peer {
+        peer: peer.clone(),
+        reason,
+    };
+    let (len, fingerprint) = match wire::request(&conn, &PeerRequest::ObjectInfo { id }, &peer).await?
+    {
+        PeerReply::Object { len, fingerprint } => (len, fingerprint),
+        PeerReply::Error { message } => return Err(peer_error(message)),
+        other => return Err(peer_error(format!("unexpected answer {other:?}"))),
+    };
+    let opts = CreateOptions {
+        fingerprint,
+        evictable: false,
+    };
+    let mut writer = node.store.create(id, len, opts)?;
+    let failed: Mutex<Option<RayletError>> = Mutex::new(None);
+    stream::iter(writer.as_mut_slice().chunks_mut(CHUNK).enumerate())
+        .for_each_concurrent(STREAMS, |(i, chunk)| {
+            let (conn, peer, failed) = (&conn, &peer, &failed);
+            async move {
+                if lock(failed).is_some() {
+                    return;
+                }
+                if let Err(e) = fetch_chunk(conn, peer, id, (i * CHUNK) as u64, chunk).await {
+                    lock(failed).get_or_insert(e);
+                }
+            }
+        })
+        .await;
+    if let Some(e) = lock(&failed).take() {
+        // Dropping the writer unsealed frees the block.
+        return Err(e);
+    }
+    writer.seal()?;
+    node.store.set_evictable(id, true)?;
+    Ok(())
+}
+
+async fn fetch_chunk(
+    conn: &quinn::Connection,
+    peer: &str,
+    id: ObjectId,
+    offset: u64,
+    chunk: &mut [u8],
+) -> Result<()> {
+    let req = PeerRequest::Chunk {
+        id,
+        offset,
+        len: chunk.len() as u64,
+    };
+    let peer_error = |reason: String| RayletError::Peer {
+        peer: peer.to_owned(),
+        reason,
+    };
+    match wire::open(conn, &req, peer).await? {
+        (PeerReply::Ok, _send, mut recv) => recv
+            .read_exact(chunk)
+            .await
+            .map_err(|e| peer_error(format!("object {id} at {offset}: {e}"))),
+        (PeerReply::Error { message }, ..) => Err(peer_error(message)),
+        (other, ..) => Err(peer_error(format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// Answers `ObjectInfo`, remembering that `from` is taking a copy.
+pub(crate) fn info(shared: &Shared, id: ObjectId, from: SocketAddr) -> PeerReply {
+    let Some(node) = shared.node.upgrade() else {
+        return PeerReply::Error {
+            message: "the node is stopping".into(),
+        };
+    };
+    match node.store.info(id) {
+        Some(info) if info.sealed => {
+            lock(&shared.pulled_by).entry(id).or_default().insert(from);
+            PeerReply::Object {
+                len: info.location.len,
+                fingerprint: info.fingerprint,
+            }
+        }
+        _ => PeerReply::Error {
+            message: format!("object {id} is not on node {} (it was freed or lost)", node.id),
+        },
+    }
+}
+
+/// Sends bytes of an object.
+pub(crate) async fn serve_chunk(
+    shared: &Arc<Shared>,
+    id: ObjectId,
+    offset: u64,
+    len: u64,
+    mut send: quinn::SendStream,
+    peer: &str,
+) {
+    let bytes = match shared.node.upgrade().map(|n| n.store.get(id)) {
+        Some(Ok(b)) => b,
+        Some(Err(e)) => {
+            let reply = PeerReply::Error {
+                message: e.to_string(),
+            };
+            let _ = wire::write(&mut send, &reply, peer).await;
+            return;
+        }
+        None => return,
+    };
+    let end = offset.checked_add(len).filter(|e| *e <= bytes.len() as u64);
+    let Some(end) = end else {
+        let reply = PeerReply::Error {
+            message: format!(
+                "bytes {offset}+{len} are outside object {id} ({} bytes)",
+                bytes.len()
+            ),
+        };
+        let _ = wire::write(&mut send, &reply, peer).await;
+        return;
+    };
+    if wire::write_open(&mut send, &PeerReply::Ok, peer).await.is_err() {
+        return;
+    }
+    if send
+        .write_all(&bytes[offset as usize..end as usize])
+        .await
+        .is_ok()
+    {
+        let _ = send.finish();
+    }
+}
+
+/// Frees `ids` here and in every node that pulled a copy from here.
+pub(crate) fn delete_here(shared: &Arc<Shared>, ids: Vec<ObjectId>) {
+    delete_everywhere(shared, ids, 0);
+}
+
+/// Frees `ids` here, on node `index` (their primary copies, when not here), and on every node
+/// that pulled a copy from here.
+pub(crate) fn delete_everywhere(shared: &Arc<Shared>, ids: Vec<ObjectId>, index: u16) {
+    let Some(node) = shared.node.upgrade() else {
+        return;
+    };
+    let mut targets: HashMap<String, Vec<ObjectId>> = HashMap::new();
+    {
+        let mut pulled_by = lock(&shared.pulled_by);
+        for id in &ids {
+            let _ = node.store.delete(*id);
+            for peer in pulled_by.remove(id).unwrap_or_default() {
+                targets.entry(peer.to_string()).or_default().push(*id);
+            }
+        }
+    }
+    if index != 0 && index != node.index() {
+        if let Ok(peer) = peers::peer_address(shared, index) {
+            targets.entry(peer).or_default().extend(ids);
+        }
+    }
+    for (peer, ids) in targets {
+        let shared = shared.clone();
+        shared.runtime.clone().spawn(async move {
+            if let Ok(conn) = peers::connection(&shared, &peer).await {
+                let _ = wire::request(&conn, &PeerRequest::Delete { ids }, &peer).await;
+            }
+        });
+    }
+}
