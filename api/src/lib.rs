@@ -63,7 +63,8 @@ pub use oxray_macros::{actor, main, remote};
 pub use oxray_object_store::ObjectView;
 pub use runtime::{
     available_resources, cancel, cluster_resources, get, get_all, get_timeout, get_view, init,
-    init_with, is_initialized, nodes, put, shutdown, status, wait, Cluster, NodeInfo, WaitResult,
+    init_with, is_initialized, node_id, nodes, put, shutdown, status, wait, Cluster, NodeInfo,
+    WaitResult,
 };
 
 /// The node's shared-memory object store (the `oxray-object-store` crate), for use on its own.

@@ -211,50 +211,82 @@ pub fn status() -> Result<NodeStatus> {
 /// One node of the cluster.
 #[derive(Debug, Clone)]
 pub struct NodeInfo {
-    /// The node's id.
+    /// The node's id (as [`node_id`] reports it).
     pub id: String,
-    /// Its address.
+    /// Where its local clients attach (`unix:@SESSION`).
     pub address: String,
+    /// Where other nodes reach it (`host:port`; empty outside a cluster).
+    pub peer_address: String,
     /// Whether it is alive.
     pub alive: bool,
+    /// Whether it is the cluster's head.
+    pub is_head: bool,
     /// Its total resources.
     pub resources: BTreeMap<String, f64>,
+    /// Its resources not held by running work (as last reported, about every 100 ms).
+    pub available: BTreeMap<String, f64>,
     /// Object store size.
     pub object_store_memory: u64,
 }
 
-/// The cluster's nodes.
+fn to_map(r: &oxray_common::resources::Resources) -> BTreeMap<String, f64> {
+    r.iter().map(|(n, a)| (n.to_owned(), a)).collect()
+}
+
+/// The cluster's nodes, dead ones included (a single node outside a cluster: just it).
 pub fn nodes() -> Result<Vec<NodeInfo>> {
     let status = current()?.node_status()?;
-    Ok(vec![NodeInfo {
-        id: status.node.to_string(),
-        address: status.address.clone(),
-        alive: true,
-        resources: status
-            .total
-            .iter()
-            .map(|(n, a)| (n.to_owned(), a))
-            .collect(),
-        object_store_memory: status.store_capacity,
-    }])
+    if status.cluster.nodes.is_empty() {
+        return Ok(vec![NodeInfo {
+            id: status.node.to_string(),
+            address: status.address.clone(),
+            peer_address: String::new(),
+            alive: true,
+            is_head: true,
+            resources: to_map(&status.total),
+            available: to_map(&status.available),
+            object_store_memory: status.store_capacity,
+        }]);
+    }
+    Ok(status
+        .cluster
+        .nodes
+        .iter()
+        .map(|n| NodeInfo {
+            id: n.id.to_string(),
+            address: n.local_address.clone(),
+            peer_address: n.peer_address.clone(),
+            alive: n.alive,
+            is_head: n.is_head,
+            resources: to_map(&n.total),
+            available: to_map(&n.load.available),
+            object_store_memory: n.load.store_capacity,
+        })
+        .collect())
 }
 
-/// Total resources of the cluster.
+/// The id of the node this process runs on (a task: the node it was scheduled to).
+pub fn node_id() -> Result<String> {
+    Ok(current()?.node_id().to_string())
+}
+
+fn sum_alive(pick: impl Fn(&NodeInfo) -> &BTreeMap<String, f64>) -> Result<BTreeMap<String, f64>> {
+    let mut total = BTreeMap::new();
+    for n in nodes()?.iter().filter(|n| n.alive) {
+        for (name, amount) in pick(n) {
+            *total.entry(name.clone()).or_insert(0.0) += amount;
+        }
+    }
+    Ok(total)
+}
+
+/// Total resources of the cluster's live nodes.
 pub fn cluster_resources() -> Result<BTreeMap<String, f64>> {
-    let status = current()?.node_status()?;
-    Ok(status
-        .total
-        .iter()
-        .map(|(n, a)| (n.to_owned(), a))
-        .collect())
+    sum_alive(|n| &n.resources)
 }
 
-/// Resources not held by running work.
+/// Resources of the live nodes not held by running work (other nodes' figures are their last
+/// reports, about every 100 ms).
 pub fn available_resources() -> Result<BTreeMap<String, f64>> {
-    let status = current()?.node_status()?;
-    Ok(status
-        .available
-        .iter()
-        .map(|(n, a)| (n.to_owned(), a))
-        .collect())
+    sum_alive(|n| &n.available)
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use oxray::prelude::*;
 
+mod cluster_work;
+
 #[oxray::remote]
 fn square(x: i64) -> i64 {
     x * x
@@ -94,10 +96,12 @@ fn main() {
         "detached-make" => detached_make(),
         "store-free" => store_free(),
         "detached-find" => detached_find(),
+        "cluster-work" => cluster_work::run(),
         _ => {
             eprintln!(
                 "usage: oxray-test-driver raylet SESSION | sum N | print | pids [hang] | nap | \
-                 kill-retry | kill-noretry | owner-died | detached-make | detached-find | store-free"
+                 kill-retry | kill-noretry | owner-died | detached-make | detached-find | store-free | \
+                 cluster-work"
             );
             std::process::exit(2);
         }
@@ -110,7 +114,7 @@ fn main() {
 
 /// `raylet SESSION [key=value ..]`: a standalone node; with `head_port=P` (0: any) a cluster
 /// head, with `join=HOST:PORT` a member. Other keys: `cpus`, `resources` (`a:1;b:2`), `secret`,
-/// `cluster`, `period_ms`, `timeout_ms`. Prints `address ..` and, in a cluster, `peer ..`.
+/// `cluster`, `period_ms`, `timeout_ms`, `store_mb`. Prints `address ..` and, in a cluster, `peer ..`.
 fn run_raylet(session: String, opts: &[String]) -> oxray::Result<()> {
     let bad = |message: String| Error::Config { message };
     let kv: std::collections::HashMap<&str, &str> =
@@ -123,7 +127,7 @@ fn run_raylet(session: String, opts: &[String]) -> oxray::Result<()> {
     };
     let mut config = oxray_raylet::RayletConfig {
         num_cpus: num("cpus", 2.0)?,
-        object_store_memory: 256 << 20,
+        object_store_memory: (num("store_mb", 256.0)? as u64) << 20,
         session,
         prestart_workers: 0,
         ..Default::default()

@@ -5,19 +5,18 @@ use std::sync::Arc;
 use oxray_common::peer::{PeerReply, PeerRequest};
 
 use super::head::self_info;
-use super::{dial, wire, Shared};
+use super::{peers, wire, Shared};
 use crate::error::{RayletError, Result};
 use crate::node::Node;
 
 /// Connects to the head, proves the secret and registers; returns the connection.
 pub(crate) async fn join(
-    endpoint: &quinn::Endpoint,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     node: &Arc<Node>,
     head: &str,
 ) -> Result<quinn::Connection> {
-    let config = &shared.config;
-    let conn = dial(endpoint, head, &config.name, &config.secret).await?;
+    // Through the peer table: the head uses this connection for its own requests to us too.
+    let conn = peers::connection(shared, head).await?;
     let register = PeerRequest::Register {
         node: self_info(shared, node, false),
     };
@@ -42,7 +41,6 @@ pub(crate) async fn join(
 /// Reports this node's load every period; the reply is the cluster view. Reconnects when the
 /// head is unreachable; stops the node if the head declared it dead.
 pub(crate) async fn report_loop(
-    endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
     mut conn: quinn::Connection,
 ) {
@@ -94,7 +92,7 @@ pub(crate) async fn report_loop(
                 }
                 if let Ok(Ok(c)) = tokio::time::timeout(
                     config.health_check_timeout,
-                    dial(&endpoint, &head, &config.name, &config.secret),
+                    peers::connection(&shared, &head),
                 )
                 .await
                 {

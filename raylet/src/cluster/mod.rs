@@ -189,12 +189,8 @@ impl Cluster {
                 runtime.spawn(head::monitor(shared.clone()));
             }
             Some(head) => {
-                let joined = runtime.block_on(member::join(&endpoint, &shared, node, &head))?;
-                runtime.spawn(member::report_loop(
-                    endpoint.clone(),
-                    shared.clone(),
-                    joined,
-                ));
+                let joined = runtime.block_on(member::join(&shared, node, &head))?;
+                runtime.spawn(member::report_loop(shared.clone(), joined));
             }
         }
         Ok(Cluster {

@@ -1,0 +1,112 @@
+//! `cluster-work`: the cross-node workload of the cluster tests, run by a driver attached to
+//! the head of a three-node cluster (`OXRAY_ADDRESS`). Node `b` has resource `b`, node `c` has
+//! `gpu`; the head has one CPU. Prints `key value` lines the test checks.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use oxray::prelude::*;
+
+/// Sleeps, then says where it ran.
+#[oxray::remote]
+fn where_am_i(ms: u64) -> String {
+    std::thread::sleep(Duration::from_millis(ms));
+    oxray::node_id().expect("node id")
+}
+
+/// A big object made where the task runs: `n` numbers from `seed`.
+#[oxray::remote]
+fn make_numbers(n: u64, seed: u64) -> Vec<u64> {
+    (0..n).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seed).collect()
+}
+
+/// Reads a big object in place where the task runs; returns its checksum and the node.
+#[oxray::remote]
+fn checksum(xs: ObjectView<Vec<u64>>) -> (u64, String) {
+    let sum = xs
+        .iter()
+        .fold(0u64, |acc, x| acc.rotate_left(5) ^ x.to_native());
+    (sum, oxray::node_id().expect("node id"))
+}
+
+/// A counter that says where it lives.
+#[oxray::actor]
+pub struct Tally {
+    n: i64,
+}
+
+#[oxray::actor]
+impl Tally {
+    fn new(start: i64) -> Self {
+        Tally { n: start }
+    }
+
+    fn add(&mut self, by: i64) -> i64 {
+        self.n += by;
+        self.n
+    }
+
+    fn node(&self) -> String {
+        oxray::node_id().expect("node id")
+    }
+}
+
+/// Calls a tally actor from a task (wherever the task runs).
+#[oxray::remote]
+fn add_from_task(t: ActorHandle<Tally>, by: i64) -> i64 {
+    let r = t.add(by).expect("call");
+    oxray::get(&r).expect("result")
+}
+
+fn sum_of(n: u64, seed: u64) -> u64 {
+    (0..n)
+        .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seed)
+        .fold(0u64, |acc, x| acc.rotate_left(5) ^ x)
+}
+
+pub fn run() -> oxray::Result<()> {
+    let _cluster = oxray::init()?;
+    let alive = oxray::nodes()?.iter().filter(|n| n.alive).count();
+    println!("alive {alive}");
+    println!("driver-node {}", oxray::node_id()?);
+
+    // More work than the head's one CPU: it spreads.
+    let refs: Vec<_> = (0..12)
+        .map(|_| where_am_i::remote(300))
+        .collect::<oxray::Result<_>>()?;
+    let ran: BTreeSet<String> = oxray::get_all(&refs)?.into_iter().collect();
+    println!("spread {}", ran.into_iter().collect::<Vec<_>>().join(","));
+
+    // A custom resource only one node has routes the work there.
+    let gpu = where_am_i::options().resource("gpu", 1.0).remote(0)?;
+    println!("gpu-node {}", oxray::get(&gpu)?);
+
+    // 256 MiB made on node b, read in place on node c, and fetched by the driver.
+    let n = 32 << 20;
+    let big = make_numbers::options()
+        .resource("b", 1.0)
+        .remote(n, 7)?;
+    let (sum, at) = oxray::get(&checksum::options().resource("gpu", 1.0).remote(&big)?)?;
+    println!("big-read-on {at}");
+    println!("big-sum-ok {}", sum == sum_of(n, 7));
+    let here = oxray::get_view(&big)?;
+    let local_sum = here
+        .iter()
+        .fold(0u64, |acc, x| acc.rotate_left(5) ^ x.to_native());
+    println!("big-driver-ok {}", here.len() as u64 == n && local_sum == sum_of(n, 7));
+    drop(here);
+
+    // An actor placed on node b, called from the driver and from tasks on other nodes.
+    let tally = Tally::options().resource("b", 1.0).remote(0)?;
+    for _ in 0..10 {
+        tally.add(1)?;
+    }
+    println!("actor-node {}", oxray::get(&tally.node()?)?);
+    let from_tasks: Vec<_> = (0..4)
+        .map(|_| add_from_task::options().resource("gpu", 0.25).remote(tally.clone(), 10))
+        .collect::<oxray::Result<_>>()?;
+    oxray::get_all(&from_tasks)?;
+    println!("actor-total {}", oxray::get(&tally.add(0)?)?);
+    println!("done");
+    Ok(())
+}
