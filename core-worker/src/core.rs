@@ -197,7 +197,10 @@ impl CoreWorker {
     }
 
     /// Connects to a core worker's socket, on this node or (through a tunnel) another.
-    pub(crate) fn connect_to(&self, address: &str) -> std::io::Result<std::os::unix::net::UnixStream> {
+    pub(crate) fn connect_to(
+        &self,
+        address: &str,
+    ) -> std::io::Result<std::os::unix::net::UnixStream> {
         crate::dial::connect(&self.raylet_address, address)
     }
 

@@ -18,11 +18,11 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use oxray_common::frame::{self, FrameError};
+use oxray_common::ids::node_of;
 use oxray_common::protocol::{
     FailureKind, FromRaylet, FromWorker, TaskArg, TaskOutcome, TaskSpec, ToRaylet, ToWorker,
 };
 use oxray_common::resources::Resources;
-use oxray_common::ids::node_of;
 use oxray_common::WorkerId;
 use oxray_object_store::{HeapBytes, ObjectId};
 

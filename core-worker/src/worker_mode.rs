@@ -35,7 +35,7 @@ fn enter_worker_mode() {
 fn run(id: &str, address: &str) -> Result<(), String> {
     let worker = WorkerId(id.parse().map_err(|_| format!("bad worker id {id}"))?);
     let session = address.strip_prefix("unix:@").unwrap_or(address);
-    let listen_name = oxray_common::ids::worker_socket(&session, worker);
+    let listen_name = oxray_common::ids::worker_socket(session, worker);
     let listener =
         crate::executor::bind(&listen_name).map_err(|e| format!("binding {listen_name}: {e}"))?;
     let core = CoreWorker::connect(

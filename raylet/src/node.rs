@@ -1239,13 +1239,12 @@ impl Node {
             if st.total.contains(resources) {
                 return None;
             }
-            peers().find(|n| n.total.contains(resources)).map(|n| n.index)
+            peers()
+                .find(|n| n.total.contains(resources))
+                .map(|n| n.index)
         })?;
         drop(view);
-        st.spilled
-            .entry(target)
-            .or_default()
-            .add(resources);
+        st.spilled.entry(target).or_default().add(resources);
         Some(target)
     }
 
@@ -1396,7 +1395,19 @@ impl Node {
         if let Some(me) = view.nodes.iter().find(|n| n.id == self.id) {
             self.index.store(me.index, Ordering::Relaxed);
         }
-        *self.cluster_view.lock().unwrap_or_else(|p| p.into_inner()) = view;
+        let old = std::mem::replace(
+            &mut *self.cluster_view.lock().unwrap_or_else(|p| p.into_inner()),
+            view.clone(),
+        );
+        if let Some(link) = self.link.get() {
+            // A node declared dead: drop its connection now, so work waiting on it (tunnels,
+            // attached jobs, pulls) fails over at once instead of after QUIC's idle timeout.
+            for n in view.nodes.iter().filter(|n| !n.alive && n.id != self.id) {
+                if old.nodes.iter().any(|o| o.id == n.id && o.alive) {
+                    link.node_died(&n.peer_address);
+                }
+            }
+        }
         let mut st = self.lock();
         st.spilled.clear();
         if !st.pending.is_empty() {

@@ -17,7 +17,9 @@ fn where_am_i(ms: u64) -> String {
 /// A big object made where the task runs: `n` numbers from `seed`.
 #[oxray::remote]
 fn make_numbers(n: u64, seed: u64) -> Vec<u64> {
-    (0..n).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seed).collect()
+    (0..n)
+        .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seed)
+        .collect()
 }
 
 /// Reads a big object in place where the task runs; returns its checksum and the node.
@@ -71,8 +73,8 @@ pub fn run() -> oxray::Result<()> {
     println!("driver-node {}", oxray::node_id()?);
 
     // More work than the head's one CPU: it spreads.
-    let refs: Vec<_> = (0..12)
-        .map(|_| where_am_i::remote(300))
+    let refs: Vec<_> = (0..16)
+        .map(|_| where_am_i::remote(700))
         .collect::<oxray::Result<_>>()?;
     let ran: BTreeSet<String> = oxray::get_all(&refs)?.into_iter().collect();
     println!("spread {}", ran.into_iter().collect::<Vec<_>>().join(","));
@@ -83,9 +85,7 @@ pub fn run() -> oxray::Result<()> {
 
     // 256 MiB made on node b, read in place on node c, and fetched by the driver.
     let n = 32 << 20;
-    let big = make_numbers::options()
-        .resource("b", 1.0)
-        .remote(n, 7)?;
+    let big = make_numbers::options().resource("b", 1.0).remote(n, 7)?;
     let (sum, at) = oxray::get(&checksum::options().resource("gpu", 1.0).remote(&big)?)?;
     println!("big-read-on {at}");
     println!("big-sum-ok {}", sum == sum_of(n, 7));
@@ -93,7 +93,10 @@ pub fn run() -> oxray::Result<()> {
     let local_sum = here
         .iter()
         .fold(0u64, |acc, x| acc.rotate_left(5) ^ x.to_native());
-    println!("big-driver-ok {}", here.len() as u64 == n && local_sum == sum_of(n, 7));
+    println!(
+        "big-driver-ok {}",
+        here.len() as u64 == n && local_sum == sum_of(n, 7)
+    );
     drop(here);
 
     // An actor placed on node b, called from the driver and from tasks on other nodes.
@@ -103,10 +106,54 @@ pub fn run() -> oxray::Result<()> {
     }
     println!("actor-node {}", oxray::get(&tally.node()?)?);
     let from_tasks: Vec<_> = (0..4)
-        .map(|_| add_from_task::options().resource("gpu", 0.25).remote(tally.clone(), 10))
+        .map(|_| {
+            add_from_task::options()
+                .resource("gpu", 0.25)
+                .remote(tally.clone(), 10)
+        })
         .collect::<oxray::Result<_>>()?;
     oxray::get_all(&from_tasks)?;
     println!("actor-total {}", oxray::get(&tally.add(0)?)?);
+    println!("done");
+    Ok(())
+}
+
+/// Sleeps `ms`, then says where it ran.
+#[oxray::remote]
+fn nap_where(ms: u64) -> String {
+    std::thread::sleep(Duration::from_millis(ms));
+    oxray::node_id().expect("node id")
+}
+
+/// `cluster-fault`: makes an object on node `b` and starts long tasks on every node; the test
+/// kills node `b` after `submitted`. Every task must still finish (retried elsewhere), and the
+/// object whose only copy was on `b` must be reported lost, not hang.
+pub fn fault() -> oxray::Result<()> {
+    let _cluster = oxray::init()?;
+    let n = 1 << 20;
+    let big = make_numbers::options().resource("b", 1.0).remote(n, 3)?;
+    let (ready, _) = oxray::wait(std::slice::from_ref(&big), 1, Some(Duration::from_secs(60)))?;
+    println!("big-ready {}", ready.len());
+    let refs: Vec<_> = (0..10)
+        .map(|_| nap_where::remote(2000))
+        .collect::<oxray::Result<_>>()?;
+    std::thread::sleep(Duration::from_millis(700));
+    println!("submitted");
+    let ran = oxray::get_all(&refs)?;
+    println!("tasks-done {}", ran.len());
+    println!("ran-on {}", ran.join(","));
+    let started = std::time::Instant::now();
+    while oxray::nodes()?.iter().filter(|n| n.alive).count() > 2 {
+        if started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    match oxray::get_timeout(&big, Duration::from_secs(20)) {
+        Ok(v) => println!("big-got {}", v.len()),
+        Err(e @ Error::ObjectLost { .. }) => println!("big-lost {e}"),
+        Err(e) => println!("big-error {e:?}"),
+    }
     println!("done");
     Ok(())
 }

@@ -97,11 +97,12 @@ fn main() {
         "store-free" => store_free(),
         "detached-find" => detached_find(),
         "cluster-work" => cluster_work::run(),
+        "cluster-fault" => cluster_work::fault(),
         _ => {
             eprintln!(
                 "usage: oxray-test-driver raylet SESSION | sum N | print | pids [hang] | nap | \
                  kill-retry | kill-noretry | owner-died | detached-make | detached-find | store-free | \
-                 cluster-work"
+                 cluster-work | cluster-fault"
             );
             std::process::exit(2);
         }

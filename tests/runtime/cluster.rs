@@ -239,3 +239,104 @@ fn a_silent_node_is_marked_dead_and_every_node_learns_it() {
     let alive = view_of(&h).nodes.iter().filter(|n| n.alive).count();
     assert_eq!(alive, 2);
 }
+
+/// The id of the node whose local address is `address`, as `oxray::node_id` prints it.
+fn id_of(view: &ClusterView, node: &Node) -> String {
+    view.nodes
+        .iter()
+        .find(|n| n.local_address == node.address)
+        .map(|n| n.id.to_string())
+        .expect("the node is in the view")
+}
+
+#[test]
+fn work_spreads_routes_by_resource_and_objects_and_actors_cross_nodes() {
+    let store = "store_mb=768";
+    let h = head("hw", &["cpus=1", store]);
+    let b = member("bw", &h, &["cpus=2", "resources=b:1", store]);
+    let c = member("cw", &h, &["cpus=2", "resources=gpu:1", store]);
+    let view = view_of(&h);
+    let (h_id, b_id, c_id) = (id_of(&view, &h), id_of(&view, &b), id_of(&view, &c));
+    let out = crate::processes::run(&["cluster-work"], Some(&h.address));
+    let value = |k: &str| {
+        crate::processes::value(&out, k)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(value("alive"), "3", "{out}");
+    assert_eq!(value("driver-node"), h_id, "{out}");
+    // Sixteen 700 ms tasks on a head with one CPU: the other nodes take some (even after
+    // fetching the driver's executable, which is the first spill's cost).
+    let spread: Vec<&str> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("spread "))
+        .unwrap_or_default()
+        .split(',')
+        .collect();
+    for id in [&h_id, &b_id, &c_id] {
+        assert!(spread.contains(&id.as_str()), "no task ran on {id}: {out}");
+    }
+    assert_eq!(value("gpu-node"), c_id, "only node c has a gpu: {out}");
+    // 256 MiB made on b, read in place on c and by the driver on the head, bit for bit.
+    assert_eq!(value("big-read-on"), c_id, "{out}");
+    assert_eq!(value("big-sum-ok"), "true", "{out}");
+    assert_eq!(value("big-driver-ok"), "true", "{out}");
+    // The actor lives on b; 10 calls from the driver and 4 × 10 from tasks on c.
+    assert_eq!(value("actor-node"), b_id, "{out}");
+    assert_eq!(value("actor-total"), "50", "{out}");
+    assert!(out.lines().any(|l| l == "done"), "{out}");
+}
+
+#[test]
+fn killing_a_node_mid_work_retries_its_tasks_and_reports_its_objects_lost() {
+    let fast = ["period_ms=50", "timeout_ms=600"];
+    let h = head("hf", &[&["cpus=1"][..], &fast[..]].concat());
+    let mut b = member(
+        "bf",
+        &h,
+        &[&["cpus=2", "resources=b:1"][..], &fast[..]].concat(),
+    );
+    let c = member("cf", &h, &[&["cpus=2"][..], &fast[..]].concat());
+    let view = view_of(&h);
+    let b_id = id_of(&view, &b);
+    let mut driver = Command::new(DRIVER)
+        .arg("cluster-fault")
+        .env("OXRAY_ADDRESS", &h.address)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the driver");
+    let stdout = driver.stdout.take().expect("stdout");
+    let mut out = String::new();
+    for line in BufReader::new(stdout).lines().take(20) {
+        let Ok(line) = line else { break };
+        out.push_str(&line);
+        out.push('\n');
+        if line == "submitted" {
+            // Work is running on every node: node b goes, with its workers' results.
+            b.child.kill().expect("kill node b");
+            let _ = b.child.wait();
+        }
+        if line == "done" {
+            break;
+        }
+    }
+    let _ = driver.kill();
+    let _ = driver.wait();
+    let value = |k: &str| {
+        crate::processes::value(&out, k)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(value("big-ready"), "1", "{out}");
+    assert_eq!(value("tasks-done"), "10", "every task finishes: {out}");
+    assert!(
+        !value("ran-on").contains(&b_id),
+        "no result can come from the killed node: {out}"
+    );
+    assert!(
+        value("big-lost").contains("dead"),
+        "the object whose only copy was on b is lost: {out}"
+    );
+    drop(c);
+}

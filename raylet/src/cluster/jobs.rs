@@ -38,7 +38,9 @@ const REMOTE_INDEX_SHIFT: u32 = 47;
 
 /// The local id of lease `lease` of node `index`.
 pub(crate) fn remote_lease(index: u16, lease: u64) -> u64 {
-    REMOTE_LEASE | (u64::from(index) << REMOTE_INDEX_SHIFT) | (lease & ((1 << REMOTE_INDEX_SHIFT) - 1))
+    REMOTE_LEASE
+        | (u64::from(index) << REMOTE_INDEX_SHIFT)
+        | (lease & ((1 << REMOTE_INDEX_SHIFT) - 1))
 }
 
 /// The node index and far lease id of a local id made by [`remote_lease`].
@@ -60,7 +62,11 @@ pub(crate) enum Forward {
     /// Give back a lease of that node (its far id).
     ReturnLease { lease: u64 },
     /// Place an actor there.
-    CreateActor { conn: u64, req: u64, spec: ActorSpec },
+    CreateActor {
+        conn: u64,
+        req: u64,
+        spec: ActorSpec,
+    },
 }
 
 /// A request forwarded and not yet answered.
@@ -204,7 +210,10 @@ async fn run(
 fn close(shared: &Shared, job: JobId, index: u16, proxy: &Arc<Proxy>, why: &str, requeue: bool) {
     {
         let mut proxies = lock(&shared.proxies);
-        if proxies.get(&(job, index)).is_some_and(|p| Arc::ptr_eq(p, proxy)) {
+        if proxies
+            .get(&(job, index))
+            .is_some_and(|p| Arc::ptr_eq(p, proxy))
+        {
             proxies.remove(&(job, index));
         }
     }
@@ -266,14 +275,7 @@ async fn attach_to(
 }
 
 /// Hands an answer of the far raylet to the local process that asked.
-fn deliver(
-    shared: &Shared,
-    job: JobId,
-    index: u16,
-    peer: &str,
-    proxy: &Proxy,
-    msg: FromRaylet,
-) {
+fn deliver(shared: &Shared, job: JobId, index: u16, peer: &str, proxy: &Proxy, msg: FromRaylet) {
     let Some(node) = shared.node.upgrade() else {
         return;
     };
@@ -524,8 +526,8 @@ async fn exe_info(shared: &Arc<Shared>, exe: &str) -> Result<ExeInfo> {
     }
     let path = exe.to_owned();
     let info = tokio::task::spawn_blocking(move || -> Result<ExeInfo> {
-        let mut file =
-            std::fs::File::open(&path).map_err(|e| RayletError::io(format!("reading {path}"), e))?;
+        let mut file = std::fs::File::open(&path)
+            .map_err(|e| RayletError::io(format!("reading {path}"), e))?;
         let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
         let mut buf = vec![0u8; 1 << 20];
         let mut len = 0u64;

@@ -40,10 +40,7 @@ pub(crate) async fn join(
 
 /// Reports this node's load every period; the reply is the cluster view. Reconnects when the
 /// head is unreachable; stops the node if the head declared it dead.
-pub(crate) async fn report_loop(
-    shared: Arc<Shared>,
-    mut conn: quinn::Connection,
-) {
+pub(crate) async fn report_loop(shared: Arc<Shared>, mut conn: quinn::Connection) {
     let config = &shared.config;
     let head = config.head.clone().unwrap_or_default();
     let remember = |conn: &quinn::Connection| {

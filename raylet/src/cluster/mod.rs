@@ -236,6 +236,15 @@ impl Drop for Cluster {
 pub(crate) struct Link(Arc<Shared>);
 
 impl Link {
+    /// The node at `peer_address` was declared dead: close the connection to it.
+    pub(crate) fn node_died(&self, peer_address: &str) {
+        if let Ok(addr) = peer_address.parse::<SocketAddr>() {
+            if let Some(conn) = lock(&self.0.peers).remove(&addr) {
+                conn.close(2u32.into(), b"declared dead");
+            }
+        }
+    }
+
     /// Asks node `index` about actor `id` (killing it first with `kill`) for a local client;
     /// the answer goes to the client as `Actor` or `Error`.
     pub(crate) fn query_actor(

@@ -35,19 +35,16 @@ pub(crate) fn pull(shared: &Arc<Shared>, id: ObjectId, index: u16, conn: u64, re
     };
     if first {
         let shared = shared.clone();
-        shared
-            .runtime
-            .clone()
-            .spawn(async move {
-                let result = fetch(&shared, id, index).await;
-                let waiters = lock(&shared.pulls).remove(&id).unwrap_or_default();
-                if let Some(node) = shared.node.upgrade() {
-                    let error = result.err().map(|e| e.to_string());
-                    for (conn, req) in waiters {
-                        node.pin_pulled(conn, req, id, error.as_deref());
-                    }
+        shared.runtime.clone().spawn(async move {
+            let result = fetch(&shared, id, index).await;
+            let waiters = lock(&shared.pulls).remove(&id).unwrap_or_default();
+            if let Some(node) = shared.node.upgrade() {
+                let error = result.err().map(|e| e.to_string());
+                for (conn, req) in waiters {
+                    node.pin_pulled(conn, req, id, error.as_deref());
                 }
-            });
+            }
+        });
     }
 }
 
@@ -62,12 +59,12 @@ async fn fetch(shared: &Arc<Shared>, id: ObjectId, index: u16) -> Result<()> {
         peer: peer.clone(),
         reason,
     };
-    let (len, fingerprint) = match wire::request(&conn, &PeerRequest::ObjectInfo { id }, &peer).await?
-    {
-        PeerReply::Object { len, fingerprint } => (len, fingerprint),
-        PeerReply::Error { message } => return Err(peer_error(message)),
-        other => return Err(peer_error(format!("unexpected answer {other:?}"))),
-    };
+    let (len, fingerprint) =
+        match wire::request(&conn, &PeerRequest::ObjectInfo { id }, &peer).await? {
+            PeerReply::Object { len, fingerprint } => (len, fingerprint),
+            PeerReply::Error { message } => return Err(peer_error(message)),
+            other => return Err(peer_error(format!("unexpected answer {other:?}"))),
+        };
     let opts = CreateOptions {
         fingerprint,
         evictable: false,
@@ -138,7 +135,10 @@ pub(crate) fn info(shared: &Shared, id: ObjectId, from: SocketAddr) -> PeerReply
             }
         }
         _ => PeerReply::Error {
-            message: format!("object {id} is not on node {} (it was freed or lost)", node.id),
+            message: format!(
+                "object {id} is not on node {} (it was freed or lost)",
+                node.id
+            ),
         },
     }
 }
@@ -174,7 +174,10 @@ pub(crate) async fn serve_chunk(
         let _ = wire::write(&mut send, &reply, peer).await;
         return;
     };
-    if wire::write_open(&mut send, &PeerReply::Ok, peer).await.is_err() {
+    if wire::write_open(&mut send, &PeerReply::Ok, peer)
+        .await
+        .is_err()
+    {
         return;
     }
     if send

@@ -23,7 +23,11 @@ pub(crate) async fn connection(shared: &Arc<Shared>, address: &str) -> Result<qu
     let config = &shared.config;
     let conn = dial(&shared.endpoint, address, &config.name, &config.secret).await?;
     lock(&shared.peers).insert(addr, conn.clone());
-    tokio::spawn(serve_streams(conn.clone(), shared.clone(), address.to_owned()));
+    tokio::spawn(serve_streams(
+        conn.clone(),
+        shared.clone(),
+        address.to_owned(),
+    ));
     Ok(conn)
 }
 

@@ -33,7 +33,9 @@ pub(crate) fn parse(target: &str) -> Option<(&str, &str)> {
 /// then copy bytes until either side closes.
 pub(crate) async fn open(shared: Arc<Shared>, stream: StdUnixStream, target: String) {
     let far = connect_far(&shared, &target).await;
-    let Ok(mut local) = stream.set_nonblocking(true).and_then(|()| UnixStream::from_std(stream))
+    let Ok(mut local) = stream
+        .set_nonblocking(true)
+        .and_then(|()| UnixStream::from_std(stream))
     else {
         return;
     };
