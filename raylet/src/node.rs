@@ -631,7 +631,10 @@ impl Node {
                         block: loc.block,
                     },
                 ),
-                Err(StoreError::ObjectNotFound(_)) if node != 0 && node != self.index() => {
+                // Not here, or being pulled here right now: (join the) pull.
+                Err(StoreError::ObjectNotFound(_) | StoreError::NotSealed(_))
+                    if node != 0 && node != self.index() =>
+                {
                     match self.link.get() {
                         Some(link) => link.pull(id, node, conn_id, req),
                         None => reply_err(req, StoreError::ObjectNotFound(id)),
@@ -1057,8 +1060,14 @@ impl Node {
             .into_iter()
             .filter(|id| owner_of(*id) == owner)
             .collect();
-        for id in owned {
-            let _ = self.store.delete(id);
+        match self.link.get() {
+            // Copies other nodes pulled go too.
+            Some(link) => link.delete(owned, 0),
+            None => {
+                for id in owned {
+                    let _ = self.store.delete(id);
+                }
+            }
         }
     }
 
