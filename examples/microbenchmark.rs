@@ -232,6 +232,94 @@ fn main() -> oxray::Result<()> {
         }
         println!("zero-copy get_view of a 1 GiB object (best of 20) {best:.1} µs");
     }
+    drop(_cluster);
+    cross_node_rows(&bench)
+}
+
+/// Reads a byte array where the task runs (pulling it there first if it lives elsewhere).
+#[oxray::remote]
+fn byte_len(xs: oxray::ObjectView<Vec<u8>>) -> u64 {
+    xs.len() as u64
+}
+
+/// The rows again across two nodes on this machine (two raylets joined over QUIC): the driver
+/// attaches to a head with no CPUs, so every task and actor runs on the other node.
+fn cross_node_rows(bench: &Bench) -> oxray::Result<()> {
+    if bench
+        .filter
+        .as_ref()
+        .is_some_and(|f| !"cross-node".contains(f.as_str()) && !f.contains("cross-node"))
+    {
+        return Ok(());
+    }
+    use oxray_raylet::cluster::ClusterConfig;
+    use oxray_raylet::{Raylet, RayletConfig};
+    let bad = |e: oxray_raylet::RayletError| oxray::Error::Config {
+        message: e.to_string(),
+    };
+    let secret = b"microbenchmark-secret-0123456789".to_vec();
+    let node = |session: &str, cpus: f64, cluster: ClusterConfig| RayletConfig {
+        num_cpus: cpus,
+        object_store_memory: 3 << 30,
+        session: format!("{session}-{}", std::process::id()),
+        prestart_workers: 0,
+        cluster: Some(cluster),
+        ..RayletConfig::default()
+    };
+    let head = Raylet::start(node(
+        "bench-head",
+        0.0,
+        ClusterConfig::head("bench", secret.clone(), "127.0.0.1", 0),
+    ))
+    .map_err(bad)?;
+    let head_peer = head.peer_address().unwrap_or_default().to_owned();
+    let _other = Raylet::start(node(
+        "bench-other",
+        2.0,
+        ClusterConfig::member("bench", secret, "127.0.0.1", 0, &head_peer),
+    ))
+    .map_err(bad)?;
+    let _cluster = oxray::init_with(oxray::Config::new().address(head.address()))?;
+
+    bench.timeit("cross-node tasks sync", 1.0, || {
+        oxray::get(&small_value::remote().expect("submit")).expect("get");
+    });
+    bench.timeit("cross-node tasks async", 1000.0, || {
+        let refs: Vec<_> = (0..1000)
+            .map(|_| small_value::remote().expect("submit"))
+            .collect();
+        oxray::get_all(&refs).expect("get");
+    });
+    let server = Server::options().num_cpus(1.0).remote()?;
+    oxray::get(&server.small_value()?)?;
+    bench.timeit("cross-node 1:1 actor calls sync", 1.0, || {
+        oxray::get(&server.small_value().expect("call")).expect("get");
+    });
+    bench.timeit("cross-node 1:1 actor calls async", 1000.0, || {
+        let refs: Vec<_> = (0..1000)
+            .map(|_| server.small_value().expect("call"))
+            .collect();
+        oxray::get_all(&refs).expect("get");
+    });
+    oxray::kill(&server)?;
+    for (label, size, rounds) in [("100 MiB", 100usize << 20, 10), ("1 GiB", 1 << 30, 3)] {
+        let data: Vec<u8> = (0..size).map(|i| i as u8).collect();
+        let mut seconds = Vec::new();
+        for _ in 0..rounds {
+            // A fresh object each round, so each read pulls it across.
+            let obj = oxray::put(&data)?;
+            let t = Instant::now();
+            let n = oxray::get(&byte_len::remote(&obj)?)?;
+            seconds.push(t.elapsed().as_secs_f64());
+            assert_eq!(n as usize, size);
+        }
+        seconds.sort_by(f64::total_cmp);
+        let median = seconds[seconds.len() / 2];
+        println!(
+            "cross-node object transfer gigabytes ({label}, median of {rounds}) per second {:.2}",
+            size as f64 / 1e9 / median
+        );
+    }
     Ok(())
 }
 
