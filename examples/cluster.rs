@@ -28,8 +28,7 @@ fn mean_on_node(xs: ObjectView<Vec<f64>>, slice: u64, slices: u64) -> (String, f
 }
 
 fn main() -> oxray::Result<()> {
-    let address =
-        std::env::var("OXRAY_ADDRESS").unwrap_or_else(|_| "unix:@demo-head".to_owned());
+    let address = std::env::var("OXRAY_ADDRESS").unwrap_or_else(|_| "unix:@demo-head".to_owned());
     let cluster = oxray::init_with(oxray::Config::new().address(address.clone()));
     let _cluster = match cluster {
         Ok(c) => c,
@@ -46,7 +45,11 @@ fn main() -> oxray::Result<()> {
         .iter()
         .enumerate()
         .map(|(i, n)| {
-            let role = if n.is_head { "head".into() } else { format!("node{i}") };
+            let role = if n.is_head {
+                "head".into()
+            } else {
+                format!("node{i}")
+            };
             (n.id.clone(), format!("{role} {}", n.peer_address))
         })
         .collect();
@@ -70,10 +73,15 @@ fn main() -> oxray::Result<()> {
     let results = oxray::get_all(&refs)?;
     let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
     for (node, _) in &results {
-        *per_node.entry(names.get(node).cloned().unwrap_or_else(|| node.clone())).or_default() += 1;
+        *per_node
+            .entry(names.get(node).cloned().unwrap_or_else(|| node.clone()))
+            .or_default() += 1;
     }
     let mean = results.iter().map(|(_, m)| m).sum::<f64>() / slices as f64;
-    println!("{slices} tasks in {:.2?}; which node ran what:", started.elapsed());
+    println!(
+        "{slices} tasks in {:.2?}; which node ran what:",
+        started.elapsed()
+    );
     for (node, count) in &per_node {
         println!("  {node:<28} {count} tasks");
     }
