@@ -281,8 +281,16 @@ impl Node {
     /// A job's attachment to node `index` closed: the leases and actors it had there are gone.
     pub(crate) fn peer_lost(&self, job: JobId, index: u16) {
         let mut st = self.lock();
-        st.remote_leases
-            .retain(|lease, _| crate::cluster::split_remote_lease(*lease).0 != index);
+        let State {
+            remote_leases,
+            clients,
+            ..
+        } = &mut *st;
+        // Only this job's leases there are gone; other jobs' attachments may still be up.
+        remote_leases.retain(|lease, holder| {
+            crate::cluster::split_remote_lease(*lease).0 != index
+                || clients.get(holder).is_some_and(|c| c.job != job)
+        });
         let lost: Vec<ActorId> = st
             .remote_actors
             .iter()

@@ -25,9 +25,7 @@ fn make_numbers(n: u64, seed: u64) -> Vec<u64> {
 /// Reads a big object in place where the task runs; returns its checksum and the node.
 #[oxray::remote]
 fn checksum(xs: ObjectView<Vec<u64>>) -> (u64, String) {
-    let sum = xs
-        .iter()
-        .fold(0u64, |acc, x| acc.rotate_left(5) ^ x.to_native());
+    let sum = fold_sum(xs.iter().map(|x| x.to_native()));
     (sum, oxray::node_id().expect("node id"))
 }
 
@@ -60,10 +58,13 @@ fn add_from_task(t: ActorHandle<Tally>, by: i64) -> i64 {
     oxray::get(&r).expect("result")
 }
 
+/// An order-sensitive checksum.
+fn fold_sum(xs: impl Iterator<Item = u64>) -> u64 {
+    xs.fold(0u64, |acc, x| acc.rotate_left(5) ^ x)
+}
+
 fn sum_of(n: u64, seed: u64) -> u64 {
-    (0..n)
-        .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seed)
-        .fold(0u64, |acc, x| acc.rotate_left(5) ^ x)
+    fold_sum((0..n).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ seed))
 }
 
 pub fn run() -> oxray::Result<()> {
@@ -90,9 +91,7 @@ pub fn run() -> oxray::Result<()> {
     println!("big-read-on {at}");
     println!("big-sum-ok {}", sum == sum_of(n, 7));
     let here = oxray::get_view(&big)?;
-    let local_sum = here
-        .iter()
-        .fold(0u64, |acc, x| acc.rotate_left(5) ^ x.to_native());
+    let local_sum = fold_sum(here.iter().map(|x| x.to_native()));
     println!(
         "big-driver-ok {}",
         here.len() as u64 == n && local_sum == sum_of(n, 7)

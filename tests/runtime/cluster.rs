@@ -216,6 +216,39 @@ fn peers_without_the_secret_are_refused() {
             let reply = wire::read::<PeerReply>(&mut recv, &h.peer).await;
             assert!(matches!(reply, Ok(PeerReply::Error { .. })), "{reply:?}");
         }
+        // Well-formed requests with bad content get a reason, and nothing is served.
+        let error_of = |reply: oxray_raylet::Result<PeerReply>| match reply {
+            Ok(PeerReply::Error { message }) => message,
+            other => panic!("expected an error, got {other:?}"),
+        };
+        let tunnel = PeerRequest::Tunnel {
+            target: "unix:@some-other-program".into(),
+        };
+        let (reply, ..) = wire::open(&conn, &tunnel, &h.peer).await.expect("tunnel");
+        assert!(error_of(Ok(reply)).contains("not a worker socket"));
+        let attach = PeerRequest::Attach {
+            origin: Default::default(),
+            origin_address: "127.0.0.1:1".into(),
+            job: Default::default(),
+            namespace: String::new(),
+            exe: oxray_raylet::peer::ExeInfo {
+                hash: "00".repeat(32),
+                len: 1,
+                os: "plan9".into(),
+                arch: std::env::consts::ARCH.into(),
+            },
+        };
+        let message = error_of(wire::request(&conn, &attach, &h.peer).await);
+        assert!(message.contains("plan9"), "{message}");
+        let unknown = oxray_object_store::ObjectId::from_u128(0xdead_beef);
+        let info = PeerRequest::ObjectInfo { id: unknown };
+        assert!(error_of(wire::request(&conn, &info, &h.peer).await).contains("not on node"));
+        let chunk = PeerRequest::Chunk {
+            id: unknown,
+            offset: 0,
+            len: 1 << 20,
+        };
+        error_of(wire::request(&conn, &chunk, &h.peer).await);
         let view = wire::request(&conn, &PeerRequest::GetView, &h.peer).await;
         assert!(matches!(view, Ok(PeerReply::View(_))), "{view:?}");
     });

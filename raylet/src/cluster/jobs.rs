@@ -380,10 +380,7 @@ pub(crate) async fn attach(
     {
         return;
     }
-    let Ok(local) = ours
-        .set_nonblocking(true)
-        .and_then(|()| tokio::net::UnixStream::from_std(ours))
-    else {
+    let Ok(local) = tunnel::to_tokio(ours) else {
         return;
     };
     tunnel::pipe(local, send, recv).await;

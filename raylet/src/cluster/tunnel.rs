@@ -33,10 +33,7 @@ pub(crate) fn parse(target: &str) -> Option<(&str, &str)> {
 /// then copy bytes until either side closes.
 pub(crate) async fn open(shared: Arc<Shared>, stream: StdUnixStream, target: String) {
     let far = connect_far(&shared, &target).await;
-    let Ok(mut local) = stream
-        .set_nonblocking(true)
-        .and_then(|()| UnixStream::from_std(stream))
-    else {
+    let Ok(mut local) = to_tokio(stream) else {
         return;
     };
     let reply = match &far {
@@ -123,10 +120,13 @@ fn connect_local(shared: &Shared, target: &str) -> std::result::Result<UnixStrea
     }
     let stream = crate::server::connect(target)
         .map_err(|e| format!("connecting {target}: {e} (the process has exited)"))?;
-    stream
-        .set_nonblocking(true)
-        .and_then(|()| UnixStream::from_std(stream))
-        .map_err(|e| format!("connecting {target}: {e}"))
+    to_tokio(stream).map_err(|e| format!("connecting {target}: {e}"))
+}
+
+/// A blocking Unix stream as a tokio one (call on the cluster runtime).
+pub(crate) fn to_tokio(stream: StdUnixStream) -> std::io::Result<UnixStream> {
+    stream.set_nonblocking(true)?;
+    UnixStream::from_std(stream)
 }
 
 /// Copies bytes both ways until either side closes.

@@ -69,10 +69,7 @@ where
     M::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
         + rkyv::Deserialize<M, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
 {
-    let buf = frame::encode(msg).map_err(|e| peer_error(peer, e))?;
-    send.write_all(&buf)
-        .await
-        .map_err(|e| peer_error(peer, format!("writing a message: {e}")))?;
+    write_open(send, msg, peer).await?;
     send.finish()
         .map_err(|e| peer_error(peer, format!("finishing a message: {e}")))?;
     Ok(())
