@@ -201,6 +201,9 @@ pub struct ActorSpec {
     pub detached: bool,
     /// Methods running at once.
     pub max_concurrency: u32,
+    /// Restarts so far: 0 when the owner creates it; more when its node died and the node
+    /// that placed it starts it again elsewhere.
+    pub restarts: u32,
 }
 
 /// States of an actor.

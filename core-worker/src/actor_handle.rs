@@ -301,6 +301,7 @@ impl ActorOptions {
             max_restarts: self.max_restarts,
             detached: self.lifetime == Lifetime::Detached,
             max_concurrency: self.max_concurrency,
+            restarts: 0,
         };
         match core
             .raylet

@@ -127,13 +127,24 @@ pub(crate) struct State {
     actor_waiters: HashMap<ActorId, Vec<(u64, u64)>>,
     /// Leases of other nodes held by local clients: local lease id → holder connection.
     remote_leases: HashMap<u64, u64>,
-    /// Actors this node placed on other nodes: id → (node index, job).
-    remote_actors: HashMap<ActorId, (u16, JobId)>,
+    /// Actors this node placed on other nodes.
+    remote_actors: HashMap<ActorId, PlacedActor>,
     /// Names of actors placed on other nodes.
     remote_names: HashMap<(String, String), ActorId>,
     /// Resources spilled to each node since the cluster view last changed (so one view does
     /// not send more work to a node than it showed room for).
     spilled: HashMap<u16, Resources>,
+}
+
+/// An actor this node placed on another node: enough to start it again elsewhere if that node
+/// dies.
+struct PlacedActor {
+    node: u16,
+    job: JobId,
+    owner_conn: u64,
+    spec: ActorSpec,
+    /// Restarts so far, as last heard from the hosting node.
+    restarts: u32,
 }
 
 struct ActorEntry {
@@ -278,7 +289,8 @@ impl Node {
         true
     }
 
-    /// A job's attachment to node `index` closed: the leases and actors it had there are gone.
+    /// A job's attachment to node `index` closed: the leases it had there are gone, and its
+    /// actors there start again elsewhere if their `max_restarts` allows, else are dead.
     pub(crate) fn peer_lost(&self, job: JobId, index: u16) {
         let mut st = self.lock();
         let State {
@@ -294,20 +306,239 @@ impl Node {
         let lost: Vec<ActorId> = st
             .remote_actors
             .iter()
-            .filter(|(_, (i, j))| *i == index && *j == job)
+            .filter(|(_, p)| p.node == index && p.job == job)
             .map(|(a, _)| *a)
             .collect();
         for a in lost {
-            st.remote_actors.remove(&a);
-            st.remote_names.retain(|_, id| *id != a);
+            if let Some(placed) = st.remote_actors.remove(&a) {
+                self.replace_actor(&mut st, placed, index);
+            }
+        }
+        self.schedule(&mut st);
+    }
+
+    /// Node `gone` that hosted `placed` went away: start the actor again (here or on another
+    /// node) if its `max_restarts` allows; otherwise record it dead with the cause.
+    fn replace_actor(&self, st: &mut State, placed: PlacedActor, gone: u16) {
+        let max = placed.spec.max_restarts;
+        if max >= 0 && i64::from(placed.restarts) >= max {
+            let death = format!(
+                "the node it ran on (node {gone}) went away and max_restarts ({max}) is exhausted"
+            );
+            eprintln!("[raylet] actor {} is dead: {death}", placed.spec.id);
+            Self::bury(st, placed, death);
+            return;
+        }
+        let PlacedActor {
+            job,
+            owner_conn,
+            mut spec,
+            restarts,
+            ..
+        } = placed;
+        spec.restarts = restarts + 1;
+        eprintln!(
+            "[raylet] actor {} ({}) lost with node {gone}; starting it again (restart {})",
+            spec.id, spec.class, spec.restarts
+        );
+        let key = (spec.namespace.clone(), spec.name.clone());
+        if st.remote_names.get(&key) == Some(&spec.id) {
+            st.remote_names.remove(&key);
+        }
+        if !Self::available(st).contains(&spec.resources) {
+            if let Some(target) = self.pick_peer(st, &spec.resources, Some(gone)) {
+                if let Some(link) = self.link.get() {
+                    Self::note_placed(st, target, job, owner_conn, &spec);
+                    let forward = Forward::CreateActor {
+                        conn: 0,
+                        req: 0,
+                        spec,
+                    };
+                    link.forward(job, target, forward);
+                    return;
+                }
+            }
+        }
+        Self::add_actor(st, spec, owner_conn, job);
+    }
+
+    /// Records that this node placed actor `spec` on node `target`.
+    fn note_placed(st: &mut State, target: u16, job: JobId, owner_conn: u64, spec: &ActorSpec) {
+        if !spec.name.is_empty() {
+            let key = (spec.namespace.clone(), spec.name.clone());
+            st.remote_names.insert(key, spec.id);
+        }
+        st.remote_actors.insert(
+            spec.id,
+            PlacedActor {
+                node: target,
+                job,
+                owner_conn,
+                spec: spec.clone(),
+                restarts: spec.restarts,
+            },
+        );
+    }
+
+    /// A hosting node answered about an actor this node placed there: keep its restart count
+    /// (it counts the restarts it did itself); a dead one is recorded here, so that losing that
+    /// node later does not bring it back.
+    pub(crate) fn placed_actor_seen(&self, info: &ActorInfo) {
+        let mut st = self.lock();
+        if info.state == ActorState::Dead {
+            if let Some(mut placed) = st.remote_actors.remove(&info.id) {
+                placed.restarts = info.restarts;
+                Self::bury(&mut st, placed, info.death.clone());
+            }
+        } else if let Some(p) = st.remote_actors.get_mut(&info.id) {
+            p.restarts = p.restarts.max(info.restarts);
+        }
+    }
+
+    /// Records an actor this node placed elsewhere as dead in its own table, so that questions
+    /// about it get the cause.
+    fn bury(st: &mut State, placed: PlacedActor, death: String) {
+        let PlacedActor {
+            job,
+            owner_conn,
+            mut spec,
+            restarts,
+            ..
+        } = placed;
+        let id = spec.id;
+        let key = (spec.namespace.clone(), spec.name.clone());
+        if st.remote_names.get(&key) == Some(&id) {
+            st.remote_names.remove(&key);
+        }
+        spec.name.clear();
+        st.actors.insert(
+            id,
+            ActorEntry {
+                spec,
+                state: ActorState::Dead,
+                worker: None,
+                lease: None,
+                address: String::new(),
+                pid: 0,
+                restarts,
+                death,
+                owner_conn,
+                owner_job: job,
+                exiting: false,
+            },
+        );
+        Self::notify_actor(st, id);
+    }
+
+    /// Where to ask about actor `id`: `Some(node)` when another node knows, `None` when this
+    /// node's own table answers.
+    pub(crate) fn actor_location(&self, id: ActorId) -> Option<u16> {
+        let st = self.lock();
+        if st.actors.contains_key(&id) {
+            return None;
+        }
+        self.actor_home(&st, id)
+    }
+
+    /// Adds an actor to this node's table, waiting for resources (restarting when its spec says
+    /// it ran before), and takes its name.
+    fn add_actor(st: &mut State, spec: ActorSpec, owner_conn: u64, job: JobId) {
+        let id = spec.id;
+        if !spec.name.is_empty() {
+            st.actor_names
+                .insert((spec.namespace.clone(), spec.name.clone()), id);
+        }
+        let restarts = spec.restarts;
+        st.actors.insert(
+            id,
+            ActorEntry {
+                spec,
+                state: if restarts > 0 {
+                    ActorState::Restarting
+                } else {
+                    ActorState::Pending
+                },
+                worker: None,
+                lease: None,
+                address: String::new(),
+                pid: 0,
+                restarts,
+                death: String::new(),
+                owner_conn,
+                owner_job: job,
+                exiting: false,
+            },
+        );
+        st.pending_actors.push_back(id);
+    }
+
+    /// Answers a client's `GetActor`: from this node's table (parking the request while the
+    /// actor starts, with `wait_alive`), or by asking the node that knows.
+    pub(crate) fn get_actor(
+        &self,
+        conn_id: u64,
+        req: u64,
+        id: Option<ActorId>,
+        name: &str,
+        namespace: &str,
+        wait_alive: bool,
+    ) {
+        let mut st = self.lock();
+        let key = (namespace.to_owned(), name.to_owned());
+        let found = match id {
+            Some(id) => Some(id),
+            None => st.actor_names.get(&key).copied().filter(|a| {
+                st.actors
+                    .get(a)
+                    .is_some_and(|e| e.state != ActorState::Dead)
+            }),
+        };
+        let elsewhere = match found {
+            Some(a) if !st.actors.contains_key(&a) => Some(a),
+            None if id.is_none() => st.remote_names.get(&key).copied(),
+            _ => None,
+        };
+        if let (Some(a), Some(link)) = (elsewhere, self.link.get()) {
+            if let Some(index) = self.actor_home(&st, a) {
+                link.query_actor(conn_id, req, index, a, wait_alive, None);
+                return;
+            }
+        }
+        let reply = match found.and_then(|a| st.actors.get(&a)) {
+            None => FromRaylet::Error {
+                req,
+                kind: ErrorKind::BadRequest,
+                message: match id {
+                    Some(id) => format!("no actor with id {id} on this node"),
+                    None => format!("no live actor named {name:?} in namespace {namespace:?}"),
+                },
+            },
+            Some(entry)
+                if wait_alive
+                    && matches!(entry.state, ActorState::Pending | ActorState::Restarting) =>
+            {
+                let aid = entry.spec.id;
+                st.actor_waiters
+                    .entry(aid)
+                    .or_default()
+                    .push((conn_id, req));
+                return;
+            }
+            Some(entry) => FromRaylet::Actor {
+                req,
+                info: entry.info(),
+            },
+        };
+        if let Some(c) = st.clients.get(&conn_id) {
+            send(&c.conn, &reply);
         }
     }
 
     /// The node that knows where actor `id` (not in this node's table) runs: where this node
     /// placed it, or the node that registered it.
     fn actor_home(&self, st: &State, id: ActorId) -> Option<u16> {
-        if let Some((index, _)) = st.remote_actors.get(&id) {
-            return Some(*index);
+        if let Some(p) = st.remote_actors.get(&id) {
+            return Some(p.node);
         }
         let home = id.node_index();
         (home != 0 && home != self.index()).then_some(home)
@@ -323,7 +554,7 @@ impl Node {
         let mut st = self.lock();
         if !st.actors.contains_key(&id) {
             return match st.remote_actors.get(&id) {
-                Some((index, _)) => Err(*index),
+                Some(p) => Err(p.node),
                 None => Ok(None),
             };
         }
@@ -684,13 +915,9 @@ impl Node {
                     return;
                 };
                 if kind != ClientKind::Remote && !Self::available(&st).contains(&spec.resources) {
-                    if let Some(target) = self.pick_peer(&mut st, &spec.resources) {
+                    if let Some(target) = self.pick_peer(&mut st, &spec.resources, None) {
                         if let Some(link) = self.link.get() {
-                            st.remote_actors.insert(spec.id, (target, job));
-                            if !spec.name.is_empty() {
-                                let key = (spec.namespace.clone(), spec.name.clone());
-                                st.remote_names.insert(key, spec.id);
-                            }
+                            Self::note_placed(&mut st, target, job, conn_id, &spec);
                             let forward = Forward::CreateActor {
                                 conn: conn_id,
                                 req,
@@ -701,8 +928,8 @@ impl Node {
                         }
                     }
                 }
-                let key = (spec.namespace.clone(), spec.name.clone());
                 if !spec.name.is_empty() {
+                    let key = (spec.namespace.clone(), spec.name.clone());
                     if let Some(other) = st.actor_names.get(&key).and_then(|a| st.actors.get(a)) {
                         if other.state != ActorState::Dead {
                             send(
@@ -711,7 +938,8 @@ impl Node {
                                     req,
                                     kind: ErrorKind::BadRequest,
                                     message: format!(
-                                        "an actor named {:?} already exists in namespace {:?};                                          pick another name or get it with get_actor",
+                                        "an actor named {:?} already exists in namespace {:?}; \
+                                         pick another name or get it with get_actor",
                                         spec.name, spec.namespace
                                     ),
                                 },
@@ -719,26 +947,8 @@ impl Node {
                             return;
                         }
                     }
-                    st.actor_names.insert(key, spec.id);
                 }
-                let id = spec.id;
-                st.actors.insert(
-                    id,
-                    ActorEntry {
-                        spec,
-                        state: ActorState::Pending,
-                        worker: None,
-                        lease: None,
-                        address: String::new(),
-                        pid: 0,
-                        restarts: 0,
-                        death: String::new(),
-                        owner_conn: conn_id,
-                        owner_job: job,
-                        exiting: false,
-                    },
-                );
-                st.pending_actors.push_back(id);
+                Self::add_actor(&mut st, spec, conn_id, job);
                 send(conn, &FromRaylet::ActorCreated { req });
                 self.schedule(&mut st);
             }
@@ -748,61 +958,7 @@ impl Node {
                 name,
                 namespace,
                 wait_alive,
-            } => {
-                let mut st = self.lock();
-                let found = match id {
-                    Some(id) => Some(id),
-                    None => st
-                        .actor_names
-                        .get(&(namespace.clone(), name.clone()))
-                        .copied()
-                        .filter(|a| {
-                            st.actors
-                                .get(a)
-                                .is_some_and(|e| e.state != ActorState::Dead)
-                        }),
-                };
-                let elsewhere = match found {
-                    Some(a) if !st.actors.contains_key(&a) => Some(a),
-                    None if id.is_none() => st
-                        .remote_names
-                        .get(&(namespace.clone(), name.clone()))
-                        .copied(),
-                    _ => None,
-                };
-                if let (Some(a), Some(link)) = (elsewhere, self.link.get()) {
-                    if let Some(index) = self.actor_home(&st, a) {
-                        link.query_actor(conn_id, req, index, a, wait_alive, None);
-                        return;
-                    }
-                }
-                let Some(entry) = found.and_then(|a| st.actors.get(&a)) else {
-                    let what = match id {
-                        Some(id) => format!("no actor with id {id} on this node"),
-                        None => format!("no live actor named {name:?} in namespace {namespace:?}"),
-                    };
-                    send(
-                        conn,
-                        &FromRaylet::Error {
-                            req,
-                            kind: ErrorKind::BadRequest,
-                            message: what,
-                        },
-                    );
-                    return;
-                };
-                let waiting = matches!(entry.state, ActorState::Pending | ActorState::Restarting);
-                if wait_alive && waiting {
-                    let aid = entry.spec.id;
-                    st.actor_waiters
-                        .entry(aid)
-                        .or_default()
-                        .push((conn_id, req));
-                } else {
-                    let info = entry.info();
-                    send(conn, &FromRaylet::Actor { req, info });
-                }
-            }
+            } => self.get_actor(conn_id, req, id, &name, &namespace, wait_alive),
             ToRaylet::KillActor { req, id, restart } => {
                 let mut st = self.lock();
                 if !st.actors.contains_key(&id) {
@@ -957,7 +1113,7 @@ impl Node {
                     if let Some(link) = self.link.get() {
                         link.job_ended(job);
                     }
-                    st.remote_actors.retain(|_, (_, j)| *j != job);
+                    st.remote_actors.retain(|_, p| p.job != job);
                 }
                 let ids: Vec<WorkerId> = st
                     .workers
@@ -1116,7 +1272,8 @@ impl Node {
             let fits = available.contains(&st.pending[i].resources);
             if !fits {
                 if st.pending[i].spill {
-                    if let Some(target) = self.pick_peer(st, &st.pending[i].resources.clone()) {
+                    if let Some(target) = self.pick_peer(st, &st.pending[i].resources.clone(), None)
+                    {
                         if let (Some(r), Some(link)) = (st.pending.remove(i), self.link.get()) {
                             let forward = Forward::Lease {
                                 conn: r.conn,
@@ -1230,15 +1387,15 @@ impl Node {
 
     /// Another node to send work needing `resources` to: the live node with the most free CPUs
     /// that has them free now (counting what was already sent since the last view), else one
-    /// that has them at all when this node never will. `None` keeps the work here.
-    fn pick_peer(&self, st: &mut State, resources: &Resources) -> Option<u16> {
+    /// that has them at all when this node never will; never `avoid`. `None` keeps the work here.
+    fn pick_peer(&self, st: &mut State, resources: &Resources, avoid: Option<u16>) -> Option<u16> {
         self.link.get()?;
         let me = self.index();
         let view = self.cluster_view.lock().unwrap_or_else(|p| p.into_inner());
         let peers = || {
             view.nodes
                 .iter()
-                .filter(move |n| n.alive && n.index != 0 && n.index != me)
+                .filter(move |n| n.alive && n.index != 0 && n.index != me && Some(n.index) != avoid)
         };
         let free = peers()
             .filter_map(|n| {

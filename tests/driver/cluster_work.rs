@@ -49,6 +49,10 @@ impl Tally {
     fn node(&self) -> String {
         oxray::node_id().expect("node id")
     }
+
+    fn restarted(&self) -> bool {
+        oxray::was_restarted()
+    }
 }
 
 /// Calls a tally actor from a task (wherever the task runs).
@@ -124,15 +128,26 @@ fn nap_where(ms: u64) -> String {
     oxray::node_id().expect("node id")
 }
 
-/// `cluster-fault`: makes an object on node `b` and starts long tasks on every node; the test
-/// kills node `b` after `submitted`. Every task must still finish (retried elsewhere), and the
-/// object whose only copy was on `b` must be reported lost, not hang.
+/// `cluster-fault`: makes an object and two actors on node `b` and starts long tasks on every
+/// node; the test kills node `b` after `submitted`. Every task must still finish (retried
+/// elsewhere), the object whose only copy was on `b` must be reported lost, not hang, the actor
+/// with a restart left must start again on another node, and the one without must be dead.
 pub fn fault() -> oxray::Result<()> {
     let _cluster = oxray::init()?;
     let n = 1 << 20;
     let big = make_numbers::options().resource("b", 1.0).remote(n, 3)?;
     let (ready, _) = oxray::wait(std::slice::from_ref(&big), 1, Some(Duration::from_secs(60)))?;
     println!("big-ready {}", ready.len());
+    // Neither fits on the head (1 CPU); node b has the most free CPUs: both go there.
+    let lone = Tally::options().num_cpus(1.5).remote(0)?;
+    let keep = Tally::options()
+        .num_cpus(2.0)
+        .max_restarts(1)
+        .max_task_retries(-1)
+        .remote(5)?;
+    println!("lone-node {}", oxray::get(&lone.node()?)?);
+    println!("keep-node {}", oxray::get(&keep.node()?)?);
+    println!("keep-before {}", oxray::get(&keep.add(10)?)?);
     let refs: Vec<_> = (0..10)
         .map(|_| nap_where::remote(2000))
         .collect::<oxray::Result<_>>()?;
@@ -152,6 +167,22 @@ pub fn fault() -> oxray::Result<()> {
         Ok(v) => println!("big-got {}", v.len()),
         Err(e @ Error::ObjectLost { .. }) => println!("big-lost {e}"),
         Err(e) => println!("big-error {e:?}"),
+    }
+    // Started again from its constructor's arguments on a live node.
+    let wait = Duration::from_secs(40);
+    println!("keep-after {}", oxray::get_timeout(&keep.add(1)?, wait)?);
+    println!(
+        "keep-node-after {}",
+        oxray::get_timeout(&keep.node()?, wait)?
+    );
+    println!(
+        "keep-restarted {}",
+        oxray::get_timeout(&keep.restarted()?, wait)?
+    );
+    match lone.add(1).and_then(|r| oxray::get_timeout(&r, wait)) {
+        Ok(v) => println!("lone-after {v}"),
+        Err(e @ Error::ActorDied { .. }) => println!("lone-dead {e}"),
+        Err(e) => println!("lone-error {e:?}"),
     }
     println!("done");
     Ok(())

@@ -321,17 +321,18 @@ fn work_spreads_routes_by_resource_and_objects_and_actors_cross_nodes() {
 }
 
 #[test]
-fn killing_a_node_mid_work_retries_its_tasks_and_reports_its_objects_lost() {
+fn killing_a_node_mid_work_retries_its_tasks_restarts_its_actors_and_reports_its_objects_lost() {
     let fast = ["period_ms=50", "timeout_ms=600"];
     let h = head("hf", &[&["cpus=1"][..], &fast[..]].concat());
     let mut b = member(
         "bf",
         &h,
-        &[&["cpus=2", "resources=b:1"][..], &fast[..]].concat(),
+        &[&["cpus=4", "resources=b:1"][..], &fast[..]].concat(),
     );
     let c = member("cf", &h, &[&["cpus=2"][..], &fast[..]].concat());
     let view = view_of(&h);
     let b_id = id_of(&view, &b);
+    let c_id = id_of(&view, &c);
     let mut driver = Command::new(DRIVER)
         .arg("cluster-fault")
         .env("OXRAY_ADDRESS", &h.address)
@@ -341,7 +342,7 @@ fn killing_a_node_mid_work_retries_its_tasks_and_reports_its_objects_lost() {
         .expect("start the driver");
     let stdout = driver.stdout.take().expect("stdout");
     let mut out = String::new();
-    for line in BufReader::new(stdout).lines().take(20) {
+    for line in BufReader::new(stdout).lines().take(40) {
         let Ok(line) = line else { break };
         out.push_str(&line);
         out.push('\n');
@@ -370,6 +371,18 @@ fn killing_a_node_mid_work_retries_its_tasks_and_reports_its_objects_lost() {
     assert!(
         value("big-lost").contains("dead"),
         "the object whose only copy was on b is lost: {out}"
+    );
+    // Both actors ran on b; the one with a restart left runs again on c (the head has too few
+    // CPUs), fresh from its constructor (5 + 1), and knows it was restarted.
+    assert_eq!(value("lone-node"), b_id, "{out}");
+    assert_eq!(value("keep-node"), b_id, "{out}");
+    assert_eq!(value("keep-before"), "15", "{out}");
+    assert_eq!(value("keep-after"), "6", "{out}");
+    assert_eq!(value("keep-node-after"), c_id, "{out}");
+    assert_eq!(value("keep-restarted"), "true", "{out}");
+    assert!(
+        value("lone-dead").contains("max_restarts (0)"),
+        "the actor without restarts is dead, and says why: {out}"
     );
     drop(c);
 }

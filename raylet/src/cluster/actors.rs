@@ -16,11 +16,16 @@ use oxray_common::ActorId;
 use super::{peers, wire, Shared};
 use crate::error::{RayletError, Result};
 
-/// How long a peer's `wait_alive` question waits for a starting actor.
+/// How long a `wait_alive` question waits for a starting actor.
 const WAIT_ALIVE: Duration = Duration::from_secs(30);
 
+/// How often a `wait_alive` question looks again for an actor whose node did not answer.
+const RELOOK: Duration = Duration::from_millis(100);
+
 /// Asks node `index` about actor `id` for local client `(conn, req)`; the answer goes to the
-/// client as `Actor` or `Error`.
+/// client as `Actor` or `Error`. With `wait_alive`, a node that does not answer (it may have
+/// just died, and its actors are being started again elsewhere) is no final answer: the
+/// actor's place is looked up again until `WAIT_ALIVE` runs out.
 pub(crate) fn query(
     shared: &Arc<Shared>,
     conn: u64,
@@ -32,13 +37,37 @@ pub(crate) fn query(
 ) {
     let shared = shared.clone();
     shared.runtime.clone().spawn(async move {
-        let reply = match ask(&shared, index, id, wait_alive, kill).await {
-            Ok(info) => FromRaylet::Actor { req, info },
-            Err(e) => FromRaylet::Error {
-                req,
-                kind: ErrorKind::BadRequest,
-                message: e.to_string(),
-            },
+        let started = Instant::now();
+        let mut index = index;
+        let reply = loop {
+            let err = match ask(&shared, index, id, wait_alive, kill).await {
+                Ok(info) => {
+                    if let Some(node) = shared.node.upgrade() {
+                        node.placed_actor_seen(&info);
+                    }
+                    break FromRaylet::Actor { req, info };
+                }
+                Err(e) => e,
+            };
+            if !wait_alive || started.elapsed() >= WAIT_ALIVE {
+                break FromRaylet::Error {
+                    req,
+                    kind: ErrorKind::BadRequest,
+                    message: err.to_string(),
+                };
+            }
+            tokio::time::sleep(RELOOK).await;
+            let Some(node) = shared.node.upgrade() else {
+                return;
+            };
+            match node.actor_location(id) {
+                Some(i) => index = i,
+                None => {
+                    // Now in this node's own table (started here again, or dead).
+                    node.get_actor(conn, req, Some(id), "", "", wait_alive);
+                    return;
+                }
+            }
         };
         if let Some(node) = shared.node.upgrade() {
             node.send_to_client(conn, &reply);
@@ -108,12 +137,23 @@ pub(crate) async fn serve(
             }
             Err(placed) => {
                 // This node placed it elsewhere (which hosts it itself): ask there.
-                return match ask(shared, placed, id, wait_alive, kill).await {
-                    Ok(info) => PeerReply::Actor(info),
-                    Err(e) => PeerReply::Error {
-                        message: e.to_string(),
-                    },
-                };
+                drop(node);
+                match ask(shared, placed, id, wait_alive, kill).await {
+                    Ok(info) => {
+                        if let Some(node) = shared.node.upgrade() {
+                            node.placed_actor_seen(&info);
+                        }
+                        return PeerReply::Actor(info);
+                    }
+                    Err(_) if wait_alive && started.elapsed() < WAIT_ALIVE => {
+                        tokio::time::sleep(RELOOK).await;
+                    }
+                    Err(e) => {
+                        return PeerReply::Error {
+                            message: e.to_string(),
+                        }
+                    }
+                }
             }
         }
     }
