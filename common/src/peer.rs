@@ -100,6 +100,32 @@ pub enum PeerRequest {
         /// The objects.
         ids: Vec<crate::ObjectId>,
     },
+    /// To the head: give `name` in `namespace` to actor `id` unless another actor has it (names
+    /// are unique in the cluster); answered with `Named`, the actor that has the name now.
+    ClaimName {
+        /// The namespace.
+        namespace: String,
+        /// The name.
+        name: String,
+        /// The actor asking for it.
+        id: crate::ActorId,
+    },
+    /// To the head: which actor has `name` in `namespace`; answered with `Named`.
+    LookupName {
+        /// The namespace.
+        namespace: String,
+        /// The name.
+        name: String,
+    },
+    /// To the head: actor `id` is dead for good; its name is free again (if it still has it).
+    ReleaseName {
+        /// The namespace.
+        namespace: String,
+        /// The name.
+        name: String,
+        /// The dead actor.
+        id: crate::ActorId,
+    },
 }
 
 /// An executable, as a node that has it describes it.
@@ -141,6 +167,8 @@ pub enum PeerReply {
     Exe(ExeInfo),
     /// Reply to `Actor`.
     Actor(crate::protocol::ActorInfo),
+    /// Reply to `ClaimName` and `LookupName`: the actor that has the name (`None`: nobody).
+    Named(Option<crate::ActorId>),
     /// Reply to `ObjectInfo`.
     Object {
         /// Payload bytes.

@@ -326,7 +326,7 @@ impl Node {
                 "the node it ran on (node {gone}) went away and max_restarts ({max}) is exhausted"
             );
             eprintln!("[raylet] actor {} is dead: {death}", placed.spec.id);
-            Self::bury(st, placed, death);
+            self.bury(st, placed, death);
             return;
         }
         let PlacedActor {
@@ -388,7 +388,7 @@ impl Node {
         if info.state == ActorState::Dead {
             if let Some(mut placed) = st.remote_actors.remove(&info.id) {
                 placed.restarts = info.restarts;
-                Self::bury(&mut st, placed, info.death.clone());
+                self.bury(&mut st, placed, info.death.clone());
             }
         } else if let Some(p) = st.remote_actors.get_mut(&info.id) {
             p.restarts = p.restarts.max(info.restarts);
@@ -397,7 +397,7 @@ impl Node {
 
     /// Records an actor this node placed elsewhere as dead in its own table, so that questions
     /// about it get the cause.
-    fn bury(st: &mut State, placed: PlacedActor, death: String) {
+    fn bury(&self, st: &mut State, placed: PlacedActor, death: String) {
         let PlacedActor {
             job,
             owner_conn,
@@ -409,6 +409,11 @@ impl Node {
         let key = (spec.namespace.clone(), spec.name.clone());
         if st.remote_names.get(&key) == Some(&id) {
             st.remote_names.remove(&key);
+        }
+        if !spec.name.is_empty() {
+            if let Some(link) = self.link.get() {
+                link.release_name(key.0, key.1, id);
+            }
         }
         spec.name.clear();
         st.actors.insert(
@@ -438,6 +443,62 @@ impl Node {
             return None;
         }
         self.actor_home(&st, id)
+    }
+
+    /// Creates an actor for client `conn_id`: here, or on a node with room (for a local owner).
+    /// In a cluster a named actor's name is claimed at the head first (`claimed` once done).
+    pub(crate) fn create_actor(&self, conn_id: u64, req: u64, spec: ActorSpec, claimed: bool) {
+        let mut st = self.lock();
+        let Some((job, kind)) = st.clients.get(&conn_id).map(|c| (c.job, c.kind)) else {
+            return;
+        };
+        let reply = |st: &State, msg: FromRaylet| {
+            if let Some(c) = st.clients.get(&conn_id) {
+                send(&c.conn, &msg);
+            }
+        };
+        if !spec.name.is_empty() {
+            let key = (spec.namespace.clone(), spec.name.clone());
+            let here = st
+                .actor_names
+                .get(&key)
+                .and_then(|a| st.actors.get(a))
+                .is_some_and(|other| other.state != ActorState::Dead);
+            if here || (kind != ClientKind::Remote && st.remote_names.contains_key(&key)) {
+                let message = format!(
+                    "an actor named {:?} already exists in namespace {:?}; pick another name \
+                     or get it with get_actor",
+                    spec.name, spec.namespace
+                );
+                let kind = ErrorKind::BadRequest;
+                reply(&st, FromRaylet::Error { req, kind, message });
+                return;
+            }
+            if kind != ClientKind::Remote && !claimed {
+                if let Some(link) = self.link.get() {
+                    drop(st);
+                    link.claim_then_create(conn_id, req, spec);
+                    return;
+                }
+            }
+        }
+        if kind != ClientKind::Remote && !Self::available(&st).contains(&spec.resources) {
+            if let Some(target) = self.pick_peer(&mut st, &spec.resources, None) {
+                if let Some(link) = self.link.get() {
+                    Self::note_placed(&mut st, target, job, conn_id, &spec);
+                    let forward = Forward::CreateActor {
+                        conn: conn_id,
+                        req,
+                        spec,
+                    };
+                    link.forward(job, target, forward);
+                    return;
+                }
+            }
+        }
+        Self::add_actor(&mut st, spec, conn_id, job);
+        reply(&st, FromRaylet::ActorCreated { req });
+        self.schedule(&mut st);
     }
 
     /// Adds an actor to this node's table, waiting for resources (restarting when its spec says
@@ -501,6 +562,19 @@ impl Node {
         if let (Some(a), Some(link)) = (elsewhere, self.link.get()) {
             if let Some(index) = self.actor_home(&st, a) {
                 link.query_actor(conn_id, req, index, a, wait_alive, None);
+                return;
+            }
+        }
+        if found.is_none() && elsewhere.is_none() && id.is_none() {
+            if let Some(link) = self.link.get() {
+                drop(st);
+                link.lookup_name(
+                    conn_id,
+                    req,
+                    namespace.to_owned(),
+                    name.to_owned(),
+                    wait_alive,
+                );
                 return;
             }
         }
@@ -909,49 +983,7 @@ impl Node {
                 let status = self.status();
                 send(conn, &FromRaylet::Status { req, status });
             }
-            ToRaylet::CreateActor { req, spec } => {
-                let mut st = self.lock();
-                let Some((job, kind)) = st.clients.get(&conn_id).map(|c| (c.job, c.kind)) else {
-                    return;
-                };
-                if kind != ClientKind::Remote && !Self::available(&st).contains(&spec.resources) {
-                    if let Some(target) = self.pick_peer(&mut st, &spec.resources, None) {
-                        if let Some(link) = self.link.get() {
-                            Self::note_placed(&mut st, target, job, conn_id, &spec);
-                            let forward = Forward::CreateActor {
-                                conn: conn_id,
-                                req,
-                                spec,
-                            };
-                            link.forward(job, target, forward);
-                            return;
-                        }
-                    }
-                }
-                if !spec.name.is_empty() {
-                    let key = (spec.namespace.clone(), spec.name.clone());
-                    if let Some(other) = st.actor_names.get(&key).and_then(|a| st.actors.get(a)) {
-                        if other.state != ActorState::Dead {
-                            send(
-                                conn,
-                                &FromRaylet::Error {
-                                    req,
-                                    kind: ErrorKind::BadRequest,
-                                    message: format!(
-                                        "an actor named {:?} already exists in namespace {:?}; \
-                                         pick another name or get it with get_actor",
-                                        spec.name, spec.namespace
-                                    ),
-                                },
-                            );
-                            return;
-                        }
-                    }
-                }
-                Self::add_actor(&mut st, spec, conn_id, job);
-                send(conn, &FromRaylet::ActorCreated { req });
-                self.schedule(&mut st);
-            }
+            ToRaylet::CreateActor { req, spec } => self.create_actor(conn_id, req, spec, false),
             ToRaylet::GetActor {
                 req,
                 id,
@@ -1174,6 +1206,11 @@ impl Node {
                 let key = (a.spec.namespace.clone(), a.spec.name.clone());
                 if st.actor_names.get(&key) == Some(&id) {
                     st.actor_names.remove(&key);
+                }
+                if !key.1.is_empty() {
+                    if let Some(link) = self.link.get() {
+                        link.release_name(key.0, key.1, id);
+                    }
                 }
             }
             None => {

@@ -187,3 +187,36 @@ pub fn fault() -> oxray::Result<()> {
     println!("done");
     Ok(())
 }
+
+/// `named-elsewhere`: run on another node than the driver that ran `detached-make`. Finds its
+/// detached actor by name, cannot take the name for a new actor, kills the actor (which frees
+/// the name) and takes the name for a new one.
+pub fn named_elsewhere() -> oxray::Result<()> {
+    use crate::Keeper;
+    let _cluster = oxray::init()?;
+    let keeper = oxray::get_actor_in::<Keeper>("keeper", "shared")?;
+    println!("added {}", oxray::get(&keeper.add(1)?)?);
+    match oxray::get_actor_in::<Keeper>("temp", "shared") {
+        Ok(_) => println!("temp found"),
+        Err(e) => println!("temp-error {e}"),
+    }
+    match Keeper::options()
+        .name("keeper")
+        .namespace("shared")
+        .remote(0)
+    {
+        Ok(_) => println!("clash-made"),
+        Err(e) => println!("clash-refused {e}"),
+    }
+    oxray::kill(&keeper)?;
+    match oxray::get_actor_in::<Keeper>("keeper", "shared") {
+        Ok(_) => println!("after-kill found"),
+        Err(e) => println!("after-kill-error {e}"),
+    }
+    let again = Keeper::options()
+        .name("keeper")
+        .namespace("shared")
+        .remote(7)?;
+    println!("retaken {}", oxray::get(&again.add(1)?)?);
+    Ok(())
+}

@@ -98,11 +98,12 @@ fn main() {
         "detached-find" => detached_find(),
         "cluster-work" => cluster_work::run(),
         "cluster-fault" => cluster_work::fault(),
+        "named-elsewhere" => cluster_work::named_elsewhere(),
         _ => {
             eprintln!(
                 "usage: oxray-test-driver raylet SESSION | sum N | print | pids [hang] | nap | \
                  kill-retry | kill-noretry | owner-died | detached-make | detached-find | store-free | \
-                 cluster-work | cluster-fault"
+                 cluster-work | cluster-fault | named-elsewhere"
             );
             std::process::exit(2);
         }

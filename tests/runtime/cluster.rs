@@ -321,6 +321,34 @@ fn work_spreads_routes_by_resource_and_objects_and_actors_cross_nodes() {
 }
 
 #[test]
+fn named_actors_are_unique_and_found_from_every_node() {
+    let h = head("hn", &["cpus=1"]);
+    let c = member("cn", &h, &["cpus=1"]);
+    // A driver on the head makes a detached "keeper" (40 + 1) and a non-detached "temp".
+    let made = crate::processes::run(&["detached-make"], Some(&h.address));
+    assert_eq!(
+        crate::processes::value(&made, "added"),
+        Some("41"),
+        "{made}"
+    );
+    // A driver on the other node finds "keeper" by name; "temp" died with its driver.
+    let out = crate::processes::run(&["named-elsewhere"], Some(&c.address));
+    let value = |k: &str| crate::processes::value(&out, k).unwrap_or_default();
+    assert_eq!(value("added"), "42", "{out}");
+    assert!(value("temp-error").contains("no live actor"), "{out}");
+    assert!(
+        value("clash-refused").contains("already exists"),
+        "a name is unique across the cluster: {out}"
+    );
+    assert!(value("after-kill-error").contains("no live actor"), "{out}");
+    assert_eq!(
+        value("retaken"),
+        "8",
+        "a killed actor's name is free: {out}"
+    );
+}
+
+#[test]
 fn killing_a_node_mid_work_retries_its_tasks_restarts_its_actors_and_reports_its_objects_lost() {
     let fast = ["period_ms=50", "timeout_ms=600"];
     let h = head("hf", &[&["cpus=1"][..], &fast[..]].concat());

@@ -1,11 +1,12 @@
 //! Accepting peers (every node), and the head's control service: node registration, health
-//! checks and the cluster view.
+//! checks, the cluster view, and the names of named actors.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use oxray_common::peer::{ClusterView, NodeInfo, NodeLoad, PeerReply, PeerRequest};
-use oxray_common::NodeId;
+use oxray_common::{ActorId, NodeId};
 
 use super::{auth, wire, Shared};
 use crate::node::Node;
@@ -19,6 +20,9 @@ pub(crate) struct Table {
     nodes: Vec<Entry>,
     /// The index the next new node gets (the head is 1).
     next_index: u16,
+    /// Named actors, cluster-wide: (namespace, name) → actor. The actor's own nodes keep its
+    /// state; the head only keeps names unique and findable from any node.
+    names: HashMap<(String, String), ActorId>,
 }
 
 struct Entry {
@@ -27,6 +31,11 @@ struct Entry {
 }
 
 impl Table {
+    /// A node is dead: the names of actors it registered go (their owners were there).
+    fn forget_names_of(&mut self, index: u16) {
+        self.names.retain(|_, id| id.node_index() != index);
+    }
+
     fn view(&self, cluster: &str) -> ClusterView {
         ClusterView {
             cluster: cluster.to_owned(),
@@ -73,7 +82,10 @@ pub(crate) fn register_self(shared: &Shared, node: &Node) {
         info,
         last_heard: Instant::now(),
     });
-    node.set_cluster_view(table.view(&shared.config.name));
+    let view = table.view(&shared.config.name);
+    // Never lock the node's state under the table: the node calls in here holding it.
+    drop(table);
+    node.set_cluster_view(view);
 }
 
 /// Every period: refresh the head's own load, mark silent nodes dead, publish the view locally.
@@ -87,6 +99,7 @@ pub(crate) async fn monitor(shared: Arc<Shared>) {
         let load = node.load();
         let mut table = lock(&shared);
         let now = Instant::now();
+        let mut died = Vec::new();
         for e in &mut table.nodes {
             if e.info.id == node.id {
                 e.info.load = load.clone();
@@ -95,13 +108,19 @@ pub(crate) async fn monitor(shared: Arc<Shared>) {
                 && now.duration_since(e.last_heard) > shared.config.health_check_timeout
             {
                 e.info.alive = false;
+                died.push(e.info.index);
                 eprintln!(
                     "oxray head: node {} ({}) missed its health checks for {:?}: marked dead",
                     e.info.id, e.info.peer_address, shared.config.health_check_timeout
                 );
             }
         }
-        node.set_cluster_view(table.view(&shared.config.name));
+        for index in died {
+            table.forget_names_of(index);
+        }
+        let view = table.view(&shared.config.name);
+        drop(table);
+        node.set_cluster_view(view);
     }
 }
 
@@ -195,6 +214,9 @@ fn request_name(req: &PeerRequest) -> &'static str {
         PeerRequest::Chunk { .. } => "Chunk",
         PeerRequest::Delete { .. } => "Delete",
         PeerRequest::Actor { .. } => "Actor",
+        PeerRequest::ClaimName { .. } => "ClaimName",
+        PeerRequest::LookupName { .. } => "LookupName",
+        PeerRequest::ReleaseName { .. } => "ReleaseName",
     }
 }
 
@@ -228,6 +250,14 @@ pub(crate) fn handle(shared: &Shared, req: PeerRequest) -> PeerReply {
                 return not_head();
             }
             leave(shared, node)
+        }
+        PeerRequest::ClaimName { .. }
+        | PeerRequest::LookupName { .. }
+        | PeerRequest::ReleaseName { .. } => {
+            if !is_head {
+                return not_head();
+            }
+            names(shared, req)
         }
         PeerRequest::Tunnel { .. }
         | PeerRequest::Attach { .. }
@@ -305,6 +335,8 @@ fn leave(shared: &Shared, id: NodeId) -> PeerReply {
             eprintln!("oxray head: node {id} ({}) left", e.info.peer_address);
         }
         e.info.alive = false;
+        let index = e.info.index;
+        table.forget_names_of(index);
     }
     let view = table.view(&shared.config.name);
     drop(table);
@@ -330,4 +362,34 @@ fn heartbeat(shared: &Shared, id: NodeId, load: NodeLoad) -> PeerReply {
     e.info.load = load;
     e.last_heard = Instant::now();
     PeerReply::View(table.view(&shared.config.name))
+}
+
+/// The head's answer to `ClaimName`, `LookupName` and `ReleaseName` (the head's own node calls
+/// this directly).
+pub(crate) fn names(shared: &Shared, req: PeerRequest) -> PeerReply {
+    let mut table = lock(shared);
+    match req {
+        PeerRequest::ClaimName {
+            namespace,
+            name,
+            id,
+        } => PeerReply::Named(Some(*table.names.entry((namespace, name)).or_insert(id))),
+        PeerRequest::LookupName { namespace, name } => {
+            PeerReply::Named(table.names.get(&(namespace, name)).copied())
+        }
+        PeerRequest::ReleaseName {
+            namespace,
+            name,
+            id,
+        } => {
+            let key = (namespace, name);
+            if table.names.get(&key) == Some(&id) {
+                table.names.remove(&key);
+            }
+            PeerReply::Ok
+        }
+        _ => PeerReply::Error {
+            message: "not a name request".into(),
+        },
+    }
 }

@@ -16,6 +16,8 @@
 //! - `jobs`: work spilled to other nodes: a job is *attached* to a peer raylet, which serves it
 //!   as if its driver were local, with the job's executable fetched once and cached.
 //! - `objects`: pulling objects from other nodes in chunks, and freeing every copy.
+//! - `actors`, `names`: where an actor of another node runs; named actors, unique and findable
+//!   cluster-wide through the head.
 //!
 //! Health checks are the members' reports: every `health_check_period` a node sends its load to
 //! the head, whose reply is the cluster view (so every node learns of joins and deaths within a
@@ -26,6 +28,7 @@ pub mod auth;
 mod head;
 mod jobs;
 mod member;
+mod names;
 mod objects;
 mod peers;
 pub mod tls;
@@ -257,6 +260,33 @@ impl Link {
         kill: Option<bool>,
     ) {
         actors::query(&self.0, conn, req, index, id, wait_alive, kill);
+    }
+
+    /// Claims a new actor's name at the head, then creates the actor (`Node::create_actor`).
+    pub(crate) fn claim_then_create(
+        &self,
+        conn: u64,
+        req: u64,
+        spec: oxray_common::protocol::ActorSpec,
+    ) {
+        names::claim_then_create(&self.0, conn, req, spec);
+    }
+
+    /// Frees a dead actor's name at the head.
+    pub(crate) fn release_name(&self, namespace: String, name: String, id: oxray_common::ActorId) {
+        names::release(&self.0, namespace, name, id);
+    }
+
+    /// Finds a named actor anywhere in the cluster for a local client.
+    pub(crate) fn lookup_name(
+        &self,
+        conn: u64,
+        req: u64,
+        namespace: String,
+        name: String,
+        wait_alive: bool,
+    ) {
+        names::lookup(&self.0, conn, req, namespace, name, wait_alive);
     }
 
     /// Connects a local client's socket to `target` (`peer://HOST:PORT/unix:@NAME`).
