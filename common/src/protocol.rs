@@ -70,6 +70,9 @@ pub enum ToRaylet {
         req: u64,
         /// What the work needs.
         resources: Resources,
+        /// Index of another node that holds the work's large arguments: preferred over this
+        /// one when it has room (0: none).
+        near: u16,
     },
     /// Gives a leased worker back.
     ReturnLease {

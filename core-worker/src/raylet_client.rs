@@ -12,15 +12,15 @@ use std::sync::{Arc, Mutex, Weak};
 
 use oxray_common::frame::{self, FrameError};
 use oxray_common::protocol::{ClientKind, FromRaylet, ToRaylet};
-use oxray_common::resources::Resources;
 use oxray_object_store::HeapBytes;
 
 use crate::core::CoreWorker;
 use crate::error::{Error, Result};
+use crate::submitter::SchedulingKey;
 
 enum Waiter {
     Reply(SyncSender<FromRaylet>),
-    Lease(Resources),
+    Lease(SchedulingKey),
 }
 
 /// The raylet connection.
@@ -71,11 +71,15 @@ impl RayletClient {
     }
 
     /// Asks for a lease; the grant goes to the submitter.
-    pub fn request_lease(&self, resources: Resources) -> Result<()> {
+    pub fn request_lease(&self, key: SchedulingKey) -> Result<()> {
         let req = self.next();
-        self.lock_waiters()
-            .insert(req, Waiter::Lease(resources.clone()));
-        let r = self.send(&ToRaylet::RequestLease { req, resources });
+        let msg = ToRaylet::RequestLease {
+            req,
+            resources: key.resources.clone(),
+            near: key.near,
+        };
+        self.lock_waiters().insert(req, Waiter::Lease(key));
+        let r = self.send(&msg);
         if r.is_err() {
             self.lock_waiters().remove(&req);
         }
@@ -166,7 +170,7 @@ fn dispatch(core: &Arc<CoreWorker>, msg: FromRaylet) {
         Some(Waiter::Reply(tx)) => {
             let _ = tx.send(msg);
         }
-        Some(Waiter::Lease(resources)) => core.submitter.on_lease_reply(core, resources, msg),
+        Some(Waiter::Lease(key)) => core.submitter.on_lease_reply(core, key, msg),
         None => {}
     }
 }

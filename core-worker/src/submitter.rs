@@ -1,7 +1,8 @@
 //! Task submission: dependency resolution, leases, and pushing tasks straight to leased workers.
 //!
-//! Tasks are grouped by their resource shape (the *scheduling key*). For each key the submitter
-//! keeps a queue of ready tasks and the workers it leased for that shape. A task goes to an idle
+//! Tasks are grouped by their resource shape and the node holding most of their stored
+//! arguments (the *scheduling key*; that node is the raylet's locality hint). For each key the
+//! submitter keeps a queue of ready tasks and the workers it leased for that key. A task goes to an idle
 //! leased worker at once (from the submitting thread, no hop through the raylet); when there is
 //! none it asks the raylet for more leases, up to one per queued task. A worker that finishes a
 //! task gets the next one from the thread that read the result. Leases idle for
@@ -36,6 +37,14 @@ use crate::value::aligned_copy;
 pub const LEASE_LINGER: Duration = Duration::from_millis(50);
 /// At most this many lease requests in flight per scheduling key.
 const MAX_LEASE_REQUESTS: usize = 64;
+
+/// Tasks that may share a leased worker: one resource shape, and the same node holding most
+/// of their stored arguments, which the raylet prefers when it has room (0: no preference).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct SchedulingKey {
+    pub resources: Resources,
+    pub near: u16,
+}
 
 /// A submitted task and what the submitter needs to finish it.
 pub(crate) struct Task {
@@ -74,7 +83,7 @@ struct KeyState {
 
 #[derive(Default)]
 struct State {
-    keys: HashMap<Resources, KeyState>,
+    keys: HashMap<SchedulingKey, KeyState>,
     /// Tasks waiting for ref arguments, by task id.
     waiting: HashMap<ObjectId, Task>,
 }
@@ -156,14 +165,42 @@ impl Submitter {
             self.finish(core, task, ObjState::Failed(e));
             return;
         }
+        let key = SchedulingKey {
+            resources: task.resources.clone(),
+            near: Self::near(core, &task),
+        };
         let mut st = self.lock();
-        let key = task.resources.clone();
         st.keys
             .entry(key.clone())
             .or_default()
             .ready
             .push_back(task);
         self.dispatch(core, &mut st, &key);
+    }
+
+    /// The other node holding most of the task's stored arguments (0: none; ties go to the
+    /// first). Objects are stored only above the inline limit, so each one is worth moving the
+    /// task for rather than the bytes.
+    fn near(core: &CoreWorker, task: &Task) -> u16 {
+        let mut counts: Vec<(u16, usize)> = Vec::new();
+        for dep in task.ref_args() {
+            if let Some(ObjState::Stored { node }) = core.refs.state(dep) {
+                match counts.iter_mut().find(|(n, _)| *n == node) {
+                    Some((_, c)) => *c += 1,
+                    None => counts.push((node, 1)),
+                }
+            }
+        }
+        let best = counts
+            .iter()
+            .fold(None, |best: Option<(u16, usize)>, &(n, c)| match best {
+                Some((_, bc)) if bc >= c => best,
+                _ => Some((n, c)),
+            });
+        match best {
+            Some((node, _)) if node != core.node_index => node,
+            _ => 0,
+        }
     }
 
     /// Builds the wire form of a task, resolving ref args to inline bytes or store ids.
@@ -200,7 +237,7 @@ impl Submitter {
     }
 
     /// Sends ready tasks of `key` to idle leased workers and asks for leases for the rest.
-    fn dispatch(&self, core: &Arc<CoreWorker>, st: &mut State, key: &Resources) {
+    fn dispatch(&self, core: &Arc<CoreWorker>, st: &mut State, key: &SchedulingKey) {
         let Some(ks) = st.keys.get_mut(key) else {
             return;
         };
@@ -235,7 +272,7 @@ impl Submitter {
     }
 
     /// The raylet answered a lease request for `key`.
-    pub fn on_lease_reply(&self, core: &Arc<CoreWorker>, key: Resources, msg: FromRaylet) {
+    pub fn on_lease_reply(&self, core: &Arc<CoreWorker>, key: SchedulingKey, msg: FromRaylet) {
         match msg {
             FromRaylet::LeaseGranted {
                 lease,

@@ -96,6 +96,8 @@ struct LeaseRequest {
     /// May go to another node (false for work spilled here, and for requests that came back
     /// from a node that went away).
     spill: bool,
+    /// Another node holding the work's large arguments, preferred when it has room (0: none).
+    near: u16,
 }
 
 struct Job {
@@ -275,6 +277,7 @@ impl Node {
             job,
             resources,
             spill: false,
+            near: 0,
         });
         self.schedule(&mut st);
     }
@@ -857,7 +860,11 @@ impl Node {
                 };
                 send(conn, &reply);
             }
-            ToRaylet::RequestLease { req, resources } => {
+            ToRaylet::RequestLease {
+                req,
+                resources,
+                near,
+            } => {
                 let mut st = self.lock();
                 let Some((job, kind)) = st.clients.get(&conn_id).map(|c| (c.job, c.kind)) else {
                     return;
@@ -875,6 +882,7 @@ impl Node {
                     job,
                     resources,
                     spill: kind != ClientKind::Remote,
+                    near,
                 });
                 self.schedule(&mut st);
             }
@@ -1307,10 +1315,21 @@ impl Node {
         let mut i = 0;
         while i < st.pending.len() {
             let fits = available.contains(&st.pending[i].resources);
-            if !fits {
+            let near = st.pending[i].near;
+            // Locality first: the node holding the work's arguments, if it has room.
+            let to_near = st.pending[i].spill
+                && near != 0
+                && near != self.index()
+                && self.peer_has_room(st, near, &st.pending[i].resources.clone());
+            if to_near || !fits {
                 if st.pending[i].spill {
-                    if let Some(target) = self.pick_peer(st, &st.pending[i].resources.clone(), None)
-                    {
+                    let resources = st.pending[i].resources.clone();
+                    let target = if to_near {
+                        Some(near)
+                    } else {
+                        self.pick_peer(st, &resources, None)
+                    };
+                    if let Some(target) = target {
                         if let (Some(r), Some(link)) = (st.pending.remove(i), self.link.get()) {
                             let forward = Forward::Lease {
                                 conn: r.conn,
@@ -1420,6 +1439,28 @@ impl Node {
                 self.spawn_worker(st, job);
             }
         }
+    }
+
+    /// Whether node `index` showed `resources` free in the last view (less what was sent there
+    /// since); if so they count as sent.
+    fn peer_has_room(&self, st: &mut State, index: u16, resources: &Resources) -> bool {
+        if self.link.get().is_none() {
+            return false;
+        }
+        let view = self.cluster_view.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(n) = view.nodes.iter().find(|n| n.index == index && n.alive) else {
+            return false;
+        };
+        let mut available = n.load.available.clone();
+        drop(view);
+        if let Some(sent) = st.spilled.get(&index) {
+            available.subtract(sent);
+        }
+        if !available.contains(resources) {
+            return false;
+        }
+        st.spilled.entry(index).or_default().add(resources);
+        true
     }
 
     /// Another node to send work needing `resources` to: the live node with the most free CPUs

@@ -94,6 +94,11 @@ pub fn run() -> oxray::Result<()> {
     let (sum, at) = oxray::get(&checksum::options().resource("gpu", 1.0).remote(&big)?)?;
     println!("big-read-on {at}");
     println!("big-sum-ok {}", sum == sum_of(n, 7));
+    // A task reading it needs only a CPU, and the head has one free: still it goes to b, which
+    // holds the object and has room (locality before local-first).
+    let (near_sum, near_at) = oxray::get(&checksum::remote(&big)?)?;
+    println!("near-read-on {near_at}");
+    println!("near-sum-ok {}", near_sum == sum_of(n, 7));
     let here = oxray::get_view(&big)?;
     let local_sum = fold_sum(here.iter().map(|x| x.to_native()));
     println!(

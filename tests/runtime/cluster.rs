@@ -314,6 +314,9 @@ fn work_spreads_routes_by_resource_and_objects_and_actors_cross_nodes() {
     assert_eq!(value("big-read-on"), c_id, "{out}");
     assert_eq!(value("big-sum-ok"), "true", "{out}");
     assert_eq!(value("big-driver-ok"), "true", "{out}");
+    // A CPU-only task reading it runs on b, next to the object, not on the driver's node.
+    assert_eq!(value("near-read-on"), b_id, "{out}");
+    assert_eq!(value("near-sum-ok"), "true", "{out}");
     // The actor lives on b; 10 calls from the driver and 4 × 10 from tasks on c.
     assert_eq!(value("actor-node"), b_id, "{out}");
     assert_eq!(value("actor-total"), "50", "{out}");

@@ -132,6 +132,7 @@ pub(crate) fn forward(shared: &Arc<Shared>, job: JobId, index: u16, msg: Forward
         } => ToRaylet::RequestLease {
             req: proxy.track(conn, req, Some(resources.clone())),
             resources,
+            near: 0,
         },
         Forward::ReturnLease { lease } => ToRaylet::ReturnLease { lease },
         Forward::CreateActor { conn, req, spec } => ToRaylet::CreateActor {
