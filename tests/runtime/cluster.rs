@@ -358,7 +358,7 @@ fn killing_a_node_mid_work_retries_its_tasks_restarts_its_actors_and_reports_its
     let mut b = member(
         "bf",
         &h,
-        &[&["cpus=4", "resources=b:1"][..], &fast[..]].concat(),
+        &[&["cpus=6", "resources=b:1"][..], &fast[..]].concat(),
     );
     let c = member("cf", &h, &[&["cpus=2"][..], &fast[..]].concat());
     let view = view_of(&h);
