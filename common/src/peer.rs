@@ -222,6 +222,24 @@ pub struct NodeLoad {
     pub actors: u32,
     /// Lease requests waiting for resources.
     pub pending: u32,
+    /// Jobs whose driver attached to this node (the head's view of every node's jobs is the
+    /// cluster's job table).
+    pub jobs: Vec<JobSummary>,
+}
+
+/// A job, as the node its driver attached to reports it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct JobSummary {
+    /// The job's id on that node (with the node, unique in the cluster).
+    pub job: JobId,
+    /// False once the driver exited (the job lives on while detached actors of it do).
+    pub driver: bool,
+    /// The job's namespace.
+    pub namespace: String,
+    /// The driver's program (file name of its executable).
+    pub program: String,
+    /// Worker processes of the job on that node.
+    pub workers: u32,
 }
 
 /// The cluster as the head sees it.

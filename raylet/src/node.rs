@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use oxray_common::frame;
 use oxray_common::ids::{owner_of, worker_socket};
-use oxray_common::peer::{ClusterView, NodeInfo, NodeLoad};
+use oxray_common::peer::{ClusterView, JobSummary, NodeInfo, NodeLoad};
 use oxray_common::protocol::{
     ActorInfo, ActorSpec, ActorState, ClientKind, ErrorKind, FromRaylet, NodeStatus, PendingLease,
     ToRaylet, WorkerStatus,
@@ -102,8 +102,12 @@ struct LeaseRequest {
 
 struct Job {
     exe: String,
+    /// The driver's program, for status.
+    program: String,
     namespace: String,
     driver: Option<u64>,
+    /// Attached by another node (its driver runs there).
+    remote: bool,
     /// Workers that died before registering, in a row: a broken executable must not make us
     /// spawn forever.
     failed_starts: u32,
@@ -730,12 +734,19 @@ impl Node {
             ClientKind::Driver | ClientKind::Remote => {
                 let job = JobId(st.next_job);
                 st.next_job += 1;
+                // `/proc/<pid>/exe` names nothing once the driver exits: keep the real name.
+                let program = std::fs::read_link(&exe)
+                    .ok()
+                    .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+                    .unwrap_or_default();
                 st.jobs.insert(
                     job,
                     Job {
                         exe,
+                        program,
                         namespace,
                         driver: Some(conn_id),
+                        remote: kind == ClientKind::Remote,
                         failed_starts: 0,
                     },
                 );
@@ -1631,6 +1642,18 @@ impl Node {
                 .filter(|a| a.state != ActorState::Dead)
                 .count() as u32,
             pending: st.pending.len() as u32,
+            jobs: st
+                .jobs
+                .iter()
+                .filter(|(_, j)| !j.remote)
+                .map(|(id, j)| JobSummary {
+                    job: *id,
+                    driver: j.driver.is_some(),
+                    namespace: j.namespace.clone(),
+                    program: j.program.clone(),
+                    workers: st.workers.values().filter(|w| w.job == *id).count() as u32,
+                })
+                .collect(),
         }
     }
 

@@ -334,6 +334,15 @@ fn named_actors_are_unique_and_found_from_every_node() {
         Some("41"),
         "{made}"
     );
+    // The head's view is the cluster's job table: the job lives on (its detached actor does),
+    // its driver is gone.
+    let listed = eventually(Duration::from_secs(10), || {
+        let view = view_of(&h);
+        let head = view.nodes.iter().find(|n| n.is_head).expect("head");
+        let jobs = &head.load.jobs;
+        jobs.len() == 1 && !jobs[0].driver && jobs[0].program.starts_with("oxray-test-driver")
+    });
+    assert!(listed, "the head lists the job: {:?}", view_of(&h));
     // A driver on the other node finds "keeper" by name; "temp" died with its driver.
     let out = crate::processes::run(&["named-elsewhere"], Some(&c.address));
     let value = |k: &str| crate::processes::value(&out, k).unwrap_or_default();

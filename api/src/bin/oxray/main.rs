@@ -417,6 +417,20 @@ fn print_cluster(view: &oxray_raylet::ClusterView) {
             "    workers {}, actors {}, pending lease requests {}",
             l.workers, l.actors, l.pending
         );
+        for j in &l.jobs {
+            println!(
+                "    job {} {} namespace {:?} ({} workers here){}",
+                j.job,
+                j.program,
+                j.namespace,
+                j.workers,
+                if j.driver {
+                    ""
+                } else {
+                    ", driver exited, detached actors live"
+                }
+            );
+        }
     }
 }
 
