@@ -100,6 +100,12 @@ pub enum PeerRequest {
         /// The objects.
         ids: Vec<crate::ObjectId>,
     },
+    /// A process of the sending node that owned objects ended: free every object it owned here
+    /// (their owner can no longer say when they are done), and the copies pulled from here.
+    OwnerGone {
+        /// The process.
+        owner: crate::WorkerId,
+    },
     /// To the head: give `name` in `namespace` to actor `id` unless another actor has it (names
     /// are unique in the cluster); answered with `Named`, the actor that has the name now.
     ClaimName {

@@ -1098,8 +1098,14 @@ impl Node {
                 client.worker
             );
         }
-        // Objects the client owned can never be read again.
+        // Objects the client owned can never be read again, here or on other nodes (results of
+        // its tasks that ran there).
         self.delete_owned_by(client.worker);
+        if matches!(client.kind, ClientKind::Driver | ClientKind::Worker) {
+            if let Some(link) = self.link.get() {
+                link.owner_gone(client.worker);
+            }
+        }
         // Its lease requests go away; workers leased to it are killed, as in Ray: they may be
         // running its tasks, whose results nobody will collect.
         st.pending.retain(|r| r.conn != conn_id);

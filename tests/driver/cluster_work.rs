@@ -226,3 +226,16 @@ pub fn named_elsewhere() -> oxray::Result<()> {
     println!("retaken {}", oxray::get(&again.add(1)?)?);
     Ok(())
 }
+
+/// `own-elsewhere`: makes an 8 MiB object on node `b` (owned by this driver), says `made`, then
+/// waits to be killed; the test checks that node `b` frees it once this process is gone.
+pub fn own_elsewhere() -> oxray::Result<()> {
+    let _cluster = oxray::init()?;
+    let big = make_numbers::options()
+        .resource("b", 1.0)
+        .remote(1 << 20, 5)?;
+    let (ready, _) = oxray::wait(std::slice::from_ref(&big), 1, Some(Duration::from_secs(60)))?;
+    println!("made {}", ready.len());
+    std::thread::sleep(Duration::from_secs(60));
+    Ok(())
+}

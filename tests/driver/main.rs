@@ -99,11 +99,12 @@ fn main() {
         "cluster-work" => cluster_work::run(),
         "cluster-fault" => cluster_work::fault(),
         "named-elsewhere" => cluster_work::named_elsewhere(),
+        "own-elsewhere" => cluster_work::own_elsewhere(),
         _ => {
             eprintln!(
                 "usage: oxray-test-driver raylet SESSION | sum N | print | pids [hang] | nap | \
                  kill-retry | kill-noretry | owner-died | detached-make | detached-find | store-free | \
-                 cluster-work | cluster-fault | named-elsewhere"
+                 cluster-work | cluster-fault | named-elsewhere | own-elsewhere"
             );
             std::process::exit(2);
         }

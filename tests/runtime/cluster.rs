@@ -361,6 +361,39 @@ fn named_actors_are_unique_and_found_from_every_node() {
 }
 
 #[test]
+fn objects_on_other_nodes_are_freed_when_their_owner_is_killed() {
+    let h = head("ho", &["cpus=1"]);
+    let b = member("bo", &h, &["cpus=1", "resources=b:1"]);
+    let objects_on_b = || {
+        view_of(&h)
+            .nodes
+            .iter()
+            .find(|n| n.local_address == b.address)
+            .map_or(u64::MAX, |n| n.load.store_objects)
+    };
+    let mut driver = Command::new(DRIVER)
+        .arg("own-elsewhere")
+        .env("OXRAY_ADDRESS", &h.address)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the driver");
+    let stdout = driver.stdout.take().expect("stdout");
+    let made = BufReader::new(stdout).lines().next();
+    let held = matches!(made, Some(Ok(ref l)) if l == "made 1")
+        && eventually(Duration::from_secs(10), || objects_on_b() == 1);
+    // Killed: it cannot say goodbye, and nobody else will ever read its object.
+    let _ = driver.kill();
+    let _ = driver.wait();
+    assert!(held, "the driver's object was made on b: {made:?}");
+    assert!(
+        eventually(Duration::from_secs(10), || objects_on_b() == 0),
+        "node b still holds {} objects of the killed driver",
+        objects_on_b()
+    );
+}
+
+#[test]
 fn killing_a_node_mid_work_retries_its_tasks_restarts_its_actors_and_reports_its_objects_lost() {
     let fast = ["period_ms=50", "timeout_ms=600"];
     let h = head("hf", &[&["cpus=1"][..], &fast[..]].concat());

@@ -213,6 +213,7 @@ fn request_name(req: &PeerRequest) -> &'static str {
         PeerRequest::ObjectInfo { .. } => "ObjectInfo",
         PeerRequest::Chunk { .. } => "Chunk",
         PeerRequest::Delete { .. } => "Delete",
+        PeerRequest::OwnerGone { .. } => "OwnerGone",
         PeerRequest::Actor { .. } => "Actor",
         PeerRequest::ClaimName { .. } => "ClaimName",
         PeerRequest::LookupName { .. } => "LookupName",
@@ -265,6 +266,7 @@ pub(crate) fn handle(shared: &Shared, req: PeerRequest) -> PeerReply {
         | PeerRequest::ObjectInfo { .. }
         | PeerRequest::Chunk { .. }
         | PeerRequest::Delete { .. }
+        | PeerRequest::OwnerGone { .. }
         | PeerRequest::Actor { .. } => PeerReply::Error {
             message: "not a control request".into(),
         },

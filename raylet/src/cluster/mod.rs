@@ -311,6 +311,11 @@ impl Link {
         objects::pull(&self.0, id, index, conn, req);
     }
 
+    /// A local process that owned objects ended: other nodes free what it owned there.
+    pub(crate) fn owner_gone(&self, owner: oxray_common::WorkerId) {
+        objects::owner_gone(&self.0, owner);
+    }
+
     /// Frees every copy of `ids` in the cluster (the primaries are on node `index`).
     pub(crate) fn delete(&self, ids: Vec<oxray_common::ObjectId>, index: u16) {
         objects::delete_everywhere(&self.0, ids, index);

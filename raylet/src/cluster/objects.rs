@@ -13,8 +13,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use futures_util::stream::{self, StreamExt};
+use oxray_common::ids::owner_of;
 use oxray_common::peer::{PeerReply, PeerRequest};
-use oxray_common::ObjectId;
+use oxray_common::{ObjectId, WorkerId};
 use oxray_object_store::CreateOptions;
 
 use super::{lock, peers, wire, Shared};
@@ -222,5 +223,47 @@ pub(crate) fn delete_everywhere(shared: &Arc<Shared>, ids: Vec<ObjectId>, index:
                 let _ = wire::request(&conn, &PeerRequest::Delete { ids }, &peer).await;
             }
         });
+    }
+}
+
+/// Tells every other live node that `owner`, a process of this node, ended: each frees the
+/// objects it owned there (results of its tasks that ran there), which nothing else would.
+pub(crate) fn owner_gone(shared: &Arc<Shared>, owner: WorkerId) {
+    let Some(node) = shared.node.upgrade() else {
+        return;
+    };
+    let me = node.index();
+    let peers: Vec<String> = node
+        .cluster_view()
+        .nodes
+        .into_iter()
+        .filter(|n| n.alive && n.index != me && n.index != 0)
+        .map(|n| n.peer_address)
+        .collect();
+    drop(node);
+    for peer in peers {
+        let shared = shared.clone();
+        shared.runtime.clone().spawn(async move {
+            if let Ok(conn) = peers::connection(&shared, &peer).await {
+                let _ = wire::request(&conn, &PeerRequest::OwnerGone { owner }, &peer).await;
+            }
+        });
+    }
+}
+
+/// A peer's process `owner` ended: free what it owned here (and the copies pulled from here).
+pub(crate) fn delete_owned_here(shared: &Arc<Shared>, owner: WorkerId) {
+    let Some(node) = shared.node.upgrade() else {
+        return;
+    };
+    let owned: Vec<ObjectId> = node
+        .store
+        .object_ids()
+        .into_iter()
+        .filter(|id| owner_of(*id) == owner)
+        .collect();
+    drop(node);
+    if !owned.is_empty() {
+        delete_here(shared, owned);
     }
 }

@@ -140,6 +140,10 @@ async fn dispatch(
             objects::delete_here(shared, ids);
             PeerReply::Ok
         }
+        PeerRequest::OwnerGone { owner } => {
+            objects::delete_owned_here(shared, owner);
+            PeerReply::Ok
+        }
         other => head::handle(shared, other),
     };
     let _ = wire::write(&mut send, &reply, remote).await;
