@@ -325,8 +325,16 @@ impl Link {
 /// Binds a QUIC endpoint that both accepts and dials.
 async fn bind(host: &str, port: u16) -> Result<quinn::Endpoint> {
     let addr = resolve(&format!("{host}:{port}")).await?;
-    let mut endpoint = quinn::Endpoint::server(tls::server_config()?, addr)
-        .map_err(|e| RayletError::io(format!("listening for peers on {addr}"), e))?;
+    let listen = |e| RayletError::io(format!("listening for peers on {addr}"), e);
+    let socket = std::net::UdpSocket::bind(addr).map_err(listen)?;
+    tls::size_socket_buffers(&socket);
+    let mut endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(tls::server_config()?),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(listen)?;
     endpoint.set_default_client_config(tls::client_config()?);
     Ok(endpoint)
 }
