@@ -181,11 +181,10 @@ pub(crate) async fn serve_chunk(
     {
         return;
     }
-    if send
-        .write_all(&bytes[offset as usize..end as usize])
-        .await
-        .is_ok()
-    {
+    // Handed to QUIC without a copy: the pinned arena bytes are the stream's send buffer
+    // (the pin drops once the peer acknowledged them).
+    let chunk = bytes::Bytes::from_owner(bytes).slice(offset as usize..end as usize);
+    if send.write_chunk(chunk).await.is_ok() {
         let _ = send.finish();
     }
 }
