@@ -1279,7 +1279,8 @@ impl Node {
         }
     }
 
-    fn delete_owned_by(&self, owner: WorkerId) {
+    /// Frees the objects `owner` owned in this store, and the copies other nodes pulled.
+    pub(crate) fn delete_owned_by(&self, owner: WorkerId) {
         let owned: Vec<ObjectId> = self
             .store
             .object_ids()

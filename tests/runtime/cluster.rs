@@ -89,6 +89,22 @@ fn member(tag: &str, head: &Node, extra: &[&str]) -> Node {
     start(tag, &opts).expect("start a member")
 }
 
+/// Starts the test driver in `mode` attached to `node`; its stdout comes back line by line.
+fn spawn_driver(
+    mode: &str,
+    node: &Node,
+) -> (Child, std::io::Lines<BufReader<std::process::ChildStdout>>) {
+    let mut driver = Command::new(DRIVER)
+        .arg(mode)
+        .env("OXRAY_ADDRESS", &node.address)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the driver");
+    let stdout = driver.stdout.take().expect("stdout");
+    (driver, BufReader::new(stdout).lines())
+}
+
 fn view_of(node: &Node) -> ClusterView {
     oxray_raylet::tool::status(&node.address)
         .expect("status")
@@ -371,15 +387,8 @@ fn objects_on_other_nodes_are_freed_when_their_owner_is_killed() {
             .find(|n| n.local_address == b.address)
             .map_or(u64::MAX, |n| n.load.store_objects)
     };
-    let mut driver = Command::new(DRIVER)
-        .arg("own-elsewhere")
-        .env("OXRAY_ADDRESS", &h.address)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the driver");
-    let stdout = driver.stdout.take().expect("stdout");
-    let made = BufReader::new(stdout).lines().next();
+    let (mut driver, mut lines) = spawn_driver("own-elsewhere", &h);
+    let made = lines.next();
     let held = matches!(made, Some(Ok(ref l)) if l == "made 1")
         && eventually(Duration::from_secs(10), || objects_on_b() == 1);
     // Killed: it cannot say goodbye, and nobody else will ever read its object.
@@ -406,16 +415,9 @@ fn killing_a_node_mid_work_retries_its_tasks_restarts_its_actors_and_reports_its
     let view = view_of(&h);
     let b_id = id_of(&view, &b);
     let c_id = id_of(&view, &c);
-    let mut driver = Command::new(DRIVER)
-        .arg("cluster-fault")
-        .env("OXRAY_ADDRESS", &h.address)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the driver");
-    let stdout = driver.stdout.take().expect("stdout");
+    let (mut driver, lines) = spawn_driver("cluster-fault", &h);
     let mut out = String::new();
-    for line in BufReader::new(stdout).lines().take(40) {
+    for line in lines.take(40) {
         let Ok(line) = line else { break };
         out.push_str(&line);
         out.push('\n');

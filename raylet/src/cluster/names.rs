@@ -54,23 +54,20 @@ pub(crate) fn claim_then_create(shared: &Arc<Shared>, conn: u64, req: u64, spec:
                 "could not reserve the actor's name at the head: {e}"
             )),
         };
-        let Some(node) = shared.node.upgrade() else {
-            return;
-        };
-        match refusal {
-            None => node.create_actor(conn, req, spec, true),
-            Some(message) => {
-                node.send_to_client(
-                    conn,
-                    &FromRaylet::Error {
-                        req,
-                        kind: ErrorKind::BadRequest,
-                        message,
-                    },
-                );
-            }
+        match (refusal, shared.node.upgrade()) {
+            (None, Some(node)) => node.create_actor(conn, req, spec, true),
+            (Some(message), _) => refuse(&shared, conn, req, message),
+            (None, None) => {}
         }
     });
+}
+
+/// Answers local client `(conn, req)` with an error.
+fn refuse(shared: &Shared, conn: u64, req: u64, message: String) {
+    if let Some(node) = shared.node.upgrade() {
+        let kind = ErrorKind::BadRequest;
+        node.send_to_client(conn, &FromRaylet::Error { req, kind, message });
+    }
 }
 
 /// Frees a dead actor's name at the head: at once on the head itself, else fire and forget (a
@@ -132,15 +129,6 @@ pub(crate) fn lookup(
             Ok(other) => unexpected(&shared, other).to_string(),
             Err(e) => format!("could not ask the head for actor {name:?}: {e}"),
         };
-        if let Some(node) = shared.node.upgrade() {
-            node.send_to_client(
-                conn,
-                &FromRaylet::Error {
-                    req,
-                    kind: ErrorKind::BadRequest,
-                    message,
-                },
-            );
-        }
+        refuse(&shared, conn, req, message);
     });
 }

@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use futures_util::stream::{self, StreamExt};
-use oxray_common::ids::owner_of;
 use oxray_common::peer::{PeerReply, PeerRequest};
 use oxray_common::{ObjectId, WorkerId};
 use oxray_object_store::CreateOptions;
@@ -251,18 +250,8 @@ pub(crate) fn owner_gone(shared: &Arc<Shared>, owner: WorkerId) {
 }
 
 /// A peer's process `owner` ended: free what it owned here (and the copies pulled from here).
-pub(crate) fn delete_owned_here(shared: &Arc<Shared>, owner: WorkerId) {
-    let Some(node) = shared.node.upgrade() else {
-        return;
-    };
-    let owned: Vec<ObjectId> = node
-        .store
-        .object_ids()
-        .into_iter()
-        .filter(|id| owner_of(*id) == owner)
-        .collect();
-    drop(node);
-    if !owned.is_empty() {
-        delete_here(shared, owned);
+pub(crate) fn delete_owned_here(shared: &Shared, owner: WorkerId) {
+    if let Some(node) = shared.node.upgrade() {
+        node.delete_owned_by(owner);
     }
 }
