@@ -14,6 +14,7 @@ use crate::registry::TaskError;
 use crate::value::{aligned_copy, ReturnValue, INLINE_MAX};
 
 /// An argument as the submitter holds it until the task can be sent.
+#[derive(Clone)]
 pub enum ArgSpec {
     /// A small value, encoded.
     Value {

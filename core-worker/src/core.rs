@@ -385,8 +385,61 @@ impl CoreWorker {
             Some(ObjState::Inline { fingerprint, bytes }) => {
                 Ok(ObjectBytes::from_heap(id, fingerprint, bytes))
             }
-            Some(ObjState::Stored { node }) => self.pin(id, node),
+            Some(ObjState::Stored { node }) => match self.pin(id, node) {
+                Err(lost @ Error::ObjectLost { .. }) => self.rebuild(id, node, lost, timeout),
+                pinned => pinned,
+            },
         }
+    }
+
+    /// A stored object of this process could not be read: when its node is dead and its task
+    /// can run again (see `lineage`), run it and wait for the new copy; otherwise `lost`.
+    fn rebuild(
+        self: &Arc<Self>,
+        id: ObjectId,
+        node: u16,
+        lost: Error,
+        timeout: Option<Duration>,
+    ) -> Result<ObjectBytes> {
+        if oxray_common::ids::owner_of(id) != self.worker_id || node == 0 {
+            return Err(lost);
+        }
+        let Some(resources) = self.submitter.lineage.resources(id) else {
+            return Err(lost);
+        };
+        let view = self.node_status()?.cluster;
+        if !view.nodes.iter().any(|n| n.index == node && !n.alive) {
+            return Err(lost);
+        }
+        if !view
+            .nodes
+            .iter()
+            .any(|n| n.alive && n.total.contains(&resources))
+        {
+            let Error::ObjectLost { id, message } = lost else {
+                return Err(lost);
+            };
+            return Err(Error::ObjectLost {
+                id,
+                message: format!(
+                    "{message}; its task cannot run again: no live node has {resources}"
+                ),
+            });
+        }
+        if self.refs.reset_pending(id) {
+            let Some(task) = self.submitter.lineage.rerun(id) else {
+                // Its last retry went meanwhile: settle the waiters with the loss.
+                self.refs.complete(id, ObjState::Failed(lost.clone()));
+                return Err(lost);
+            };
+            eprintln!(
+                "oxray: object {id} was lost with node {node}; running {} again to make it",
+                task.function
+            );
+            self.submitter.submit(self, task);
+        }
+        // Bounded: each rebuild spends one of the task's retries.
+        self.object_bytes(id, timeout)
     }
 
     /// Gets a zero-copy view of an object.
@@ -482,6 +535,7 @@ impl CoreWorker {
     /// contained, and its borrow at the owner.
     pub(crate) fn release_freed(self: &Arc<Self>, freed: Freed) {
         if let Some((id, node)) = freed.delete_stored {
+            self.submitter.lineage.forget(id);
             let _ = self.raylet.send(&ToRaylet::Delete {
                 ids: vec![id],
                 node,

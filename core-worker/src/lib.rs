@@ -23,6 +23,7 @@ pub mod core;
 mod dial;
 mod error;
 mod executor;
+mod lineage;
 mod object_ref;
 mod owners;
 mod raylet_client;

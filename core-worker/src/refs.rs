@@ -245,6 +245,19 @@ impl RefTable {
         Some(deps)
     }
 
+    /// A stored object was lost and its task runs again: waiters wait for the new result.
+    /// False when it is not stored (another thread already started the rebuild).
+    pub fn reset_pending(&self, id: ObjectId) -> bool {
+        let mut inner = self.lock();
+        match inner.entries.get_mut(&id) {
+            Some(e) if matches!(e.state, ObjState::Stored { .. }) => {
+                e.state = ObjState::Pending;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The current state, or `None` for an unknown id.
     pub fn state(&self, id: ObjectId) -> Option<ObjState> {
         self.lock().entries.get(&id).map(|e| e.state.clone())

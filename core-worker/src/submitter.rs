@@ -30,6 +30,7 @@ use oxray_object_store::{HeapBytes, ObjectId};
 use crate::args::ArgSpec;
 use crate::core::CoreWorker;
 use crate::error::Error;
+use crate::lineage::Lineage;
 use crate::refs::ObjState;
 use crate::value::aligned_copy;
 
@@ -92,6 +93,8 @@ struct State {
 #[derive(Default)]
 pub(crate) struct Submitter {
     state: Mutex<State>,
+    /// Recipes of stored results, to make them again if their node dies.
+    pub lineage: crate::lineage::Lineage,
 }
 
 /// A connection to a leased worker.
@@ -406,7 +409,9 @@ impl Submitter {
             ObjState::Stored { node } => Some(node),
             _ => None,
         };
-        match core.refs.complete(task.id, state) {
+        let settled = core.refs.complete(task.id, state);
+        let referenced = settled.is_some();
+        match settled {
             Some(dependents) if !dependents.is_empty() => {
                 self.on_dependency_done(core, dependents);
             }
@@ -420,6 +425,13 @@ impl Submitter {
                     });
                 }
             }
+        }
+        // Only results on another node can be lost while this process lives.
+        let elsewhere = stored.is_some_and(|n| n != 0 && n != core.node_index);
+        if referenced && elsewhere && Lineage::rebuildable(&task) {
+            // Values only: nothing to release, the recipe keeps them.
+            self.lineage.record(task);
+            return;
         }
         for dep in task.ref_args() {
             core.release_task_ref(dep);

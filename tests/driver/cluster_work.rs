@@ -239,3 +239,35 @@ pub fn own_elsewhere() -> oxray::Result<()> {
     std::thread::sleep(Duration::from_secs(60));
     Ok(())
 }
+
+/// `cluster-rebuild`: makes a 8 MiB object with a task needing resource `x` (nodes b and c have
+/// it, two each), says where it was made, and once the test killed that node (one node fewer
+/// alive) reads it: the task runs again on the other node and the contents are the same.
+pub fn rebuild() -> oxray::Result<()> {
+    let _cluster = oxray::init()?;
+    let n = 1 << 20;
+    let obj = make_numbers::options()
+        .resource("x", 1.0)
+        .max_retries(2)
+        .remote(n, 11)?;
+    // Read where it lives (locality), so no other node holds a copy.
+    let (sum, at) = oxray::get(&checksum::options().resource("x", 1.0).remote(&obj)?)?;
+    println!("made-on {at}");
+    println!("made-sum-ok {}", sum == sum_of(n, 11));
+    let alive =
+        || -> oxray::Result<usize> { Ok(oxray::nodes()?.iter().filter(|n| n.alive).count()) };
+    let started = std::time::Instant::now();
+    while alive()? > 2 && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("alive-after-kill {}", alive()?);
+    let numbers = oxray::get_timeout(&obj, Duration::from_secs(60))?;
+    println!(
+        "rebuilt-sum-ok {}",
+        numbers.len() as u64 == n && fold_sum(numbers.into_iter()) == sum_of(n, 11)
+    );
+    let (_, now_at) = oxray::get(&checksum::options().resource("x", 1.0).remote(&obj)?)?;
+    println!("rebuilt-on {now_at}");
+    println!("done");
+    Ok(())
+}

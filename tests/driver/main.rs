@@ -100,11 +100,13 @@ fn main() {
         "cluster-fault" => cluster_work::fault(),
         "named-elsewhere" => cluster_work::named_elsewhere(),
         "own-elsewhere" => cluster_work::own_elsewhere(),
+        "cluster-rebuild" => cluster_work::rebuild(),
         _ => {
             eprintln!(
                 "usage: oxray-test-driver raylet SESSION | sum N | print | pids [hang] | nap | \
                  kill-retry | kill-noretry | owner-died | detached-make | detached-find | store-free | \
-                 cluster-work | cluster-fault | named-elsewhere | own-elsewhere"
+                 cluster-work | cluster-fault | named-elsewhere | own-elsewhere | \
+                 cluster-rebuild"
             );
             std::process::exit(2);
         }

@@ -403,6 +403,61 @@ fn objects_on_other_nodes_are_freed_when_their_owner_is_killed() {
 }
 
 #[test]
+fn a_lost_task_result_is_made_again_by_its_task() {
+    let fast = ["period_ms=50", "timeout_ms=600"];
+    let h = head("hr", &[&["cpus=1"][..], &fast[..]].concat());
+    let mut b = member(
+        "br",
+        &h,
+        &[&["cpus=2", "resources=x:2"][..], &fast[..]].concat(),
+    );
+    let mut c = member(
+        "cr",
+        &h,
+        &[&["cpus=2", "resources=x:2"][..], &fast[..]].concat(),
+    );
+    let view = view_of(&h);
+    let (b_id, c_id) = (id_of(&view, &b), id_of(&view, &c));
+    let (mut driver, lines) = spawn_driver("cluster-rebuild", &h);
+    let mut out = String::new();
+    let mut survivor = String::new();
+    for line in lines.take(20) {
+        let Ok(line) = line else { break };
+        out.push_str(&line);
+        out.push('\n');
+        if let Some(at) = line.strip_prefix("made-on ") {
+            // The only copy goes with its node.
+            let (gone, other) = if at == b_id {
+                (&mut b, &c_id)
+            } else {
+                (&mut c, &b_id)
+            };
+            survivor = other.clone();
+            let _ = gone.child.kill();
+            let _ = gone.child.wait();
+        }
+        if line == "done" {
+            break;
+        }
+    }
+    let _ = driver.kill();
+    let _ = driver.wait();
+    let value = |k: &str| {
+        crate::processes::value(&out, k)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        value("made-on") == b_id || value("made-on") == c_id,
+        "{out}"
+    );
+    assert_eq!(value("made-sum-ok"), "true", "{out}");
+    assert_eq!(value("alive-after-kill"), "2", "{out}");
+    assert_eq!(value("rebuilt-sum-ok"), "true", "the task ran again: {out}");
+    assert_eq!(value("rebuilt-on"), survivor, "{out}");
+}
+
+#[test]
 fn killing_a_node_mid_work_retries_its_tasks_restarts_its_actors_and_reports_its_objects_lost() {
     let fast = ["period_ms=50", "timeout_ms=600"];
     let h = head("hf", &[&["cpus=1"][..], &fast[..]].concat());
