@@ -328,8 +328,13 @@ async fn bind(host: &str, port: u16) -> Result<quinn::Endpoint> {
     let listen = |e| RayletError::io(format!("listening for peers on {addr}"), e);
     let socket = std::net::UdpSocket::bind(addr).map_err(listen)?;
     tls::size_socket_buffers(&socket);
+    let mut config = quinn::EndpointConfig::default();
+    // What peers may send us (quinn's default is 1,472 bytes, which caps MTU discovery).
+    config
+        .max_udp_payload_size(tls::MAX_UDP_PAYLOAD)
+        .map_err(|e| RayletError::Config(format!("QUIC endpoint config: {e}")))?;
     let mut endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        config,
         Some(tls::server_config()?),
         socket,
         Arc::new(quinn::TokioRuntime),
