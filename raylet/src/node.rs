@@ -168,6 +168,28 @@ struct ActorEntry {
 }
 
 impl ActorEntry {
+    /// A new entry waiting for resources: `Restarting` when its spec says it ran before.
+    fn new(spec: ActorSpec, owner_conn: u64, owner_job: JobId) -> ActorEntry {
+        let restarts = spec.restarts;
+        ActorEntry {
+            spec,
+            state: if restarts > 0 {
+                ActorState::Restarting
+            } else {
+                ActorState::Pending
+            },
+            worker: None,
+            lease: None,
+            address: String::new(),
+            pid: 0,
+            restarts,
+            death: String::new(),
+            owner_conn,
+            owner_job,
+            exiting: false,
+        }
+    }
+
     fn info(&self) -> ActorInfo {
         ActorInfo {
             id: self.spec.id,
@@ -348,10 +370,7 @@ impl Node {
             "[raylet] actor {} ({}) lost with node {gone}; starting it again (restart {})",
             spec.id, spec.class, spec.restarts
         );
-        let key = (spec.namespace.clone(), spec.name.clone());
-        if st.remote_names.get(&key) == Some(&spec.id) {
-            st.remote_names.remove(&key);
-        }
+        Self::forget_remote_name(st, &spec);
         if !Self::available(st).contains(&spec.resources) {
             if let Some(target) = self.pick_peer(st, &spec.resources, Some(gone)) {
                 if let Some(link) = self.link.get() {
@@ -367,6 +386,14 @@ impl Node {
             }
         }
         Self::add_actor(st, spec, owner_conn, job);
+    }
+
+    /// Drops the name of an actor this node placed elsewhere (if that actor still has it).
+    fn forget_remote_name(st: &mut State, spec: &ActorSpec) {
+        let key = (spec.namespace.clone(), spec.name.clone());
+        if st.remote_names.get(&key) == Some(&spec.id) {
+            st.remote_names.remove(&key);
+        }
     }
 
     /// Records that this node placed actor `spec` on node `target`.
@@ -413,32 +440,18 @@ impl Node {
             ..
         } = placed;
         let id = spec.id;
-        let key = (spec.namespace.clone(), spec.name.clone());
-        if st.remote_names.get(&key) == Some(&id) {
-            st.remote_names.remove(&key);
-        }
+        Self::forget_remote_name(st, &spec);
         if !spec.name.is_empty() {
             if let Some(link) = self.link.get() {
-                link.release_name(key.0, key.1, id);
+                link.release_name(spec.namespace.clone(), spec.name.clone(), id);
             }
         }
         spec.name.clear();
-        st.actors.insert(
-            id,
-            ActorEntry {
-                spec,
-                state: ActorState::Dead,
-                worker: None,
-                lease: None,
-                address: String::new(),
-                pid: 0,
-                restarts,
-                death,
-                owner_conn,
-                owner_job: job,
-                exiting: false,
-            },
-        );
+        let mut entry = ActorEntry::new(spec, owner_conn, job);
+        entry.state = ActorState::Dead;
+        entry.restarts = restarts;
+        entry.death = death;
+        st.actors.insert(id, entry);
         Self::notify_actor(st, id);
     }
 
@@ -516,27 +529,7 @@ impl Node {
             st.actor_names
                 .insert((spec.namespace.clone(), spec.name.clone()), id);
         }
-        let restarts = spec.restarts;
-        st.actors.insert(
-            id,
-            ActorEntry {
-                spec,
-                state: if restarts > 0 {
-                    ActorState::Restarting
-                } else {
-                    ActorState::Pending
-                },
-                worker: None,
-                lease: None,
-                address: String::new(),
-                pid: 0,
-                restarts,
-                death: String::new(),
-                owner_conn,
-                owner_job: job,
-                exiting: false,
-            },
-        );
+        st.actors.insert(id, ActorEntry::new(spec, owner_conn, job));
         st.pending_actors.push_back(id);
     }
 
@@ -1332,33 +1325,35 @@ impl Node {
         let mut wanted: HashMap<JobId, usize> = HashMap::new();
         let mut i = 0;
         while i < st.pending.len() {
-            let fits = available.contains(&st.pending[i].resources);
-            let near = st.pending[i].near;
-            // Locality first: the node holding the work's arguments, if it has room.
-            let to_near = st.pending[i].spill
-                && near != 0
-                && near != self.index()
-                && self.peer_has_room(st, near, &st.pending[i].resources.clone());
-            if to_near || !fits {
-                if st.pending[i].spill {
-                    let resources = st.pending[i].resources.clone();
-                    let target = if to_near {
-                        Some(near)
-                    } else {
-                        self.pick_peer(st, &resources, None)
-                    };
-                    if let Some(target) = target {
-                        if let (Some(r), Some(link)) = (st.pending.remove(i), self.link.get()) {
-                            let forward = Forward::Lease {
-                                conn: r.conn,
-                                req: r.req,
-                                resources: r.resources,
-                            };
-                            link.forward(r.job, target, forward);
-                        }
-                        continue;
-                    }
+            let r = &st.pending[i];
+            let (spill, near, fits) = (r.spill, r.near, available.contains(&r.resources));
+            let wants_near = spill && near != 0 && near != self.index();
+            // Locality first (the node holding the work's arguments, if it has room), then this
+            // node, then any node with room.
+            let target = if wants_near || (spill && !fits) {
+                let resources = r.resources.clone();
+                if wants_near && self.peer_has_room(st, near, &resources) {
+                    Some(near)
+                } else if fits {
+                    None
+                } else {
+                    self.pick_peer(st, &resources, None)
                 }
+            } else {
+                None
+            };
+            if let Some(target) = target {
+                if let (Some(r), Some(link)) = (st.pending.remove(i), self.link.get()) {
+                    let forward = Forward::Lease {
+                        conn: r.conn,
+                        req: r.req,
+                        resources: r.resources,
+                    };
+                    link.forward(r.job, target, forward);
+                }
+                continue;
+            }
+            if !fits {
                 i += 1;
                 continue;
             }
@@ -1459,6 +1454,15 @@ impl Node {
         }
     }
 
+    /// What node `n` showed free in the last view, less what was sent there since.
+    fn room(st: &State, n: &NodeInfo) -> Resources {
+        let mut room = n.load.available.clone();
+        if let Some(sent) = st.spilled.get(&n.index) {
+            room.subtract(sent);
+        }
+        room
+    }
+
     /// Whether node `index` showed `resources` free in the last view (less what was sent there
     /// since); if so they count as sent.
     fn peer_has_room(&self, st: &mut State, index: u16, resources: &Resources) -> bool {
@@ -1469,12 +1473,9 @@ impl Node {
         let Some(n) = view.nodes.iter().find(|n| n.index == index && n.alive) else {
             return false;
         };
-        let mut available = n.load.available.clone();
+        let room = Self::room(st, n);
         drop(view);
-        if let Some(sent) = st.spilled.get(&index) {
-            available.subtract(sent);
-        }
-        if !available.contains(resources) {
+        if !room.contains(resources) {
             return false;
         }
         st.spilled.entry(index).or_default().add(resources);
@@ -1495,13 +1496,9 @@ impl Node {
         };
         let free = peers()
             .filter_map(|n| {
-                let mut available = n.load.available.clone();
-                if let Some(sent) = st.spilled.get(&n.index) {
-                    available.subtract(sent);
-                }
-                available
-                    .contains(resources)
-                    .then(|| (n.index, available.get(oxray_common::resources::CPU)))
+                let room = Self::room(st, n);
+                room.contains(resources)
+                    .then(|| (n.index, room.get(oxray_common::resources::CPU)))
             })
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(index, _)| index);

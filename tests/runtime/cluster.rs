@@ -105,6 +105,32 @@ fn spawn_driver(
     (driver, BufReader::new(stdout).lines())
 }
 
+/// Runs the test driver in `mode` attached to `node`, handing each line it prints to `on_line`
+/// (at most 40, until `done`), then kills it; returns what it printed.
+fn drive(mode: &str, node: &Node, mut on_line: impl FnMut(&str)) -> String {
+    let (mut driver, lines) = spawn_driver(mode, node);
+    let mut out = String::new();
+    for line in lines.take(40) {
+        let Ok(line) = line else { break };
+        out.push_str(&line);
+        out.push('\n');
+        on_line(&line);
+        if line == "done" {
+            break;
+        }
+    }
+    let _ = driver.kill();
+    let _ = driver.wait();
+    out
+}
+
+/// The value a driver printed for `key`, or "".
+fn value_in(out: &str, key: &str) -> String {
+    crate::processes::value(out, key)
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn view_of(node: &Node) -> ClusterView {
     oxray_raylet::tool::status(&node.address)
         .expect("status")
@@ -307,11 +333,7 @@ fn work_spreads_routes_by_resource_and_objects_and_actors_cross_nodes() {
     let view = view_of(&h);
     let (h_id, b_id, c_id) = (id_of(&view, &h), id_of(&view, &b), id_of(&view, &c));
     let out = crate::processes::run(&["cluster-work"], Some(&h.address));
-    let value = |k: &str| {
-        crate::processes::value(&out, k)
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let value = |k: &str| value_in(&out, k);
     assert_eq!(value("alive"), "3", "{out}");
     assert_eq!(value("driver-node"), h_id, "{out}");
     // Sixteen 700 ms tasks on a head with one CPU: the other nodes take some (even after
@@ -418,13 +440,8 @@ fn a_lost_task_result_is_made_again_by_its_task() {
     );
     let view = view_of(&h);
     let (b_id, c_id) = (id_of(&view, &b), id_of(&view, &c));
-    let (mut driver, lines) = spawn_driver("cluster-rebuild", &h);
-    let mut out = String::new();
     let mut survivor = String::new();
-    for line in lines.take(20) {
-        let Ok(line) = line else { break };
-        out.push_str(&line);
-        out.push('\n');
+    let out = drive("cluster-rebuild", &h, |line| {
         if let Some(at) = line.strip_prefix("made-on ") {
             // The only copy goes with its node.
             let (gone, other) = if at == b_id {
@@ -436,17 +453,8 @@ fn a_lost_task_result_is_made_again_by_its_task() {
             let _ = gone.child.kill();
             let _ = gone.child.wait();
         }
-        if line == "done" {
-            break;
-        }
-    }
-    let _ = driver.kill();
-    let _ = driver.wait();
-    let value = |k: &str| {
-        crate::processes::value(&out, k)
-            .unwrap_or_default()
-            .to_owned()
-    };
+    });
+    let value = |k: &str| value_in(&out, k);
     assert!(
         value("made-on") == b_id || value("made-on") == c_id,
         "{out}"
@@ -470,28 +478,14 @@ fn killing_a_node_mid_work_retries_its_tasks_restarts_its_actors_and_reports_its
     let view = view_of(&h);
     let b_id = id_of(&view, &b);
     let c_id = id_of(&view, &c);
-    let (mut driver, lines) = spawn_driver("cluster-fault", &h);
-    let mut out = String::new();
-    for line in lines.take(40) {
-        let Ok(line) = line else { break };
-        out.push_str(&line);
-        out.push('\n');
+    let out = drive("cluster-fault", &h, |line| {
         if line == "submitted" {
             // Work is running on every node: node b goes, with its workers' results.
             b.child.kill().expect("kill node b");
             let _ = b.child.wait();
         }
-        if line == "done" {
-            break;
-        }
-    }
-    let _ = driver.kill();
-    let _ = driver.wait();
-    let value = |k: &str| {
-        crate::processes::value(&out, k)
-            .unwrap_or_default()
-            .to_owned()
-    };
+    });
+    let value = |k: &str| value_in(&out, k);
     assert_eq!(value("big-ready"), "1", "{out}");
     assert_eq!(value("tasks-done"), "10", "every task finishes: {out}");
     assert!(
