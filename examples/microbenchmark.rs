@@ -245,10 +245,19 @@ fn byte_len(xs: oxray::ObjectView<Vec<u8>>) -> u64 {
 /// The rows again across two nodes on this machine (two raylets joined over QUIC): the driver
 /// attaches to a head with no CPUs, so every task and actor runs on the other node.
 fn cross_node_rows(bench: &Bench) -> oxray::Result<()> {
+    const ROWS: [&str; 7] = [
+        "same-node socket echo round trips",
+        "cross-node tunnel echo round trips",
+        "cross-node tasks sync",
+        "cross-node tasks async",
+        "cross-node 1:1 actor calls sync",
+        "cross-node 1:1 actor calls async",
+        "cross-node object transfer gigabytes",
+    ];
     if bench
         .filter
         .as_ref()
-        .is_some_and(|f| !"cross-node".contains(f.as_str()) && !f.contains("cross-node"))
+        .is_some_and(|f| !ROWS.iter().any(|row| row.contains(f.as_str())))
     {
         return Ok(());
     }
@@ -280,6 +289,13 @@ fn cross_node_rows(bench: &Bench) -> oxray::Result<()> {
     ))
     .map_err(bad)?;
     let _cluster = oxray::init_with(oxray::Config::new().address(head.address()))?;
+    let other_session = format!("bench-other-{}", std::process::id());
+    echo_rows(
+        bench,
+        head.address(),
+        &format!("{}-wecho", other_session),
+        _other.peer_address().unwrap_or_default(),
+    );
 
     bench.timeit("cross-node tasks sync", 1.0, || {
         oxray::get(&small_value::remote().expect("submit")).expect("get");
@@ -303,6 +319,13 @@ fn cross_node_rows(bench: &Bench) -> oxray::Result<()> {
     });
     oxray::kill(&server)?;
     for (label, size, rounds) in [("100 MiB", 100usize << 20, 10), ("1 GiB", 1 << 30, 3)] {
+        if bench
+            .filter
+            .as_ref()
+            .is_some_and(|f| !"cross-node object transfer".contains(f.as_str()))
+        {
+            continue;
+        }
         let data: Vec<u8> = (0..size).map(|i| i as u8).collect();
         let mut seconds = Vec::new();
         for _ in 0..rounds {
@@ -321,6 +344,41 @@ fn cross_node_rows(bench: &Bench) -> oxray::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Where the time of a cross-node call goes: 64-byte echoes from this thread to a thread
+/// serving a socket named like a worker's on the other node, once straight over the Unix socket
+/// (what a same-node call pays per round trip for transport) and once through the tunnel a
+/// cross-node call takes (local raylet → QUIC → the other raylet → the socket).
+fn echo_rows(bench: &Bench, raylet: &str, name: &str, other_peer: &str) {
+    use std::io::{Read, Write};
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener};
+    let listener = SocketAddr::from_abstract_name(name.as_bytes())
+        .and_then(|addr| UnixListener::bind_addr(&addr))
+        .expect("binding the echo socket");
+    // One connection per row; each ends when the row drops its stream.
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(2) {
+            let Ok(mut stream) = stream else { break };
+            let mut buf = [0u8; 64];
+            while stream.read_exact(&mut buf).is_ok() && stream.write_all(&buf).is_ok() {}
+        }
+    });
+    let local = format!("unix:@{name}");
+    let far = format!("peer://{other_peer}/unix:@{name}");
+    for (row, address) in [
+        ("same-node socket echo round trips", &local),
+        ("cross-node tunnel echo round trips", &far),
+    ] {
+        let mut stream = oxray_raylet::server::connect_anywhere(raylet, address)
+            .expect("connecting to the echo socket");
+        let mut buf = [7u8; 64];
+        bench.timeit(row, 1.0, || {
+            stream.write_all(&buf).expect("echo write");
+            stream.read_exact(&mut buf).expect("echo read");
+        });
+    }
 }
 
 /// Ray's actor rows, with its sizes: `n` calls per batch, half the cores as servers.

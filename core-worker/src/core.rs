@@ -201,7 +201,7 @@ impl CoreWorker {
         &self,
         address: &str,
     ) -> std::io::Result<std::os::unix::net::UnixStream> {
-        crate::dial::connect(&self.raylet_address, address)
+        oxray_raylet::server::connect_anywhere(&self.raylet_address, address)
     }
 
     /// This process's worker id.

@@ -20,7 +20,6 @@ pub mod actor_host;
 pub mod args;
 mod borrow;
 pub mod core;
-mod dial;
 mod error;
 mod executor;
 mod lineage;

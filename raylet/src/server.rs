@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use oxray_common::frame::{self, FrameError};
-use oxray_common::protocol::ToRaylet;
+use oxray_common::protocol::{FromRaylet, ToRaylet};
 
 use crate::error::{RayletError, Result};
 use crate::node::Node;
@@ -31,6 +31,37 @@ pub fn connect(address: &str) -> std::io::Result<UnixStream> {
         )
     })?;
     UnixStream::connect_addr(&addr)
+}
+
+/// Connects to a worker socket anywhere in the cluster: directly when `address` is on this
+/// node (`unix:@NAME`), else (`peer://HOST:PORT/unix:@NAME`) through a tunnel of the local
+/// raylet at `raylet`, which relays the bytes over QUIC to that node's raylet. Either way the
+/// caller gets a Unix stream that carries its bytes unchanged.
+pub fn connect_anywhere(raylet: &str, address: &str) -> std::io::Result<UnixStream> {
+    if !address.starts_with("peer://") {
+        return connect(address);
+    }
+    let mut stream = connect(raylet)?;
+    frame::write(
+        &mut stream,
+        &ToRaylet::Tunnel {
+            target: address.to_owned(),
+        },
+    )?;
+    let mut buf = oxray_object_store::HeapBytes::new();
+    // Unbuffered, so nothing after the answer is read here.
+    let mut reader = &stream;
+    match frame::read::<FromRaylet, _>(&mut reader, &mut buf) {
+        Ok(FromRaylet::TunnelOpen) => Ok(stream),
+        Ok(FromRaylet::Error { message, .. }) => Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            format!("reaching {address}: {message}"),
+        )),
+        Ok(other) => Err(std::io::Error::other(format!(
+            "reaching {address}: unexpected answer {other:?}"
+        ))),
+        Err(e) => Err(std::io::Error::other(format!("reaching {address}: {e}"))),
+    }
 }
 
 pub(crate) fn bind(address: &str) -> Result<UnixListener> {
