@@ -184,3 +184,171 @@ fn a_malformed_config_file_is_rejected_with_its_line() {
     assert!(out.contains("num_cpu"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Waits (at most 10 s) until nothing answers at `address`.
+fn assert_gone(address: &str) {
+    let start = Instant::now();
+    while oxray(&["status", "--address", address]).0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{address} still answers"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A foreground (`--block`) node process, killed and reaped on drop.
+struct Foreground(std::process::Child);
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn foreground(args: &[&str]) -> Foreground {
+    Foreground(
+        Command::new(OXRAY)
+            .args(["start", "--block"])
+            .args(args)
+            .env("OXRAY_CLUSTER_SECRET", "0123456789abcdef0123456789abcdef")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start a foreground node"),
+    )
+}
+
+#[test]
+fn a_member_started_before_its_head_waits_for_it_and_wait_counts_the_nodes() {
+    use std::io::BufRead;
+    let port = free_port().to_string();
+    let head_address = format!("127.0.0.1:{port}");
+    let tag = std::process::id();
+    let member_session = format!("oxray-wait-m-{tag}");
+    let head_session = format!("oxray-wait-h-{tag}");
+    let mut member = foreground(&["--address", &head_address, "--session", &member_session]);
+    // Nothing answers at the head's address yet: the member says it waits (after one 5 s try,
+    // which a plain QUIC dial would have ended with an error).
+    let stderr = member.0.stderr.take().expect("stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let waiting = lines
+        .by_ref()
+        .take(5)
+        .map_while(Result::ok)
+        .find(|l| l.contains("waiting for the head"));
+    assert!(waiting.is_some(), "the member did not wait for its head");
+    // Keep reading, so the member's later messages do not hit a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let mut head = foreground(&["--head", "--port", &port, "--session", &head_session]);
+    let (ok, out) = oxray(&[
+        "wait",
+        "--address",
+        &format!("unix:@{head_session}"),
+        "--nodes",
+        "2",
+        "--timeout",
+        "30",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("2 nodes alive"), "{out}");
+    // The member advertises the address its packets to the head leave from (loopback here).
+    let (ok, out) = oxray(&["status", "--address", &format!("unix:@{head_session}")]);
+    assert!(ok, "{out}");
+    assert!(out.contains("2 nodes (2 alive)"), "{out}");
+    let member_line = out
+        .lines()
+        .find(|l| l.contains(&format!("session {member_session}")))
+        .unwrap_or_default();
+    assert!(member_line.contains("alive at 127.0.0.1:"), "{out}");
+    // More nodes than there are: a clear error once the timeout passes.
+    let (ok, out) = oxray(&[
+        "wait",
+        "--address",
+        &format!("unix:@{head_session}"),
+        "--nodes",
+        "3",
+        "--timeout",
+        "0.3",
+    ]);
+    assert!(!ok && out.contains("2 of 3 nodes alive"), "{out}");
+    // A foreground node ends when stopped, successfully.
+    for (node, session) in [(&mut member, &member_session), (&mut head, &head_session)] {
+        let (ok, out) = oxray(&["stop", "--address", &format!("unix:@{session}")]);
+        assert!(ok, "{out}");
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = node.0.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{session} did not end"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "{session} ended with {status}");
+    }
+}
+
+#[test]
+fn the_slurm_script_starts_a_node_per_host_and_runs_the_program_attached() {
+    // Stand-ins for Slurm's commands: three hosts, all this machine on loopback.
+    let dir = std::env::temp_dir().join(format!("oxray-slurm-test-{}", std::process::id()));
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("temp dir");
+    let fakes = [
+        ("scontrol", "#!/bin/sh\nprintf 'n1\\nn2\\nn3\\n'\n"),
+        // srun [options] COMMAND...: runs the command here.
+        (
+            "srun",
+            "#!/bin/sh\nwhile [ $# -gt 0 ]; do case \"$1\" in -w) shift 2;; -*) shift;; *) break;; esac; done\nexec \"$@\"\n",
+        ),
+        ("hostname", "#!/bin/sh\necho 127.0.0.1\n"),
+    ];
+    for (name, text) in fakes {
+        let path = bin.join(name);
+        std::fs::write(&path, text).expect("write a fake command");
+        let mut perms = std::fs::metadata(&path).expect("metadata").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&path, perms).expect("chmod");
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/slurm.sh");
+    let job = format!("{}", std::process::id());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // The "program" is `oxray status`: it attaches through OXRAY_ADDRESS like any driver.
+    let out = Command::new("bash")
+        .arg(script)
+        .args([OXRAY, "status"])
+        .env("PATH", path)
+        .env("SLURM_JOB_NODELIST", "n[1-3]")
+        .env("SLURM_JOB_ID", &job)
+        .env("SLURM_CPUS_PER_TASK", "1")
+        .env("OXRAY", OXRAY)
+        .env("OXRAY_PORT", free_port().to_string())
+        .env("OXRAY_SECRET_DIR", &dir)
+        .env_remove("OXRAY_ADDRESS")
+        .output()
+        .expect("run the script");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("3 nodes (3 alive)"), "{text}");
+    for host in ["n1", "n2", "n3"] {
+        assert!(
+            text.contains(&format!("session oxray-{job}-{host}")),
+            "{text}"
+        );
+    }
+    // The script ended its steps (the nodes) and removed the job's secret.
+    for host in ["n1", "n2", "n3"] {
+        assert_gone(&format!("unix:@oxray-{job}-{host}"));
+    }
+    assert!(!dir.join(format!(".oxray-{job}.secret")).exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -32,7 +32,15 @@ pub enum RayletError {
     /// The raylet is stopping.
     #[error("the raylet is stopping")]
     Stopping,
-    /// A cluster peer could not be reached, was refused, or broke the protocol.
+    /// Nothing answered at a cluster peer's address (not started yet, gone, or no route).
+    #[error("cluster peer {peer}: {reason}")]
+    Unreachable {
+        /// The peer's address.
+        peer: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A cluster peer was refused, refused us, or broke the protocol.
     #[error("cluster peer {peer}: {reason}")]
     Peer {
         /// The peer's address.

@@ -1,6 +1,7 @@
 //! A member node: joining the head and reporting to it every health-check period.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use oxray_common::peer::{PeerReply, PeerRequest};
 
@@ -8,6 +9,37 @@ use super::head::self_info;
 use super::{peers, wire, Shared};
 use crate::error::{RayletError, Result};
 use crate::node::Node;
+
+/// How long a member waits for a head that does not answer yet (nodes of a batch job start
+/// together, and the head may come up last).
+pub(crate) const HEAD_WAIT: Duration = Duration::from_secs(60);
+
+/// Joins the head, waiting up to [`HEAD_WAIT`] while nothing answers at its address; a head
+/// that answers and refuses (a wrong secret, say) fails at once.
+pub(crate) fn join_when_up(
+    runtime: &tokio::runtime::Runtime,
+    shared: &Arc<Shared>,
+    node: &Arc<Node>,
+    head: &str,
+) -> Result<quinn::Connection> {
+    let deadline = Instant::now() + HEAD_WAIT;
+    let mut said = false;
+    loop {
+        match runtime.block_on(join(shared, node, head)) {
+            Err(RayletError::Unreachable { reason, .. }) if Instant::now() < deadline => {
+                if !said {
+                    eprintln!(
+                        "oxray raylet: waiting for the head at {head} ({reason}); up to {} s",
+                        HEAD_WAIT.as_secs()
+                    );
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
 
 /// Connects to the head, proves the secret and registers; returns the connection.
 pub(crate) async fn join(

@@ -192,7 +192,7 @@ impl Cluster {
                 runtime.spawn(head::monitor(shared.clone()));
             }
             Some(head) => {
-                let joined = runtime.block_on(member::join(&shared, node, &head))?;
+                let joined = member::join_when_up(&runtime, &shared, node, &head)?;
                 runtime.spawn(member::report_loop(shared.clone(), joined));
             }
         }
@@ -365,14 +365,18 @@ pub(crate) async fn dial(
         peer: address.to_owned(),
         reason,
     };
+    let unreachable = |reason: String| RayletError::Unreachable {
+        peer: address.to_owned(),
+        reason,
+    };
     let addr = resolve(address).await?;
     let connecting = endpoint
         .connect(addr, "oxray")
         .map_err(|e| peer_error(format!("cannot connect: {e}")))?;
     let conn = tokio::time::timeout(Duration::from_secs(5), connecting)
         .await
-        .map_err(|_| peer_error("no answer within 5 s (is a raylet listening there?)".into()))?
-        .map_err(|e| peer_error(format!("cannot connect: {e}")))?;
+        .map_err(|_| unreachable("no answer within 5 s (is a raylet listening there?)".into()))?
+        .map_err(|e| unreachable(format!("cannot connect: {e}")))?;
     let proof = auth::prove(&conn, auth::Role::Dialer, cluster, secret);
     let auth = PeerRequest::Auth {
         cluster: cluster.to_owned(),

@@ -6,8 +6,9 @@
 //!   NODE OPTIONS: --num-cpus N  --object-store-memory BYTES  --resources name=amount,..
 //!                 --session NAME  --node-ip-address HOST  --cluster-name NAME
 //!                 --secret-file PATH (or OXRAY_CLUSTER_SECRET)
-//!                 --health-check-period-ms MS  --health-check-timeout-ms MS
+//!                 --health-check-period-ms MS  --health-check-timeout-ms MS  --block
 //! oxray status [--address ADDRESS] [--secret-file PATH] [--cluster-name NAME] | [--file FILE]
+//! oxray wait --nodes N [--timeout SECONDS] [--address ADDRESS]
 //! oxray stop [--address ADDRESS]
 //! oxray up CLUSTER.toml       start every node of a cluster config file
 //! oxray down CLUSTER.toml     stop them
@@ -15,7 +16,13 @@
 //!
 //! `start` runs the node in the background and returns once it accepts clients (and, for a
 //! member, once the head has registered it), printing the local address; drivers on that
-//! machine attach with `OXRAY_ADDRESS=<address>`. A head started with `--port` and no secret
+//! machine attach with `OXRAY_ADDRESS=<address>`. With `--block` the node runs in the
+//! foreground instead (printing the address at the same point) until it is stopped or killed,
+//! which is what a batch system's job step (Slurm's `srun`) needs. A member whose head does not
+//! answer yet waits for it (up to a minute); one started without `--node-ip-address`
+//! advertises the local address its packets to the head leave from. `wait` returns once the
+//! cluster of the node at `--address` has N live nodes (or fails after the timeout, 60 s by
+//! default), so scripts need no sleeps. A head started with `--port` and no secret
 //! makes one and writes it to a file only this user can read; other nodes join with
 //! `--secret-file` pointing at a copy. `status` and `stop` use `--address`, else
 //! `OXRAY_ADDRESS`, else the node this user started last; `status` of a `host:port` address asks
@@ -25,7 +32,7 @@ mod up;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use oxray_raylet::cluster::ClusterConfig;
@@ -37,6 +44,7 @@ fn main() {
         Some("start") => start(&args[1..]),
         Some("status") => status(&args[1..]),
         Some("stop") => stop(&args[1..]),
+        Some("wait") => wait(&args[1..]),
         Some("up") => match args.get(1) {
             Some(file) => up::up(file),
             None => Err("usage: oxray up CLUSTER.toml".into()),
@@ -61,7 +69,9 @@ const USAGE: &str = "usage:
                   --session NAME  --node-ip-address HOST  --cluster-name NAME
                   --secret-file PATH (or OXRAY_CLUSTER_SECRET)
                   --health-check-period-ms MS  --health-check-timeout-ms MS
+                  --block (stay in the foreground, e.g. under srun)
   oxray status [--address ADDRESS] [--secret-file PATH] [--cluster-name NAME] | [--file FILE]
+  oxray wait --nodes N [--timeout SECONDS] [--address ADDRESS]
   oxray stop [--address ADDRESS]
   oxray up CLUSTER.toml
   oxray down CLUSTER.toml";
@@ -140,7 +150,12 @@ fn cluster_config(args: &[String]) -> Result<Option<ClusterConfig>, String> {
         None => None,
     };
     let name = flag(args, "--cluster-name").unwrap_or(DEFAULT_CLUSTER);
-    let host = flag(args, "--node-ip-address").unwrap_or("127.0.0.1");
+    let host = match (flag(args, "--node-ip-address"), join) {
+        (Some(h), _) => h.to_owned(),
+        (None, Some(head)) => route_ip(head).unwrap_or_else(|| "127.0.0.1".into()),
+        (None, None) => "127.0.0.1".into(),
+    };
+    let host = host.as_str();
     let millis = |name: &str| -> Result<Option<std::time::Duration>, String> {
         flag(args, name)
             .map(|v| {
@@ -195,6 +210,22 @@ fn cluster_config(args: &[String]) -> Result<Option<ClusterConfig>, String> {
     }
 }
 
+/// The local IP address packets to `head` (`host:port`) leave from: what a member advertises
+/// when not told (Ray does the same), so other nodes reach it on the network the head is on.
+fn route_ip(head: &str) -> Option<String> {
+    use std::net::{ToSocketAddrs, UdpSocket};
+    let target = head.to_socket_addrs().ok()?.next()?;
+    let any = if target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let socket = UdpSocket::bind(any).ok()?;
+    // A UDP connect sends nothing; it only picks the route and so the source address.
+    socket.connect(target).ok()?;
+    Some(socket.local_addr().ok()?.ip().to_string())
+}
+
 /// A new random secret, written to a file only this user can read.
 fn new_secret_file(dir: &std::path::Path, session: &str) -> Result<PathBuf, String> {
     use std::io::{Read, Write};
@@ -243,6 +274,21 @@ fn start(args: &[String]) -> Result<(), String> {
     }
     let args = &args[..];
     let config = node_config(args)?;
+    if args.iter().any(|a| a == "--block") {
+        let cluster = config.cluster.clone();
+        let mut node = Raylet::start(config).map_err(|e| e.to_string())?;
+        let address = node.address().to_owned();
+        let _ = std::fs::write(dir.join("address"), &address);
+        println!("{address}");
+        eprintln!(
+            "oxray node running in the foreground (pid {}); stop it with `oxray stop --address \
+             {address}` or a signal.\nAttach drivers with: export OXRAY_ADDRESS={address}",
+            std::process::id()
+        );
+        join_hint(cluster.as_ref(), args, made_secret.as_deref());
+        node.wait();
+        return Ok(());
+    }
     let log_path = dir.join(format!("{}.log", config.session));
     let log = std::fs::File::create(&log_path)
         .map_err(|e| format!("creating {}: {e}", log_path.display()))?;
@@ -274,25 +320,69 @@ fn start(args: &[String]) -> Result<(), String> {
         child.id(),
         log_path.display()
     );
-    if let Some(c) = &config.cluster {
-        if c.head.is_none() {
-            let secret_flag = match (&made_secret, flag(args, "--secret-file")) {
-                (Some(p), _) => format!(" --secret-file {}", p.display()),
-                (None, Some(p)) => format!(" --secret-file {p}"),
-                (None, None) => String::new(),
-            };
-            let name = if c.name == DEFAULT_CLUSTER {
-                String::new()
-            } else {
-                format!(" --cluster-name {}", c.name)
-            };
-            eprintln!(
-                "Other nodes join with: oxray start --address {}:{}{secret_flag}{name}",
-                c.host, c.port
-            );
-        }
-    }
+    join_hint(config.cluster.as_ref(), args, made_secret.as_deref());
     Ok(())
+}
+
+/// For a head: tells how other nodes join it.
+fn join_hint(cluster: Option<&ClusterConfig>, args: &[String], made_secret: Option<&Path>) {
+    let Some(c) = cluster.filter(|c| c.head.is_none()) else {
+        return;
+    };
+    let secret_flag = match (made_secret, flag(args, "--secret-file")) {
+        (Some(p), _) => format!(" --secret-file {}", p.display()),
+        (None, Some(p)) => format!(" --secret-file {p}"),
+        (None, None) => String::new(),
+    };
+    let name = if c.name == DEFAULT_CLUSTER {
+        String::new()
+    } else {
+        format!(" --cluster-name {}", c.name)
+    };
+    eprintln!(
+        "Other nodes join with: oxray start --address {}:{}{secret_flag}{name}",
+        c.host, c.port
+    );
+}
+
+/// `oxray wait --nodes N`: returns once the cluster has N live nodes. Polls the local node
+/// (which may not be up yet) every 100 ms, for at most `--timeout` seconds.
+fn wait(args: &[String]) -> Result<(), String> {
+    let nodes: usize = flag(args, "--nodes")
+        .ok_or("usage: oxray wait --nodes N [--timeout SECONDS] [--address ADDRESS]")?
+        .parse()
+        .map_err(|_| "--nodes: not a number of nodes".to_owned())?;
+    let seconds: f64 = match flag(args, "--timeout") {
+        Some(t) => t
+            .parse()
+            .map_err(|_| format!("--timeout: `{t}` is not a number of seconds"))?,
+        None => 60.0,
+    };
+    let timeout = std::time::Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("--timeout: `{seconds}` is not a duration"))?;
+    let address = address(args)?;
+    let start = std::time::Instant::now();
+    loop {
+        let last = match tool::status(&address) {
+            Ok(status) => {
+                let alive = if status.cluster.nodes.is_empty() {
+                    1 // a node outside any cluster
+                } else {
+                    status.cluster.nodes.iter().filter(|n| n.alive).count()
+                };
+                if alive >= nodes {
+                    println!("{alive} nodes alive");
+                    return Ok(());
+                }
+                format!("{alive} of {nodes} nodes alive")
+            }
+            Err(e) => format!("the node at {address} does not answer ({e})"),
+        };
+        if start.elapsed() >= timeout {
+            return Err(format!("gave up after {seconds} s: {last}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 fn run_node(args: &[String]) -> Result<(), String> {
