@@ -289,6 +289,10 @@ fn start(args: &[String]) -> Result<(), String> {
         node.wait();
         return Ok(());
     }
+    if let Some(head) = config.cluster.as_ref().and_then(|c| c.head.as_deref()) {
+        // The node waits for a head that is not up yet; say so before the silence.
+        eprintln!("joining the head at {head} (waiting up to a minute if it is not up yet)");
+    }
     let log_path = dir.join(format!("{}.log", config.session));
     let log = std::fs::File::create(&log_path)
         .map_err(|e| format!("creating {}: {e}", log_path.display()))?;
