@@ -105,13 +105,16 @@ struct Bench {
 }
 
 impl Bench {
+    /// Whether the row named `row` runs (its name contains the `--filter` text, if any).
+    fn wants(&self, row: &str) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|f| row.contains(f.as_str()))
+    }
+
     /// Runs `f` (which does `multiplier` units of work per call) and prints the rate.
     fn timeit(&self, name: &str, multiplier: f64, mut f: impl FnMut()) {
-        if self
-            .filter
-            .as_ref()
-            .is_some_and(|flt| !name.contains(flt.as_str()))
-        {
+        if !self.wants(name) {
             return;
         }
         let warm = Instant::now();
@@ -217,11 +220,7 @@ fn main() -> oxray::Result<()> {
 
     actor_rows(&bench)?;
 
-    if bench
-        .filter
-        .as_ref()
-        .is_none_or(|f| "get_view".contains(f.as_str()))
-    {
+    if bench.wants("zero-copy get_view of a 1 GiB object") {
         let big = oxray::put(&vec![0u8; 1 << 30])?;
         let mut best = f64::MAX;
         for _ in 0..20 {
@@ -254,11 +253,7 @@ fn cross_node_rows(bench: &Bench) -> oxray::Result<()> {
         "cross-node 1:1 actor calls async",
         "cross-node object transfer gigabytes",
     ];
-    if bench
-        .filter
-        .as_ref()
-        .is_some_and(|f| !ROWS.iter().any(|row| row.contains(f.as_str())))
-    {
+    if !ROWS.iter().any(|row| bench.wants(row)) {
         return Ok(());
     }
     use oxray_raylet::cluster::ClusterConfig;
@@ -282,19 +277,19 @@ fn cross_node_rows(bench: &Bench) -> oxray::Result<()> {
     ))
     .map_err(bad)?;
     let head_peer = head.peer_address().unwrap_or_default().to_owned();
-    let _other = Raylet::start(node(
+    let other = Raylet::start(node(
         "bench-other",
         2.0,
         ClusterConfig::member("bench", secret, "127.0.0.1", 0, &head_peer),
     ))
     .map_err(bad)?;
     let _cluster = oxray::init_with(oxray::Config::new().address(head.address()))?;
-    let other_session = format!("bench-other-{}", std::process::id());
     echo_rows(
         bench,
         head.address(),
-        &format!("{}-wecho", other_session),
-        _other.peer_address().unwrap_or_default(),
+        // Named like a worker socket of the other node (its session, then `-w`).
+        &format!("{}-wecho", other.address().trim_start_matches("unix:@")),
+        other.peer_address().unwrap_or_default(),
     );
 
     bench.timeit("cross-node tasks sync", 1.0, || {
@@ -319,11 +314,7 @@ fn cross_node_rows(bench: &Bench) -> oxray::Result<()> {
     });
     oxray::kill(&server)?;
     for (label, size, rounds) in [("100 MiB", 100usize << 20, 10), ("1 GiB", 1 << 30, 3)] {
-        if bench
-            .filter
-            .as_ref()
-            .is_some_and(|f| !"cross-node object transfer".contains(f.as_str()))
-        {
+        if !bench.wants("cross-node object transfer gigabytes") {
             continue;
         }
         let data: Vec<u8> = (0..size).map(|i| i as u8).collect();
@@ -357,7 +348,7 @@ fn echo_rows(bench: &Bench, raylet: &str, name: &str, other_peer: &str) {
     let listener = SocketAddr::from_abstract_name(name.as_bytes())
         .and_then(|addr| UnixListener::bind_addr(&addr))
         .expect("binding the echo socket");
-    // One connection per row; each ends when the row drops its stream.
+    // One connection per row that runs; each ends when the row drops its stream.
     std::thread::spawn(move || {
         for stream in listener.incoming().take(2) {
             let Ok(mut stream) = stream else { break };
@@ -371,6 +362,9 @@ fn echo_rows(bench: &Bench, raylet: &str, name: &str, other_peer: &str) {
         ("same-node socket echo round trips", &local),
         ("cross-node tunnel echo round trips", &far),
     ] {
+        if !bench.wants(row) {
+            continue;
+        }
         let mut stream = oxray_raylet::server::connect_anywhere(raylet, address)
             .expect("connecting to the echo socket");
         let mut buf = [7u8; 64];
@@ -454,11 +448,7 @@ fn actor_rows(bench: &Bench) -> oxray::Result<()> {
 
 /// Time from `init()` to the first task result in a fresh process.
 fn cold_start(bench: &Bench) {
-    if bench
-        .filter
-        .as_ref()
-        .is_some_and(|f| !"cold start".contains(f.as_str()))
-    {
+    if !bench.wants("cold start: init() to first task result") {
         return;
     }
     let Ok(exe) = std::env::current_exe() else {

@@ -278,12 +278,14 @@ fn start(args: &[String]) -> Result<(), String> {
         let cluster = config.cluster.clone();
         let mut node = Raylet::start(config).map_err(|e| e.to_string())?;
         let address = node.address().to_owned();
-        let _ = std::fs::write(dir.join("address"), &address);
-        println!("{address}");
-        eprintln!(
-            "oxray node running in the foreground (pid {}); stop it with `oxray stop --address \
-             {address}` or a signal.\nAttach drivers with: export OXRAY_ADDRESS={address}",
-            std::process::id()
+        announce(
+            &dir,
+            &address,
+            format!(
+                "oxray node running in the foreground (pid {}); stop it with `oxray stop \
+                 --address {address}` or a signal.",
+                std::process::id()
+            ),
         );
         join_hint(cluster.as_ref(), args, made_secret.as_deref());
         node.wait();
@@ -317,15 +319,25 @@ fn start(args: &[String]) -> Result<(), String> {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         return Err(format!("the node did not start: {}", log.trim()));
     }
-    let _ = std::fs::write(dir.join("address"), address);
-    println!("{address}");
-    eprintln!(
-        "oxray node started (pid {}, log {}).\nAttach drivers with: export OXRAY_ADDRESS={address}",
-        child.id(),
-        log_path.display()
+    announce(
+        &dir,
+        address,
+        format!(
+            "oxray node started (pid {}, log {}).",
+            child.id(),
+            log_path.display()
+        ),
     );
     join_hint(config.cluster.as_ref(), args, made_secret.as_deref());
     Ok(())
+}
+
+/// Remembers `address` as the node this user started last, prints it (stdout, for scripts),
+/// and tells how drivers attach (stderr, after `what` says where the node runs).
+fn announce(dir: &Path, address: &str, what: String) {
+    let _ = std::fs::write(dir.join("address"), address);
+    println!("{address}");
+    eprintln!("{what}\nAttach drivers with: export OXRAY_ADDRESS={address}");
 }
 
 /// For a head: tells how other nodes join it.
