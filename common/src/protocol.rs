@@ -348,6 +348,14 @@ pub enum FromRaylet {
         /// Restarts so far (more than 0: `was_restarted()` is true).
         restarts: u32,
     },
+    /// Something the user should know that is not an answer: e.g. work that no alive node can
+    /// run waits (as in Ray) until a node with its resources joins.
+    Warning {
+        /// The request it concerns (a `RequestLease`; 0: none).
+        req: u64,
+        /// The warning, for people.
+        message: String,
+    },
     /// A line a worker of this client's job printed.
     WorkerOutput {
         /// The worker's pid.
@@ -421,8 +429,11 @@ pub struct WorkerStatus {
 pub struct PendingLease {
     /// What it asks for.
     pub resources: Resources,
-    /// True when no node could ever satisfy it (it waits anyway, as in Ray).
+    /// True when no alive node could satisfy it (it waits anyway, as in Ray).
     pub infeasible: bool,
+    /// Why it waits, for people: `waiting for free resources`, or `infeasible: no alive node
+    /// has {..}`; prefixed with `actor CLASS: ` for an actor waiting to be placed.
+    pub reason: String,
 }
 
 /// A method call on an actor.

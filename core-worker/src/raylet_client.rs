@@ -139,6 +139,20 @@ pub(crate) fn reader_loop(stream: UnixStream, core: Weak<CoreWorker>, kind: Clie
     }
 }
 
+/// Prints a warning of the raylet for the user, naming the task a lease request was for.
+fn warn(core: &CoreWorker, req: u64, message: &str) {
+    let key = match core.raylet.lock_waiters().get(&req) {
+        Some(Waiter::Lease(key)) if req != 0 => Some(key.clone()),
+        _ => None,
+    };
+    let task = key.and_then(|k| core.submitter.queued_function(&k));
+    match task {
+        Some(f) => eprintln!("oxray: warning: task {f} {message}"),
+        None if req != 0 => eprintln!("oxray: warning: a task {message}"),
+        None => eprintln!("oxray: warning: {message}"),
+    }
+}
+
 fn dispatch(core: &Arc<CoreWorker>, msg: FromRaylet) {
     let req = match &msg {
         FromRaylet::LeaseGranted { req, .. }
@@ -160,6 +174,10 @@ fn dispatch(core: &Arc<CoreWorker>, msg: FromRaylet) {
             return;
         }
         FromRaylet::Registered { .. } => return,
+        FromRaylet::Warning { req, message } => {
+            warn(core, *req, message);
+            return;
+        }
         FromRaylet::StartActor { spec, restarts } => {
             crate::actor_host::start(core.clone(), spec.clone(), *restarts);
             return;

@@ -158,6 +158,13 @@ impl Submitter {
         }
     }
 
+    /// The function of the first task waiting for a lease of `key`, to name it in warnings.
+    pub fn queued_function(&self, key: &SchedulingKey) -> Option<String> {
+        let st = self.lock();
+        let ready = &st.keys.get(key)?.ready;
+        ready.front().map(|t| t.function.clone())
+    }
+
     /// All dependencies are done: fail the task if one failed, else queue it.
     fn enqueue_resolved(&self, core: &Arc<CoreWorker>, task: Task) {
         let failed_dep = task.ref_args().find_map(|dep| match core.refs.state(dep) {

@@ -22,6 +22,7 @@ pub mod cluster_file;
 pub mod config;
 mod error;
 mod node;
+mod outbox;
 pub mod server;
 pub mod tool;
 pub mod workers;
@@ -29,7 +30,6 @@ pub mod workers;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use oxray_object_store::{ArenaOptions, Store};
 
@@ -60,7 +60,8 @@ impl Raylet {
         opts.name_prefix = "oxray-object-store".into();
         let store = Store::new(&opts)?;
         let cluster_config = config.cluster.clone();
-        let node = Arc::new(node::Node::new(config, store));
+        let node = node::Node::new(config, store)
+            .map_err(|e| RayletError::io("starting the raylet's process spawner", e))?;
         let listener = server::bind(&node.address)?;
         // Joining happens after binding the local socket (so the advertised address works) and
         // before serving, so a refused node fails its start instead of running alone.
@@ -75,19 +76,6 @@ impl Raylet {
                 .spawn(move || server::accept_loop(node, listener))
                 .map_err(|e| RayletError::io("starting the raylet", e))?
         };
-        {
-            let node = Arc::downgrade(&node);
-            let _ = std::thread::Builder::new()
-                .name("oxray-raylet-reaper".into())
-                .spawn(move || loop {
-                    std::thread::sleep(Duration::from_millis(100));
-                    let Some(node) = node.upgrade() else { break };
-                    if node.stopping.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    node.reap_starting();
-                });
-        }
         Ok(Raylet {
             node,
             acceptor: Some(acceptor),

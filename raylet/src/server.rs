@@ -8,13 +8,14 @@ use std::io::BufReader;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use oxray_common::frame::{self, FrameError};
 use oxray_common::protocol::{FromRaylet, ToRaylet};
 
 use crate::error::{RayletError, Result};
 use crate::node::Node;
+use crate::outbox::Outbox;
 
 /// Parses `unix:@name` (abstract) into a socket address.
 pub fn parse_address(address: &str) -> Option<SocketAddr> {
@@ -107,10 +108,6 @@ pub(crate) fn serve_detached(node: Arc<Node>, stream: UnixStream) -> Result<()> 
 }
 
 fn serve(node: Arc<Node>, stream: UnixStream) {
-    let Ok(write_half) = stream.try_clone() else {
-        return;
-    };
-    let conn = Arc::new(Mutex::new(write_half));
     let conn_id = node.next_conn();
     // The first frame is read unbuffered: a tunnel's bytes after it are not ours to read.
     let mut first = &stream;
@@ -127,13 +124,17 @@ fn serve(node: Arc<Node>, stream: UnixStream) {
                             "cannot reach {target}: this node is not part of a cluster"
                         ),
                     };
-                    crate::node::send(&conn, &reply);
+                    let mut stream = &stream;
+                    let _ = frame::write(&mut stream, &reply);
                 }
             }
             return;
         }
         Ok(msg) => {
-            if !node.register(conn_id, &conn, msg) {
+            let Ok(write_half) = stream.try_clone() else {
+                return;
+            };
+            if !node.register(conn_id, Outbox::new(conn_id, write_half), msg) {
                 return;
             }
         }
@@ -146,7 +147,7 @@ fn serve(node: Arc<Node>, stream: UnixStream) {
     let mut reader = BufReader::with_capacity(64 << 10, stream);
     loop {
         match frame::read::<ToRaylet, _>(&mut reader, &mut buf) {
-            Ok(msg) => node.handle(conn_id, &conn, msg),
+            Ok(msg) => node.handle(conn_id, msg),
             Err(FrameError::Closed) => break,
             Err(e) => {
                 if !node.stopping.load(Ordering::SeqCst) {

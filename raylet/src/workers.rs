@@ -1,31 +1,180 @@
-//! Starting worker processes and forwarding their output.
+//! Worker processes: starting them, forwarding their output, noticing their exit, killing them.
 //!
 //! A worker is the driver's own executable started with `OXRAY_WORKER_*` variables set; the
 //! core-worker's start-up hook sees them and runs the worker loop instead of `main`. Its stdout
 //! and stderr are piped here and forwarded line by line, prefixed with its pid, to the driver of
 //! its job (or to the raylet's own stderr when that driver is gone).
+//!
+//! Processes are started on one spawner thread (forking never happens under a lock or on a
+//! connection's thread), and each has a reaper thread blocked in `waitid` until it exits, which
+//! then tells the node state. Kills go by pid only while the child is known not to be reaped,
+//! so a recycled pid is never signalled.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use oxray_common::protocol::FromRaylet;
-use oxray_common::WorkerId;
+use oxray_common::{frame, WorkerId};
 
-use crate::node::{send, Conn, Node};
+use crate::node::Node;
+use crate::outbox::Outbox;
 
 /// Environment variable naming the worker's id; its presence puts a process in worker mode.
 pub const ENV_WORKER_ID: &str = "OXRAY_WORKER_ID";
 /// Environment variable with the raylet's address.
 pub const ENV_RAYLET: &str = "OXRAY_RAYLET_ADDRESS";
 
-pub(crate) fn spawn(
-    node: &Node,
-    exe: &str,
-    id: WorkerId,
-    driver: Option<Conn>,
-) -> std::io::Result<Child> {
-    let mut child = Command::new(exe)
-        .env(ENV_WORKER_ID, id.0.to_string())
+/// A worker to start.
+pub(crate) struct SpawnRequest {
+    pub worker: WorkerId,
+    pub exe: String,
+    /// Where its output goes (its job's driver), if anywhere.
+    pub driver: Option<Arc<Outbox>>,
+}
+
+/// The node's worker processes.
+pub(crate) struct Processes {
+    /// Children not reaped yet, by worker: their pids may be signalled.
+    live: Mutex<HashMap<WorkerId, u32>>,
+    /// Signalled when a child is reaped.
+    reaped: Condvar,
+    spawner: Mutex<Option<mpsc::Sender<SpawnRequest>>>,
+}
+
+impl Processes {
+    /// Starts the spawner thread; outcomes go to `node`.
+    pub(crate) fn start(node: Weak<Node>) -> std::io::Result<Arc<Processes>> {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        let procs = Arc::new(Processes {
+            live: Mutex::new(HashMap::new()),
+            reaped: Condvar::new(),
+            spawner: Mutex::new(Some(tx)),
+        });
+        let me = Arc::downgrade(&procs);
+        std::thread::Builder::new()
+            .name("oxray-raylet-spawn".into())
+            .spawn(move || {
+                for req in rx {
+                    let (Some(node), Some(procs)) = (node.upgrade(), me.upgrade()) else {
+                        return;
+                    };
+                    procs.spawn(&node, req);
+                }
+            })?;
+        Ok(procs)
+    }
+
+    fn live(&self) -> MutexGuard<'_, HashMap<WorkerId, u32>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks the spawner thread to start a worker.
+    pub(crate) fn request(&self, req: SpawnRequest) -> bool {
+        let spawner = self.spawner.lock().unwrap_or_else(|p| p.into_inner());
+        spawner.as_ref().is_some_and(|tx| tx.send(req).is_ok())
+    }
+
+    fn spawn(self: &Arc<Self>, node: &Node, req: SpawnRequest) {
+        let worker = req.worker;
+        match start_process(node, &req) {
+            Ok(child) => {
+                let pid = child.id();
+                self.live().insert(worker, pid);
+                node.worker_started(worker, pid);
+                let me = Arc::downgrade(self);
+                let node = node.weak();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("oxray-reap-{pid}"))
+                    .spawn(move || reap(me, node, worker, child));
+                if let Err(e) = spawned {
+                    eprintln!("[raylet] cannot watch worker {pid}: {e}");
+                }
+            }
+            Err(e) => node.worker_start_failed(worker, &format!("starting {}: {e}", req.exe)),
+        }
+    }
+
+    /// Kills a worker's process, if it was not reaped yet.
+    pub(crate) fn kill(&self, worker: WorkerId) {
+        let live = self.live();
+        if let Some(&pid) = live.get(&worker) {
+            // Still in `live`: not reaped, so `pid` is still this child's (held under the lock
+            // the reaper takes before reaping).
+            if let Ok(pid) = i32::try_from(pid) {
+                // SAFETY: kill(2) has no memory effects; `pid` names our unreaped child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+
+    /// Kills every worker and waits (up to `timeout`) until all are reaped; no more start.
+    pub(crate) fn kill_all(&self, timeout: Duration) {
+        self.spawner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let deadline = Instant::now() + timeout;
+        let mut live = self.live();
+        for &pid in live.values() {
+            if let Ok(pid) = i32::try_from(pid) {
+                // SAFETY: as in `kill`: unreaped children only, under the lock.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        while !live.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            live = self
+                .reaped
+                .wait_timeout(live, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+/// Waits for `child` to exit, takes it out of the live table, reaps it and tells the node.
+fn reap(procs: Weak<Processes>, node: Weak<Node>, worker: WorkerId, mut child: Child) {
+    let pid = child.id();
+    wait_exit(pid);
+    if let Some(procs) = procs.upgrade() {
+        procs.live().remove(&worker);
+        procs.reaped.notify_all();
+    }
+    let status = match child.wait() {
+        Ok(s) => s.to_string(),
+        Err(e) => format!("an unknown status ({e})"),
+    };
+    if let Some(node) = node.upgrade() {
+        node.worker_exited(worker, &status);
+    }
+}
+
+/// Blocks until process `pid` (our child) has exited, without reaping it.
+fn wait_exit(pid: u32) {
+    let id: libc::id_t = pid;
+    loop {
+        // SAFETY: `info` is a valid, zeroed siginfo_t for waitid to fill; WNOWAIT leaves the
+        // child waitable, so its pid stays ours until `Child::wait` reaps it.
+        let rc = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(libc::P_PID, id, &mut info, libc::WEXITED | libc::WNOWAIT)
+        };
+        if rc == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return;
+        }
+    }
+}
+
+fn start_process(node: &Node, req: &SpawnRequest) -> std::io::Result<Child> {
+    let mut child = Command::new(&req.exe)
+        .env(ENV_WORKER_ID, req.worker.0.to_string())
         .env(ENV_RAYLET, &node.address)
         .env_remove("OXRAY_ADDRESS")
         .stdin(Stdio::null())
@@ -34,46 +183,40 @@ pub(crate) fn spawn(
         .spawn()?;
     let pid = child.id();
     if let Some(out) = child.stdout.take() {
-        forward(out, pid, 1, driver.clone());
+        forward(out, pid, 1, req.driver.clone());
     }
     if let Some(err) = child.stderr.take() {
-        forward(err, pid, 2, driver);
+        forward(err, pid, 2, req.driver.clone());
     }
     Ok(child)
 }
 
-fn forward(stream: impl Read + Send + 'static, pid: u32, which: u8, driver: Option<Conn>) {
+fn forward(stream: impl Read + Send + 'static, pid: u32, which: u8, driver: Option<Arc<Outbox>>) {
     let spawned = std::thread::Builder::new()
         .name(format!("oxray-out-{pid}"))
         .spawn(move || {
             let reader = BufReader::new(stream);
+            let mut driver = driver;
             for line in reader.lines() {
                 let Ok(line) = line else { break };
-                match &driver {
-                    Some(conn) => send(
-                        conn,
-                        &FromRaylet::WorkerOutput {
-                            pid,
-                            stream: which,
-                            line,
-                        },
-                    ),
-                    None => eprintln!("(pid={pid}) {line}"),
+                let msg = FromRaylet::WorkerOutput {
+                    pid,
+                    stream: which,
+                    line,
+                };
+                let delivered = driver
+                    .as_ref()
+                    .is_some_and(|d| frame::encode(&msg).is_ok_and(|buf| d.push_wait(buf)));
+                if !delivered {
+                    // The driver is gone: its workers' output goes to the raylet's stderr.
+                    driver = None;
+                    if let FromRaylet::WorkerOutput { line, .. } = msg {
+                        eprintln!("(pid={pid}) {line}");
+                    }
                 }
             }
         });
     if let Err(e) = spawned {
         eprintln!("[raylet] cannot forward output of worker {pid}: {e}");
-    }
-}
-
-/// Waits for a killed child in the background so it does not stay a zombie.
-pub(crate) fn reap_later(child: Option<Child>) {
-    if let Some(mut child) = child {
-        let _ = std::thread::Builder::new()
-            .name("oxray-reap".into())
-            .spawn(move || {
-                let _ = child.wait();
-            });
     }
 }

@@ -52,6 +52,7 @@ pub(crate) fn split_remote_lease(lease: u64) -> (u16, u64) {
 }
 
 /// A request of a local process to be served by another node.
+#[derive(Debug)]
 pub(crate) enum Forward {
     /// A lease request the local node cannot serve.
     Lease {

@@ -239,6 +239,38 @@ impl Drop for Cluster {
 pub(crate) struct Link(Arc<Shared>);
 
 impl Link {
+    /// Carries out a request of the node state (see `crate::node::LinkOp`).
+    pub(crate) fn carry_out(&self, op: crate::node::LinkOp) {
+        use crate::node::LinkOp;
+        match op {
+            LinkOp::Forward { job, index, msg } => self.forward(job, index, msg),
+            LinkOp::QueryActor {
+                conn,
+                req,
+                index,
+                id,
+                wait_alive,
+                kill,
+            } => self.query_actor(conn, req, index, id, wait_alive, kill),
+            LinkOp::ClaimThenCreate { conn, req, spec } => self.claim_then_create(conn, req, spec),
+            LinkOp::ReleaseName {
+                namespace,
+                name,
+                id,
+            } => self.release_name(namespace, name, id),
+            LinkOp::LookupName {
+                conn,
+                req,
+                namespace,
+                name,
+                wait_alive,
+            } => self.lookup_name(conn, req, namespace, name, wait_alive),
+            LinkOp::JobEnded(job) => self.job_ended(job),
+            LinkOp::OwnerGone(owner) => self.owner_gone(owner),
+            LinkOp::NodeDied(address) => self.node_died(&address),
+        }
+    }
+
     /// The node at `peer_address` was declared dead: close the connection to it.
     pub(crate) fn node_died(&self, peer_address: &str) {
         if let Ok(addr) = peer_address.parse::<SocketAddr>() {

@@ -480,14 +480,9 @@ fn status(args: &[String]) -> Result<(), String> {
             a.id, a.class, a.state, a.pid, a.restarts
         );
     }
-    println!("  pending lease requests: {}", s.pending.len());
+    println!("  pending (resources, reason): {}", s.pending.len());
     for p in &s.pending {
-        let why = if p.infeasible {
-            "infeasible: no node has these resources"
-        } else {
-            "waiting for resources"
-        };
-        println!("    {}  ({why})", p.resources);
+        println!("    {}  {}", p.resources, p.reason);
     }
     Ok(())
 }

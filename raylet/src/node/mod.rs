@@ -1,0 +1,604 @@
+//! The node: its state machine ([`NodeState`]) and the I/O layer around it ([`Node`]).
+//!
+//! # Events in, effects out
+//!
+//! [`NodeState`] holds everything the raylet knows (clients, workers, leases, the scheduler's
+//! queues, actors, the cluster view) and changes only through method calls that are events:
+//! a client registered or sent a message or went away, a worker process started or exited, a
+//! new cluster view arrived, a forwarded request came back. It answers with [`Effect`]s
+//! (messages to send, workers to spawn or kill, connections to close, requests for other
+//! nodes) and never does I/O, forks, sleeps or takes another lock itself, so it is driven in
+//! memory by the tests in `tests.rs`, several nodes at once (quinn-proto's `Connection` is
+//! the model).
+//!
+//! [`Node`] is the I/O side. Every entry point runs one event under the state lock, takes the
+//! effects, releases the lock and only then carries them out: messages go to each
+//! connection's [`Outbox`] (which never blocks: a client that stops reading stalls only its
+//! own writer thread), spawns to the spawner thread, kills to the process table, cluster
+//! requests to the [`Link`] (which only queues work on the QUIC runtime).
+//!
+//! # Lock order
+//!
+//! The state lock is a leaf: nothing else is locked while it is held, and no effect is
+//! carried out under it. The other locks here (`view`, `outboxes`, an outbox's own, the
+//! process table, the store's) are leaves too, each held only for a table update. So the
+//! health-check path (`load`, `set_cluster_view`) waits at most for one short event, never for
+//! a socket, a fork or a child.
+
+mod actors;
+mod dispatch;
+mod effects;
+mod pool;
+mod report;
+mod scheduler;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Duration;
+
+use oxray_common::frame;
+use oxray_common::ids::{owner_of, worker_socket};
+use oxray_common::peer::{ClusterView, NodeInfo, NodeLoad};
+use oxray_common::protocol::{ActorInfo, ActorSpec, ErrorKind, FromRaylet, NodeStatus, ToRaylet};
+use oxray_common::resources::Resources;
+use oxray_common::{ActorId, JobId, NodeId, ObjectId, WorkerId};
+use oxray_object_store::{ClientId, CreateOptions, Store, StoreError};
+
+use crate::cluster::Link;
+use crate::config::RayletConfig;
+use crate::outbox::Outbox;
+use crate::workers::{Processes, SpawnRequest};
+
+pub(crate) use dispatch::Registration;
+pub(crate) use effects::{Effect, LinkOp};
+pub(crate) use state::{NodeState, Setup};
+
+/// How long a stopping raylet waits for its killed workers to be reaped.
+const REAP_ON_STOP: Duration = Duration::from_secs(5);
+
+/// Everything shared by the raylet's threads: the state behind its lock, and the I/O around it.
+pub(crate) struct Node {
+    pub config: RayletConfig,
+    pub id: NodeId,
+    pub store: Store,
+    pub address: String,
+    pub stopping: AtomicBool,
+    state: Mutex<NodeState>,
+    /// The cluster view as last published to the state, for the cluster layer's readers.
+    view: Mutex<ClusterView>,
+    /// This node's index in the cluster (0: not in one), as the state knows it.
+    index: AtomicU16,
+    /// The way to other nodes (set once when the node joins a cluster).
+    link: OnceLock<Link>,
+    /// Every registered connection's outbox.
+    outboxes: Mutex<HashMap<u64, Arc<Outbox>>>,
+    next_conn: AtomicU64,
+    procs: OnceLock<Arc<Processes>>,
+    me: Weak<Node>,
+}
+
+impl Node {
+    pub(crate) fn new(config: RayletConfig, store: Store) -> std::io::Result<Arc<Node>> {
+        let id = NodeId::random();
+        let setup = Setup {
+            id,
+            session: config.session.clone(),
+            arena: store.arena_path().display().to_string(),
+            total: config.total_resources(),
+            prestart_workers: config.prestart_workers,
+            clustered: config.cluster.is_some(),
+        };
+        let node = Arc::new_cyclic(|me| Node {
+            address: config.address(),
+            config,
+            id,
+            store,
+            stopping: AtomicBool::new(false),
+            state: Mutex::new(NodeState::new(setup)),
+            view: Mutex::new(ClusterView::default()),
+            index: AtomicU16::new(0),
+            link: OnceLock::new(),
+            outboxes: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            procs: OnceLock::new(),
+            me: me.clone(),
+        });
+        let procs = Processes::start(Arc::downgrade(&node))?;
+        let _ = node.procs.set(procs);
+        Ok(node)
+    }
+
+    pub(crate) fn weak(&self) -> Weak<Node> {
+        self.me.clone()
+    }
+
+    /// Runs one event on the state, then carries out its effects with the lock released.
+    fn run<R>(&self, event: impl FnOnce(&mut NodeState) -> R) -> R {
+        let (result, effects) = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let result = event(&mut st);
+            self.index.store(st.index, Ordering::Relaxed);
+            (result, st.take_effects())
+        };
+        self.apply(effects);
+        result
+    }
+
+    fn apply(&self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Send { conn, msg } => {
+                    self.send_to_client(conn, &msg);
+                }
+                Effect::Close { conn } => {
+                    if let Some(o) = self.outbox(conn) {
+                        o.close();
+                    }
+                }
+                Effect::Spawn {
+                    worker,
+                    exe,
+                    driver,
+                } => {
+                    let driver = driver.and_then(|c| self.outbox(c));
+                    let req = SpawnRequest {
+                        worker,
+                        exe,
+                        driver,
+                    };
+                    if !self.procs.get().is_some_and(|p| p.request(req)) {
+                        self.worker_start_failed(worker, "the raylet is stopping");
+                    }
+                }
+                Effect::Kill { worker } => {
+                    if let Some(p) = self.procs.get() {
+                        p.kill(worker);
+                    }
+                }
+                Effect::DeleteOwnedBy(owner) => self.delete_owned_by(owner),
+                Effect::Link(op) => {
+                    if let Some(link) = self.link.get() {
+                        link.carry_out(op);
+                    }
+                }
+            }
+        }
+    }
+
+    fn outboxes(&self) -> MutexGuard<'_, HashMap<u64, Arc<Outbox>>> {
+        self.outboxes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn outbox(&self, conn: u64) -> Option<Arc<Outbox>> {
+        self.outboxes().get(&conn).cloned()
+    }
+
+    /// This node's index in the cluster (0: not in one).
+    pub(crate) fn index(&self) -> u16 {
+        self.index.load(Ordering::Relaxed)
+    }
+
+    /// The way to other nodes, if this node is in a cluster.
+    pub(crate) fn link(&self) -> Option<&Link> {
+        self.link.get()
+    }
+
+    /// Connects the node to its cluster.
+    pub(crate) fn set_link(&self, link: Link) {
+        let _ = self.link.set(link);
+    }
+
+    fn view(&self) -> MutexGuard<'_, ClusterView> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A node of the cluster by index.
+    pub(crate) fn peer_by_index(&self, index: u16) -> Option<NodeInfo> {
+        self.view().nodes.iter().find(|n| n.index == index).cloned()
+    }
+
+    /// The cluster as last heard from the head.
+    pub(crate) fn cluster_view(&self) -> ClusterView {
+        self.view().clone()
+    }
+
+    /// Records the cluster view; work waiting here may now fit elsewhere (or nowhere).
+    pub(crate) fn set_cluster_view(&self, view: ClusterView) {
+        if let Some(me) = view.nodes.iter().find(|n| n.id == self.id) {
+            self.index.store(me.index, Ordering::Relaxed);
+        }
+        *self.view() = view.clone();
+        self.run(|st| st.set_view(view));
+    }
+
+    /// A new connection's number.
+    pub(crate) fn next_conn(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends to a client by connection number; false when it is gone.
+    pub(crate) fn send_to_client(&self, conn: u64, msg: &FromRaylet) -> bool {
+        let Some(outbox) = self.outbox(conn) else {
+            return false;
+        };
+        match frame::encode(msg) {
+            Ok(buf) => outbox.push(buf),
+            Err(e) => {
+                eprintln!("[raylet] connection {conn}: cannot encode a reply: {e}");
+                true
+            }
+        }
+    }
+
+    /// Sends to a job's driver (output of its workers on other nodes).
+    pub(crate) fn send_to_job_driver(&self, job: JobId, msg: &FromRaylet) {
+        let driver = self.run(|st| st.jobs.get(&job).and_then(|j| j.driver));
+        if let Some(conn) = driver {
+            self.send_to_client(conn, msg);
+        }
+    }
+
+    /// A job's executable and namespace.
+    pub(crate) fn job_exe(&self, job: JobId) -> Option<(String, String)> {
+        self.run(|st| {
+            st.jobs
+                .get(&job)
+                .map(|j| (j.exe.clone(), j.namespace.clone()))
+        })
+    }
+
+    /// Handles the first message of a connection, which must be `Register`; `outbox` writes
+    /// to it. Returns false (drop the connection) otherwise.
+    pub(crate) fn register(&self, conn: u64, outbox: Arc<Outbox>, msg: ToRaylet) -> bool {
+        let ToRaylet::Register {
+            worker,
+            pid,
+            kind,
+            exe,
+            listen,
+            namespace,
+        } = msg
+        else {
+            eprintln!("[raylet] connection {conn}: first message was not Register; dropped");
+            return false;
+        };
+        // `/proc/<pid>/exe` names nothing once the driver exits: keep the real name.
+        let program = std::fs::read_link(&exe)
+            .ok()
+            .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        self.outboxes().insert(conn, outbox);
+        let r = Registration {
+            worker,
+            pid,
+            kind,
+            exe,
+            program,
+            listen,
+            namespace,
+        };
+        let ok = self.run(|st| st.register(conn, r));
+        if !ok {
+            if let Some(o) = self.outboxes().remove(&conn) {
+                o.retire();
+            }
+        }
+        ok
+    }
+
+    /// Handles one message from a registered client.
+    pub(crate) fn handle(&self, conn: u64, msg: ToRaylet) {
+        let Some(msg) = self.run(|st| st.message(conn, msg)) else {
+            return;
+        };
+        let client = ClientId(conn);
+        let reply = match msg {
+            ToRaylet::Register { .. } => bad_request(0, "already registered"),
+            ToRaylet::Tunnel { .. } => {
+                bad_request(0, "Tunnel must be the first message of a connection")
+            }
+            ToRaylet::WorkerAddress { req, worker } => match self.worker_address(worker) {
+                Ok(address) => FromRaylet::Address { req, address },
+                Err(message) => FromRaylet::Error {
+                    req,
+                    kind: ErrorKind::ObjectNotFound,
+                    message,
+                },
+            },
+            ToRaylet::Create {
+                req,
+                id,
+                len,
+                fingerprint,
+            } => {
+                let opts = CreateOptions {
+                    fingerprint,
+                    evictable: false,
+                };
+                match self.store.create_for(client, id, len, opts) {
+                    Ok(loc) => FromRaylet::Created {
+                        req,
+                        block: loc.block,
+                        existed: false,
+                    },
+                    Err(StoreError::ObjectExists(_)) => match self.store.info(id) {
+                        Some(info) if info.sealed => FromRaylet::Created {
+                            req,
+                            block: info.location.block,
+                            existed: true,
+                        },
+                        _ => store_error(req, StoreError::ObjectExists(id)),
+                    },
+                    Err(e) => store_error(req, e),
+                }
+            }
+            ToRaylet::Seal { req, id } => match self.store.seal(id) {
+                Ok(_) => FromRaylet::Sealed { req },
+                Err(e) => store_error(req, e),
+            },
+            ToRaylet::Pin { req, id, node } => match self.store.pin_for(client, id) {
+                Ok(loc) => FromRaylet::Pinned {
+                    req,
+                    block: loc.block,
+                },
+                // Not here, or being pulled here right now: (join the) pull.
+                Err(StoreError::ObjectNotFound(_) | StoreError::NotSealed(_))
+                    if node != 0 && node != self.index() =>
+                {
+                    match self.link.get() {
+                        Some(link) => {
+                            link.pull(id, node, conn, req);
+                            return;
+                        }
+                        None => store_error(req, StoreError::ObjectNotFound(id)),
+                    }
+                }
+                Err(e) => store_error(req, e),
+            },
+            ToRaylet::Release { id } => {
+                let _ = self.store.release_for(client, id);
+                return;
+            }
+            ToRaylet::Delete { ids, node } => {
+                match self.link.get() {
+                    Some(link) => link.delete(ids, node),
+                    None => {
+                        for id in ids {
+                            let _ = self.store.delete(id);
+                        }
+                    }
+                }
+                return;
+            }
+            ToRaylet::Status { req } => FromRaylet::Status {
+                req,
+                status: self.status(),
+            },
+            ToRaylet::Stop { req } => {
+                self.send_to_client(conn, &FromRaylet::Sealed { req });
+                self.stop();
+                return;
+            }
+            // The state handled the rest.
+            _ => return,
+        };
+        self.send_to_client(conn, &reply);
+    }
+
+    /// A client's connection closed: release everything it held.
+    pub(crate) fn disconnect(&self, conn: u64) {
+        let outbox = self.outboxes().remove(&conn);
+        let (pins, aborted) = self.store.disconnect(ClientId(conn));
+        if pins + aborted > 0 {
+            eprintln!(
+                "[raylet] connection {conn} left holding {pins} pins and {aborted} unsealed \
+                 objects; freed"
+            );
+        }
+        self.run(|st| st.disconnect(conn));
+        if let Some(o) = outbox {
+            o.retire();
+        }
+    }
+
+    /// A lease request forwarded to a node that went away comes back to the local queue.
+    pub(crate) fn requeue_lease(&self, conn: u64, req: u64, resources: Resources) {
+        self.run(|st| st.requeue_lease(conn, req, resources));
+    }
+
+    /// A local client now holds a lease of another node. False when it is gone.
+    pub(crate) fn note_remote_lease(&self, conn: u64, lease: u64) -> bool {
+        self.run(|st| st.note_remote_lease(conn, lease))
+    }
+
+    /// A job's attachment to node `index` closed.
+    pub(crate) fn peer_lost(&self, job: JobId, index: u16) {
+        self.run(|st| st.peer_lost(job, index));
+    }
+
+    /// A hosting node answered about an actor this node placed there.
+    pub(crate) fn placed_actor_seen(&self, info: &ActorInfo) {
+        self.run(|st| st.placed_actor_seen(info));
+    }
+
+    /// Where to ask about actor `id`: `Some(node)` when another node knows.
+    pub(crate) fn actor_location(&self, id: ActorId) -> Option<u16> {
+        self.run(|st| st.actor_location(id))
+    }
+
+    /// Creates an actor for client `conn` (its name already claimed with `claimed`).
+    pub(crate) fn create_actor(&self, conn: u64, req: u64, spec: ActorSpec, claimed: bool) {
+        self.run(|st| st.create_actor(conn, req, spec, claimed));
+    }
+
+    /// Answers a client's `GetActor`.
+    pub(crate) fn get_actor(
+        &self,
+        conn: u64,
+        req: u64,
+        id: Option<ActorId>,
+        name: &str,
+        namespace: &str,
+        wait_alive: bool,
+    ) {
+        self.run(|st| st.get_actor(conn, req, id, name, namespace, wait_alive));
+    }
+
+    /// Answers a peer's question about an actor (see [`NodeState::actor_for_peer`]).
+    pub(crate) fn actor_for_peer(
+        &self,
+        id: ActorId,
+        kill: Option<bool>,
+    ) -> Result<Option<ActorInfo>, u16> {
+        self.run(|st| st.actor_for_peer(id, kill))
+    }
+
+    /// The process of `worker` runs with `pid`.
+    pub(crate) fn worker_started(&self, worker: WorkerId, pid: u32) {
+        self.run(|st| st.worker_started(worker, pid));
+    }
+
+    /// The process of `worker` could not be started.
+    pub(crate) fn worker_start_failed(&self, worker: WorkerId, why: &str) {
+        self.run(|st| st.worker_start_failed(worker, why));
+    }
+
+    /// The process of `worker` exited and was reaped.
+    pub(crate) fn worker_exited(&self, worker: WorkerId, status: &str) {
+        self.run(|st| st.worker_exited(worker, status));
+    }
+
+    /// A pull for a client's pin ended: pin the copy, or report why there is none.
+    pub(crate) fn pin_pulled(&self, conn: u64, req: u64, id: ObjectId, error: Option<&str>) {
+        let reply = match error {
+            None => match self.store.pin_for(ClientId(conn), id) {
+                Ok(loc) => FromRaylet::Pinned {
+                    req,
+                    block: loc.block,
+                },
+                Err(e) => FromRaylet::Error {
+                    req,
+                    kind: ErrorKind::ObjectNotFound,
+                    message: e.to_string(),
+                },
+            },
+            Some(why) => FromRaylet::Error {
+                req,
+                kind: ErrorKind::ObjectNotFound,
+                message: format!("object {id} could not be fetched: {why}"),
+            },
+        };
+        if !self.send_to_client(conn, &reply) {
+            if let FromRaylet::Pinned { .. } = reply {
+                let _ = self.store.release_for(ClientId(conn), id);
+            }
+        }
+    }
+
+    /// Where a core worker listens, reached from this node.
+    fn worker_address(&self, worker: WorkerId) -> Result<String, String> {
+        let index = worker.node_index();
+        if index == 0 || index == self.index() {
+            return Ok(format!(
+                "unix:@{}",
+                worker_socket(&self.config.session, worker)
+            ));
+        }
+        match self.peer_by_index(index) {
+            Some(n) if n.alive => Ok(format!(
+                "peer://{}/unix:@{}",
+                n.peer_address,
+                worker_socket(&n.session, worker)
+            )),
+            Some(n) => Err(format!(
+                "process {worker} ran on node {} ({}), which is dead",
+                n.id, n.peer_address
+            )),
+            None => Err(format!(
+                "process {worker} ran on node index {index}, unknown to this cluster"
+            )),
+        }
+    }
+
+    /// Frees the objects `owner` owned in this store, and the copies other nodes pulled.
+    pub(crate) fn delete_owned_by(&self, owner: WorkerId) {
+        let owned: Vec<ObjectId> = self
+            .store
+            .object_ids()
+            .into_iter()
+            .filter(|id| owner_of(*id) == owner)
+            .collect();
+        if owned.is_empty() {
+            return;
+        }
+        match self.link.get() {
+            // Copies other nodes pulled go too.
+            Some(link) => link.delete(owned, 0),
+            None => {
+                for id in owned {
+                    let _ = self.store.delete(id);
+                }
+            }
+        }
+    }
+
+    /// Makes the raylet stop serving (its `wait` returns).
+    pub(crate) fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.run(|st| st.stopping = true);
+        crate::server::wake_acceptor(&self.address);
+    }
+
+    /// What this node reports to the head every health-check period.
+    pub(crate) fn load(&self) -> NodeLoad {
+        let stats = self.store.stats();
+        self.run(|st| st.load(&stats))
+    }
+
+    /// The node's state.
+    pub(crate) fn status(&self) -> NodeStatus {
+        let stats = self.store.stats();
+        self.run(|st| st.status(std::process::id(), &self.address, &stats))
+    }
+
+    /// Kills every worker and closes every connection (shutdown).
+    pub(crate) fn kill_all_workers(&self) {
+        self.run(|st| {
+            st.stopping = true;
+            st.kill_all_workers();
+        });
+        if let Some(p) = self.procs.get() {
+            p.kill_all(REAP_ON_STOP);
+        }
+        let outboxes: Vec<Arc<Outbox>> = self.outboxes().values().cloned().collect();
+        for o in outboxes {
+            o.close();
+        }
+    }
+}
+
+fn bad_request(req: u64, message: &str) -> FromRaylet {
+    FromRaylet::Error {
+        req,
+        kind: ErrorKind::BadRequest,
+        message: message.into(),
+    }
+}
+
+fn store_error(req: u64, e: StoreError) -> FromRaylet {
+    let kind = match e {
+        StoreError::ObjectStoreFull { .. } => ErrorKind::ObjectStoreFull,
+        StoreError::ObjectTooLarge { .. } => ErrorKind::ObjectTooLarge,
+        StoreError::ObjectNotFound(_) => ErrorKind::ObjectNotFound,
+        _ => ErrorKind::BadRequest,
+    };
+    FromRaylet::Error {
+        req,
+        kind,
+        message: e.to_string(),
+    }
+}

@@ -1,0 +1,407 @@
+//! The scheduler: grants leases against free resources, starts workers for work that has
+//! resources but no idle worker, places waiting actors, spills work to other nodes (locality
+//! first, then this node, then the node with most room), and tells requesters whose work no
+//! alive node can run.
+//!
+//! Every event that can make waiting work runnable runs a pass: a lease returned or blocked,
+//! a request or actor added, a worker registered, exited or failed to start, a client gone, a
+//! new cluster view (a node joined or died).
+
+use std::collections::HashMap;
+
+use oxray_common::peer::{ClusterView, NodeInfo};
+use oxray_common::protocol::{ClientKind, FromRaylet};
+use oxray_common::resources::{Resources, CPU};
+use oxray_common::{ActorId, JobId};
+
+use super::effects::LinkOp;
+use super::state::{Lease, LeaseRequest, NodeState, WorkerState};
+use crate::cluster::Forward;
+
+impl NodeState {
+    /// A client asks for a worker lease.
+    pub fn request_lease(&mut self, conn: u64, req: u64, resources: Resources, near: u16) {
+        let Some((job, kind)) = self.clients.get(&conn).map(|c| (c.job, c.kind)) else {
+            return;
+        };
+        self.pending.push_back(LeaseRequest {
+            req,
+            conn,
+            job,
+            resources,
+            spill: kind != ClientKind::Remote,
+            near,
+            warned: false,
+        });
+        self.schedule();
+    }
+
+    /// A lease request forwarded to a node that went away comes back to the local queue (and
+    /// may go to another node again).
+    pub fn requeue_lease(&mut self, conn: u64, req: u64, resources: Resources) {
+        let Some((job, kind)) = self.clients.get(&conn).map(|c| (c.job, c.kind)) else {
+            return;
+        };
+        self.pending.push_back(LeaseRequest {
+            req,
+            conn,
+            job,
+            resources,
+            spill: kind != ClientKind::Remote,
+            near: 0,
+            warned: false,
+        });
+        self.schedule();
+    }
+
+    /// A client gives a lease of this node back.
+    pub fn return_lease(&mut self, lease: u64) {
+        if let Some(l) = self.leases.remove(&lease) {
+            if let Some(w) = self.workers.get_mut(&l.worker) {
+                if w.state == WorkerState::Leased(lease) {
+                    w.state = WorkerState::Idle;
+                }
+            }
+        }
+        self.schedule();
+    }
+
+    /// A client gives back a lease of another node that it got through this one.
+    pub fn return_remote_lease(&mut self, conn: u64, lease: u64) {
+        let job = self.clients.get(&conn).map(|c| c.job);
+        self.remote_leases.remove(&lease);
+        if let Some(job) = job {
+            let (index, lease) = crate::cluster::split_remote_lease(lease);
+            let msg = Forward::ReturnLease { lease };
+            self.link(LinkOp::Forward { job, index, msg });
+        }
+    }
+
+    /// A local client now holds a lease of another node. False when it is gone.
+    pub fn note_remote_lease(&mut self, conn: u64, lease: u64) -> bool {
+        if !self.clients.contains_key(&conn) {
+            return false;
+        }
+        self.remote_leases.insert(lease, conn);
+        true
+    }
+
+    /// The worker on `conn` blocks in `get` (its lease stops counting) or resumes.
+    pub fn set_blocked(&mut self, conn: u64, blocked: bool) {
+        let Some(worker) = self.clients.get(&conn).map(|c| c.worker) else {
+            return;
+        };
+        if let Some(l) = self.leases.values_mut().find(|l| l.worker == worker) {
+            l.blocked = blocked;
+        }
+        if blocked {
+            self.schedule();
+        }
+    }
+
+    /// A new view of the cluster from the head: learn this node's index, drop connections to
+    /// nodes that died, and schedule (work may now fit elsewhere, or nowhere).
+    pub fn set_view(&mut self, view: ClusterView) {
+        if let Some(me) = view.nodes.iter().find(|n| n.id == self.setup.id) {
+            self.index = me.index;
+        }
+        let died: Vec<String> = view
+            .nodes
+            .iter()
+            .filter(|n| !n.alive && n.id != self.setup.id)
+            .filter(|n| self.view.nodes.iter().any(|o| o.id == n.id && o.alive))
+            .map(|n| n.peer_address.clone())
+            .collect();
+        for address in died {
+            self.link(LinkOp::NodeDied(address));
+        }
+        self.view = view;
+        self.spilled.clear();
+        self.schedule();
+    }
+
+    /// Grants what can be granted, starts workers for requests that have resources but no
+    /// idle worker, places waiting actors, and warns about work no alive node can run.
+    pub(crate) fn schedule(&mut self) {
+        if self.stopping {
+            return;
+        }
+        let mut available = self.available();
+        let mut wanted: HashMap<JobId, usize> = HashMap::new();
+        let mut i = 0;
+        while i < self.pending.len() {
+            let r = &self.pending[i];
+            let (spill, near, fits) = (r.spill, r.near, available.contains(&r.resources));
+            if !fits && !self.feasible(&r.resources, spill) {
+                self.warn_infeasible_lease(i);
+                i += 1;
+                continue;
+            }
+            let wants_near = spill && near != 0 && near != self.index;
+            // Locality first (the node holding the work's arguments, if it has room), then this
+            // node, then any node with room.
+            let target = if wants_near || (spill && !fits) {
+                let resources = r.resources.clone();
+                if wants_near && self.peer_has_room(near, &resources) {
+                    Some(near)
+                } else if fits {
+                    None
+                } else {
+                    self.pick_peer(&resources, None)
+                }
+            } else {
+                None
+            };
+            if let Some(target) = target {
+                if let Some(r) = self.pending.remove(i) {
+                    let msg = Forward::Lease {
+                        conn: r.conn,
+                        req: r.req,
+                        resources: r.resources,
+                    };
+                    self.link(LinkOp::Forward {
+                        job: r.job,
+                        index: target,
+                        msg,
+                    });
+                }
+                continue;
+            }
+            if !fits {
+                i += 1;
+                continue;
+            }
+            let job = self.pending[i].job;
+            let idle = self
+                .workers
+                .iter()
+                .find(|(_, w)| w.job == job && w.state == WorkerState::Idle)
+                .map(|(id, _)| *id);
+            let Some(worker) = idle else {
+                *wanted.entry(job).or_default() += 1;
+                available.subtract(&self.pending[i].resources);
+                i += 1;
+                continue;
+            };
+            let Some(r) = self.pending.remove(i) else {
+                break;
+            };
+            available.subtract(&r.resources);
+            self.grant(r, worker);
+        }
+        self.place_actors(&mut available);
+        for (job, want) in wanted {
+            let starting = self
+                .workers
+                .values()
+                .filter(|w| w.job == job && w.state == WorkerState::Starting && w.actor.is_none())
+                .count();
+            for _ in starting..want {
+                if self.spawn_worker(job, None).is_none() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Leases idle `worker` to request `r`.
+    fn grant(&mut self, r: LeaseRequest, worker: oxray_common::WorkerId) {
+        let lease = self.new_lease_id();
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        w.state = WorkerState::Leased(lease);
+        let (address, pid) = (w.address.clone(), w.pid);
+        self.leases.insert(
+            lease,
+            Lease {
+                worker,
+                holder: r.conn,
+                resources: r.resources,
+                blocked: false,
+            },
+        );
+        let msg = FromRaylet::LeaseGranted {
+            req: r.req,
+            lease,
+            worker,
+            address,
+            pid,
+        };
+        self.send(r.conn, msg);
+    }
+
+    /// Starts a worker for each waiting actor that fits in `available`; moves those of local
+    /// owners that fit only elsewhere to that node; warns owners of actors nothing can host.
+    fn place_actors(&mut self, available: &mut Resources) {
+        let mut i = 0;
+        while i < self.pending_actors.len() {
+            let id = self.pending_actors[i];
+            let Some(a) = self.actors.get(&id) else {
+                self.pending_actors.remove(i);
+                continue;
+            };
+            let (job, resources) = (a.owner_job, a.spec.resources.clone());
+            if !available.contains(&resources) {
+                let local_owner = self
+                    .clients
+                    .get(&a.owner_conn)
+                    .is_none_or(|c| c.kind != ClientKind::Remote)
+                    && !self.jobs.get(&job).is_some_and(|j| j.remote);
+                if local_owner {
+                    if let Some(target) = self.pick_peer(&resources, None) {
+                        self.pending_actors.remove(i);
+                        self.move_pending_actor(id, target);
+                        continue;
+                    }
+                }
+                if !self.feasible(&resources, local_owner) {
+                    self.warn_infeasible_actor(id);
+                }
+                i += 1;
+                continue;
+            }
+            let Some(worker) = self.spawn_worker(job, Some(id)) else {
+                self.pending_actors.remove(i);
+                self.actor_process_lost(
+                    id,
+                    Some("its worker process could not be started (see the raylet's log)".into()),
+                    false,
+                );
+                continue;
+            };
+            self.pending_actors.remove(i);
+            available.subtract(&resources);
+            let lease = self.new_lease_id();
+            self.leases.insert(
+                lease,
+                Lease {
+                    worker,
+                    holder: 0,
+                    resources,
+                    blocked: false,
+                },
+            );
+            if let Some(a) = self.actors.get_mut(&id) {
+                a.worker = Some(worker);
+                a.lease = Some(lease);
+            }
+        }
+    }
+
+    /// Whether some alive node (this one, or with `anywhere` another) has `resources` in total.
+    pub(crate) fn feasible(&self, resources: &Resources, anywhere: bool) -> bool {
+        self.total().contains(resources)
+            || (anywhere
+                && self.setup.clustered
+                && self.alive_peers(None).any(|n| n.total.contains(resources)))
+    }
+
+    /// Why work needing `resources` waits, for status.
+    pub(crate) fn waiting_reason(&self, resources: &Resources, anywhere: bool) -> String {
+        if self.feasible(resources, anywhere) {
+            "waiting for free resources".into()
+        } else {
+            format!("infeasible: no alive node has {resources}")
+        }
+    }
+
+    fn warn_infeasible_lease(&mut self, i: usize) {
+        let Some(r) = self.pending.get_mut(i) else {
+            return;
+        };
+        if r.warned {
+            return;
+        }
+        r.warned = true;
+        let (conn, req) = (r.conn, r.req);
+        let message = infeasible_message(&r.resources);
+        self.send(conn, FromRaylet::Warning { req, message });
+    }
+
+    fn warn_infeasible_actor(&mut self, id: ActorId) {
+        let Some(a) = self.actors.get_mut(&id) else {
+            return;
+        };
+        if a.warned {
+            return;
+        }
+        a.warned = true;
+        let conn = a.owner_conn;
+        let message = format!(
+            "actor {} ({id}) {}",
+            a.spec.class,
+            infeasible_message(&a.spec.resources)
+        );
+        eprintln!("[raylet] {message}");
+        self.send(conn, FromRaylet::Warning { req: 0, message });
+    }
+
+    fn alive_peers(&self, avoid: Option<u16>) -> impl Iterator<Item = &NodeInfo> {
+        let me = self.index;
+        self.view
+            .nodes
+            .iter()
+            .filter(move |n| n.alive && n.index != 0 && n.index != me && Some(n.index) != avoid)
+    }
+
+    /// What node `n` showed free in the last view, less what was sent there since.
+    fn room(&self, n: &NodeInfo) -> Resources {
+        let mut room = n.load.available.clone();
+        if let Some(sent) = self.spilled.get(&n.index) {
+            room.subtract(sent);
+        }
+        room
+    }
+
+    /// Whether node `index` showed `resources` free in the last view (less what was sent there
+    /// since); if so they count as sent.
+    fn peer_has_room(&mut self, index: u16, resources: &Resources) -> bool {
+        if !self.setup.clustered {
+            return false;
+        }
+        let Some(n) = self.view.nodes.iter().find(|n| n.index == index && n.alive) else {
+            return false;
+        };
+        if !self.room(n).contains(resources) {
+            return false;
+        }
+        self.spilled.entry(index).or_default().add(resources);
+        true
+    }
+
+    /// Another node to send work needing `resources` to: the live node with the most free CPUs
+    /// that has them free now (counting what was already sent since the last view), else one
+    /// that has them at all when this node never will; never `avoid`. `None` keeps the work here.
+    pub(crate) fn pick_peer(&mut self, resources: &Resources, avoid: Option<u16>) -> Option<u16> {
+        if !self.setup.clustered {
+            return None;
+        }
+        let free = self
+            .alive_peers(avoid)
+            .filter_map(|n| {
+                let room = self.room(n);
+                room.contains(resources).then(|| (n.index, room.get(CPU)))
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(index, _)| index);
+        let target = free.or_else(|| {
+            if self.total().contains(resources) {
+                return None;
+            }
+            self.alive_peers(avoid)
+                .find(|n| n.total.contains(resources))
+                .map(|n| n.index)
+        })?;
+        self.spilled.entry(target).or_default().add(resources);
+        Some(target)
+    }
+}
+
+/// The warning for work that needs `resources` no alive node has.
+fn infeasible_message(resources: &Resources) -> String {
+    format!(
+        "needs {resources}, which no alive node has; it waits until a node with them joins \
+         (see `oxray status`)"
+    )
+}

@@ -1,0 +1,662 @@
+//! The node state driven in memory: scripted events in, effects out, no processes or sockets.
+//! A [`Sim`] is one node; cluster tests build several and hand each the same view, the way the
+//! head's heartbeat replies would.
+
+use oxray_common::peer::{ClusterView, NodeInfo, NodeLoad};
+use oxray_common::protocol::{ActorSpec, ActorState, ClientKind, FromRaylet, ToRaylet};
+use oxray_common::resources::Resources;
+use oxray_common::{ActorId, NodeId, WorkerId};
+use oxray_object_store::StoreStats;
+
+use super::effects::{Effect, LinkOp};
+use super::pool::MAX_FAILED_STARTS;
+use super::{NodeState, Registration, Setup};
+use crate::cluster::Forward;
+
+/// One node's state and everything it asked for so far.
+struct Sim {
+    st: NodeState,
+    next_conn: u64,
+    next_pid: u32,
+    out: Vec<Effect>,
+}
+
+fn res(pairs: &[(&str, f64)]) -> Resources {
+    let mut r = Resources::new();
+    for (k, v) in pairs {
+        r.set(k, *v);
+    }
+    r
+}
+
+impl Sim {
+    fn new(total: &[(&str, f64)], clustered: bool) -> Sim {
+        let setup = Setup {
+            id: NodeId::random(),
+            session: "sim".into(),
+            arena: "/proc/self/fd/0".into(),
+            total: res(total),
+            prestart_workers: 0,
+            clustered,
+        };
+        Sim {
+            st: NodeState::new(setup),
+            next_conn: 1,
+            next_pid: 1000,
+            out: Vec::new(),
+        }
+    }
+
+    /// Collects the effects of the last events; returns the new ones.
+    fn effects(&mut self) -> &[Effect] {
+        let start = self.out.len();
+        let new = self.st.take_effects();
+        self.out.extend(new);
+        &self.out[start..]
+    }
+
+    /// Forgets what was collected so far.
+    fn clear(&mut self) {
+        self.effects();
+        self.out.clear();
+    }
+
+    fn client(&mut self, kind: ClientKind) -> u64 {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let ok = self.st.register(
+            conn,
+            Registration {
+                worker: WorkerId::random(),
+                pid: 1,
+                kind,
+                exe: "/bin/true".into(),
+                program: "prog".into(),
+                listen: String::new(),
+                namespace: "ns".into(),
+            },
+        );
+        assert!(ok);
+        conn
+    }
+
+    fn driver(&mut self) -> u64 {
+        self.client(ClientKind::Driver)
+    }
+
+    /// Workers the node asked to spawn since the last `clear`.
+    fn spawned(&mut self) -> Vec<WorkerId> {
+        self.effects();
+        self.out
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Spawn { worker, .. } => Some(*worker),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The spawned worker starts and registers; returns its connection.
+    fn start_worker(&mut self, worker: WorkerId) -> u64 {
+        let pid = self.next_pid;
+        self.next_pid += 1;
+        self.st.worker_started(worker, pid);
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let ok = self.st.register(
+            conn,
+            Registration {
+                worker,
+                pid,
+                kind: ClientKind::Worker,
+                exe: String::new(),
+                program: String::new(),
+                listen: format!("unix:@sim-w{worker}"),
+                namespace: String::new(),
+            },
+        );
+        assert!(ok, "a spawned worker registers");
+        conn
+    }
+
+    fn send(&mut self, conn: u64, msg: ToRaylet) {
+        assert!(self.st.message(conn, msg).is_none(), "a state message");
+    }
+
+    fn lease(&mut self, conn: u64, req: u64, need: &[(&str, f64)]) {
+        let msg = ToRaylet::RequestLease {
+            req,
+            resources: res(need),
+            near: 0,
+        };
+        self.send(conn, msg);
+    }
+
+    /// Messages sent to `conn` since the last `clear`.
+    fn sent_to(&mut self, conn: u64) -> Vec<FromRaylet> {
+        self.effects();
+        self.out
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Send { conn: c, msg } if *c == conn => Some(msg.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Lease grants to `conn`: (req, lease).
+    fn grants(&mut self, conn: u64) -> Vec<(u64, u64)> {
+        self.sent_to(conn)
+            .into_iter()
+            .filter_map(|m| match m {
+                FromRaylet::LeaseGranted { req, lease, .. } => Some((req, lease)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn warnings(&mut self, conn: u64) -> Vec<String> {
+        self.sent_to(conn)
+            .into_iter()
+            .filter_map(|m| match m {
+                FromRaylet::Warning { message, .. } => Some(message),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Lease requests forwarded to other nodes: (node index, req).
+    fn forwarded_leases(&mut self) -> Vec<(u16, u64)> {
+        self.effects();
+        self.out
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Link(LinkOp::Forward {
+                    index,
+                    msg: Forward::Lease { req, .. },
+                    ..
+                }) => Some((*index, *req)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn killed(&mut self) -> Vec<WorkerId> {
+        self.effects();
+        self.out
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Kill { worker } => Some(*worker),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn actor(&self, id: ActorId) -> (ActorState, String, u32) {
+        let a = &self.st.actors[&id];
+        (a.state, a.death.clone(), a.restarts)
+    }
+
+    fn status_reasons(&self) -> Vec<String> {
+        let stats = StoreStats::default();
+        self.st
+            .status(1, "unix:@sim", &stats)
+            .pending
+            .into_iter()
+            .map(|p| p.reason)
+            .collect()
+    }
+}
+
+fn spec(class: &str, need: &[(&str, f64)], max_restarts: i64) -> ActorSpec {
+    ActorSpec {
+        id: ActorId::random(),
+        class: class.into(),
+        args: Vec::new(),
+        resources: res(need),
+        name: String::new(),
+        namespace: "ns".into(),
+        max_restarts,
+        detached: false,
+        max_concurrency: 1,
+        restarts: 0,
+    }
+}
+
+/// Resources as `(name, amount)` pairs.
+type Res<'a> = &'a [(&'a str, f64)];
+
+/// A cluster view: `(node, index, total, available, alive)` per node.
+fn view(nodes: &[(&Sim, u16, Res, Res, bool)]) -> ClusterView {
+    ClusterView {
+        cluster: "sim".into(),
+        nodes: nodes
+            .iter()
+            .map(|(sim, index, total, free, alive)| NodeInfo {
+                id: sim.st.setup.id,
+                index: *index,
+                session: format!("sim-{index}"),
+                peer_address: format!("127.0.0.1:{}", 7000 + index),
+                local_address: String::new(),
+                hostname: String::new(),
+                pid: 0,
+                is_head: *index == 1,
+                alive: *alive,
+                total: res(total),
+                load: NodeLoad {
+                    available: res(free),
+                    ..NodeLoad::default()
+                },
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn a_lease_is_granted_once_a_worker_registers_and_freed_resources_serve_the_next() {
+    let mut n = Sim::new(&[("CPU", 1.0)], false);
+    let d = n.driver();
+    n.lease(d, 1, &[("CPU", 1.0)]);
+    n.lease(d, 2, &[("CPU", 1.0)]);
+    let spawned = n.spawned();
+    assert_eq!(spawned.len(), 1, "one CPU: one worker wanted");
+    assert!(n.grants(d).is_empty());
+    n.start_worker(spawned[0]);
+    let grants = n.grants(d);
+    assert_eq!(grants.len(), 1, "only one fits");
+    assert_eq!(grants[0].0, 1, "first come, first served");
+    n.clear();
+    n.send(d, ToRaylet::ReturnLease { lease: grants[0].1 });
+    let grants = n.grants(d);
+    assert_eq!(grants.iter().map(|g| g.0).collect::<Vec<_>>(), vec![2]);
+    assert!(n.spawned().is_empty(), "the idle worker is reused");
+}
+
+#[test]
+fn requests_are_served_in_arrival_order_across_drivers() {
+    let mut n = Sim::new(&[("CPU", 1.0)], false);
+    let (a, b) = (n.driver(), n.driver());
+    n.lease(a, 10, &[("CPU", 1.0)]);
+    n.lease(b, 20, &[("CPU", 1.0)]);
+    n.lease(a, 11, &[("CPU", 1.0)]);
+    // Workers are per job: a's worker serves a, b's serves b, one CPU between them.
+    let spawned = n.spawned();
+    for w in spawned {
+        n.start_worker(w);
+    }
+    let first = n.grants(a);
+    assert_eq!(first.len(), 1);
+    assert!(n.grants(b).is_empty(), "b waits behind a's earlier request");
+    n.clear();
+    n.send(a, ToRaylet::ReturnLease { lease: first[0].1 });
+    n.effects();
+    if n.grants(b).is_empty() {
+        // b's worker may still have to start.
+        let more = n.spawned();
+        for w in more {
+            n.start_worker(w);
+        }
+    }
+    assert_eq!(
+        n.grants(b).len(),
+        1,
+        "b is served before a's second request"
+    );
+    assert!(n.grants(a).is_empty());
+}
+
+#[test]
+fn a_blocked_worker_gives_its_cpu_back() {
+    let mut n = Sim::new(&[("CPU", 1.0)], false);
+    let d = n.driver();
+    n.lease(d, 1, &[("CPU", 1.0)]);
+    let w = n.spawned()[0];
+    let wc = n.start_worker(w);
+    assert_eq!(n.grants(d).len(), 1);
+    n.clear();
+    n.lease(d, 2, &[("CPU", 1.0)]);
+    assert!(n.spawned().is_empty(), "no CPU free");
+    n.send(wc, ToRaylet::Blocked);
+    assert_eq!(n.spawned().len(), 1, "the nested task gets a worker");
+}
+
+#[test]
+fn work_no_node_can_run_is_warned_once_and_shown_as_infeasible() {
+    let mut n = Sim::new(&[("CPU", 2.0)], false);
+    let d = n.driver();
+    n.lease(d, 1, &[("gpu", 1.0)]);
+    let w = n.warnings(d);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("no alive node has") && w[0].contains("gpu"),
+        "{w:?}"
+    );
+    assert!(n.spawned().is_empty(), "no worker for work that cannot run");
+    n.clear();
+    n.lease(d, 2, &[("CPU", 1.0)]);
+    assert!(n.warnings(d).is_empty(), "warned once only");
+    let reasons = n.status_reasons();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("infeasible: no alive node has")),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn a_full_node_spills_to_the_peer_with_room_and_prefers_the_node_near_the_data() {
+    let mut a = Sim::new(&[("CPU", 1.0)], true);
+    let b = Sim::new(&[("CPU", 4.0)], true);
+    let c = Sim::new(&[("CPU", 4.0)], true);
+    let cpu: &[(&str, f64)] = &[("CPU", 4.0)];
+    let v = view(&[
+        (&a, 1, &[("CPU", 1.0)], &[("CPU", 1.0)], true),
+        (&b, 2, cpu, &[("CPU", 1.0)], true),
+        (&c, 3, cpu, cpu, true),
+    ]);
+    a.st.set_view(v);
+    let d = a.driver();
+    a.lease(d, 1, &[("CPU", 1.0)]);
+    assert!(a.forwarded_leases().is_empty(), "fits here: stays here");
+    a.lease(d, 2, &[("CPU", 1.0)]);
+    assert_eq!(
+        a.forwarded_leases(),
+        vec![(3, 2)],
+        "to the node with most room"
+    );
+    a.clear();
+    let near = ToRaylet::RequestLease {
+        req: 3,
+        resources: res(&[("CPU", 1.0)]),
+        near: 2,
+    };
+    a.send(d, near);
+    assert_eq!(
+        a.forwarded_leases(),
+        vec![(2, 3)],
+        "to the node holding the data"
+    );
+    a.clear();
+    a.lease(d, 4, &[("CPU", 1.0)]);
+    assert_eq!(
+        a.forwarded_leases(),
+        vec![(3, 4)],
+        "b's one free CPU was counted as taken"
+    );
+}
+
+#[test]
+fn work_waits_while_no_node_has_its_resource_and_goes_to_one_that_joins() {
+    let mut a = Sim::new(&[("CPU", 1.0)], true);
+    let g = Sim::new(&[("CPU", 1.0), ("gpu", 1.0)], true);
+    let me: &[(&str, f64)] = &[("CPU", 1.0)];
+    a.st.set_view(view(&[(&a, 1, me, me, true)]));
+    let d = a.driver();
+    a.lease(d, 7, &[("gpu", 1.0)]);
+    let created = spec("GpuActor", &[("gpu", 1.0)], 1);
+    let actor = created.id;
+    a.send(
+        d,
+        ToRaylet::CreateActor {
+            req: 8,
+            spec: created,
+        },
+    );
+    let w = a.warnings(d);
+    assert_eq!(w.len(), 2, "one for the task, one for the actor: {w:?}");
+    assert!(w.iter().any(|m| m.contains("actor GpuActor")), "{w:?}");
+    assert!(a.forwarded_leases().is_empty());
+    a.clear();
+    let gpu: &[(&str, f64)] = &[("CPU", 1.0), ("gpu", 1.0)];
+    a.st.set_view(view(&[(&a, 1, me, me, true), (&g, 2, gpu, gpu, true)]));
+    assert_eq!(
+        a.forwarded_leases(),
+        vec![(2, 7)],
+        "the task goes to the gpu node"
+    );
+    a.effects();
+    let placed = a.out.iter().any(|e| {
+        matches!(e, Effect::Link(LinkOp::Forward { index: 2, msg: Forward::CreateActor { spec, .. }, .. }) if spec.id == actor)
+    });
+    assert!(placed, "the actor goes there too");
+    assert!(a.st.remote_actors.contains_key(&actor));
+    assert!(a.st.pending.is_empty() && a.st.pending_actors.is_empty());
+}
+
+#[test]
+fn a_lease_request_whose_node_died_comes_back_and_spills_again() {
+    let mut a = Sim::new(&[("CPU", 1.0)], true);
+    let b = Sim::new(&[("CPU", 2.0)], true);
+    let c = Sim::new(&[("CPU", 2.0)], true);
+    let one: &[(&str, f64)] = &[("CPU", 1.0)];
+    let two: &[(&str, f64)] = &[("CPU", 2.0)];
+    a.st.set_view(view(&[(&a, 1, one, &[], true), (&b, 2, two, two, true)]));
+    let d = a.driver();
+    a.lease(d, 1, &[("CPU", 2.0)]);
+    assert_eq!(a.forwarded_leases(), vec![(2, 1)]);
+    a.clear();
+    // b dies before answering; c has joined meanwhile.
+    a.st.set_view(view(&[
+        (&a, 1, one, &[], true),
+        (&b, 2, two, two, false),
+        (&c, 3, two, two, true),
+    ]));
+    a.effects();
+    assert!(
+        a.out
+            .iter()
+            .any(|e| matches!(e, Effect::Link(LinkOp::NodeDied(addr)) if addr.ends_with(":7002"))),
+        "the dead node's connection is dropped"
+    );
+    a.clear();
+    a.st.requeue_lease(d, 1, res(&[("CPU", 2.0)]));
+    assert_eq!(a.forwarded_leases(), vec![(3, 1)], "to the live node");
+}
+
+#[test]
+fn an_actor_starts_restarts_and_dies_with_its_cause() {
+    let mut n = Sim::new(&[("CPU", 2.0)], false);
+    let d = n.driver();
+    let s = spec("Counter", &[], 1);
+    let id = s.id;
+    n.send(d, ToRaylet::CreateActor { req: 1, spec: s });
+    assert!(matches!(
+        n.sent_to(d).as_slice(),
+        [
+            FromRaylet::Registered { .. },
+            FromRaylet::ActorCreated { req: 1 }
+        ]
+    ));
+    // A caller waits for it to be alive.
+    n.send(
+        d,
+        ToRaylet::GetActor {
+            req: 2,
+            id: Some(id),
+            name: String::new(),
+            namespace: String::new(),
+            wait_alive: true,
+        },
+    );
+    let w = n.spawned();
+    assert_eq!(w.len(), 1);
+    let wc = n.start_worker(w[0]);
+    assert!(n
+        .sent_to(wc)
+        .iter()
+        .any(|m| matches!(m, FromRaylet::StartActor { restarts: 0, .. })));
+    n.send(wc, ToRaylet::ActorReady { id });
+    assert_eq!(n.actor(id).0, ActorState::Alive);
+    assert!(n.sent_to(d).iter().any(
+        |m| matches!(m, FromRaylet::Actor { req: 2, info } if info.state == ActorState::Alive)
+    ));
+    n.clear();
+    // Its process dies: it restarts once.
+    n.st.disconnect(wc);
+    assert_eq!(n.actor(id).0, ActorState::Restarting);
+    let w2 = n.spawned();
+    assert_eq!(w2.len(), 1, "a new process for the restart");
+    let wc2 = n.start_worker(w2[0]);
+    assert!(n
+        .sent_to(wc2)
+        .iter()
+        .any(|m| matches!(m, FromRaylet::StartActor { restarts: 1, .. })));
+    n.send(wc2, ToRaylet::ActorReady { id });
+    n.clear();
+    // Dies again: max_restarts is spent.
+    n.st.disconnect(wc2);
+    let (state, death, restarts) = n.actor(id);
+    assert_eq!((state, restarts), (ActorState::Dead, 1));
+    assert!(death.contains("max_restarts (1) is exhausted"), "{death}");
+    assert!(n.spawned().is_empty());
+}
+
+#[test]
+fn kill_and_owner_exit_end_actors_for_good() {
+    let mut n = Sim::new(&[("CPU", 2.0)], false);
+    let d = n.driver();
+    let (s1, s2) = (spec("A", &[], -1), spec("B", &[], -1));
+    let (a1, a2) = (s1.id, s2.id);
+    n.send(d, ToRaylet::CreateActor { req: 1, spec: s1 });
+    n.send(d, ToRaylet::CreateActor { req: 2, spec: s2 });
+    let ws = n.spawned();
+    assert_eq!(ws.len(), 2);
+    for w in &ws {
+        n.start_worker(*w);
+    }
+    n.clear();
+    n.send(
+        d,
+        ToRaylet::KillActor {
+            req: 3,
+            id: a1,
+            restart: false,
+        },
+    );
+    let (state, death, _) = n.actor(a1);
+    assert_eq!(state, ActorState::Dead);
+    assert_eq!(death, "killed by oxray::kill");
+    assert_eq!(n.killed().len(), 1, "its process is killed");
+    assert!(
+        n.spawned().is_empty(),
+        "infinite restarts, but a kill is final"
+    );
+    n.clear();
+    n.st.disconnect(d);
+    let (state, death, _) = n.actor(a2);
+    assert_eq!(
+        (state, death.as_str()),
+        (ActorState::Dead, "its owner exited")
+    );
+    assert_eq!(n.killed().len(), 1);
+}
+
+#[test]
+fn a_restarted_actor_whose_worker_dies_before_registering_restarts_again() {
+    let mut n = Sim::new(&[("CPU", 1.0)], false);
+    let d = n.driver();
+    let s = spec("Flaky", &[], 2);
+    let id = s.id;
+    n.send(d, ToRaylet::CreateActor { req: 1, spec: s });
+    let w = n.spawned()[0];
+    let wc = n.start_worker(w);
+    n.send(wc, ToRaylet::ActorReady { id });
+    n.clear();
+    n.st.disconnect(wc);
+    let w2 = n.spawned();
+    assert_eq!(w2.len(), 1);
+    n.clear();
+    // The restart's process dies before it registers: noticed when it is reaped.
+    n.st.worker_started(w2[0], 4242);
+    n.st.worker_exited(w2[0], "signal: 9 (SIGKILL)");
+    assert_eq!(n.actor(id).0, ActorState::Restarting, "restarts again");
+    let w3 = n.spawned();
+    assert_eq!(
+        w3.len(),
+        1,
+        "with a new process at once, no other event needed"
+    );
+    n.clear();
+    n.st.worker_exited(w3[0], "signal: 9 (SIGKILL)");
+    let (state, death, _) = n.actor(id);
+    assert_eq!(state, ActorState::Dead, "max_restarts (2) spent");
+    assert!(death.contains("max_restarts"), "{death}");
+}
+
+#[test]
+fn workers_that_keep_failing_to_start_fail_the_waiting_requests() {
+    let mut n = Sim::new(&[("CPU", 1.0)], false);
+    let d = n.driver();
+    n.lease(d, 1, &[("CPU", 1.0)]);
+    for attempt in 0..MAX_FAILED_STARTS {
+        let w = n.spawned();
+        assert_eq!(w.len(), 1, "attempt {attempt} starts one worker");
+        n.clear();
+        n.st.worker_start_failed(w[0], "exec format error");
+    }
+    let errors: Vec<String> = n
+        .sent_to(d)
+        .into_iter()
+        .filter_map(|m| match m {
+            FromRaylet::Error {
+                req: 1, message, ..
+            } => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("keep failing to start") && errors[0].contains("exec format"));
+    assert!(n.spawned().is_empty(), "no endless respawning");
+    assert!(n.st.pending.is_empty());
+}
+
+#[test]
+fn a_leased_worker_that_dies_frees_its_resources_and_a_driver_that_leaves_frees_everything() {
+    let mut n = Sim::new(&[("CPU", 1.0)], false);
+    let d = n.driver();
+    n.lease(d, 1, &[("CPU", 1.0)]);
+    let w = n.spawned()[0];
+    let wc = n.start_worker(w);
+    assert_eq!(n.grants(d).len(), 1);
+    n.lease(d, 2, &[("CPU", 1.0)]);
+    n.clear();
+    n.st.disconnect(wc);
+    n.st.worker_exited(w, "exit status: 1");
+    assert!(n.st.leases.is_empty(), "the lease ended with its worker");
+    let w2 = n.spawned();
+    assert_eq!(w2.len(), 1, "the waiting request gets a new worker");
+    n.start_worker(w2[0]);
+    assert_eq!(n.grants(d).iter().map(|g| g.0).collect::<Vec<_>>(), vec![2]);
+    n.lease(d, 3, &[("CPU", 1.0)]);
+    n.clear();
+    n.st.disconnect(d);
+    assert!(n.st.pending.is_empty() && n.st.leases.is_empty() && n.st.jobs.is_empty());
+    assert_eq!(n.killed(), w2, "its workers are killed");
+}
+
+#[test]
+fn an_idle_worker_that_exits_is_forgotten_and_an_unknown_worker_is_refused() {
+    let mut n = Sim::new(&[("CPU", 1.0)], false);
+    let d = n.driver();
+    n.lease(d, 1, &[("CPU", 1.0)]);
+    let w = n.spawned()[0];
+    let wc = n.start_worker(w);
+    let lease = n.grants(d)[0].1;
+    n.send(d, ToRaylet::ReturnLease { lease });
+    n.st.disconnect(wc);
+    assert!(n.st.workers.is_empty());
+    let stranger = Registration {
+        worker: WorkerId::random(),
+        pid: 9,
+        kind: ClientKind::Worker,
+        exe: String::new(),
+        program: String::new(),
+        listen: String::new(),
+        namespace: String::new(),
+    };
+    assert!(
+        !n.st.register(99, stranger),
+        "a worker this node did not start"
+    );
+}
