@@ -158,7 +158,7 @@ impl CoreWorker {
             .spawn(move || reader_loop(reader, weak, kind))
             .map_err(|e| Error::io("starting the raylet reader", e))?;
         Submitter::start_lease_reaper(Arc::downgrade(&core));
-        Owners::start_flusher(Arc::downgrade(&core));
+        core.owners.start_flusher(Arc::downgrade(&core));
         if kind == ClientKind::Driver {
             // Drivers answer owner requests (borrowers fetching values) on their own socket.
             let name = worker_socket(&core.session, worker_id);
@@ -178,6 +178,7 @@ impl CoreWorker {
     pub fn shutdown(self: &Arc<Self>) {
         self.shutting_down.store(true, Ordering::SeqCst);
         self.submitter.shutdown(self);
+        self.owners.stop_flusher();
         self.raylet.close();
         let mut cur = CURRENT.write().unwrap_or_else(|p| p.into_inner());
         if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, self)) {
