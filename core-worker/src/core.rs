@@ -157,7 +157,7 @@ impl CoreWorker {
             .name("oxray-raylet-reader".into())
             .spawn(move || reader_loop(reader, weak, kind))
             .map_err(|e| Error::io("starting the raylet reader", e))?;
-        Submitter::start_lease_reaper(Arc::downgrade(&core));
+        core.submitter.start_lease_reaper(Arc::downgrade(&core));
         core.owners.start_flusher(Arc::downgrade(&core));
         if kind == ClientKind::Driver {
             // Drivers answer owner requests (borrowers fetching values) on their own socket.

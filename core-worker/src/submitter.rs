@@ -15,7 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use oxray_common::frame::{self, FrameError};
@@ -67,34 +67,283 @@ impl Task {
     }
 }
 
-struct Leased {
+/// A worker leased for one scheduling key; `C` is the connection to it (a socket in the
+/// runtime, a stand-in in tests).
+struct Leased<C> {
     lease: u64,
     worker: WorkerId,
-    conn: Arc<WorkerConn>,
+    conn: C,
     running: Option<Task>,
     idle_since: Instant,
 }
 
-#[derive(Default)]
-struct KeyState {
+struct KeyState<C> {
     ready: VecDeque<Task>,
-    leases: Vec<Leased>,
+    leases: Vec<Leased<C>>,
     requests_in_flight: usize,
 }
 
-#[derive(Default)]
+impl<C> Default for KeyState<C> {
+    fn default() -> Self {
+        KeyState {
+            ready: VecDeque::new(),
+            leases: Vec::new(),
+            requests_in_flight: 0,
+        }
+    }
+}
+
+/// The submitter's bookkeeping, without I/O: per scheduling key, the queue of ready tasks, the
+/// leased workers (and what each runs) and the lease requests in flight. Its methods say what to
+/// send; [`Submitter`] sends it.
+pub(crate) struct Queues<C> {
+    keys: HashMap<SchedulingKey, KeyState<C>>,
+}
+
+impl<C> Default for Queues<C> {
+    fn default() -> Self {
+        Queues {
+            keys: HashMap::new(),
+        }
+    }
+}
+
+impl<C> Queues<C> {
+    /// Queues a ready task behind the others of its key.
+    fn push_ready(&mut self, key: &SchedulingKey, task: Task) {
+        self.keys
+            .entry(key.clone())
+            .or_default()
+            .ready
+            .push_back(task);
+    }
+
+    /// Queues a task to run again, ahead of the others of its key.
+    fn push_retry(&mut self, key: &SchedulingKey, task: Task) {
+        if let Some(ks) = self.keys.get_mut(key) {
+            ks.ready.push_front(task);
+        }
+    }
+
+    /// Hands the ready tasks of `key` to its idle leased workers, in order, with `send` (false:
+    /// that worker is gone; its lease is dropped and the task goes to another), then asks for
+    /// leases for the tasks left with `request_lease` (true: asked), one per task not covered
+    /// by a request in flight, at most [`MAX_LEASE_REQUESTS`] in flight.
+    fn dispatch(
+        &mut self,
+        key: &SchedulingKey,
+        mut send: impl FnMut(&C, &Task) -> bool,
+        mut request_lease: impl FnMut() -> bool,
+    ) {
+        let Some(ks) = self.keys.get_mut(key) else {
+            return;
+        };
+        while !ks.ready.is_empty() {
+            let Some(leased) = ks.leases.iter_mut().find(|l| l.running.is_none()) else {
+                break;
+            };
+            let Some(task) = ks.ready.pop_front() else {
+                break;
+            };
+            if !send(&leased.conn, &task) {
+                // The worker is gone; its reader thread reports it. Try another.
+                ks.ready.push_front(task);
+                let dead = leased.worker;
+                ks.leases.retain(|l| l.worker != dead);
+                continue;
+            }
+            leased.running = Some(task);
+        }
+        let wanted = ks
+            .ready
+            .len()
+            .saturating_sub(ks.requests_in_flight)
+            .min(MAX_LEASE_REQUESTS.saturating_sub(ks.requests_in_flight));
+        for _ in 0..wanted {
+            if request_lease() {
+                ks.requests_in_flight += 1;
+            }
+        }
+    }
+
+    /// A lease request of `key` was answered with a lease, idle from `now`.
+    fn lease_granted(
+        &mut self,
+        key: &SchedulingKey,
+        lease: u64,
+        worker: WorkerId,
+        conn: C,
+        now: Instant,
+    ) {
+        let ks = self.keys.entry(key.clone()).or_default();
+        ks.requests_in_flight = ks.requests_in_flight.saturating_sub(1);
+        ks.leases.push(Leased {
+            lease,
+            worker,
+            conn,
+            running: None,
+            idle_since: now,
+        });
+    }
+
+    /// A lease request of `key` ended without a usable lease.
+    fn lease_request_ended(&mut self, key: &SchedulingKey) {
+        if let Some(ks) = self.keys.get_mut(key) {
+            ks.requests_in_flight = ks.requests_in_flight.saturating_sub(1);
+        }
+    }
+
+    /// The raylet refused a lease request of `key`: when no other request is in flight and no
+    /// worker is leased, nothing will run the key's queued tasks; they are returned to fail.
+    fn lease_refused(&mut self, key: &SchedulingKey) -> Vec<Task> {
+        let Some(ks) = self.keys.get_mut(key) else {
+            return Vec::new();
+        };
+        ks.requests_in_flight = ks.requests_in_flight.saturating_sub(1);
+        if ks.requests_in_flight > 0 || !ks.leases.is_empty() {
+            return Vec::new();
+        }
+        ks.ready.drain(..).collect()
+    }
+
+    /// `worker` finished task `id`: its lease is idle from `now`. Returns the task and its key,
+    /// or `None` when that worker does not run that task (it was cancelled or retried).
+    fn task_done(
+        &mut self,
+        worker: WorkerId,
+        id: ObjectId,
+        now: Instant,
+    ) -> Option<(SchedulingKey, Task)> {
+        for (key, ks) in self.keys.iter_mut() {
+            if let Some(l) = ks
+                .leases
+                .iter_mut()
+                .find(|l| l.worker == worker && l.running.as_ref().is_some_and(|t| t.id == id))
+            {
+                let task = l.running.take();
+                l.idle_since = now;
+                return task.map(|t| (key.clone(), t));
+            }
+        }
+        None
+    }
+
+    /// `worker`'s connection broke: forgets its lease. Returns its key and the task it ran.
+    fn worker_lost(&mut self, worker: WorkerId) -> Option<(SchedulingKey, Option<Task>)> {
+        for (key, ks) in self.keys.iter_mut() {
+            if let Some(pos) = ks.leases.iter().position(|l| l.worker == worker) {
+                let l = ks.leases.remove(pos);
+                return Some((key.clone(), l.running));
+            }
+        }
+        None
+    }
+
+    /// Takes task `id` out of the ready queues (cancelled before it was sent).
+    fn remove_ready(&mut self, id: ObjectId) -> Option<Task> {
+        for ks in self.keys.values_mut() {
+            if let Some(pos) = ks.ready.iter().position(|t| t.id == id) {
+                return ks.ready.remove(pos);
+            }
+        }
+        None
+    }
+
+    /// Whether `key` has an idle lease and no queued task (the lease goes back after `linger`).
+    fn has_idle_lease(&self, key: &SchedulingKey) -> bool {
+        self.keys
+            .get(key)
+            .is_some_and(|ks| ks.ready.is_empty() && ks.leases.iter().any(|l| l.running.is_none()))
+    }
+
+    /// When the first idle lease is due back: `linger` after it went idle. Keys with queued
+    /// tasks keep their leases.
+    fn next_idle_deadline(&self, linger: Duration) -> Option<Instant> {
+        self.keys
+            .values()
+            .filter(|ks| ks.ready.is_empty())
+            .flat_map(|ks| ks.leases.iter())
+            .filter(|l| l.running.is_none())
+            .map(|l| l.idle_since + linger)
+            .min()
+    }
+
+    /// Takes out the leases idle for at least `linger` at `now` in keys with no queued task, or
+    /// every lease when `all`; returns their lease numbers.
+    fn take_idle_leases(&mut self, now: Instant, linger: Duration, all: bool) -> Vec<u64> {
+        let mut taken = Vec::new();
+        for ks in self.keys.values_mut() {
+            if !ks.ready.is_empty() && !all {
+                continue;
+            }
+            ks.leases.retain(|l| {
+                let idle = l.running.is_none() && now.duration_since(l.idle_since) >= linger;
+                if all || idle {
+                    taken.push(l.lease);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        taken
+    }
+}
+
 struct State {
-    keys: HashMap<SchedulingKey, KeyState>,
+    queues: Queues<Arc<WorkerConn>>,
     /// Tasks waiting for ref arguments, by task id.
     waiting: HashMap<ObjectId, Task>,
+    /// The lease reaper waits without a deadline (no lease was idle): the next lease to go
+    /// idle must wake it. Only then is the condvar signalled, so the task path pays no system
+    /// call for it.
+    reaper_asleep: bool,
+    /// The reaper stops (shutdown, or the submitter is gone).
+    closed: bool,
+}
+
+/// The submitter's state, shared with the lease reaper (which must not keep the core worker
+/// alive).
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the reaper: a lease went idle while it slept, or the submitter closed.
+    lease_idle: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The submitter. One per core worker.
-#[derive(Default)]
 pub(crate) struct Submitter {
-    state: Mutex<State>,
+    shared: Arc<Shared>,
     /// Recipes of stored results, to make them again if their node dies.
     pub lineage: crate::lineage::Lineage,
+}
+
+impl Default for Submitter {
+    fn default() -> Self {
+        Submitter {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    queues: Queues::default(),
+                    waiting: HashMap::new(),
+                    reaper_asleep: false,
+                    closed: false,
+                }),
+                lease_idle: Condvar::new(),
+            }),
+            lineage: Default::default(),
+        }
+    }
+}
+
+impl Drop for Submitter {
+    fn drop(&mut self) {
+        self.close_reaper();
+    }
 }
 
 /// A connection to a leased worker.
@@ -112,7 +361,21 @@ impl WorkerConn {
 
 impl Submitter {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.lock()
+    }
+
+    /// Wakes the lease reaper if it sleeps without a deadline and a lease of `key` went idle.
+    fn wake_reaper(&self, st: &mut State, key: &SchedulingKey) {
+        if st.reaper_asleep && st.queues.has_idle_lease(key) {
+            st.reaper_asleep = false;
+            self.shared.lease_idle.notify_one();
+        }
+    }
+
+    /// Stops the lease reaper.
+    fn close_reaper(&self) {
+        self.lock().closed = true;
+        self.shared.lease_idle.notify_all();
     }
 
     /// Submits a task whose return object (`task.id`) is already in the ref table.
@@ -173,11 +436,7 @@ impl Submitter {
             near: Self::near(core, &task),
         };
         let mut st = self.lock();
-        st.keys
-            .entry(key.clone())
-            .or_default()
-            .ready
-            .push_back(task);
+        st.queues.push_ready(&key, task);
         self.dispatch(core, &mut st, &key);
     }
 
@@ -241,37 +500,12 @@ impl Submitter {
 
     /// Sends ready tasks of `key` to idle leased workers and asks for leases for the rest.
     fn dispatch(&self, core: &Arc<CoreWorker>, st: &mut State, key: &SchedulingKey) {
-        let Some(ks) = st.keys.get_mut(key) else {
-            return;
-        };
-        while !ks.ready.is_empty() {
-            let Some(leased) = ks.leases.iter_mut().find(|l| l.running.is_none()) else {
-                break;
-            };
-            let Some(task) = ks.ready.pop_front() else {
-                break;
-            };
-            let spec = Self::spec(core, &task);
-            if leased.conn.send(&ToWorker::Task(spec)).is_err() {
-                // The worker is gone; its reader thread reports it. Try another.
-                ks.ready.push_front(task);
-                leased.running = None;
-                let dead = leased.worker;
-                ks.leases.retain(|l| l.worker != dead);
-                continue;
-            }
-            leased.running = Some(task);
-        }
-        let wanted = ks
-            .ready
-            .len()
-            .saturating_sub(ks.requests_in_flight)
-            .min(MAX_LEASE_REQUESTS.saturating_sub(ks.requests_in_flight));
-        for _ in 0..wanted {
-            if core.raylet.request_lease(key.clone()).is_ok() {
-                ks.requests_in_flight += 1;
-            }
-        }
+        st.queues.dispatch(
+            key,
+            |conn, task| conn.send(&ToWorker::Task(Self::spec(core, task))).is_ok(),
+            || core.raylet.request_lease(key.clone()).is_ok(),
+        );
+        self.wake_reaper(st, key);
     }
 
     /// The raylet answered a lease request for `key`.
@@ -289,37 +523,18 @@ impl Submitter {
                         eprintln!("oxray: cannot reach leased worker {worker}: {e}");
                         let _ = core.raylet.send(&ToRaylet::ReturnLease { lease });
                         let mut st = self.lock();
-                        if let Some(ks) = st.keys.get_mut(&key) {
-                            ks.requests_in_flight = ks.requests_in_flight.saturating_sub(1);
-                        }
+                        st.queues.lease_request_ended(&key);
                         self.dispatch(core, &mut st, &key);
                         return;
                     }
                 };
                 let mut st = self.lock();
-                let ks = st.keys.entry(key.clone()).or_default();
-                ks.requests_in_flight = ks.requests_in_flight.saturating_sub(1);
-                ks.leases.push(Leased {
-                    lease,
-                    worker,
-                    conn,
-                    running: None,
-                    idle_since: Instant::now(),
-                });
+                st.queues
+                    .lease_granted(&key, lease, worker, conn, Instant::now());
                 self.dispatch(core, &mut st, &key);
             }
             FromRaylet::Error { message, .. } => {
-                let failed: Vec<Task> = {
-                    let mut st = self.lock();
-                    let Some(ks) = st.keys.get_mut(&key) else {
-                        return;
-                    };
-                    ks.requests_in_flight = ks.requests_in_flight.saturating_sub(1);
-                    if ks.requests_in_flight > 0 || !ks.leases.is_empty() {
-                        return;
-                    }
-                    ks.ready.drain(..).collect()
-                };
+                let failed = self.lock().queues.lease_refused(&key);
                 for task in failed {
                     let function = task.function.clone();
                     self.finish(
@@ -347,20 +562,7 @@ impl Submitter {
         contained: Vec<ObjectId>,
     ) {
         let mut st = self.lock();
-        let mut found = None;
-        for (key, ks) in st.keys.iter_mut() {
-            if let Some(l) = ks
-                .leases
-                .iter_mut()
-                .find(|l| l.worker == worker && l.running.as_ref().is_some_and(|t| t.id == id))
-            {
-                let task = l.running.take();
-                l.idle_since = Instant::now();
-                found = task.map(|t| (key.clone(), t));
-                break;
-            }
-        }
-        let Some((key, mut task)) = found else {
+        let Some((key, mut task)) = st.queues.task_done(worker, id, Instant::now()) else {
             // Not ours any more (cancelled and retried elsewhere): drop what it reserved.
             for c in contained {
                 core.release_reservation(c);
@@ -382,9 +584,7 @@ impl Submitter {
                 if app_error && task.retry_exceptions && task.retries_left > 0 {
                     task.retries_left -= 1;
                     task.attempt += 1;
-                    if let Some(ks) = st.keys.get_mut(&key) {
-                        ks.ready.push_front(task);
-                    }
+                    st.queues.push_retry(&key, task);
                     self.dispatch(core, &mut st, &key);
                     return;
                 }
@@ -448,15 +648,7 @@ impl Submitter {
     /// A leased worker's connection broke: retry its task elsewhere or fail it.
     fn on_conn_lost(&self, core: &Arc<CoreWorker>, worker: WorkerId, why: String) {
         let mut st = self.lock();
-        let mut lost = None;
-        for (key, ks) in st.keys.iter_mut() {
-            if let Some(pos) = ks.leases.iter().position(|l| l.worker == worker) {
-                let l = ks.leases.remove(pos);
-                lost = Some((key.clone(), l.running));
-                break;
-            }
-        }
-        let Some((key, running)) = lost else {
+        let Some((key, running)) = st.queues.worker_lost(worker) else {
             return;
         };
         let Some(mut task) = running else {
@@ -466,9 +658,7 @@ impl Submitter {
         if task.retries_left > 0 {
             task.retries_left -= 1;
             task.attempt += 1;
-            if let Some(ks) = st.keys.get_mut(&key) {
-                ks.ready.push_front(task);
-            }
+            st.queues.push_retry(&key, task);
             self.dispatch(core, &mut st, &key);
             return;
         }
@@ -491,16 +681,18 @@ impl Submitter {
     pub fn cancel(&self, core: &Arc<CoreWorker>, id: ObjectId) {
         let queued = {
             let mut st = self.lock();
-            let mut found = st.waiting.remove(&id);
-            if found.is_none() {
-                for ks in st.keys.values_mut() {
-                    if let Some(pos) = ks.ready.iter().position(|t| t.id == id) {
-                        found = ks.ready.remove(pos);
-                        break;
+            match st.waiting.remove(&id) {
+                Some(task) => Some(task),
+                None => {
+                    let found = st.queues.remove_ready(id);
+                    // A key left with no queued task returns its idle leases.
+                    if st.reaper_asleep && st.queues.next_idle_deadline(LEASE_LINGER).is_some() {
+                        st.reaper_asleep = false;
+                        self.shared.lease_idle.notify_one();
                     }
+                    found
                 }
             }
-            found
         };
         match queued {
             Some(task) => self.finish(core, task, ObjState::Failed(Error::Cancelled)),
@@ -513,43 +705,70 @@ impl Submitter {
         }
     }
 
-    /// Returns leases that were idle for longer than [`LEASE_LINGER`].
+    /// Returns leases that were idle for longer than [`LEASE_LINGER`] (every lease when `all`).
     fn return_idle_leases(&self, core: &Arc<CoreWorker>, all: bool) {
         let mut st = self.lock();
-        let now = Instant::now();
-        for ks in st.keys.values_mut() {
-            if !ks.ready.is_empty() && !all {
-                continue;
-            }
-            ks.leases.retain(|l| {
-                let idle = l.running.is_none() && now.duration_since(l.idle_since) >= LEASE_LINGER;
-                if all || idle {
-                    let _ = core.raylet.send(&ToRaylet::ReturnLease { lease: l.lease });
-                    false
-                } else {
-                    true
-                }
-            });
+        for lease in st
+            .queues
+            .take_idle_leases(Instant::now(), LEASE_LINGER, all)
+        {
+            let _ = core.raylet.send(&ToRaylet::ReturnLease { lease });
         }
     }
 
-    /// Starts the thread that returns idle leases.
-    pub fn start_lease_reaper(core: Weak<CoreWorker>) {
+    /// Starts the thread that returns idle leases. It sleeps while no lease is idle and
+    /// otherwise until the first idle lease is due back, so an idle process never wakes it.
+    pub fn start_lease_reaper(&self, core: Weak<CoreWorker>) {
+        let shared = self.shared.clone();
         let _ = std::thread::Builder::new()
             .name("oxray-lease-reaper".into())
-            .spawn(move || loop {
-                std::thread::sleep(LEASE_LINGER / 4);
-                let Some(core) = core.upgrade() else { break };
-                if core.is_shutting_down() || core.raylet.is_closed() {
-                    break;
-                }
-                core.submitter.return_idle_leases(&core, false);
-            });
+            .spawn(move || lease_reaper(&shared, &core));
     }
 
-    /// Returns every lease (shutdown).
+    /// Returns every lease and stops the reaper (shutdown).
     pub fn shutdown(&self, core: &Arc<CoreWorker>) {
         self.return_idle_leases(core, true);
+        self.close_reaper();
+    }
+}
+
+/// The lease reaper's loop (see [`Submitter::start_lease_reaper`]).
+fn lease_reaper(shared: &Shared, core: &Weak<CoreWorker>) {
+    let mut st = shared.lock();
+    loop {
+        if st.closed {
+            return;
+        }
+        let now = Instant::now();
+        match st.queues.next_idle_deadline(LEASE_LINGER) {
+            None => {
+                st.reaper_asleep = true;
+                st = shared
+                    .lease_idle
+                    .wait(st)
+                    .unwrap_or_else(|p| p.into_inner());
+                st.reaper_asleep = false;
+            }
+            Some(due) if due > now => {
+                st = shared
+                    .lease_idle
+                    .wait_timeout(st, due - now)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
+            Some(_) => {
+                // Not holding the lock: dropping the last handle to the core worker takes it.
+                drop(st);
+                {
+                    let Some(core) = core.upgrade() else { return };
+                    if core.is_shutting_down() || core.raylet.is_closed() {
+                        return;
+                    }
+                    core.submitter.return_idle_leases(&core, false);
+                }
+                st = shared.lock();
+            }
+        }
     }
 }
 
