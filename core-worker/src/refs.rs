@@ -306,9 +306,9 @@ impl RefTable {
                     if now >= d {
                         break done;
                     }
-                    d - now
+                    Some(d - now)
                 }
-                None => Duration::from_secs(3600),
+                None => None,
             };
             if !blocked {
                 blocked = true;
@@ -317,11 +317,14 @@ impl RefTable {
                 inner = self.lock();
                 continue;
             }
-            inner = self
-                .ready
-                .wait_timeout(inner, wait_for)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
+            inner = match wait_for {
+                Some(t) => self
+                    .ready
+                    .wait_timeout(inner, t)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0),
+                None => self.ready.wait(inner).unwrap_or_else(|p| p.into_inner()),
+            };
         };
         drop(inner);
         if blocked {
