@@ -290,8 +290,8 @@ impl<C> Queues<C> {
     }
 }
 
-struct State {
-    queues: Queues<Arc<WorkerConn>>,
+struct State<C = Arc<WorkerConn>> {
+    queues: Queues<C>,
     /// Tasks waiting for ref arguments, by task id.
     waiting: HashMap<ObjectId, Task>,
     /// The lease reaper waits without a deadline (no lease was idle): the next lease to go
@@ -304,15 +304,41 @@ struct State {
 
 /// The submitter's state, shared with the lease reaper (which must not keep the core worker
 /// alive).
-struct Shared {
-    state: Mutex<State>,
+struct Shared<C = Arc<WorkerConn>> {
+    state: Mutex<State<C>>,
     /// Wakes the reaper: a lease went idle while it slept, or the submitter closed.
     lease_idle: Condvar,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
+impl<C> Shared<C> {
+    fn new() -> Self {
+        Shared {
+            state: Mutex::new(State {
+                queues: Queues::default(),
+                waiting: HashMap::new(),
+                reaper_asleep: false,
+                closed: false,
+            }),
+            lease_idle: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<C>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes the lease reaper if it sleeps without a deadline and a lease of `key` went idle.
+    fn wake_reaper(&self, st: &mut State<C>, key: &SchedulingKey) {
+        if st.reaper_asleep && st.queues.has_idle_lease(key) {
+            st.reaper_asleep = false;
+            self.lease_idle.notify_one();
+        }
+    }
+
+    /// Stops the lease reaper.
+    fn close_reaper(&self) {
+        self.lock().closed = true;
+        self.lease_idle.notify_all();
     }
 }
 
@@ -326,15 +352,7 @@ pub(crate) struct Submitter {
 impl Default for Submitter {
     fn default() -> Self {
         Submitter {
-            shared: Arc::new(Shared {
-                state: Mutex::new(State {
-                    queues: Queues::default(),
-                    waiting: HashMap::new(),
-                    reaper_asleep: false,
-                    closed: false,
-                }),
-                lease_idle: Condvar::new(),
-            }),
+            shared: Arc::new(Shared::new()),
             lineage: Default::default(),
         }
     }
@@ -342,7 +360,7 @@ impl Default for Submitter {
 
 impl Drop for Submitter {
     fn drop(&mut self) {
-        self.close_reaper();
+        self.shared.close_reaper();
     }
 }
 
@@ -362,20 +380,6 @@ impl WorkerConn {
 impl Submitter {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.shared.lock()
-    }
-
-    /// Wakes the lease reaper if it sleeps without a deadline and a lease of `key` went idle.
-    fn wake_reaper(&self, st: &mut State, key: &SchedulingKey) {
-        if st.reaper_asleep && st.queues.has_idle_lease(key) {
-            st.reaper_asleep = false;
-            self.shared.lease_idle.notify_one();
-        }
-    }
-
-    /// Stops the lease reaper.
-    fn close_reaper(&self) {
-        self.lock().closed = true;
-        self.shared.lease_idle.notify_all();
     }
 
     /// Submits a task whose return object (`task.id`) is already in the ref table.
@@ -505,7 +509,7 @@ impl Submitter {
             |conn, task| conn.send(&ToWorker::Task(Self::spec(core, task))).is_ok(),
             || core.raylet.request_lease(key.clone()).is_ok(),
         );
-        self.wake_reaper(st, key);
+        self.shared.wake_reaper(st, key);
     }
 
     /// The raylet answered a lease request for `key`.
@@ -728,12 +732,12 @@ impl Submitter {
     /// Returns every lease and stops the reaper (shutdown).
     pub fn shutdown(&self, core: &Arc<CoreWorker>) {
         self.return_idle_leases(core, true);
-        self.close_reaper();
+        self.shared.close_reaper();
     }
 }
 
 /// The lease reaper's loop (see [`Submitter::start_lease_reaper`]).
-fn lease_reaper(shared: &Shared, core: &Weak<CoreWorker>) {
+fn lease_reaper<C>(shared: &Shared<C>, core: &Weak<CoreWorker>) {
     let mut st = shared.lock();
     loop {
         if st.closed {
@@ -810,5 +814,319 @@ fn worker_reader(stream: UnixStream, core: Weak<CoreWorker>, worker: WorkerId) {
     };
     if let Some(core) = core.upgrade() {
         core.submitter.on_conn_lost(&core, worker, why);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use oxray_common::ids::object_id;
+
+    use super::*;
+
+    /// A stand-in connection: the leased worker's number.
+    type Conn = u32;
+
+    fn key(cpus: f64, near: u16) -> SchedulingKey {
+        SchedulingKey {
+            resources: Resources::cpus(cpus),
+            near,
+        }
+    }
+
+    fn task(seq: u64) -> Task {
+        Task {
+            id: object_id(WorkerId(1), seq),
+            function: "f".into(),
+            args: Vec::new(),
+            resources: Resources::cpus(1.0),
+            retries_left: 0,
+            retry_exceptions: false,
+            attempt: 0,
+        }
+    }
+
+    fn tid(seq: u64) -> ObjectId {
+        object_id(WorkerId(1), seq)
+    }
+
+    fn worker(n: u32) -> WorkerId {
+        WorkerId(100 + u64::from(n))
+    }
+
+    /// Dispatches `key`; returns (worker number, task id) sent and the lease requests made.
+    fn dispatch(q: &mut Queues<Conn>, key: &SchedulingKey) -> (Vec<(Conn, ObjectId)>, usize) {
+        let mut sent = Vec::new();
+        let mut requests = 0;
+        q.dispatch(
+            key,
+            |conn, t| {
+                sent.push((*conn, t.id));
+                true
+            },
+            || {
+                requests += 1;
+                true
+            },
+        );
+        (sent, requests)
+    }
+
+    fn grant(q: &mut Queues<Conn>, key: &SchedulingKey, n: u32, now: Instant) {
+        q.lease_granted(key, u64::from(n), worker(n), n, now);
+    }
+
+    #[test]
+    fn tasks_are_grouped_by_scheduling_key() {
+        let mut q = Queues::default();
+        let (one_cpu, two_cpus, near_3) = (key(1.0, 0), key(2.0, 0), key(1.0, 3));
+        q.push_ready(&one_cpu, task(1));
+        q.push_ready(&two_cpus, task(2));
+        q.push_ready(&near_3, task(3));
+        let now = Instant::now();
+        grant(&mut q, &two_cpus, 7, now);
+        // The two-CPU worker takes the two-CPU task, not the older one-CPU task.
+        assert_eq!(dispatch(&mut q, &two_cpus), (vec![(7, tid(2))], 0));
+        assert_eq!(dispatch(&mut q, &one_cpu), (vec![], 1));
+        assert_eq!(dispatch(&mut q, &near_3), (vec![], 1));
+        assert!(q.remove_ready(tid(1)).is_some());
+        assert!(q.remove_ready(tid(3)).is_some());
+        assert!(q.remove_ready(tid(2)).is_none(), "running, not queued");
+    }
+
+    #[test]
+    fn one_lease_request_per_queued_task_at_most_64_in_flight() {
+        let mut q = Queues::default();
+        let k = key(1.0, 0);
+        for i in 0..3 {
+            q.push_ready(&k, task(i));
+        }
+        assert_eq!(dispatch(&mut q, &k).1, 3);
+        assert_eq!(dispatch(&mut q, &k).1, 0, "covered by requests in flight");
+        for i in 3..100 {
+            q.push_ready(&k, task(i));
+        }
+        assert_eq!(dispatch(&mut q, &k).1, MAX_LEASE_REQUESTS - 3);
+        assert_eq!(dispatch(&mut q, &k).1, 0, "capped");
+        // A grant takes a task and frees one request slot.
+        grant(&mut q, &k, 1, Instant::now());
+        let (sent, requests) = dispatch(&mut q, &k);
+        assert_eq!(sent, vec![(1, tid(0))]);
+        assert_eq!(requests, 1);
+        // Requests that could not be sent are not counted as in flight.
+        q.lease_request_ended(&k);
+        let mut asked = 0;
+        q.dispatch(
+            &k,
+            |_, _| true,
+            || {
+                asked += 1;
+                false
+            },
+        );
+        assert_eq!(asked, 1);
+        assert_eq!(dispatch(&mut q, &k).1, 1);
+    }
+
+    #[test]
+    fn a_worker_that_finishes_gets_the_next_queued_task() {
+        let mut q = Queues::default();
+        let k = key(1.0, 0);
+        for i in 1..=3 {
+            q.push_ready(&k, task(i));
+        }
+        let t0 = Instant::now();
+        grant(&mut q, &k, 1, t0);
+        assert_eq!(dispatch(&mut q, &k).0, vec![(1, tid(1))]);
+        // One in flight per worker.
+        assert_eq!(dispatch(&mut q, &k).0, vec![]);
+        assert!(q.task_done(worker(2), tid(1), t0).is_none(), "other worker");
+        assert!(q.task_done(worker(1), tid(9), t0).is_none(), "other task");
+        let (done_key, done) = q.task_done(worker(1), tid(1), t0).expect("was running");
+        assert_eq!((done_key, done.id), (k.clone(), tid(1)));
+        assert_eq!(dispatch(&mut q, &k).0, vec![(1, tid(2))], "in order");
+        // A task to run again goes ahead of the queue.
+        q.task_done(worker(1), tid(2), t0);
+        q.push_retry(&k, task(2));
+        assert_eq!(dispatch(&mut q, &k).0, vec![(1, tid(2))]);
+    }
+
+    #[test]
+    fn a_gone_worker_loses_its_lease_and_the_task_goes_to_another() {
+        let mut q = Queues::default();
+        let k = key(1.0, 0);
+        let now = Instant::now();
+        grant(&mut q, &k, 1, now);
+        grant(&mut q, &k, 2, now);
+        q.push_ready(&k, task(1));
+        let mut tried = Vec::new();
+        q.dispatch(
+            &k,
+            |conn, t| {
+                tried.push((*conn, t.id));
+                *conn == 2
+            },
+            || true,
+        );
+        assert_eq!(tried, vec![(1, tid(1)), (2, tid(1))]);
+        assert!(q.worker_lost(worker(1)).is_none(), "already dropped");
+        let (lost_key, running) = q.worker_lost(worker(2)).expect("leased");
+        assert_eq!(lost_key, k);
+        assert_eq!(running.map(|t| t.id), Some(tid(1)));
+    }
+
+    #[test]
+    fn idle_leases_go_back_after_the_linger() {
+        let mut q = Queues::default();
+        let (k, busy_key) = (key(1.0, 0), key(2.0, 0));
+        let t0 = Instant::now();
+        grant(&mut q, &k, 1, t0);
+        grant(&mut q, &k, 2, t0 + Duration::from_millis(10));
+        grant(&mut q, &busy_key, 3, t0);
+        q.push_ready(&busy_key, task(1));
+        dispatch(&mut q, &busy_key);
+        assert_eq!(q.next_idle_deadline(LEASE_LINGER), Some(t0 + LEASE_LINGER));
+        assert!(q.has_idle_lease(&k));
+        assert!(!q.has_idle_lease(&busy_key));
+        let almost = t0 + LEASE_LINGER - Duration::from_millis(1);
+        assert_eq!(
+            q.take_idle_leases(almost, LEASE_LINGER, false),
+            Vec::<u64>::new()
+        );
+        assert_eq!(
+            q.take_idle_leases(t0 + LEASE_LINGER, LEASE_LINGER, false),
+            vec![1]
+        );
+        assert_eq!(
+            q.next_idle_deadline(LEASE_LINGER),
+            Some(t0 + Duration::from_millis(10) + LEASE_LINGER)
+        );
+        assert_eq!(
+            q.take_idle_leases(t0 + 2 * LEASE_LINGER, LEASE_LINGER, false),
+            vec![2]
+        );
+        assert_eq!(
+            q.next_idle_deadline(LEASE_LINGER),
+            None,
+            "only a busy lease left"
+        );
+        // The busy lease lingers from when its task ends.
+        let t1 = t0 + Duration::from_secs(1);
+        q.task_done(worker(3), tid(1), t1);
+        assert_eq!(q.next_idle_deadline(LEASE_LINGER), Some(t1 + LEASE_LINGER));
+        assert_eq!(
+            q.take_idle_leases(t1, LEASE_LINGER, false),
+            Vec::<u64>::new()
+        );
+        assert_eq!(
+            q.take_idle_leases(t1 + LEASE_LINGER, LEASE_LINGER, false),
+            vec![3]
+        );
+    }
+
+    #[test]
+    fn a_key_with_queued_tasks_keeps_its_leases_until_shutdown() {
+        let mut q = Queues::default();
+        let k = key(1.0, 0);
+        let t0 = Instant::now();
+        grant(&mut q, &k, 1, t0);
+        grant(&mut q, &k, 2, t0);
+        q.push_ready(&k, task(1));
+        q.push_ready(&k, task(2));
+        q.push_ready(&k, task(3));
+        dispatch(&mut q, &k);
+        let late = t0 + 10 * LEASE_LINGER;
+        assert_eq!(q.next_idle_deadline(LEASE_LINGER), None);
+        assert_eq!(
+            q.take_idle_leases(late, LEASE_LINGER, false),
+            Vec::<u64>::new()
+        );
+        let mut all = q.take_idle_leases(t0, LEASE_LINGER, true);
+        all.sort_unstable();
+        assert_eq!(all, vec![1, 2], "shutdown returns busy leases too");
+    }
+
+    #[test]
+    fn a_refused_lease_fails_the_queue_only_when_nothing_else_can_run_it() {
+        let mut q = Queues::default();
+        let k = key(1.0, 0);
+        q.push_ready(&k, task(1));
+        q.push_ready(&k, task(2));
+        assert_eq!(dispatch(&mut q, &k).1, 2);
+        assert!(
+            q.lease_refused(&k).is_empty(),
+            "another request may be granted"
+        );
+        let failed: Vec<ObjectId> = q.lease_refused(&k).iter().map(|t| t.id).collect();
+        assert_eq!(failed, vec![tid(1), tid(2)]);
+        assert!(q.lease_refused(&key(9.0, 0)).is_empty(), "unknown key");
+    }
+}
+
+#[cfg(test)]
+mod reaper_tests {
+    use std::thread::JoinHandle;
+
+    use super::*;
+
+    fn key() -> SchedulingKey {
+        SchedulingKey {
+            resources: Resources::cpus(1.0),
+            near: 0,
+        }
+    }
+
+    /// Runs the reaper on `shared`, with no core worker behind it: when a lease is due it
+    /// finds the core gone and returns, which is how these tests see it act.
+    fn start(shared: &Arc<Shared<()>>) -> JoinHandle<()> {
+        let shared = shared.clone();
+        std::thread::spawn(move || lease_reaper(&shared, &Weak::new()))
+    }
+
+    fn until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn the_reaper_sleeps_while_no_lease_is_idle_and_wakes_for_the_first() {
+        let sub = Arc::new(Shared::<()>::new());
+        let reaper = start(&sub);
+        until("the reaper sleeps", || sub.lock().reaper_asleep);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!reaper.is_finished(), "nothing to do: it keeps sleeping");
+        {
+            let mut st = sub.lock();
+            let long_ago = Instant::now() - 2 * LEASE_LINGER;
+            st.queues
+                .lease_granted(&key(), 1, WorkerId(5), (), long_ago);
+            sub.wake_reaper(&mut st, &key());
+            assert!(!st.reaper_asleep);
+        }
+        until("the reaper handles the due lease", || reaper.is_finished());
+    }
+
+    #[test]
+    fn the_reaper_waits_for_the_idle_lease_deadline() {
+        let sub = Arc::new(Shared::<()>::new());
+        let granted = Instant::now();
+        sub.lock()
+            .queues
+            .lease_granted(&key(), 1, WorkerId(5), (), granted);
+        let reaper = start(&sub);
+        until("the lease is due", || reaper.is_finished());
+        assert!(granted.elapsed() >= LEASE_LINGER, "not before the linger");
+        assert!(!sub.lock().reaper_asleep);
+    }
+
+    #[test]
+    fn closing_stops_a_sleeping_reaper() {
+        let sub = Arc::new(Shared::<()>::new());
+        let reaper = start(&sub);
+        until("the reaper sleeps", || sub.lock().reaper_asleep);
+        sub.close_reaper();
+        until("the reaper stops", || reaper.is_finished());
     }
 }
