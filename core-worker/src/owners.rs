@@ -340,3 +340,94 @@ fn reader_loop(stream: UnixStream, conn: Arc<OwnerConn>, core: Weak<CoreWorker>,
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use oxray_common::ids::object_id;
+
+    use super::*;
+
+    const A: WorkerId = WorkerId(7);
+    const B: WorkerId = WorkerId(8);
+
+    fn until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn sorted(mut batch: Vec<(WorkerId, Releases)>) -> Vec<(WorkerId, Releases)> {
+        batch.sort_by_key(|(w, _)| w.0);
+        batch
+    }
+
+    #[test]
+    fn releases_queued_together_leave_in_one_batch_per_owner() {
+        let q = ReleaseQueue::default();
+        let (x, y, z) = (object_id(A, 1), object_id(A, 2), object_id(B, 1));
+        q.push(A, x, false);
+        q.push(B, z, true);
+        q.push(A, y, true);
+        let batch = q.next_batch(Duration::ZERO).map(sorted);
+        let expected = vec![
+            (
+                A,
+                Releases {
+                    borrows: vec![x],
+                    reservations: vec![y],
+                },
+            ),
+            (
+                B,
+                Releases {
+                    borrows: vec![],
+                    reservations: vec![z],
+                },
+            ),
+        ];
+        assert_eq!(batch, Some(expected));
+        assert!(lock(&q.state).by_owner.is_empty());
+    }
+
+    #[test]
+    fn the_flusher_sleeps_until_a_release_and_lets_others_join_it() {
+        let q = Arc::new(ReleaseQueue::default());
+        let window = Duration::from_millis(100);
+        let flusher = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let batch = q.next_batch(window);
+                (batch, Instant::now())
+            })
+        };
+        until("the flusher sleeps", || lock(&q.state).flusher_asleep);
+        let first = Instant::now();
+        q.push(A, object_id(A, 1), false);
+        assert!(!lock(&q.state).flusher_asleep, "the first release wakes it");
+        q.push(A, object_id(A, 2), false);
+        until("the batch leaves", || flusher.is_finished());
+        let (batch, sent) = flusher.join().expect("flusher");
+        let batch = batch.expect("a batch");
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].1.borrows, vec![object_id(A, 1), object_id(A, 2)]);
+        assert!(sent - first >= window, "sent after the batching window");
+    }
+
+    #[test]
+    fn closing_stops_the_flusher() {
+        let q = Arc::new(ReleaseQueue::default());
+        let flusher = {
+            let q = q.clone();
+            std::thread::spawn(move || q.next_batch(RELEASE_BATCH_WINDOW))
+        };
+        until("the flusher sleeps", || lock(&q.state).flusher_asleep);
+        q.close();
+        until("the flusher stops", || flusher.is_finished());
+        assert_eq!(flusher.join().ok(), Some(None));
+        // A closed queue sends nothing more, even with releases queued.
+        q.push(B, object_id(B, 1), false);
+        assert_eq!(q.next_batch(Duration::ZERO), None);
+    }
+}
