@@ -734,9 +734,22 @@ fn finish_call(core: &Arc<CoreWorker>, call: Call, state: ObjState) {
     }
 }
 
-/// Finds where the actor runs (waiting while it starts or restarts) and connects to it.
+/// Attempts at finding and reaching an actor before its calls fail.
+const RESOLVE_ATTEMPTS: u32 = 200;
+/// The longest pause between two attempts.
+const RESOLVE_BACKOFF_MAX: Duration = Duration::from_millis(25);
+
+/// Finds where the actor runs and connects to it.
+///
+/// Event driven: the raylet holds the `GetActor { wait_alive }` question until the actor is
+/// alive or dead, so this thread sleeps in that request while the actor starts or restarts.
+/// A pause happens only on a retry: after a connection to an address the raylet still gave as
+/// alive failed (the process died and the raylet has not seen it yet; nothing signals that to
+/// this process, so it asks again after 1, 2, 4… ms, at most [`RESOLVE_BACKOFF_MAX`]), or after
+/// the raylet's own wait ran out with the actor still starting.
 fn resolve(core: Weak<CoreWorker>, actor: ActorId) {
-    for _ in 0..200 {
+    let mut backoff = Duration::from_millis(1);
+    for _ in 0..RESOLVE_ATTEMPTS {
         let Some(c) = core.upgrade() else { return };
         match lookup(&c, Some(actor), "", "", true) {
             Ok(info) if info.state == ActorState::Alive => {
@@ -758,7 +771,8 @@ fn resolve(core: Weak<CoreWorker>, actor: ActorId) {
             }
         }
         drop(c);
-        std::thread::sleep(Duration::from_millis(25));
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(RESOLVE_BACKOFF_MAX);
     }
     if let Some(c) = core.upgrade() {
         c.actors.connected(

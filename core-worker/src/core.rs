@@ -46,6 +46,8 @@ pub(crate) fn set_current(core: Option<Arc<CoreWorker>>) {
 
 /// How long a `put` waits for room in a full store before failing with `ObjectStoreFull`.
 const PUT_FULL_WAIT: Duration = Duration::from_secs(1);
+/// The longest pause between two attempts of a `put` into a full store.
+const PUT_FULL_BACKOFF_MAX: Duration = Duration::from_millis(64);
 
 /// One process's runtime state.
 pub struct CoreWorker {
@@ -157,8 +159,8 @@ impl CoreWorker {
             .name("oxray-raylet-reader".into())
             .spawn(move || reader_loop(reader, weak, kind))
             .map_err(|e| Error::io("starting the raylet reader", e))?;
-        Submitter::start_lease_reaper(Arc::downgrade(&core));
-        Owners::start_flusher(Arc::downgrade(&core));
+        core.submitter.start_lease_reaper(Arc::downgrade(&core));
+        core.owners.start_flusher(Arc::downgrade(&core));
         if kind == ClientKind::Driver {
             // Drivers answer owner requests (borrowers fetching values) on their own socket.
             let name = worker_socket(&core.session, worker_id);
@@ -178,6 +180,7 @@ impl CoreWorker {
     pub fn shutdown(self: &Arc<Self>) {
         self.shutting_down.store(true, Ordering::SeqCst);
         self.submitter.shutdown(self);
+        self.owners.stop_flusher();
         self.raylet.close();
         let mut cur = CURRENT.write().unwrap_or_else(|p| p.into_inner());
         if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, self)) {
@@ -285,6 +288,7 @@ impl CoreWorker {
     ) -> Result<()> {
         let fingerprint = value.fingerprint();
         let started = Instant::now();
+        let mut backoff = Duration::from_millis(1);
         let block = loop {
             let reply = self.raylet.request(|req| ToRaylet::Create {
                 req,
@@ -300,10 +304,15 @@ impl CoreWorker {
                     message,
                     ..
                 } => {
-                    if started.elapsed() >= PUT_FULL_WAIT {
+                    let waited = started.elapsed();
+                    if waited >= PUT_FULL_WAIT {
                         return Err(Error::ObjectStoreFull { message });
                     }
-                    std::thread::sleep(Duration::from_millis(20));
+                    // The raylet does not say when room frees up (objects released, deleted
+                    // or evicted), so there is no event to wait on: ask again after a backoff
+                    // (1, 2, 4 … 64 ms), never past the bounded wait.
+                    std::thread::sleep(backoff.min(PUT_FULL_WAIT - waited));
+                    backoff = (backoff * 2).min(PUT_FULL_BACKOFF_MAX);
                 }
                 FromRaylet::Error { message, .. } => {
                     return Err(Error::ObjectStoreFull { message })

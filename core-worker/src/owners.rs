@@ -10,8 +10,8 @@ use std::io::{BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use oxray_common::frame;
 use oxray_common::ids::worker_socket;
@@ -39,15 +39,94 @@ struct OwnerConn {
 pub(crate) struct Owners {
     conns: Mutex<HashMap<WorkerId, Arc<OwnerConn>>>,
     next_req: AtomicU64,
-    /// Borrowed refs dropped and reservations released, per owner, sent in batches.
-    pending: Mutex<HashMap<WorkerId, Releases>>,
+    /// Borrowed refs dropped and reservations released, per owner, sent in batches by the
+    /// flusher thread (which shares the queue but not the core worker).
+    pending: Arc<ReleaseQueue>,
 }
 
+impl Drop for Owners {
+    fn drop(&mut self) {
+        self.pending.close();
+    }
+}
+
+/// How long the first release queued waits for others to join its batch.
+const RELEASE_BATCH_WINDOW: Duration = Duration::from_millis(2);
+
 /// Releases queued for one owner.
-#[derive(Default)]
+#[derive(Default, Debug, PartialEq)]
 struct Releases {
     borrows: Vec<ObjectId>,
     reservations: Vec<ObjectId>,
+}
+
+/// Releases waiting to be sent, and the flusher's sleep: it sleeps while nothing is queued and
+/// wakes only when a first release arrives (or the queue closes).
+#[derive(Default)]
+struct ReleaseQueue {
+    state: Mutex<QueuedReleases>,
+    /// Signalled when a release is queued while the flusher sleeps, and on close.
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct QueuedReleases {
+    by_owner: HashMap<WorkerId, Releases>,
+    /// The flusher waits for a first release: the next one queued must wake it. Only then is
+    /// the condvar signalled, so queueing into a batch being gathered costs no system call.
+    flusher_asleep: bool,
+    /// No more flushing (shutdown, or the core worker is gone).
+    closed: bool,
+}
+
+impl ReleaseQueue {
+    fn push(&self, owner: WorkerId, id: ObjectId, reservation: bool) {
+        let mut q = lock(&self.state);
+        let entry = q.by_owner.entry(owner).or_default();
+        if reservation {
+            entry.reservations.push(id);
+        } else {
+            entry.borrows.push(id);
+        }
+        if q.flusher_asleep {
+            q.flusher_asleep = false;
+            drop(q);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Blocks until a release is queued, lets more join it for `window`, and takes them all.
+    /// `None` once the queue is closed.
+    fn next_batch(&self, window: Duration) -> Option<Vec<(WorkerId, Releases)>> {
+        let mut q = lock(&self.state);
+        while q.by_owner.is_empty() && !q.closed {
+            q.flusher_asleep = true;
+            q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        q.flusher_asleep = false;
+        let deadline = Instant::now() + window;
+        loop {
+            if q.closed {
+                return None;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            q = self
+                .wake
+                .wait_timeout(q, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        Some(q.by_owner.drain().collect())
+    }
+
+    /// Stops the flusher (it sends nothing more).
+    fn close(&self) {
+        lock(&self.state).closed = true;
+        self.wake.notify_all();
+    }
 }
 
 /// Where `owner` listens: computed here for processes of this node, asked of the raylet
@@ -163,20 +242,14 @@ impl Owners {
             .map(|_| ())
     }
 
-    /// Queues a release (dropped borrow or reservation); sent by [`flush`](Self::flush).
+    /// Queues a release (dropped borrow or reservation); the flusher sends it within
+    /// [`RELEASE_BATCH_WINDOW`], batched with the others queued meanwhile.
     pub fn queue_release(&self, owner: WorkerId, id: ObjectId, reservation: bool) {
-        let mut pending = lock(&self.pending);
-        let entry = pending.entry(owner).or_default();
-        if reservation {
-            entry.reservations.push(id);
-        } else {
-            entry.borrows.push(id);
-        }
+        self.pending.push(owner, id, reservation);
     }
 
-    /// Sends queued releases.
-    pub fn flush(&self, core: &Arc<CoreWorker>) {
-        let batches: Vec<_> = lock(&self.pending).drain().collect();
+    /// Sends a batch of releases.
+    fn send_releases(&self, core: &Arc<CoreWorker>, batches: Vec<(WorkerId, Releases)>) {
         for (owner, r) in batches {
             if !r.borrows.is_empty() {
                 let _ = self.send(core, owner, &ToWorker::RemoveBorrowers { ids: r.borrows });
@@ -193,18 +266,26 @@ impl Owners {
         }
     }
 
-    /// Starts the thread that flushes releases every few milliseconds.
-    pub fn start_flusher(core: Weak<CoreWorker>) {
+    /// Starts the thread that sends queued releases. It sleeps until a release is queued and
+    /// never wakes while there is none.
+    pub fn start_flusher(&self, core: Weak<CoreWorker>) {
+        let queue = self.pending.clone();
         let _ = std::thread::Builder::new()
             .name("oxray-release-flusher".into())
-            .spawn(move || loop {
-                std::thread::sleep(Duration::from_millis(2));
-                let Some(core) = core.upgrade() else { break };
-                if core.is_shutting_down() {
-                    break;
+            .spawn(move || {
+                while let Some(batches) = queue.next_batch(RELEASE_BATCH_WINDOW) {
+                    let Some(core) = core.upgrade() else { break };
+                    if core.is_shutting_down() {
+                        break;
+                    }
+                    core.owners.send_releases(&core, batches);
                 }
-                core.owners.flush(&core);
             });
+    }
+
+    /// Stops the flusher (shutdown).
+    pub fn stop_flusher(&self) {
+        self.pending.close();
     }
 }
 
@@ -257,5 +338,96 @@ fn reader_loop(stream: UnixStream, conn: Arc<OwnerConn>, core: Weak<CoreWorker>,
                 core.settle(id, ObjState::Failed(owner_died(owner)));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use oxray_common::ids::object_id;
+
+    use super::*;
+
+    const A: WorkerId = WorkerId(7);
+    const B: WorkerId = WorkerId(8);
+
+    fn until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn sorted(mut batch: Vec<(WorkerId, Releases)>) -> Vec<(WorkerId, Releases)> {
+        batch.sort_by_key(|(w, _)| w.0);
+        batch
+    }
+
+    #[test]
+    fn releases_queued_together_leave_in_one_batch_per_owner() {
+        let q = ReleaseQueue::default();
+        let (x, y, z) = (object_id(A, 1), object_id(A, 2), object_id(B, 1));
+        q.push(A, x, false);
+        q.push(B, z, true);
+        q.push(A, y, true);
+        let batch = q.next_batch(Duration::ZERO).map(sorted);
+        let expected = vec![
+            (
+                A,
+                Releases {
+                    borrows: vec![x],
+                    reservations: vec![y],
+                },
+            ),
+            (
+                B,
+                Releases {
+                    borrows: vec![],
+                    reservations: vec![z],
+                },
+            ),
+        ];
+        assert_eq!(batch, Some(expected));
+        assert!(lock(&q.state).by_owner.is_empty());
+    }
+
+    #[test]
+    fn the_flusher_sleeps_until_a_release_and_lets_others_join_it() {
+        let q = Arc::new(ReleaseQueue::default());
+        let window = Duration::from_millis(100);
+        let flusher = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let batch = q.next_batch(window);
+                (batch, Instant::now())
+            })
+        };
+        until("the flusher sleeps", || lock(&q.state).flusher_asleep);
+        let first = Instant::now();
+        q.push(A, object_id(A, 1), false);
+        assert!(!lock(&q.state).flusher_asleep, "the first release wakes it");
+        q.push(A, object_id(A, 2), false);
+        until("the batch leaves", || flusher.is_finished());
+        let (batch, sent) = flusher.join().expect("flusher");
+        let batch = batch.expect("a batch");
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].1.borrows, vec![object_id(A, 1), object_id(A, 2)]);
+        assert!(sent - first >= window, "sent after the batching window");
+    }
+
+    #[test]
+    fn closing_stops_the_flusher() {
+        let q = Arc::new(ReleaseQueue::default());
+        let flusher = {
+            let q = q.clone();
+            std::thread::spawn(move || q.next_batch(RELEASE_BATCH_WINDOW))
+        };
+        until("the flusher sleeps", || lock(&q.state).flusher_asleep);
+        q.close();
+        until("the flusher stops", || flusher.is_finished());
+        assert_eq!(flusher.join().ok(), Some(None));
+        // A closed queue sends nothing more, even with releases queued.
+        q.push(B, object_id(B, 1), false);
+        assert_eq!(q.next_batch(Duration::ZERO), None);
     }
 }

@@ -306,9 +306,9 @@ impl RefTable {
                     if now >= d {
                         break done;
                     }
-                    d - now
+                    Some(d - now)
                 }
-                None => Duration::from_secs(3600),
+                None => None,
             };
             if !blocked {
                 blocked = true;
@@ -317,11 +317,14 @@ impl RefTable {
                 inner = self.lock();
                 continue;
             }
-            inner = self
-                .ready
-                .wait_timeout(inner, wait_for)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
+            inner = match wait_for {
+                Some(t) => self
+                    .ready
+                    .wait_timeout(inner, t)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0),
+                None => self.ready.wait(inner).unwrap_or_else(|p| p.into_inner()),
+            };
         };
         drop(inner);
         if blocked {
@@ -345,5 +348,250 @@ impl RefTable {
     /// Number of objects held.
     pub fn len(&self) -> usize {
         self.lock().entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use oxray_common::ids::object_id;
+
+    use super::*;
+
+    const ME: WorkerId = WorkerId(1);
+    const OTHER: WorkerId = WorkerId(2);
+
+    fn id(seq: u64) -> ObjectId {
+        object_id(ME, seq)
+    }
+
+    fn inline(byte: u8) -> ObjState {
+        let mut bytes = HeapBytes::new();
+        bytes.push(byte);
+        ObjState::Inline {
+            fingerprint: 7,
+            bytes: Arc::new(bytes),
+        }
+    }
+
+    fn is_pending(t: &RefTable, id: ObjectId) -> bool {
+        matches!(t.state(id), Some(ObjState::Pending))
+    }
+
+    fn nothing_to_release(f: &Freed) -> bool {
+        f.delete_stored.is_none() && f.contained.is_empty() && f.borrowed_from.is_none()
+    }
+
+    #[test]
+    fn local_refs_are_counted_and_the_entry_goes_at_zero() {
+        let t = RefTable::default();
+        let a = id(1);
+        t.insert(a, ObjState::Stored { node: 3 });
+        t.add_local(a);
+        t.add_local(a);
+        assert!(nothing_to_release(&t.remove_local(a)));
+        assert!(nothing_to_release(&t.remove_local(a)));
+        assert_eq!(t.len(), 1);
+        let freed = t.remove_local(a);
+        assert_eq!(
+            freed.delete_stored,
+            Some((a, 3)),
+            "a stored object is deleted"
+        );
+        assert_eq!(t.len(), 0);
+        assert!(t.state(a).is_none());
+        // Extra releases of a gone entry do nothing.
+        assert!(nothing_to_release(&t.remove_local(a)));
+    }
+
+    #[test]
+    fn an_inline_object_frees_nothing_in_the_store() {
+        let t = RefTable::default();
+        t.insert(id(1), inline(5));
+        let freed = t.remove_local(id(1));
+        assert!(freed.delete_stored.is_none());
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn task_refs_keep_an_object_after_its_handles_drop() {
+        let t = RefTable::default();
+        let a = id(1);
+        t.insert(a, ObjState::Stored { node: 0 });
+        t.add_task_ref(a);
+        t.add_task_ref(a);
+        assert!(nothing_to_release(&t.remove_local(a)));
+        assert!(nothing_to_release(&t.remove_task_ref(a)));
+        assert!(t.state(a).is_some());
+        assert_eq!(t.remove_task_ref(a).delete_stored, Some((a, 0)));
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn borrowers_and_reservations_keep_an_owned_object() {
+        let t = RefTable::default();
+        let a = id(1);
+        t.insert(a, inline(1));
+        t.add_borrowers(&[a, id(99)]); // unknown ids are skipped
+        t.reserve(&[a]);
+        assert!(nothing_to_release(&t.remove_local(a)));
+        assert!(nothing_to_release(&t.remove_borrower(a)));
+        assert_eq!(t.len(), 1, "the reservation still holds it");
+        t.unreserve(a);
+        assert_eq!(t.len(), 0);
+        assert!(t.state(id(99)).is_none());
+    }
+
+    #[test]
+    fn a_freed_object_releases_the_refs_its_value_contains() {
+        let t = RefTable::default();
+        let (a, b, c) = (id(1), id(2), object_id(OTHER, 3));
+        t.insert(a, inline(1));
+        assert!(nothing_to_release(&t.set_contained(a, vec![b, c])));
+        assert_eq!(t.remove_local(a).contained, vec![b, c]);
+        // The containing object is already gone: release at once.
+        assert_eq!(t.set_contained(a, vec![b]).contained, vec![b]);
+    }
+
+    #[test]
+    fn borrowed_entries_count_handles_fetch_once_and_release_at_the_owner() {
+        let t = RefTable::default();
+        let x = object_id(OTHER, 1);
+        assert!(t.insert_borrowed(x, OTHER), "new: register as a borrower");
+        assert!(!t.insert_borrowed(x, OTHER), "known: one more handle");
+        assert!(is_pending(&t, x));
+        assert_eq!(t.start_fetch(x), Some(OTHER));
+        assert_eq!(t.start_fetch(x), None, "already fetching");
+        assert!(t.complete(x, ObjState::Stored { node: 2 }).is_some());
+        assert!(nothing_to_release(&t.remove_local(x)));
+        let freed = t.remove_local(x);
+        assert_eq!(freed.borrowed_from, Some((OTHER, x)));
+        assert!(
+            freed.delete_stored.is_none(),
+            "the owner deletes it, not us"
+        );
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn owned_or_settled_entries_are_not_fetched() {
+        let t = RefTable::default();
+        t.insert(id(1), ObjState::Pending);
+        assert_eq!(t.start_fetch(id(1)), None, "owned");
+        let x = object_id(OTHER, 1);
+        t.insert_borrowed(x, OTHER);
+        t.complete(x, inline(3));
+        assert_eq!(t.start_fetch(x), None, "value known");
+        assert_eq!(t.start_fetch(id(42)), None, "unknown");
+    }
+
+    #[test]
+    fn completing_returns_the_tasks_that_waited_and_drops_late_results() {
+        let t = RefTable::default();
+        let a = id(1);
+        t.insert(a, ObjState::Pending);
+        assert!(t.add_dependent(a, id(10)));
+        assert!(t.add_dependent(a, id(11)));
+        assert_eq!(t.complete(a, inline(4)), Some(vec![id(10), id(11)]));
+        assert!(!t.add_dependent(a, id(12)), "already done");
+        assert!(
+            t.complete(a, ObjState::Failed(Error::Cancelled)).is_none(),
+            "a late result is dropped"
+        );
+        assert!(matches!(t.state(a), Some(ObjState::Inline { .. })));
+        assert!(t.complete(id(2), inline(1)).is_none(), "nobody holds it");
+    }
+
+    #[test]
+    fn a_failure_is_what_every_reader_sees() {
+        let t = RefTable::default();
+        let a = id(1);
+        t.insert(a, ObjState::Pending);
+        t.complete(
+            a,
+            ObjState::Failed(Error::TaskFailed {
+                message: "boom".into(),
+                function: "f".into(),
+                pid: 9,
+            }),
+        );
+        assert_eq!(t.wait(&[a], 1, None, &mut |_| {}), vec![true]);
+        match t.state(a) {
+            Some(ObjState::Failed(Error::TaskFailed { message, pid, .. })) => {
+                assert_eq!((message.as_str(), pid), ("boom", 9));
+            }
+            other => panic!("expected the task's failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn losing_the_raylet_fails_only_pending_objects() {
+        let t = RefTable::default();
+        t.insert(id(1), ObjState::Pending);
+        t.insert(id(2), inline(2));
+        t.fail_all_pending(Error::RayletDied {
+            message: "gone".into(),
+        });
+        assert!(matches!(
+            t.state(id(1)),
+            Some(ObjState::Failed(Error::RayletDied { .. }))
+        ));
+        assert!(matches!(t.state(id(2)), Some(ObjState::Inline { .. })));
+    }
+
+    #[test]
+    fn a_lost_stored_object_can_be_made_pending_again_once() {
+        let t = RefTable::default();
+        t.insert(id(1), ObjState::Stored { node: 4 });
+        t.insert(id(2), inline(1));
+        assert!(t.reset_pending(id(1)));
+        assert!(is_pending(&t, id(1)));
+        assert!(!t.reset_pending(id(1)), "another thread already started it");
+        assert!(!t.reset_pending(id(2)), "inline values are never lost");
+    }
+
+    #[test]
+    fn wait_times_out_on_pending_objects_and_counts_what_is_done() {
+        let t = RefTable::default();
+        t.insert(id(1), ObjState::Pending);
+        t.insert(id(2), inline(1));
+        let mut blocks = Vec::new();
+        let done = t.wait(
+            &[id(1), id(2), id(3)],
+            3,
+            Some(Duration::from_millis(5)),
+            &mut |b| blocks.push(b),
+        );
+        // Unknown ids count as done (nothing to wait for).
+        assert_eq!(done, vec![false, true, true]);
+        assert_eq!(blocks, vec![true, false], "blocked once, unblocked once");
+        let mut blocks = Vec::new();
+        let done = t.wait(&[id(1), id(2)], 1, None, &mut |b| blocks.push(b));
+        assert_eq!(done, vec![false, true]);
+        assert!(blocks.is_empty(), "no wait, no block");
+    }
+
+    #[test]
+    fn a_waiter_wakes_when_the_value_arrives() {
+        let t = Arc::new(RefTable::default());
+        let a = id(1);
+        t.insert(a, ObjState::Pending);
+        let blocked = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (t, blocked) = (t.clone(), blocked.clone());
+            std::thread::spawn(move || {
+                t.wait(&[a], 1, None, &mut |b| {
+                    if b {
+                        blocked.store(true, Ordering::SeqCst);
+                    }
+                })
+            })
+        };
+        while !blocked.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        t.complete(a, inline(8));
+        assert_eq!(waiter.join().ok(), Some(vec![true]));
     }
 }

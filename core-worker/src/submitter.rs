@@ -15,7 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use oxray_common::frame::{self, FrameError};
@@ -67,34 +67,301 @@ impl Task {
     }
 }
 
-struct Leased {
+/// A worker leased for one scheduling key; `C` is the connection to it (a socket in the
+/// runtime, a stand-in in tests).
+struct Leased<C> {
     lease: u64,
     worker: WorkerId,
-    conn: Arc<WorkerConn>,
+    conn: C,
     running: Option<Task>,
     idle_since: Instant,
 }
 
-#[derive(Default)]
-struct KeyState {
+struct KeyState<C> {
     ready: VecDeque<Task>,
-    leases: Vec<Leased>,
+    leases: Vec<Leased<C>>,
     requests_in_flight: usize,
 }
 
-#[derive(Default)]
-struct State {
-    keys: HashMap<SchedulingKey, KeyState>,
+impl<C> Default for KeyState<C> {
+    fn default() -> Self {
+        KeyState {
+            ready: VecDeque::new(),
+            leases: Vec::new(),
+            requests_in_flight: 0,
+        }
+    }
+}
+
+/// The submitter's bookkeeping, without I/O: per scheduling key, the queue of ready tasks, the
+/// leased workers (and what each runs) and the lease requests in flight. Its methods say what to
+/// send; [`Submitter`] sends it.
+pub(crate) struct Queues<C> {
+    keys: HashMap<SchedulingKey, KeyState<C>>,
+}
+
+impl<C> Default for Queues<C> {
+    fn default() -> Self {
+        Queues {
+            keys: HashMap::new(),
+        }
+    }
+}
+
+impl<C> Queues<C> {
+    /// Queues a ready task behind the others of its key.
+    fn push_ready(&mut self, key: &SchedulingKey, task: Task) {
+        self.keys
+            .entry(key.clone())
+            .or_default()
+            .ready
+            .push_back(task);
+    }
+
+    /// Queues a task to run again, ahead of the others of its key.
+    fn push_retry(&mut self, key: &SchedulingKey, task: Task) {
+        if let Some(ks) = self.keys.get_mut(key) {
+            ks.ready.push_front(task);
+        }
+    }
+
+    /// Hands the ready tasks of `key` to its idle leased workers, in order, with `send` (false:
+    /// that worker is gone; its lease is dropped and the task goes to another), then asks for
+    /// leases for the tasks left with `request_lease` (true: asked), one per task not covered
+    /// by a request in flight, at most [`MAX_LEASE_REQUESTS`] in flight.
+    fn dispatch(
+        &mut self,
+        key: &SchedulingKey,
+        mut send: impl FnMut(&C, &Task) -> bool,
+        mut request_lease: impl FnMut() -> bool,
+    ) {
+        let Some(ks) = self.keys.get_mut(key) else {
+            return;
+        };
+        while !ks.ready.is_empty() {
+            let Some(leased) = ks.leases.iter_mut().find(|l| l.running.is_none()) else {
+                break;
+            };
+            let Some(task) = ks.ready.pop_front() else {
+                break;
+            };
+            if !send(&leased.conn, &task) {
+                // The worker is gone; its reader thread reports it. Try another.
+                ks.ready.push_front(task);
+                let dead = leased.worker;
+                ks.leases.retain(|l| l.worker != dead);
+                continue;
+            }
+            leased.running = Some(task);
+        }
+        let wanted = ks
+            .ready
+            .len()
+            .saturating_sub(ks.requests_in_flight)
+            .min(MAX_LEASE_REQUESTS.saturating_sub(ks.requests_in_flight));
+        for _ in 0..wanted {
+            if request_lease() {
+                ks.requests_in_flight += 1;
+            }
+        }
+    }
+
+    /// A lease request of `key` was answered with a lease, idle from `now`.
+    fn lease_granted(
+        &mut self,
+        key: &SchedulingKey,
+        lease: u64,
+        worker: WorkerId,
+        conn: C,
+        now: Instant,
+    ) {
+        let ks = self.keys.entry(key.clone()).or_default();
+        ks.requests_in_flight = ks.requests_in_flight.saturating_sub(1);
+        ks.leases.push(Leased {
+            lease,
+            worker,
+            conn,
+            running: None,
+            idle_since: now,
+        });
+    }
+
+    /// A lease request of `key` ended without a usable lease.
+    fn lease_request_ended(&mut self, key: &SchedulingKey) {
+        if let Some(ks) = self.keys.get_mut(key) {
+            ks.requests_in_flight = ks.requests_in_flight.saturating_sub(1);
+        }
+    }
+
+    /// The raylet refused a lease request of `key`: when no other request is in flight and no
+    /// worker is leased, nothing will run the key's queued tasks; they are returned to fail.
+    fn lease_refused(&mut self, key: &SchedulingKey) -> Vec<Task> {
+        let Some(ks) = self.keys.get_mut(key) else {
+            return Vec::new();
+        };
+        ks.requests_in_flight = ks.requests_in_flight.saturating_sub(1);
+        if ks.requests_in_flight > 0 || !ks.leases.is_empty() {
+            return Vec::new();
+        }
+        ks.ready.drain(..).collect()
+    }
+
+    /// `worker` finished task `id`: its lease is idle from `now`. Returns the task and its key,
+    /// or `None` when that worker does not run that task (it was cancelled or retried).
+    fn task_done(
+        &mut self,
+        worker: WorkerId,
+        id: ObjectId,
+        now: Instant,
+    ) -> Option<(SchedulingKey, Task)> {
+        for (key, ks) in self.keys.iter_mut() {
+            if let Some(l) = ks
+                .leases
+                .iter_mut()
+                .find(|l| l.worker == worker && l.running.as_ref().is_some_and(|t| t.id == id))
+            {
+                let task = l.running.take();
+                l.idle_since = now;
+                return task.map(|t| (key.clone(), t));
+            }
+        }
+        None
+    }
+
+    /// `worker`'s connection broke: forgets its lease. Returns its key and the task it ran.
+    fn worker_lost(&mut self, worker: WorkerId) -> Option<(SchedulingKey, Option<Task>)> {
+        for (key, ks) in self.keys.iter_mut() {
+            if let Some(pos) = ks.leases.iter().position(|l| l.worker == worker) {
+                let l = ks.leases.remove(pos);
+                return Some((key.clone(), l.running));
+            }
+        }
+        None
+    }
+
+    /// Takes task `id` out of the ready queues (cancelled before it was sent).
+    fn remove_ready(&mut self, id: ObjectId) -> Option<Task> {
+        for ks in self.keys.values_mut() {
+            if let Some(pos) = ks.ready.iter().position(|t| t.id == id) {
+                return ks.ready.remove(pos);
+            }
+        }
+        None
+    }
+
+    /// Whether `key` has an idle lease and no queued task (the lease goes back after `linger`).
+    fn has_idle_lease(&self, key: &SchedulingKey) -> bool {
+        self.keys
+            .get(key)
+            .is_some_and(|ks| ks.ready.is_empty() && ks.leases.iter().any(|l| l.running.is_none()))
+    }
+
+    /// When the first idle lease is due back: `linger` after it went idle. Keys with queued
+    /// tasks keep their leases.
+    fn next_idle_deadline(&self, linger: Duration) -> Option<Instant> {
+        self.keys
+            .values()
+            .filter(|ks| ks.ready.is_empty())
+            .flat_map(|ks| ks.leases.iter())
+            .filter(|l| l.running.is_none())
+            .map(|l| l.idle_since + linger)
+            .min()
+    }
+
+    /// Takes out the leases idle for at least `linger` at `now` in keys with no queued task, or
+    /// every lease when `all`; returns their lease numbers.
+    fn take_idle_leases(&mut self, now: Instant, linger: Duration, all: bool) -> Vec<u64> {
+        let mut taken = Vec::new();
+        for ks in self.keys.values_mut() {
+            if !ks.ready.is_empty() && !all {
+                continue;
+            }
+            ks.leases.retain(|l| {
+                let idle = l.running.is_none() && now.duration_since(l.idle_since) >= linger;
+                if all || idle {
+                    taken.push(l.lease);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        taken
+    }
+}
+
+struct State<C = Arc<WorkerConn>> {
+    queues: Queues<C>,
     /// Tasks waiting for ref arguments, by task id.
     waiting: HashMap<ObjectId, Task>,
+    /// The lease reaper waits without a deadline (no lease was idle): the next lease to go
+    /// idle must wake it. Only then is the condvar signalled, so the task path pays no system
+    /// call for it.
+    reaper_asleep: bool,
+    /// The reaper stops (shutdown, or the submitter is gone).
+    closed: bool,
+}
+
+/// The submitter's state, shared with the lease reaper (which must not keep the core worker
+/// alive).
+struct Shared<C = Arc<WorkerConn>> {
+    state: Mutex<State<C>>,
+    /// Wakes the reaper: a lease went idle while it slept, or the submitter closed.
+    lease_idle: Condvar,
+}
+
+impl<C> Shared<C> {
+    fn new() -> Self {
+        Shared {
+            state: Mutex::new(State {
+                queues: Queues::default(),
+                waiting: HashMap::new(),
+                reaper_asleep: false,
+                closed: false,
+            }),
+            lease_idle: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<C>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes the lease reaper if it sleeps without a deadline and a lease of `key` went idle.
+    fn wake_reaper(&self, st: &mut State<C>, key: &SchedulingKey) {
+        if st.reaper_asleep && st.queues.has_idle_lease(key) {
+            st.reaper_asleep = false;
+            self.lease_idle.notify_one();
+        }
+    }
+
+    /// Stops the lease reaper.
+    fn close_reaper(&self) {
+        self.lock().closed = true;
+        self.lease_idle.notify_all();
+    }
 }
 
 /// The submitter. One per core worker.
-#[derive(Default)]
 pub(crate) struct Submitter {
-    state: Mutex<State>,
+    shared: Arc<Shared>,
     /// Recipes of stored results, to make them again if their node dies.
     pub lineage: crate::lineage::Lineage,
+}
+
+impl Default for Submitter {
+    fn default() -> Self {
+        Submitter {
+            shared: Arc::new(Shared::new()),
+            lineage: Default::default(),
+        }
+    }
+}
+
+impl Drop for Submitter {
+    fn drop(&mut self) {
+        self.shared.close_reaper();
+    }
 }
 
 /// A connection to a leased worker.
@@ -112,7 +379,7 @@ impl WorkerConn {
 
 impl Submitter {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.lock()
     }
 
     /// Submits a task whose return object (`task.id`) is already in the ref table.
@@ -180,11 +447,7 @@ impl Submitter {
             near: Self::near(core, &task),
         };
         let mut st = self.lock();
-        st.keys
-            .entry(key.clone())
-            .or_default()
-            .ready
-            .push_back(task);
+        st.queues.push_ready(&key, task);
         self.dispatch(core, &mut st, &key);
     }
 
@@ -248,37 +511,12 @@ impl Submitter {
 
     /// Sends ready tasks of `key` to idle leased workers and asks for leases for the rest.
     fn dispatch(&self, core: &Arc<CoreWorker>, st: &mut State, key: &SchedulingKey) {
-        let Some(ks) = st.keys.get_mut(key) else {
-            return;
-        };
-        while !ks.ready.is_empty() {
-            let Some(leased) = ks.leases.iter_mut().find(|l| l.running.is_none()) else {
-                break;
-            };
-            let Some(task) = ks.ready.pop_front() else {
-                break;
-            };
-            let spec = Self::spec(core, &task);
-            if leased.conn.send(&ToWorker::Task(spec)).is_err() {
-                // The worker is gone; its reader thread reports it. Try another.
-                ks.ready.push_front(task);
-                leased.running = None;
-                let dead = leased.worker;
-                ks.leases.retain(|l| l.worker != dead);
-                continue;
-            }
-            leased.running = Some(task);
-        }
-        let wanted = ks
-            .ready
-            .len()
-            .saturating_sub(ks.requests_in_flight)
-            .min(MAX_LEASE_REQUESTS.saturating_sub(ks.requests_in_flight));
-        for _ in 0..wanted {
-            if core.raylet.request_lease(key.clone()).is_ok() {
-                ks.requests_in_flight += 1;
-            }
-        }
+        st.queues.dispatch(
+            key,
+            |conn, task| conn.send(&ToWorker::Task(Self::spec(core, task))).is_ok(),
+            || core.raylet.request_lease(key.clone()).is_ok(),
+        );
+        self.shared.wake_reaper(st, key);
     }
 
     /// The raylet answered a lease request for `key`.
@@ -296,37 +534,18 @@ impl Submitter {
                         eprintln!("oxray: cannot reach leased worker {worker}: {e}");
                         let _ = core.raylet.send(&ToRaylet::ReturnLease { lease });
                         let mut st = self.lock();
-                        if let Some(ks) = st.keys.get_mut(&key) {
-                            ks.requests_in_flight = ks.requests_in_flight.saturating_sub(1);
-                        }
+                        st.queues.lease_request_ended(&key);
                         self.dispatch(core, &mut st, &key);
                         return;
                     }
                 };
                 let mut st = self.lock();
-                let ks = st.keys.entry(key.clone()).or_default();
-                ks.requests_in_flight = ks.requests_in_flight.saturating_sub(1);
-                ks.leases.push(Leased {
-                    lease,
-                    worker,
-                    conn,
-                    running: None,
-                    idle_since: Instant::now(),
-                });
+                st.queues
+                    .lease_granted(&key, lease, worker, conn, Instant::now());
                 self.dispatch(core, &mut st, &key);
             }
             FromRaylet::Error { message, .. } => {
-                let failed: Vec<Task> = {
-                    let mut st = self.lock();
-                    let Some(ks) = st.keys.get_mut(&key) else {
-                        return;
-                    };
-                    ks.requests_in_flight = ks.requests_in_flight.saturating_sub(1);
-                    if ks.requests_in_flight > 0 || !ks.leases.is_empty() {
-                        return;
-                    }
-                    ks.ready.drain(..).collect()
-                };
+                let failed = self.lock().queues.lease_refused(&key);
                 for task in failed {
                     let function = task.function.clone();
                     self.finish(
@@ -354,20 +573,7 @@ impl Submitter {
         contained: Vec<ObjectId>,
     ) {
         let mut st = self.lock();
-        let mut found = None;
-        for (key, ks) in st.keys.iter_mut() {
-            if let Some(l) = ks
-                .leases
-                .iter_mut()
-                .find(|l| l.worker == worker && l.running.as_ref().is_some_and(|t| t.id == id))
-            {
-                let task = l.running.take();
-                l.idle_since = Instant::now();
-                found = task.map(|t| (key.clone(), t));
-                break;
-            }
-        }
-        let Some((key, mut task)) = found else {
+        let Some((key, mut task)) = st.queues.task_done(worker, id, Instant::now()) else {
             // Not ours any more (cancelled and retried elsewhere): drop what it reserved.
             for c in contained {
                 core.release_reservation(c);
@@ -389,9 +595,7 @@ impl Submitter {
                 if app_error && task.retry_exceptions && task.retries_left > 0 {
                     task.retries_left -= 1;
                     task.attempt += 1;
-                    if let Some(ks) = st.keys.get_mut(&key) {
-                        ks.ready.push_front(task);
-                    }
+                    st.queues.push_retry(&key, task);
                     self.dispatch(core, &mut st, &key);
                     return;
                 }
@@ -455,15 +659,7 @@ impl Submitter {
     /// A leased worker's connection broke: retry its task elsewhere or fail it.
     fn on_conn_lost(&self, core: &Arc<CoreWorker>, worker: WorkerId, why: String) {
         let mut st = self.lock();
-        let mut lost = None;
-        for (key, ks) in st.keys.iter_mut() {
-            if let Some(pos) = ks.leases.iter().position(|l| l.worker == worker) {
-                let l = ks.leases.remove(pos);
-                lost = Some((key.clone(), l.running));
-                break;
-            }
-        }
-        let Some((key, running)) = lost else {
+        let Some((key, running)) = st.queues.worker_lost(worker) else {
             return;
         };
         let Some(mut task) = running else {
@@ -473,9 +669,7 @@ impl Submitter {
         if task.retries_left > 0 {
             task.retries_left -= 1;
             task.attempt += 1;
-            if let Some(ks) = st.keys.get_mut(&key) {
-                ks.ready.push_front(task);
-            }
+            st.queues.push_retry(&key, task);
             self.dispatch(core, &mut st, &key);
             return;
         }
@@ -498,16 +692,18 @@ impl Submitter {
     pub fn cancel(&self, core: &Arc<CoreWorker>, id: ObjectId) {
         let queued = {
             let mut st = self.lock();
-            let mut found = st.waiting.remove(&id);
-            if found.is_none() {
-                for ks in st.keys.values_mut() {
-                    if let Some(pos) = ks.ready.iter().position(|t| t.id == id) {
-                        found = ks.ready.remove(pos);
-                        break;
+            match st.waiting.remove(&id) {
+                Some(task) => Some(task),
+                None => {
+                    let found = st.queues.remove_ready(id);
+                    // A key left with no queued task returns its idle leases.
+                    if st.reaper_asleep && st.queues.next_idle_deadline(LEASE_LINGER).is_some() {
+                        st.reaper_asleep = false;
+                        self.shared.lease_idle.notify_one();
                     }
+                    found
                 }
             }
-            found
         };
         match queued {
             Some(task) => self.finish(core, task, ObjState::Failed(Error::Cancelled)),
@@ -520,43 +716,70 @@ impl Submitter {
         }
     }
 
-    /// Returns leases that were idle for longer than [`LEASE_LINGER`].
+    /// Returns leases that were idle for longer than [`LEASE_LINGER`] (every lease when `all`).
     fn return_idle_leases(&self, core: &Arc<CoreWorker>, all: bool) {
         let mut st = self.lock();
-        let now = Instant::now();
-        for ks in st.keys.values_mut() {
-            if !ks.ready.is_empty() && !all {
-                continue;
-            }
-            ks.leases.retain(|l| {
-                let idle = l.running.is_none() && now.duration_since(l.idle_since) >= LEASE_LINGER;
-                if all || idle {
-                    let _ = core.raylet.send(&ToRaylet::ReturnLease { lease: l.lease });
-                    false
-                } else {
-                    true
-                }
-            });
+        for lease in st
+            .queues
+            .take_idle_leases(Instant::now(), LEASE_LINGER, all)
+        {
+            let _ = core.raylet.send(&ToRaylet::ReturnLease { lease });
         }
     }
 
-    /// Starts the thread that returns idle leases.
-    pub fn start_lease_reaper(core: Weak<CoreWorker>) {
+    /// Starts the thread that returns idle leases. It sleeps while no lease is idle and
+    /// otherwise until the first idle lease is due back, so an idle process never wakes it.
+    pub fn start_lease_reaper(&self, core: Weak<CoreWorker>) {
+        let shared = self.shared.clone();
         let _ = std::thread::Builder::new()
             .name("oxray-lease-reaper".into())
-            .spawn(move || loop {
-                std::thread::sleep(LEASE_LINGER / 4);
-                let Some(core) = core.upgrade() else { break };
-                if core.is_shutting_down() || core.raylet.is_closed() {
-                    break;
-                }
-                core.submitter.return_idle_leases(&core, false);
-            });
+            .spawn(move || lease_reaper(&shared, &core));
     }
 
-    /// Returns every lease (shutdown).
+    /// Returns every lease and stops the reaper (shutdown).
     pub fn shutdown(&self, core: &Arc<CoreWorker>) {
         self.return_idle_leases(core, true);
+        self.shared.close_reaper();
+    }
+}
+
+/// The lease reaper's loop (see [`Submitter::start_lease_reaper`]).
+fn lease_reaper<C>(shared: &Shared<C>, core: &Weak<CoreWorker>) {
+    let mut st = shared.lock();
+    loop {
+        if st.closed {
+            return;
+        }
+        let now = Instant::now();
+        match st.queues.next_idle_deadline(LEASE_LINGER) {
+            None => {
+                st.reaper_asleep = true;
+                st = shared
+                    .lease_idle
+                    .wait(st)
+                    .unwrap_or_else(|p| p.into_inner());
+                st.reaper_asleep = false;
+            }
+            Some(due) if due > now => {
+                st = shared
+                    .lease_idle
+                    .wait_timeout(st, due - now)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
+            Some(_) => {
+                // Not holding the lock: dropping the last handle to the core worker takes it.
+                drop(st);
+                {
+                    let Some(core) = core.upgrade() else { return };
+                    if core.is_shutting_down() || core.raylet.is_closed() {
+                        return;
+                    }
+                    core.submitter.return_idle_leases(&core, false);
+                }
+                st = shared.lock();
+            }
+        }
     }
 }
 
@@ -598,5 +821,319 @@ fn worker_reader(stream: UnixStream, core: Weak<CoreWorker>, worker: WorkerId) {
     };
     if let Some(core) = core.upgrade() {
         core.submitter.on_conn_lost(&core, worker, why);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use oxray_common::ids::object_id;
+
+    use super::*;
+
+    /// A stand-in connection: the leased worker's number.
+    type Conn = u32;
+
+    fn key(cpus: f64, near: u16) -> SchedulingKey {
+        SchedulingKey {
+            resources: Resources::cpus(cpus),
+            near,
+        }
+    }
+
+    fn task(seq: u64) -> Task {
+        Task {
+            id: object_id(WorkerId(1), seq),
+            function: "f".into(),
+            args: Vec::new(),
+            resources: Resources::cpus(1.0),
+            retries_left: 0,
+            retry_exceptions: false,
+            attempt: 0,
+        }
+    }
+
+    fn tid(seq: u64) -> ObjectId {
+        object_id(WorkerId(1), seq)
+    }
+
+    fn worker(n: u32) -> WorkerId {
+        WorkerId(100 + u64::from(n))
+    }
+
+    /// Dispatches `key`; returns (worker number, task id) sent and the lease requests made.
+    fn dispatch(q: &mut Queues<Conn>, key: &SchedulingKey) -> (Vec<(Conn, ObjectId)>, usize) {
+        let mut sent = Vec::new();
+        let mut requests = 0;
+        q.dispatch(
+            key,
+            |conn, t| {
+                sent.push((*conn, t.id));
+                true
+            },
+            || {
+                requests += 1;
+                true
+            },
+        );
+        (sent, requests)
+    }
+
+    fn grant(q: &mut Queues<Conn>, key: &SchedulingKey, n: u32, now: Instant) {
+        q.lease_granted(key, u64::from(n), worker(n), n, now);
+    }
+
+    #[test]
+    fn tasks_are_grouped_by_scheduling_key() {
+        let mut q = Queues::default();
+        let (one_cpu, two_cpus, near_3) = (key(1.0, 0), key(2.0, 0), key(1.0, 3));
+        q.push_ready(&one_cpu, task(1));
+        q.push_ready(&two_cpus, task(2));
+        q.push_ready(&near_3, task(3));
+        let now = Instant::now();
+        grant(&mut q, &two_cpus, 7, now);
+        // The two-CPU worker takes the two-CPU task, not the older one-CPU task.
+        assert_eq!(dispatch(&mut q, &two_cpus), (vec![(7, tid(2))], 0));
+        assert_eq!(dispatch(&mut q, &one_cpu), (vec![], 1));
+        assert_eq!(dispatch(&mut q, &near_3), (vec![], 1));
+        assert!(q.remove_ready(tid(1)).is_some());
+        assert!(q.remove_ready(tid(3)).is_some());
+        assert!(q.remove_ready(tid(2)).is_none(), "running, not queued");
+    }
+
+    #[test]
+    fn one_lease_request_per_queued_task_at_most_64_in_flight() {
+        let mut q = Queues::default();
+        let k = key(1.0, 0);
+        for i in 0..3 {
+            q.push_ready(&k, task(i));
+        }
+        assert_eq!(dispatch(&mut q, &k).1, 3);
+        assert_eq!(dispatch(&mut q, &k).1, 0, "covered by requests in flight");
+        for i in 3..100 {
+            q.push_ready(&k, task(i));
+        }
+        assert_eq!(dispatch(&mut q, &k).1, MAX_LEASE_REQUESTS - 3);
+        assert_eq!(dispatch(&mut q, &k).1, 0, "capped");
+        // A grant takes a task and frees one request slot.
+        grant(&mut q, &k, 1, Instant::now());
+        let (sent, requests) = dispatch(&mut q, &k);
+        assert_eq!(sent, vec![(1, tid(0))]);
+        assert_eq!(requests, 1);
+        // Requests that could not be sent are not counted as in flight.
+        q.lease_request_ended(&k);
+        let mut asked = 0;
+        q.dispatch(
+            &k,
+            |_, _| true,
+            || {
+                asked += 1;
+                false
+            },
+        );
+        assert_eq!(asked, 1);
+        assert_eq!(dispatch(&mut q, &k).1, 1);
+    }
+
+    #[test]
+    fn a_worker_that_finishes_gets_the_next_queued_task() {
+        let mut q = Queues::default();
+        let k = key(1.0, 0);
+        for i in 1..=3 {
+            q.push_ready(&k, task(i));
+        }
+        let t0 = Instant::now();
+        grant(&mut q, &k, 1, t0);
+        assert_eq!(dispatch(&mut q, &k).0, vec![(1, tid(1))]);
+        // One in flight per worker.
+        assert_eq!(dispatch(&mut q, &k).0, vec![]);
+        assert!(q.task_done(worker(2), tid(1), t0).is_none(), "other worker");
+        assert!(q.task_done(worker(1), tid(9), t0).is_none(), "other task");
+        let (done_key, done) = q.task_done(worker(1), tid(1), t0).expect("was running");
+        assert_eq!((done_key, done.id), (k.clone(), tid(1)));
+        assert_eq!(dispatch(&mut q, &k).0, vec![(1, tid(2))], "in order");
+        // A task to run again goes ahead of the queue.
+        q.task_done(worker(1), tid(2), t0);
+        q.push_retry(&k, task(2));
+        assert_eq!(dispatch(&mut q, &k).0, vec![(1, tid(2))]);
+    }
+
+    #[test]
+    fn a_gone_worker_loses_its_lease_and_the_task_goes_to_another() {
+        let mut q = Queues::default();
+        let k = key(1.0, 0);
+        let now = Instant::now();
+        grant(&mut q, &k, 1, now);
+        grant(&mut q, &k, 2, now);
+        q.push_ready(&k, task(1));
+        let mut tried = Vec::new();
+        q.dispatch(
+            &k,
+            |conn, t| {
+                tried.push((*conn, t.id));
+                *conn == 2
+            },
+            || true,
+        );
+        assert_eq!(tried, vec![(1, tid(1)), (2, tid(1))]);
+        assert!(q.worker_lost(worker(1)).is_none(), "already dropped");
+        let (lost_key, running) = q.worker_lost(worker(2)).expect("leased");
+        assert_eq!(lost_key, k);
+        assert_eq!(running.map(|t| t.id), Some(tid(1)));
+    }
+
+    #[test]
+    fn idle_leases_go_back_after_the_linger() {
+        let mut q = Queues::default();
+        let (k, busy_key) = (key(1.0, 0), key(2.0, 0));
+        let t0 = Instant::now();
+        grant(&mut q, &k, 1, t0);
+        grant(&mut q, &k, 2, t0 + Duration::from_millis(10));
+        grant(&mut q, &busy_key, 3, t0);
+        q.push_ready(&busy_key, task(1));
+        dispatch(&mut q, &busy_key);
+        assert_eq!(q.next_idle_deadline(LEASE_LINGER), Some(t0 + LEASE_LINGER));
+        assert!(q.has_idle_lease(&k));
+        assert!(!q.has_idle_lease(&busy_key));
+        let almost = t0 + LEASE_LINGER - Duration::from_millis(1);
+        assert_eq!(
+            q.take_idle_leases(almost, LEASE_LINGER, false),
+            Vec::<u64>::new()
+        );
+        assert_eq!(
+            q.take_idle_leases(t0 + LEASE_LINGER, LEASE_LINGER, false),
+            vec![1]
+        );
+        assert_eq!(
+            q.next_idle_deadline(LEASE_LINGER),
+            Some(t0 + Duration::from_millis(10) + LEASE_LINGER)
+        );
+        assert_eq!(
+            q.take_idle_leases(t0 + 2 * LEASE_LINGER, LEASE_LINGER, false),
+            vec![2]
+        );
+        assert_eq!(
+            q.next_idle_deadline(LEASE_LINGER),
+            None,
+            "only a busy lease left"
+        );
+        // The busy lease lingers from when its task ends.
+        let t1 = t0 + Duration::from_secs(1);
+        q.task_done(worker(3), tid(1), t1);
+        assert_eq!(q.next_idle_deadline(LEASE_LINGER), Some(t1 + LEASE_LINGER));
+        assert_eq!(
+            q.take_idle_leases(t1, LEASE_LINGER, false),
+            Vec::<u64>::new()
+        );
+        assert_eq!(
+            q.take_idle_leases(t1 + LEASE_LINGER, LEASE_LINGER, false),
+            vec![3]
+        );
+    }
+
+    #[test]
+    fn a_key_with_queued_tasks_keeps_its_leases_until_shutdown() {
+        let mut q = Queues::default();
+        let k = key(1.0, 0);
+        let t0 = Instant::now();
+        grant(&mut q, &k, 1, t0);
+        grant(&mut q, &k, 2, t0);
+        q.push_ready(&k, task(1));
+        q.push_ready(&k, task(2));
+        q.push_ready(&k, task(3));
+        dispatch(&mut q, &k);
+        let late = t0 + 10 * LEASE_LINGER;
+        assert_eq!(q.next_idle_deadline(LEASE_LINGER), None);
+        assert_eq!(
+            q.take_idle_leases(late, LEASE_LINGER, false),
+            Vec::<u64>::new()
+        );
+        let mut all = q.take_idle_leases(t0, LEASE_LINGER, true);
+        all.sort_unstable();
+        assert_eq!(all, vec![1, 2], "shutdown returns busy leases too");
+    }
+
+    #[test]
+    fn a_refused_lease_fails_the_queue_only_when_nothing_else_can_run_it() {
+        let mut q = Queues::default();
+        let k = key(1.0, 0);
+        q.push_ready(&k, task(1));
+        q.push_ready(&k, task(2));
+        assert_eq!(dispatch(&mut q, &k).1, 2);
+        assert!(
+            q.lease_refused(&k).is_empty(),
+            "another request may be granted"
+        );
+        let failed: Vec<ObjectId> = q.lease_refused(&k).iter().map(|t| t.id).collect();
+        assert_eq!(failed, vec![tid(1), tid(2)]);
+        assert!(q.lease_refused(&key(9.0, 0)).is_empty(), "unknown key");
+    }
+}
+
+#[cfg(test)]
+mod reaper_tests {
+    use std::thread::JoinHandle;
+
+    use super::*;
+
+    fn key() -> SchedulingKey {
+        SchedulingKey {
+            resources: Resources::cpus(1.0),
+            near: 0,
+        }
+    }
+
+    /// Runs the reaper on `shared`, with no core worker behind it: when a lease is due it
+    /// finds the core gone and returns, which is how these tests see it act.
+    fn start(shared: &Arc<Shared<()>>) -> JoinHandle<()> {
+        let shared = shared.clone();
+        std::thread::spawn(move || lease_reaper(&shared, &Weak::new()))
+    }
+
+    fn until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn the_reaper_sleeps_while_no_lease_is_idle_and_wakes_for_the_first() {
+        let sub = Arc::new(Shared::<()>::new());
+        let reaper = start(&sub);
+        until("the reaper sleeps", || sub.lock().reaper_asleep);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!reaper.is_finished(), "nothing to do: it keeps sleeping");
+        {
+            let mut st = sub.lock();
+            let long_ago = Instant::now() - 2 * LEASE_LINGER;
+            st.queues
+                .lease_granted(&key(), 1, WorkerId(5), (), long_ago);
+            sub.wake_reaper(&mut st, &key());
+            assert!(!st.reaper_asleep);
+        }
+        until("the reaper handles the due lease", || reaper.is_finished());
+    }
+
+    #[test]
+    fn the_reaper_waits_for_the_idle_lease_deadline() {
+        let sub = Arc::new(Shared::<()>::new());
+        let granted = Instant::now();
+        sub.lock()
+            .queues
+            .lease_granted(&key(), 1, WorkerId(5), (), granted);
+        let reaper = start(&sub);
+        until("the lease is due", || reaper.is_finished());
+        assert!(granted.elapsed() >= LEASE_LINGER, "not before the linger");
+        assert!(!sub.lock().reaper_asleep);
+    }
+
+    #[test]
+    fn closing_stops_a_sleeping_reaper() {
+        let sub = Arc::new(Shared::<()>::new());
+        let reaper = start(&sub);
+        until("the reaper sleeps", || sub.lock().reaper_asleep);
+        sub.close_reaper();
+        until("the reaper stops", || reaper.is_finished());
     }
 }
