@@ -254,6 +254,7 @@ fn value(out: &str, key: &str) -> String {
 /// a clean error) and exits.
 #[test]
 fn a_stopped_driver_does_not_stall_its_node() {
+    let _load = crate::no_cpu_hog();
     let h = head("sh", &["cpus=2"]);
     let m = member("sm", &h, &["cpus=2", "resources=slot:1"]);
     let stopped = driver(&["stalled"], &m);
@@ -340,6 +341,7 @@ fn a_stopped_driver_does_not_stall_its_node() {
 /// head declares no node dead.
 #[test]
 fn a_cluster_with_every_cpu_busy_keeps_its_nodes_and_finishes_its_tasks() {
+    let _load = crate::cpu_hog();
     let h = head("lh", &["cpus=2"]);
     let m1 = member("l1", &h, &["cpus=2", "resources=m1:2"]);
     let m2 = member("l2", &h, &["cpus=2", "resources=m2:2"]);
@@ -406,6 +408,7 @@ fn a_cluster_with_every_cpu_busy_keeps_its_nodes_and_finishes_its_tasks() {
 /// it returns within 20 s instead of waiting on an actor stuck `Restarting`.
 #[test]
 fn an_actor_whose_restarting_worker_dies_before_registering_restarts_or_dies() {
+    let _load = crate::no_cpu_hog();
     let node = raylet("unborn", &["cpus=2"]);
     let mut d = driver(&["restart-unborn"], &node);
     let exit = d.exit_within(Duration::from_secs(120));
@@ -435,6 +438,7 @@ fn an_actor_whose_restarting_worker_dies_before_registering_restarts_or_dies() {
 /// run there.
 #[test]
 fn work_whose_only_node_died_is_explained_and_runs_on_a_new_node() {
+    let _load = crate::no_cpu_hog();
     let fast = ["period_ms=50", "timeout_ms=600"];
     let h = head("gh", &[&["cpus=2"][..], &fast[..]].concat());
     let a = member(
