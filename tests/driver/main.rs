@@ -7,6 +7,7 @@ use std::time::Duration;
 use oxray::prelude::*;
 
 mod cluster_work;
+mod node_core;
 
 #[oxray::remote]
 fn square(x: i64) -> i64 {
@@ -101,12 +102,20 @@ fn main() {
         "named-elsewhere" => cluster_work::named_elsewhere(),
         "own-elsewhere" => cluster_work::own_elsewhere(),
         "cluster-rebuild" => cluster_work::rebuild(),
+        "stalled" => node_core::stalled(),
+        "busy" => node_core::busy(
+            args.get(2).and_then(|n| n.parse().ok()).unwrap_or(200),
+            args.get(3).and_then(|n| n.parse().ok()).unwrap_or(20),
+        ),
+        "steady" => node_core::steady(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(30)),
+        "restart-unborn" => node_core::restart_unborn(),
+        "gpu-lost" => node_core::gpu_lost(),
         _ => {
             eprintln!(
                 "usage: oxray-test-driver raylet SESSION | sum N | print | pids [hang] | nap | \
                  kill-retry | kill-noretry | owner-died | detached-make | detached-find | store-free | \
                  cluster-work | cluster-fault | named-elsewhere | own-elsewhere | \
-                 cluster-rebuild"
+                 cluster-rebuild | stalled | busy N MS | steady SECS | restart-unborn | gpu-lost"
             );
             std::process::exit(2);
         }

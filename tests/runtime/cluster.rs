@@ -139,6 +139,7 @@ fn view_of(node: &Node) -> ClusterView {
 
 #[test]
 fn three_nodes_join_and_every_node_sees_the_cluster() {
+    let _load = crate::no_cpu_hog();
     // A long health-check timeout: a node marked dead below must have said it was leaving.
     let h = head("h3", &["cpus=2", "timeout_ms=60000"]);
     let b = member("b3", &h, &["cpus=1", "timeout_ms=60000"]);
@@ -179,6 +180,7 @@ fn three_nodes_join_and_every_node_sees_the_cluster() {
 
 #[test]
 fn peers_without_the_secret_are_refused() {
+    let _load = crate::no_cpu_hog();
     let h = head("hs", &[]);
     let err = cluster::probe(&h.peer, "test", b"not-the-secret-but-long-enough").unwrap_err();
     assert!(
@@ -300,6 +302,7 @@ fn peers_without_the_secret_are_refused() {
 
 #[test]
 fn a_silent_node_is_marked_dead_and_every_node_learns_it() {
+    let _load = crate::no_cpu_hog();
     let fast = ["period_ms=50", "timeout_ms=600"];
     let h = head("hd", &fast);
     let b = member("bd", &h, &fast);
@@ -326,6 +329,7 @@ fn id_of(view: &ClusterView, node: &Node) -> String {
 
 #[test]
 fn work_spreads_routes_by_resource_and_objects_and_actors_cross_nodes() {
+    let _load = crate::no_cpu_hog();
     let store = "store_mb=768";
     let h = head("hw", &["cpus=1", store]);
     let b = member("bw", &h, &["cpus=2", "resources=b:1", store]);
@@ -363,6 +367,7 @@ fn work_spreads_routes_by_resource_and_objects_and_actors_cross_nodes() {
 
 #[test]
 fn named_actors_are_unique_and_found_from_every_node() {
+    let _load = crate::no_cpu_hog();
     let h = head("hn", &["cpus=1"]);
     let c = member("cn", &h, &["cpus=1"]);
     // A driver on the head makes a detached "keeper" (40 + 1) and a non-detached "temp".
@@ -400,6 +405,7 @@ fn named_actors_are_unique_and_found_from_every_node() {
 
 #[test]
 fn objects_on_other_nodes_are_freed_when_their_owner_is_killed() {
+    let _load = crate::no_cpu_hog();
     let h = head("ho", &["cpus=1"]);
     let b = member("bo", &h, &["cpus=1", "resources=b:1"]);
     let objects_on_b = || {
@@ -426,6 +432,7 @@ fn objects_on_other_nodes_are_freed_when_their_owner_is_killed() {
 
 #[test]
 fn a_lost_task_result_is_made_again_by_its_task() {
+    let _load = crate::no_cpu_hog();
     let fast = ["period_ms=50", "timeout_ms=600"];
     let h = head("hr", &[&["cpus=1"][..], &fast[..]].concat());
     let mut b = member(
@@ -467,6 +474,7 @@ fn a_lost_task_result_is_made_again_by_its_task() {
 
 #[test]
 fn killing_a_node_mid_work_retries_its_tasks_restarts_its_actors_and_reports_its_objects_lost() {
+    let _load = crate::no_cpu_hog();
     let fast = ["period_ms=50", "timeout_ms=600"];
     let h = head("hf", &[&["cpus=1"][..], &fast[..]].concat());
     let mut b = member(

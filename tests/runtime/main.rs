@@ -8,11 +8,12 @@ mod actors;
 mod borrowing;
 mod cluster;
 mod failures;
+mod node_core;
 mod objects;
 mod processes;
 mod tasks;
 
-use std::sync::OnceLock;
+use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 /// Starts the shared cluster once: 2 CPUs, a 1 GiB store, and a custom resource.
@@ -27,6 +28,21 @@ pub fn cluster() {
         )
         .expect("start the test cluster")
     });
+}
+
+/// Loading every CPU on purpose (`node_core`'s 30 s CPU hog) would make the multi-node tests
+/// that run beside it miss health checks they do not test. The hog holds this exclusively;
+/// tests whose nodes must answer health checks hold it shared, so they never overlap the hog.
+static CPU_HOG: RwLock<()> = RwLock::new(());
+
+/// Taken by a test that needs its nodes to answer health checks on time.
+pub fn no_cpu_hog() -> RwLockReadGuard<'static, ()> {
+    CPU_HOG.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Taken by the test that loads every CPU.
+pub fn cpu_hog() -> RwLockWriteGuard<'static, ()> {
+    CPU_HOG.write().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Private (anonymous) resident memory of this process, in KiB.

@@ -1,0 +1,310 @@
+//! Drivers for the node-core fault tests (`tests/runtime/node_core.rs`): a driver that gets
+//! stopped with work in flight, steady work while the CPUs are hogged, an actor whose restarted
+//! worker is killed before it registers, and work needing a resource whose only node died.
+//! Each prints `key value` lines the test checks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use oxray::prelude::*;
+
+use crate::cluster_work::Tally;
+use crate::Keeper;
+
+/// Prints `lines` lines of ~100 bytes to stderr (which the raylet forwards to the driver), in
+/// bursts of 100 with a short pause, so the output flows steadily for a second or more.
+#[oxray::remote]
+fn chatty(lines: u64) -> u64 {
+    let filler = "x".repeat(80);
+    let mut err = std::io::stderr().lock();
+    for i in 0..lines {
+        let _ = writeln!(err, "chatty {i:>8} {filler}");
+        if i % 100 == 99 {
+            let _ = err.flush();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    lines
+}
+
+/// Sleeps `ms`, then says where it ran.
+#[oxray::remote]
+fn work_where(ms: u64) -> String {
+    std::thread::sleep(Duration::from_millis(ms));
+    oxray::node_id().expect("node id")
+}
+
+/// An actor whose constructor takes `ms`.
+#[oxray::actor]
+pub struct Slow;
+
+#[oxray::actor]
+impl Slow {
+    fn new(ms: u64) -> Self {
+        std::thread::sleep(Duration::from_millis(ms));
+        Slow
+    }
+
+    fn ping(&self) -> String {
+        "pong".into()
+    }
+}
+
+fn say(line: impl std::fmt::Display) {
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+}
+
+/// `stalled`: attached to a node with resource `slot:1`. Starts three tasks that print a lot
+/// (one runs, two wait for `slot`), makes an actor whose constructor takes 2.5 s and calls it,
+/// and once a chatty task holds its lease says `stop-me` (the test then SIGSTOPs this process:
+/// while it is stopped its output, the actor's readiness and its lease requests all pile up at
+/// the raylet). When continued, it collects everything and says `done`.
+pub fn stalled() -> oxray::Result<()> {
+    let _cluster = oxray::init()?;
+    let chat: Vec<ObjectRef<u64>> = (0..3)
+        .map(|_| chatty::options().resource("slot", 1.0).remote(20_000))
+        .collect::<oxray::Result<_>>()?;
+    let slow = Slow::remote(2500)?;
+    let pong = slow.ping()?;
+    let started = Instant::now();
+    loop {
+        let s = oxray::status()?;
+        if s.workers.iter().any(|w| w.state == "leased") {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            say("error no chatty task started within 60 s");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    say("stop-me");
+    let wait = Duration::from_secs(120);
+    let mut lines = 0;
+    for r in &chat {
+        lines += oxray::get_timeout(r, wait)?;
+    }
+    say(format!("chatty-lines {lines}"));
+    say(format!("ping {}", oxray::get_timeout(&pong, wait)?));
+    say("done");
+    Ok(())
+}
+
+/// `busy N MS`: runs N tasks of MS ms each and says how many finished and where they ran.
+pub fn busy(n: u64, ms: u64) -> oxray::Result<()> {
+    let _cluster = oxray::init()?;
+    let refs: Vec<ObjectRef<String>> = (0..n)
+        .map(|_| work_where::remote(ms))
+        .collect::<oxray::Result<_>>()?;
+    let mut per_node: BTreeMap<String, u32> = BTreeMap::new();
+    for r in &refs {
+        *per_node
+            .entry(oxray::get_timeout(r, Duration::from_secs(120))?)
+            .or_default() += 1;
+    }
+    say(format!("tasks {}", per_node.values().sum::<u32>()));
+    say(format!("per-node {per_node:?}"));
+    say("done");
+    Ok(())
+}
+
+/// `steady SECS`: for SECS seconds, rounds of six 50 ms tasks: two anywhere, two needing
+/// resource `m1`, two needing `m2` (one member each). Says how many rounds and tasks finished
+/// and on how many nodes.
+pub fn steady(secs: u64) -> oxray::Result<()> {
+    let _cluster = oxray::init()?;
+    let started = Instant::now();
+    let (mut rounds, mut tasks) = (0u32, 0usize);
+    let mut nodes = BTreeSet::new();
+    let mut slowest = Duration::ZERO;
+    while started.elapsed() < Duration::from_secs(secs) {
+        let round = Instant::now();
+        let mut refs = Vec::new();
+        for resource in ["", "m1", "m2"] {
+            for _ in 0..2 {
+                let options = work_where::options();
+                let options = if resource.is_empty() {
+                    options
+                } else {
+                    options.resource(resource, 1.0)
+                };
+                refs.push(options.remote(50)?);
+            }
+        }
+        for r in &refs {
+            nodes.insert(oxray::get_timeout(r, Duration::from_secs(60))?);
+            tasks += 1;
+        }
+        slowest = slowest.max(round.elapsed());
+        rounds += 1;
+    }
+    say(format!("rounds {rounds}"));
+    say(format!("tasks {tasks}"));
+    say(format!("nodes {}", nodes.len()));
+    say(format!("slowest-round-ms {}", slowest.as_millis()));
+    say("done");
+    Ok(())
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a worker process of this driver's job on its own node.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// The children of process `pid` (every thread's).
+fn children(pid: u32) -> BTreeSet<u32> {
+    let mut out = BTreeSet::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    out
+}
+
+fn cmdline(pid: u32) -> Vec<u8> {
+    std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()
+}
+
+/// The state the node lists for worker process `pid` ("" when it is not listed).
+fn worker_state(pid: u32) -> oxray::Result<String> {
+    Ok(oxray::status()?
+        .workers
+        .iter()
+        .find(|w| w.pid == pid)
+        .map(|w| w.state.clone())
+        .unwrap_or_default())
+}
+
+/// `restart-unborn`: attached to a standalone node. Makes an actor with restarts to spare,
+/// kills its process, catches the worker the raylet starts to restart it before it registers
+/// (a new child of the raylet that has exec'd, frozen with SIGSTOP while the node still lists
+/// it as `starting`) and kills it too. Then calls the actor and says how the call ended:
+/// `after-pid P` (restarted again), `after-dead CAUSE`, or `after-error E` (e.g. a timeout).
+pub fn restart_unborn() -> oxray::Result<()> {
+    let _cluster = oxray::init()?;
+    let raylet = oxray::status()?.pid;
+    let raylet_cmdline = cmdline(raylet);
+    let actor = Keeper::options()
+        .max_restarts(10)
+        .max_task_retries(-1)
+        .remote(0)?;
+    let mut victim = oxray::get_timeout(&actor.pid()?, Duration::from_secs(60))?;
+    say(format!("actor-pid {victim}"));
+    let mut caught = None;
+    for attempt in 0..5 {
+        let before = children(raylet);
+        signal(victim, libc::SIGKILL);
+        // The raylet starts a new worker: find it as soon as it runs our executable.
+        let started = Instant::now();
+        let fresh = loop {
+            let found = children(raylet).into_iter().find(|p| {
+                !before.contains(p) && *p != victim && {
+                    let c = cmdline(*p);
+                    !c.is_empty() && c != raylet_cmdline
+                }
+            });
+            if let Some(p) = found {
+                break Some(p);
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                break None;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        };
+        let Some(fresh) = fresh else {
+            say("error the raylet started no worker to restart the actor within 20 s");
+            return Ok(());
+        };
+        signal(fresh, libc::SIGSTOP);
+        // Twice: a registration already on its way would be seen by the second answer.
+        let state = worker_state(fresh)?;
+        let again = worker_state(fresh)?;
+        if state == "starting" && again == "starting" {
+            signal(fresh, libc::SIGKILL);
+            say(format!("killed-starting {fresh}"));
+            caught = Some(fresh);
+            break;
+        }
+        // Too late: it registered. Let it become the actor and try again.
+        say(format!(
+            "missed {fresh} {state}/{again} (attempt {attempt})"
+        ));
+        signal(fresh, libc::SIGCONT);
+        victim = oxray::get_timeout(&actor.pid()?, Duration::from_secs(60))?;
+    }
+    if caught.is_none() {
+        say("error could not catch a restarted worker before it registered");
+        return Ok(());
+    }
+    let started = Instant::now();
+    match oxray::get_timeout(&actor.pid()?, Duration::from_secs(20)) {
+        Ok(pid) => say(format!("after-pid {pid}")),
+        Err(Error::ActorDied { message }) => say(format!("after-dead {message}")),
+        Err(e) => say(format!("after-error {e}")),
+    }
+    say(format!("after-ms {}", started.elapsed().as_millis()));
+    let info = oxray::status()?.actors;
+    say(format!(
+        "actor-states {:?}",
+        info.iter()
+            .map(|a| (format!("{:?}", a.state), a.restarts, a.death.clone()))
+            .collect::<Vec<_>>()
+    ));
+    say("done");
+    Ok(())
+}
+
+/// `gpu-lost`: attached to the head of a cluster whose one member has `gpu:1`. Places an actor
+/// (one restart allowed) and a task needing half a `gpu` each there and says `placed`; the test kills that
+/// node. Once the driver sees it dead it submits a new `gpu` task and an actor call, says
+/// `submitted`, and waits for both (the test starts a new `gpu` node meanwhile), saying where
+/// they ran.
+pub fn gpu_lost() -> oxray::Result<()> {
+    let _cluster = oxray::init()?;
+    // Half a gpu each, so the actor and a task fit together on a node with `gpu:1`.
+    let actor = Tally::options()
+        .resource("gpu", 0.5)
+        .max_restarts(1)
+        .max_task_retries(-1)
+        .remote(0)?;
+    let wait = Duration::from_secs(60);
+    say(format!(
+        "actor-node {}",
+        oxray::get_timeout(&actor.node()?, wait)?
+    ));
+    let first = work_where::options().resource("gpu", 0.5).remote(0)?;
+    say(format!("task-node {}", oxray::get_timeout(&first, wait)?));
+    let alive =
+        || -> oxray::Result<usize> { Ok(oxray::nodes()?.iter().filter(|n| n.alive).count()) };
+    let before = alive()?;
+    say("placed");
+    let started = Instant::now();
+    while alive()? >= before {
+        if started.elapsed() > Duration::from_secs(30) {
+            say("error the gpu node was not seen dead within 30 s");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let task = work_where::options().resource("gpu", 0.5).remote(0)?;
+    let call = actor.node()?;
+    say("submitted");
+    match oxray::get_timeout(&task, wait) {
+        Ok(node) => say(format!("task-after {node}")),
+        Err(e) => say(format!("task-after-error {e}")),
+    }
+    match oxray::get_timeout(&call, Duration::from_secs(30)) {
+        Ok(node) => say(format!("actor-after {node}")),
+        Err(e) => say(format!("actor-after-error {e}")),
+    }
+    say("done");
+    Ok(())
+}

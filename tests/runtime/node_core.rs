@@ -1,0 +1,522 @@
+//! Faults the node core must survive: a driver stopped (SIGSTOP) with work in flight, every CPU
+//! busy for 30 s, a restarted actor's worker killed before it registers, and work needing a
+//! resource whose only node died. Raylets and drivers are real processes (`oxray-test-driver`),
+//! killed by pid and reaped when a test ends; every wait has a deadline.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use oxray_raylet::NodeStatus;
+
+const DRIVER: &str = env!("CARGO_BIN_EXE_oxray-test-driver");
+const SECRET: &str = "node-core-secret-0123456789abcdef";
+/// What the head prints when it declares a node dead.
+const MARKED_DEAD: &str = "marked dead";
+
+/// Text a process printed, as it arrives: a channel per stream plus everything in one log.
+type Log = Arc<Mutex<String>>;
+
+/// Reads `stream` line by line on a thread of its own: each line goes to `log` and to `tx`.
+fn collect(stream: impl Read + Send + 'static, tx: Sender<String>, log: Log) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            {
+                let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+                log.push_str(&line);
+                log.push('\n');
+            }
+            // The receiver may be gone; keep draining so the process never blocks on a pipe.
+            let _ = tx.send(line);
+        }
+    });
+}
+
+/// A process started by a test: SIGKILLed (stopped or not) and reaped on drop.
+struct Proc {
+    child: Child,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
+    out: Log,
+    err: Log,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start a process");
+        let (out, err) = (Log::default(), Log::default());
+        let (out_tx, stdout) = channel();
+        let (err_tx, stderr) = channel();
+        collect(child.stdout.take().expect("stdout"), out_tx, out.clone());
+        collect(child.stderr.take().expect("stderr"), err_tx, err.clone());
+        Proc {
+            child,
+            stdout,
+            stderr,
+            out,
+            err,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on a child this test started and has not reaped.
+        unsafe { libc::kill(self.pid() as i32, sig) };
+    }
+
+    /// What it printed on stdout so far.
+    fn out(&self) -> String {
+        self.out.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Everything it printed so far: stdout, then stderr.
+    fn log(&self) -> String {
+        self.out() + &self.err.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The first line on `lines` matching `want`, waiting at most `limit`.
+    fn first_line(
+        lines: &Receiver<String>,
+        limit: Duration,
+        want: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match lines.recv_timeout(left) {
+                Ok(line) if want(&line) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn stdout_line(&self, limit: Duration, want: impl Fn(&str) -> bool) -> Option<String> {
+        Self::first_line(&self.stdout, limit, want)
+    }
+
+    fn stderr_line(&self, limit: Duration, want: impl Fn(&str) -> bool) -> Option<String> {
+        Self::first_line(&self.stderr, limit, want)
+    }
+
+    /// Its exit status if it ended within `limit` (polled every 20 ms).
+    fn exit_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raylet process (`oxray-test-driver raylet`); its session's temp dir goes with it.
+struct Raylet {
+    proc: Proc,
+    session: String,
+    address: String,
+    peer: String,
+}
+
+impl Raylet {
+    /// Everything it printed (the head reports dead nodes on stderr).
+    fn log(&self) -> String {
+        self.proc.log()
+    }
+}
+
+impl Drop for Raylet {
+    fn drop(&mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join("oxray").join(&self.session));
+    }
+}
+
+/// Starts a raylet with `opts` (see the driver's `raylet` mode); waits for its address, and for
+/// its peer address when it is in a cluster.
+fn raylet(tag: &str, opts: &[&str]) -> Raylet {
+    let session = format!("oxray-nc-{}-{tag}", std::process::id());
+    let mut cmd = Command::new(DRIVER);
+    cmd.arg("raylet").arg(&session).args(opts);
+    let mut node = Raylet {
+        proc: Proc::spawn(cmd),
+        session,
+        address: String::new(),
+        peer: String::new(),
+    };
+    let limit = Duration::from_secs(90);
+    let line = |prefix: &str| {
+        node.proc
+            .stdout_line(limit, |l| l.starts_with(prefix))
+            .map(|l| l[prefix.len()..].to_owned())
+            .unwrap_or_else(|| panic!("raylet {tag} printed no `{prefix}`: {}", node.log()))
+    };
+    let address = line("address ");
+    let clustered = opts
+        .iter()
+        .any(|o| o.starts_with("head_port=") || o.starts_with("join="));
+    let peer = if clustered {
+        line("peer ")
+    } else {
+        String::new()
+    };
+    node.address = address;
+    node.peer = peer;
+    node
+}
+
+/// A cluster head; `extra` are more `key=value` options of the driver's `raylet` mode.
+fn head(tag: &str, extra: &[&str]) -> Raylet {
+    let secret = format!("secret={SECRET}");
+    let mut opts = vec!["head_port=0", secret.as_str()];
+    opts.extend_from_slice(extra);
+    raylet(tag, &opts)
+}
+
+fn member(tag: &str, head: &Raylet, extra: &[&str]) -> Raylet {
+    let secret = format!("secret={SECRET}");
+    let join = format!("join={}", head.peer);
+    let mut opts = vec![join.as_str(), secret.as_str()];
+    opts.extend_from_slice(extra);
+    raylet(tag, &opts)
+}
+
+/// The test driver running `args`, attached to `node`.
+fn driver(args: &[&str], node: &Raylet) -> Proc {
+    let mut cmd = Command::new(DRIVER);
+    cmd.args(args).env("OXRAY_ADDRESS", &node.address);
+    Proc::spawn(cmd)
+}
+
+/// The node's status, or `None` if it does not answer within `limit` (a frozen node).
+fn status_within(address: &str, limit: Duration) -> Option<NodeStatus> {
+    let (tx, rx) = channel();
+    let address = address.to_owned();
+    // A node that never answers leaves this thread blocked until the node is killed.
+    std::thread::spawn(move || {
+        let _ = tx.send(oxray_raylet::tool::status(&address));
+    });
+    rx.recv_timeout(limit).ok()?.ok()
+}
+
+/// The cluster as the head sees it: `(alive, dead)` node counts.
+fn alive_and_dead(head: &Raylet) -> Option<(usize, usize)> {
+    let s = status_within(&head.address, Duration::from_secs(5))?;
+    let alive = s.cluster.nodes.iter().filter(|n| n.alive).count();
+    Some((alive, s.cluster.nodes.len() - alive))
+}
+
+/// The id of `node` as `oxray::node_id` prints it.
+fn id_of(head: &Raylet, node: &Raylet) -> String {
+    let s = status_within(&head.address, Duration::from_secs(10)).expect("head status");
+    s.cluster
+        .nodes
+        .iter()
+        .find(|n| n.local_address == node.address)
+        .map(|n| n.id.to_string())
+        .expect("the node is in the view")
+}
+
+fn value(out: &str, key: &str) -> String {
+    crate::processes::value(out, key)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A driver stopped (SIGSTOP) for twice the health-check timeout, in the worst state: its
+/// tasks print a lot (the raylet forwards their output over its socket, which fills), it has
+/// lease requests waiting and an actor about to become ready that it waits for. Proves that
+/// meanwhile another driver on the same node runs 200 tasks to the end, that node keeps
+/// answering, no node is marked dead, and the stopped driver, continued, gets its results (or
+/// a clean error) and exits.
+#[test]
+fn a_stopped_driver_does_not_stall_its_node() {
+    let _load = crate::no_cpu_hog();
+    let h = head("sh", &["cpus=2"]);
+    let m = member("sm", &h, &["cpus=2", "resources=slot:1"]);
+    let stopped = driver(&["stalled"], &m);
+    let ready = stopped.stdout_line(Duration::from_secs(90), |l| {
+        l == "stop-me" || l.starts_with("error")
+    });
+    assert_eq!(ready.as_deref(), Some("stop-me"), "{}", stopped.out());
+    stopped.signal(libc::SIGSTOP);
+    let stopped_at = Instant::now();
+    let mut problems = Vec::new();
+
+    // Another driver on the same node, while the first is stopped.
+    let mut other = driver(&["busy", "200", "100"], &m);
+    let mut other_exit = None;
+    let mut dead_seen = None;
+    let hold = Duration::from_secs(6);
+    let other_limit = Duration::from_secs(45);
+    loop {
+        if other_exit.is_none() {
+            other_exit = other.child.try_wait().ok().flatten();
+        }
+        match alive_and_dead(&h) {
+            Some((_, 0)) => {}
+            Some((alive, dead)) => {
+                dead_seen.get_or_insert_with(|| {
+                    format!(
+                        "{:.1} s after the stop the head lists {dead} dead node(s), {alive} alive",
+                        stopped_at.elapsed().as_secs_f64()
+                    )
+                });
+            }
+            None => {
+                dead_seen.get_or_insert_with(|| {
+                    "the head did not answer its status within 5 s".to_owned()
+                });
+            }
+        }
+        let waited = stopped_at.elapsed();
+        if (other_exit.is_some() && waited >= hold) || waited >= other_limit {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let other_out = other.log();
+    if !(other_exit.is_some_and(|s| s.success()) && value(&other_out, "tasks") == "200") {
+        problems.push(format!(
+            "the other driver on the node did not finish its 200 tasks within {other_limit:?} \
+             while the first driver was stopped (exit {other_exit:?}): {other_out}"
+        ));
+    }
+    if let Some(d) = dead_seen {
+        problems.push(d);
+    }
+    if status_within(&m.address, Duration::from_secs(5)).is_none() {
+        problems.push(format!(
+            "the node of the stopped driver did not answer its status within 5 s, {:.1} s \
+             after the stop",
+            stopped_at.elapsed().as_secs_f64()
+        ));
+    }
+
+    // Continued, it finishes its work or gets a clean error, and exits.
+    stopped.signal(libc::SIGCONT);
+    let mut stopped = stopped;
+    let exit = stopped.exit_within(Duration::from_secs(90));
+    let out = stopped.out();
+    let finished = out.lines().any(|l| l == "done") && value(&out, "ping") == "pong";
+    let clean_error = out.lines().any(|l| l.starts_with("error "));
+    if exit.is_none() || !(finished || clean_error) {
+        problems.push(format!(
+            "the continued driver did not finish or fail cleanly within 90 s (exit {exit:?}); \
+             its stdout: {out}"
+        ));
+    }
+    match alive_and_dead(&h) {
+        Some((2, 0)) => {}
+        other => problems.push(format!("at the end the head lists (alive, dead) {other:?}")),
+    }
+    if h.log().contains(MARKED_DEAD) {
+        problems.push(format!("the head marked a node dead: {}", h.log()));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Four processes spin on the VM's two cores for the 30 s a driver on the head spends running
+/// rounds of tasks on all three nodes (default health checks: every 100 ms, dead after 3 s
+/// of silence). Proves that under full CPU load every task finishes, on every node, and the
+/// head declares no node dead.
+#[test]
+fn a_cluster_with_every_cpu_busy_keeps_its_nodes_and_finishes_its_tasks() {
+    let _load = crate::cpu_hog();
+    let h = head("lh", &["cpus=2"]);
+    let m1 = member("l1", &h, &["cpus=2", "resources=m1:2"]);
+    let m2 = member("l2", &h, &["cpus=2", "resources=m2:2"]);
+    assert_eq!(alive_and_dead(&h), Some((3, 0)));
+    let spinners: Vec<Proc> = (0..4)
+        .map(|_| {
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", "while :; do :; done"]);
+            Proc::spawn(cmd)
+        })
+        .collect();
+    let mut work = driver(&["steady", "30"], &h);
+    let started = Instant::now();
+    let mut exit = None;
+    let mut dead_seen = None;
+    while started.elapsed() < Duration::from_secs(120) {
+        exit = work.child.try_wait().ok().flatten();
+        if exit.is_some() {
+            break;
+        }
+        if let Some((alive, dead)) = alive_and_dead(&h) {
+            if dead > 0 {
+                dead_seen.get_or_insert(format!(
+                    "after {:.1} s of load the head lists {dead} dead node(s), {alive} alive",
+                    started.elapsed().as_secs_f64()
+                ));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let loaded_for = started.elapsed();
+    drop(spinners);
+    let out = work.log();
+    let mut problems = Vec::new();
+    if !exit.is_some_and(|s| s.success()) || !out.lines().any(|l| l == "done") {
+        problems.push(format!(
+            "the driver did not finish within 120 s (exit {exit:?}): {out}"
+        ));
+    }
+    if value(&out, "nodes") != "3" {
+        problems.push(format!("the tasks did not run on all three nodes: {out}"));
+    }
+    if let Some(d) = dead_seen {
+        problems.push(d);
+    }
+    match alive_and_dead(&h) {
+        Some((3, 0)) => {}
+        other => problems.push(format!("at the end the head lists (alive, dead) {other:?}")),
+    }
+    if h.log().contains(MARKED_DEAD) {
+        problems.push(format!("the head marked a node dead: {}", h.log()));
+    }
+    assert!(
+        problems.is_empty(),
+        "under {loaded_for:?} of full CPU load:\n{}",
+        problems.join("\n")
+    );
+    drop((m1, m2));
+}
+
+/// An actor's process is killed; the worker the raylet starts to restart it is killed too,
+/// before it registers (the driver catches it as a new child of the raylet that the node still
+/// lists as `starting`). Proves the actor then restarts again or dies with a cause: a call on
+/// it returns within 20 s instead of waiting on an actor stuck `Restarting`.
+#[test]
+fn an_actor_whose_restarting_worker_dies_before_registering_restarts_or_dies() {
+    let _load = crate::no_cpu_hog();
+    let node = raylet("unborn", &["cpus=2"]);
+    let mut d = driver(&["restart-unborn"], &node);
+    let exit = d.exit_within(Duration::from_secs(120));
+    let out = d.log();
+    assert!(exit.is_some(), "the driver did not end within 120 s: {out}");
+    let caught = value(&out, "killed-starting");
+    assert!(
+        !caught.is_empty(),
+        "the test could not kill a restarting worker before it registered: {out}"
+    );
+    let first = value(&out, "actor-pid");
+    let after = value(&out, "after-pid");
+    let dead = value(&out, "after-dead");
+    let restarted = !after.is_empty() && after != first && after != caught;
+    assert!(
+        restarted || !dead.is_empty(),
+        "after its restarting worker {caught} died before registering, a call on the actor did \
+         not return a result or ActorDied within 20 s (the actor stays Restarting): {out}"
+    );
+    assert!(exit.is_some_and(|s| s.success()), "{out}");
+}
+
+/// A cluster head and member A with `gpu=1`; an actor (one restart allowed) and a task needing
+/// `gpu` run on A, then A is killed. Proves that the work that now fits nowhere is explained:
+/// the driver prints a warning naming the missing resource, the node's status gives the reason
+/// for the waiting request; and that once a new `gpu` node B joins, the actor and a new task
+/// run there.
+#[test]
+fn work_whose_only_node_died_is_explained_and_runs_on_a_new_node() {
+    let _load = crate::no_cpu_hog();
+    let fast = ["period_ms=50", "timeout_ms=600"];
+    let h = head("gh", &[&["cpus=2"][..], &fast[..]].concat());
+    let a = member(
+        "ga",
+        &h,
+        &[&["cpus=1", "resources=gpu:1"][..], &fast[..]].concat(),
+    );
+    let a_id = id_of(&h, &a);
+    let d = driver(&["gpu-lost"], &h);
+    let placed = d.stdout_line(Duration::from_secs(90), |l| {
+        l == "placed" || l.starts_with("error")
+    });
+    let out = d.log();
+    assert_eq!(placed.as_deref(), Some("placed"), "{out}");
+    assert_eq!(value(&out, "actor-node"), a_id, "{out}");
+    assert_eq!(value(&out, "task-node"), a_id, "{out}");
+    drop(a);
+    let submitted = d.stdout_line(Duration::from_secs(30), |l| {
+        l == "submitted" || l.starts_with("error")
+    });
+    assert_eq!(submitted.as_deref(), Some("submitted"), "{}", d.log());
+
+    let mut problems = Vec::new();
+    let warning = d.stderr_line(Duration::from_secs(20), |l| {
+        l.contains("oxray: warning:") && l.contains("no alive node has") && l.contains("gpu")
+    });
+    if warning.is_none() {
+        problems.push(format!(
+            "within 20 s the driver printed no `oxray: warning: .. no alive node has .. gpu` \
+             line; it printed: {}",
+            d.log()
+        ));
+    }
+    // The head holds the waiting gpu request: its status says why it waits.
+    let mut last = String::new();
+    let explained = crate::eventually(Duration::from_secs(10), || {
+        let Some(s) = status_within(&h.address, Duration::from_secs(5)) else {
+            return false;
+        };
+        last = format!("{:?}", s.pending);
+        s.pending.iter().any(|p| {
+            let text = format!("{p:?}");
+            p.infeasible && text.contains("gpu") && text.contains("no alive node has")
+        })
+    });
+    if !explained {
+        problems.push(format!(
+            "the head's status lists no infeasible gpu request whose reason says \
+             `no alive node has`: pending {last}"
+        ));
+    }
+
+    let b = member(
+        "gb",
+        &h,
+        &[&["cpus=1", "resources=gpu:1"][..], &fast[..]].concat(),
+    );
+    let b_id = id_of(&h, &b);
+    let mut d = d;
+    let done = d.stdout_line(Duration::from_secs(120), |l| l == "done");
+    let out = d.log();
+    if done.is_none() {
+        problems.push(format!("the driver did not finish within 120 s: {out}"));
+    }
+    if value(&out, "task-after") != b_id {
+        problems.push(format!(
+            "the new gpu task did not run on node B ({b_id}): {out}"
+        ));
+    }
+    if value(&out, "actor-after") != b_id {
+        problems.push(format!(
+            "the gpu actor was not restarted on node B ({b_id}): {out}"
+        ));
+    }
+    let _ = d.exit_within(Duration::from_secs(10));
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
