@@ -428,7 +428,7 @@ impl Submitter {
     /// The function of the first task waiting for a lease of `key`, to name it in warnings.
     pub fn queued_function(&self, key: &SchedulingKey) -> Option<String> {
         let st = self.lock();
-        let ready = &st.keys.get(key)?.ready;
+        let ready = &st.queues.keys.get(key)?.ready;
         ready.front().map(|t| t.function.clone())
     }
 
