@@ -110,6 +110,7 @@ fn main() {
         "steady" => node_core::steady(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(30)),
         "restart-unborn" => node_core::restart_unborn(),
         "gpu-lost" => node_core::gpu_lost(),
+        "idle" => node_core::idle(),
         _ => {
             eprintln!(
                 "usage: oxray-test-driver raylet SESSION | sum N | print | pids [hang] | nap | \

@@ -308,3 +308,15 @@ pub fn gpu_lost() -> oxray::Result<()> {
     say("done");
     Ok(())
 }
+
+/// `idle`: an embedded node with 2 CPUs runs one task, says `ready`, then does nothing for a
+/// minute (the test measures how often its threads wake, then kills it).
+pub fn idle() -> oxray::Result<()> {
+    let _cluster = oxray::init_with(oxray::Config::new().num_cpus(2.0))?;
+    let r = work_where::remote(0)?;
+    oxray::get(&r)?;
+    say("ready");
+    // Idling is the point: this is what the test watches.
+    std::thread::sleep(Duration::from_secs(60));
+    Ok(())
+}

@@ -520,3 +520,60 @@ fn work_whose_only_node_died_is_explained_and_runs_on_a_new_node() {
     let _ = d.exit_within(Duration::from_secs(10));
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// Context switches (voluntary and not) of every thread of `pid` and of its child processes.
+fn wakeups(pid: u32) -> u64 {
+    let mut pids = vec![pid];
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|s| s.parse::<u32>().ok());
+            if ppid == Some(pid) {
+                pids.push(p);
+            }
+        }
+    }
+    let mut total = 0;
+    for p in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            total += status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    total
+}
+
+/// An idle driver with an embedded node (and its idle workers) wakes at most ~20 times a second:
+/// nothing in the raylet or the core worker polls. A 2 ms or 12 ms polling loop would show up
+/// as hundreds of wake-ups a second.
+#[test]
+fn an_idle_driver_with_an_embedded_node_barely_wakes() {
+    let mut cmd = Command::new(DRIVER);
+    cmd.arg("idle");
+    let proc = Proc::spawn(cmd);
+    proc.stdout_line(Duration::from_secs(60), |l| l == "ready")
+        .unwrap_or_else(|| panic!("the idle driver never got ready: {}", proc.log()));
+    // Let start-up work (worker registration, lease return after its linger) finish.
+    std::thread::sleep(Duration::from_secs(1));
+    let window = Duration::from_secs(3);
+    let (before, t0) = (wakeups(proc.pid()), Instant::now());
+    std::thread::sleep(window);
+    let per_second = (wakeups(proc.pid()) - before) as f64 / t0.elapsed().as_secs_f64();
+    assert!(
+        per_second <= 20.0,
+        "an idle driver and its workers woke {per_second:.0} times a second"
+    );
+}
