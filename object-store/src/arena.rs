@@ -145,6 +145,16 @@ impl Arena {
 
     fn create_memfd(opts: &ArenaOptions) -> Result<Arena> {
         use std::os::fd::FromRawFd;
+        // A memfd's pages are shared memory charged to RAM (not to /dev/shm's size limit):
+        // refuse an arena the machine could never back, rather than fail later.
+        if let Some(memory) = machine_memory() {
+            if opts.size > memory {
+                return Err(StoreError::StoreTooLarge {
+                    requested: opts.size,
+                    memory,
+                });
+            }
+        }
         let name = std::ffi::CString::new(opts.name_prefix.as_bytes()).unwrap_or_default();
         // SAFETY: `name` is a valid C string; the call returns a new fd or -1.
         let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
@@ -328,6 +338,16 @@ fn map_file(file: &File, size: u64, populate: bool, path: &Path) -> Result<MmapR
         .map_err(|e| StoreError::io(format!("mapping {}", path.display()), e))
 }
 
+/// RAM and swap in bytes, from `/proc/meminfo` (`None` if it cannot be read).
+fn machine_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = |key: &str| -> Option<u64> {
+        let line = meminfo.lines().find_map(|l| l.strip_prefix(key))?;
+        line.trim().trim_end_matches("kB").trim().parse().ok()
+    };
+    Some((kib("MemTotal:")? + kib("SwapTotal:").unwrap_or(0)) * 1024)
+}
+
 fn free_bytes(dir: &Path) -> Result<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|_| {
@@ -404,6 +424,15 @@ mod tests {
         opts.dir = std::env::temp_dir();
         let err = Arena::create(&opts).unwrap_err();
         assert!(matches!(err, StoreError::ShmTooSmall { .. }), "{err}");
+        assert!(err.to_string().contains("object_store_memory"), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_memfd_larger_than_the_machine() {
+        let mut opts = ArenaOptions::new(u64::MAX / 2);
+        opts.memfd = true;
+        let err = Arena::create(&opts).unwrap_err();
+        assert!(matches!(err, StoreError::StoreTooLarge { .. }), "{err}");
         assert!(err.to_string().contains("object_store_memory"), "{err}");
     }
 

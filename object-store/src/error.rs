@@ -104,6 +104,18 @@ pub enum StoreError {
         /// What was found instead.
         reason: &'static str,
     },
+    /// A memfd arena larger than the machine's memory (RAM and swap): its pages could never
+    /// all exist.
+    #[error(
+        "the object store needs {requested} bytes but this machine has {memory} bytes of memory \
+         (RAM and swap): set a smaller object_store_memory (the default is 30% of RAM)"
+    )]
+    StoreTooLarge {
+        /// Bytes asked for.
+        requested: u64,
+        /// RAM and swap, in bytes.
+        memory: u64,
+    },
     /// `/dev/shm` (or the chosen directory) has less room than the arena needs.
     #[error(
         "{dir} has {available} bytes free but the object store needs {requested}: enlarge it \
