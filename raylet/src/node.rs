@@ -41,7 +41,8 @@ pub(crate) fn send(conn: &Conn, msg: &FromRaylet) {
 /// Everything shared by the raylet's threads.
 pub(crate) struct Node {
     pub config: RayletConfig,
-    pub id: NodeId,
+    /// This node's id (behind a lock: a node can join its cluster again as a new node).
+    id: Mutex<NodeId>,
     pub store: Store,
     pub address: String,
     pub state: Mutex<State>,
@@ -220,7 +221,7 @@ impl Node {
         Node {
             address: config.address(),
             config,
-            id: NodeId::random(),
+            id: Mutex::new(NodeId::random()),
             store,
             state: Mutex::new(state),
             stopping: AtomicBool::new(false),
@@ -228,6 +229,11 @@ impl Node {
             index: AtomicU16::new(0),
             link: OnceLock::new(),
         }
+    }
+
+    /// This node's id.
+    pub(crate) fn id(&self) -> NodeId {
+        *self.id.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// This node's index in the cluster (0: not in one).
@@ -777,7 +783,7 @@ impl Node {
         send(
             conn,
             &FromRaylet::Registered {
-                node: self.id,
+                node: self.id(),
                 node_index: self.index(),
                 worker,
                 job,
@@ -1671,7 +1677,8 @@ impl Node {
 
     /// Records the cluster view; work waiting here may now fit elsewhere.
     pub(crate) fn set_cluster_view(&self, view: ClusterView) {
-        if let Some(me) = view.nodes.iter().find(|n| n.id == self.id) {
+        let id = self.id();
+        if let Some(me) = view.nodes.iter().find(|n| n.id == id) {
             self.index.store(me.index, Ordering::Relaxed);
         }
         let old = std::mem::replace(
@@ -1681,7 +1688,7 @@ impl Node {
         if let Some(link) = self.link.get() {
             // A node declared dead: drop its connection now, so work waiting on it (tunnels,
             // attached jobs, pulls) fails over at once instead of after QUIC's idle timeout.
-            for n in view.nodes.iter().filter(|n| !n.alive && n.id != self.id) {
+            for n in view.nodes.iter().filter(|n| !n.alive && n.id != id) {
                 if old.nodes.iter().any(|o| o.id == n.id && o.alive) {
                     link.node_died(&n.peer_address);
                 }
@@ -1725,7 +1732,7 @@ impl Node {
             })
             .collect();
         NodeStatus {
-            node: self.id,
+            node: self.id(),
             pid: std::process::id(),
             address: self.address.clone(),
             total: st.total.clone(),

@@ -51,7 +51,7 @@ fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Table> {
 /// This node as the cluster sees it.
 pub(crate) fn self_info(shared: &Shared, node: &Node, is_head: bool) -> NodeInfo {
     NodeInfo {
-        id: node.id,
+        id: node.id(),
         index: node.index(),
         session: node.config.session.clone(),
         peer_address: shared.peer_address.clone(),
@@ -101,7 +101,7 @@ pub(crate) async fn monitor(shared: Arc<Shared>) {
         let now = Instant::now();
         let mut died = Vec::new();
         for e in &mut table.nodes {
-            if e.info.id == node.id {
+            if e.info.id == node.id() {
                 e.info.load = load.clone();
                 e.last_heard = now;
             } else if e.info.alive

@@ -91,7 +91,7 @@ pub(crate) async fn report_loop(shared: Arc<Shared>, mut conn: quinn::Connection
             return;
         }
         let req = PeerRequest::Heartbeat {
-            node: node.id,
+            node: node.id(),
             load: node.load(),
         };
         let reply = tokio::time::timeout(

@@ -214,7 +214,7 @@ impl Drop for Cluster {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        let node = self.shared.node.upgrade().map(|n| n.id);
+        let node = self.shared.node.upgrade().map(|n| n.id());
         if let (Some(rt), Some(conn), Some(node)) = (&self.runtime, conn, node) {
             let head = self.shared.config.head.clone().unwrap_or_default();
             let leave = PeerRequest::Leave { node };

@@ -137,7 +137,7 @@ pub(crate) fn info(shared: &Shared, id: ObjectId, from: SocketAddr) -> PeerReply
         _ => PeerReply::Error {
             message: format!(
                 "object {id} is not on node {} (it was freed or lost)",
-                node.id
+                node.id()
             ),
         },
     }
