@@ -41,7 +41,7 @@ pub(crate) fn send(conn: &Conn, msg: &FromRaylet) {
 /// Everything shared by the raylet's threads.
 pub(crate) struct Node {
     pub config: RayletConfig,
-    /// This node's id (behind a lock: a node can join its cluster again as a new node).
+    /// This node's id; a new one when the node joins its cluster again ([`Node::rejoined`]).
     id: Mutex<NodeId>,
     pub store: Store,
     pub address: String,
@@ -234,6 +234,14 @@ impl Node {
     /// This node's id.
     pub(crate) fn id(&self) -> NodeId {
         *self.id.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The head declared this node dead while it was still running; it joins again as the new
+    /// node `id` (called once, before it registers; its new index comes with the head's view).
+    /// The cluster gave up on what ran here under the old id, and this is where the node would
+    /// drop it (not done yet; `cluster/health.rs`, "Rejoining").
+    pub(crate) fn rejoined(&self, id: NodeId) {
+        *self.id.lock().unwrap_or_else(|p| p.into_inner()) = id;
     }
 
     /// This node's index in the cluster (0: not in one).
