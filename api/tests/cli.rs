@@ -79,6 +79,18 @@ fn bad_input_is_refused_with_a_reason() {
         out.contains("--port: `99999` is not a port number"),
         "{out}"
     );
+    let (ok, out) = oxray(&[
+        "start",
+        "--address",
+        "127.0.0.1:1",
+        "--health-check-failure-threshold",
+        "five",
+    ]);
+    assert!(!ok);
+    assert!(
+        out.contains("--health-check-failure-threshold: `five` is not a whole number"),
+        "{out}"
+    );
     let (ok, out) = oxray(&["frobnicate"]);
     assert!(!ok);
     assert!(out.contains("usage"), "{out}");

@@ -5,8 +5,12 @@
 //! secret = "at-least-16-characters"      # exactly one of `secret` and `secret_file`
 //! # secret_file = "cluster.secret"       # read from a file (relative to this file), trimmed
 //! ssh = "ssh -o BatchMode=yes {address}" # optional: how to reach nodes on other machines
-//! health_check_period_ms = 100           # optional (100): how often nodes report to the head
-//! health_check_timeout_ms = 3000         # optional (3000): silence after which a node is dead
+//! health_check_period_ms = 1000          # optional (1000): how often nodes send the head a
+//!                                        #   heartbeat, and how often the head checks for one
+//! health_check_failure_threshold = 5     # optional (5, at least 2): checks in a row a node may
+//!                                        #   miss before the head marks it dead
+//! health_check_timeout_ms = 10000        # optional (10000, above the period): how long a node
+//!                                        #   waits for the head's answer to one heartbeat
 //!
 //! [head]                                 # the head node (it is also a worker node)
 //! address = "127.0.0.1"                  # required: the host name or IP others reach it at
@@ -46,10 +50,12 @@ pub struct ClusterFile {
     pub secret: Vec<u8>,
     /// The default ssh template for nodes on other machines.
     pub ssh: Option<String>,
-    /// How often nodes report to the head.
+    /// How often nodes send the head a heartbeat, and how often the head checks for one.
     pub health_check_period: Duration,
-    /// Silence after which the head marks a node dead.
+    /// How long a node waits for the head's answer to one heartbeat.
     pub health_check_timeout: Duration,
+    /// Checks in a row a node may miss before the head marks it dead.
+    pub health_check_failure_threshold: u32,
     /// The head node.
     pub head: NodeSpec,
     /// The other nodes.
@@ -84,6 +90,7 @@ struct RawFile {
     ssh: Option<String>,
     health_check_period_ms: Option<Spanned<u64>>,
     health_check_timeout_ms: Option<Spanned<u64>>,
+    health_check_failure_threshold: Option<Spanned<u64>>,
     head: Option<Spanned<RawNode>>,
     #[serde(default)]
     node: Vec<Spanned<RawNode>>,
@@ -181,7 +188,8 @@ impl ClusterFile {
                     check_secret(&src, f.span(), text.trim().as_bytes())?
                 }
             };
-        let period = raw.health_check_period_ms.map_or(Ok(100), |p| {
+        let default_period = crate::cluster::DEFAULT_HEALTH_CHECK_PERIOD.as_millis() as u64;
+        let period = raw.health_check_period_ms.map_or(Ok(default_period), |p| {
             positive(&src, &p, "health_check_period_ms").map(|_| *p.get_ref())
         })?;
         let timeout = match raw.health_check_timeout_ms {
@@ -198,7 +206,26 @@ impl ClusterFile {
                 }
                 *t.get_ref()
             }
-            None => 3000.max(period * 3),
+            None => (crate::cluster::DEFAULT_HEALTH_CHECK_TIMEOUT.as_millis() as u64)
+                .max(period.saturating_mul(2)),
+        };
+        let threshold = match raw.health_check_failure_threshold {
+            Some(t) => match u32::try_from(*t.get_ref()) {
+                Ok(n) if n >= 2 => n,
+                _ => {
+                    return Err(src.error(
+                        Some(t.span()),
+                        format!(
+                            "health_check_failure_threshold must be a whole number from 2 to \
+                             {}, not {} (one period can pass without a heartbeat through timer \
+                             jitter alone)",
+                            u32::MAX,
+                            t.get_ref()
+                        ),
+                    ))
+                }
+            },
+            None => crate::cluster::DEFAULT_HEALTH_CHECK_FAILURE_THRESHOLD,
         };
         let head = raw
             .head
@@ -217,6 +244,7 @@ impl ClusterFile {
             ssh: raw.ssh,
             health_check_period: Duration::from_millis(period),
             health_check_timeout: Duration::from_millis(timeout),
+            health_check_failure_threshold: threshold,
             head,
             nodes,
         };
@@ -499,7 +527,35 @@ mod tests {
             Some("ssh -p 22 10.1.2.3")
         );
         assert_eq!(f.nodes[1].ssh_command(&f).as_deref(), Some("jump ::1"));
-        assert_eq!(f.health_check_period, Duration::from_millis(100));
-        assert_eq!(f.health_check_timeout, Duration::from_millis(3000));
+        assert_eq!(f.health_check_period, Duration::from_millis(1000));
+        assert_eq!(f.health_check_timeout, Duration::from_millis(10000));
+        assert_eq!(f.health_check_failure_threshold, 5);
+    }
+
+    #[test]
+    fn health_check_settings() {
+        let top = "cluster_name = \"c\"\nsecret = \"0123456789abcdef\"\n";
+        let f = parse(&format!(
+            "{top}health_check_period_ms = 50\nhealth_check_failure_threshold = 12\n{HEAD}"
+        ))
+        .expect("parse");
+        assert_eq!(f.health_check_period, Duration::from_millis(50));
+        assert_eq!(f.health_check_failure_threshold, 12);
+        assert_eq!(f.health_check_timeout, Duration::from_millis(10000));
+        // A long period: the default timeout stays above it.
+        let f = parse(&format!("{top}health_check_period_ms = 8000\n{HEAD}")).expect("parse");
+        assert_eq!(f.health_check_timeout, Duration::from_millis(16000));
+        for bad in ["0", "1", "-3", "4294967296", "2.5", "\"5\""] {
+            let (line, reason) = line_of(&format!(
+                "{top}health_check_period_ms = 50\nhealth_check_failure_threshold = {bad}\n{HEAD}"
+            ));
+            assert_eq!(line, Some(4), "{bad}: {reason}");
+            if ["0", "1", "4294967296"].contains(&bad) {
+                assert!(reason.contains("from 2"), "{bad}: {reason}");
+            }
+        }
+        let (line, reason) = line_of(&format!("{top}health_check_period_ms = 0\n{HEAD}"));
+        assert_eq!(line, Some(3));
+        assert!(reason.contains("above 0"), "{reason}");
     }
 }

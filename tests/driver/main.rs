@@ -129,7 +129,8 @@ fn main() {
 
 /// `raylet SESSION [key=value ..]`: a standalone node; with `head_port=P` (0: any) a cluster
 /// head, with `join=HOST:PORT` a member. Other keys: `cpus`, `resources` (`a:1;b:2`), `secret`,
-/// `cluster`, `period_ms`, `timeout_ms`, `store_mb`. Prints `address ..` and, in a cluster, `peer ..`.
+/// `cluster`, `period_ms` (100), `threshold` (missed checks before death, 30), `timeout_ms`
+/// (3000), `store_mb`. Prints `address ..` and, in a cluster, `peer ..`.
 fn run_raylet(session: String, opts: &[String]) -> oxray::Result<()> {
     let bad = |message: String| Error::Config { message };
     let kv: std::collections::HashMap<&str, &str> =
@@ -179,6 +180,7 @@ fn run_raylet(session: String, opts: &[String]) -> oxray::Result<()> {
     if let Some(c) = &mut cluster {
         c.health_check_period = Duration::from_millis(num("period_ms", 100.0)? as u64);
         c.health_check_timeout = Duration::from_millis(num("timeout_ms", 3000.0)? as u64);
+        c.health_check_failure_threshold = num("threshold", 30.0)? as u32;
     }
     config.cluster = cluster;
     let mut raylet = oxray_raylet::Raylet::start(config).map_err(|e| bad(e.to_string()))?;

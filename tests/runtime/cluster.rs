@@ -140,10 +140,12 @@ fn view_of(node: &Node) -> ClusterView {
 #[test]
 fn three_nodes_join_and_every_node_sees_the_cluster() {
     let _load = crate::no_cpu_hog();
-    // A long health-check timeout: a node marked dead below must have said it was leaving.
-    let h = head("h3", &["cpus=2", "timeout_ms=60000"]);
-    let b = member("b3", &h, &["cpus=1", "timeout_ms=60000"]);
-    let c = member("c3", &h, &["cpus=3", "resources=gpu:1", "timeout_ms=60000"]);
+    // Slow health checks (a minute of silence): a node marked dead below must have said it was
+    // leaving.
+    let slow = "threshold=600";
+    let h = head("h3", &["cpus=2", slow]);
+    let b = member("b3", &h, &["cpus=1", slow]);
+    let c = member("c3", &h, &["cpus=3", "resources=gpu:1", slow]);
     // Registration is done when `start` returns: the head knows all three at once.
     let view = view_of(&h);
     assert_eq!(view.cluster, "test");
@@ -303,7 +305,7 @@ fn peers_without_the_secret_are_refused() {
 #[test]
 fn a_silent_node_is_marked_dead_and_every_node_learns_it() {
     let _load = crate::no_cpu_hog();
-    let fast = ["period_ms=50", "timeout_ms=600"];
+    let fast = ["period_ms=50", "threshold=12"];
     let h = head("hd", &fast);
     let b = member("bd", &h, &fast);
     let mut c = member("cd", &h, &fast);
@@ -316,6 +318,60 @@ fn a_silent_node_is_marked_dead_and_every_node_learns_it() {
     assert!(eventually(Duration::from_secs(10), || dead(&view_of(&b))));
     let alive = view_of(&h).nodes.iter().filter(|n| n.alive).count();
     assert_eq!(alive, 2);
+}
+
+/// Sends `signal` to a node this test started.
+fn signal(node: &Node, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(node.child.id()).expect("pid");
+    // SAFETY: kill has no memory preconditions; the pid is our own child, not yet reaped.
+    let rc = unsafe { libc::kill(pid, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal})");
+}
+
+#[test]
+fn a_node_declared_dead_while_running_joins_again_as_a_new_node() {
+    let fast = ["period_ms=50", "threshold=8"];
+    let h = head("hj", &fast);
+    let b = member("bj", &h, &fast);
+    let old = id_of(&view_of(&h), &b);
+    let entries_of_b = |view: &ClusterView| -> Vec<(String, bool, u16)> {
+        view.nodes
+            .iter()
+            .filter(|n| n.local_address == b.address)
+            .map(|n| (n.id.to_string(), n.alive, n.index))
+            .collect()
+    };
+    // Frozen past the threshold: the head gives up on it.
+    signal(&b, libc::SIGSTOP);
+    let declared = eventually(Duration::from_secs(10), || {
+        entries_of_b(&view_of(&h)) == vec![(old.clone(), false, 2)]
+    });
+    signal(&b, libc::SIGCONT);
+    assert!(declared, "b is dead: {:?}", view_of(&h));
+    // Running again, it is refused and registers as a new node from the same address; the old
+    // entry stays dead.
+    let rejoined = || {
+        let entries = entries_of_b(&view_of(&h));
+        entries.len() == 2
+            && entries[0] == (old.clone(), false, 2)
+            && entries[1].0 != old
+            && entries[1].1
+            && entries[1].2 == 3
+    };
+    assert!(
+        eventually(Duration::from_secs(10), rejoined),
+        "{:?}",
+        view_of(&h)
+    );
+    let new = entries_of_b(&view_of(&h))[1].0.clone();
+    // The node itself goes by its new id and index, and it stays alive.
+    let own = || {
+        let status = oxray_raylet::tool::status(&b.address).expect("status of b");
+        let me = status.cluster.nodes.iter().find(|n| n.id == status.node);
+        status.node.to_string() == new && me.is_some_and(|n| n.alive && n.index == 3)
+    };
+    assert!(eventually(Duration::from_secs(10), own));
+    assert_eq!(view_of(&h).nodes.iter().filter(|n| n.alive).count(), 2);
 }
 
 /// The id of the node whose local address is `address`, as `oxray::node_id` prints it.
@@ -433,7 +489,7 @@ fn objects_on_other_nodes_are_freed_when_their_owner_is_killed() {
 #[test]
 fn a_lost_task_result_is_made_again_by_its_task() {
     let _load = crate::no_cpu_hog();
-    let fast = ["period_ms=50", "timeout_ms=600"];
+    let fast = ["period_ms=50", "threshold=12"];
     let h = head("hr", &[&["cpus=1"][..], &fast[..]].concat());
     let mut b = member(
         "br",
@@ -475,7 +531,7 @@ fn a_lost_task_result_is_made_again_by_its_task() {
 #[test]
 fn killing_a_node_mid_work_retries_its_tasks_restarts_its_actors_and_reports_its_objects_lost() {
     let _load = crate::no_cpu_hog();
-    let fast = ["period_ms=50", "timeout_ms=600"];
+    let fast = ["period_ms=50", "threshold=12"];
     let h = head("hf", &[&["cpus=1"][..], &fast[..]].concat());
     let mut b = member(
         "bf",

@@ -443,7 +443,7 @@ fn an_actor_whose_restarting_worker_dies_before_registering_restarts_or_dies() {
 #[test]
 fn work_whose_only_node_died_is_explained_and_runs_on_a_new_node() {
     let _load = crate::no_cpu_hog();
-    let fast = ["period_ms=50", "timeout_ms=600"];
+    let fast = ["period_ms=50", "threshold=12"];
     let h = head("gh", &[&["cpus=2"][..], &fast[..]].concat());
     let a = member(
         "ga",

@@ -132,7 +132,7 @@ pub(crate) async fn serve(
             }
             Ok(None) => {
                 return PeerReply::Error {
-                    message: format!("no actor with id {id} on node {}", node.id),
+                    message: format!("no actor with id {id} on node {}", node.id()),
                 }
             }
             Err(placed) => {

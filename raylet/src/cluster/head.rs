@@ -1,13 +1,14 @@
 //! Accepting peers (every node), and the head's control service: node registration, health
-//! checks, the cluster view, and the names of named actors.
+//! checks (counted as described in `health`), the cluster view, and the names of named actors.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use oxray_common::peer::{ClusterView, NodeInfo, NodeLoad, PeerReply, PeerRequest};
 use oxray_common::{ActorId, NodeId};
 
+use super::health::Liveness;
 use super::{auth, wire, Shared};
 use crate::node::Node;
 
@@ -23,11 +24,14 @@ pub(crate) struct Table {
     /// Named actors, cluster-wide: (namespace, name) → actor. The actor's own nodes keep its
     /// state; the head only keeps names unique and findable from any node.
     names: HashMap<(String, String), ActorId>,
+    /// Bumped for every view published to the head's own node (so an older one never replaces
+    /// a newer one).
+    version: u64,
 }
 
 struct Entry {
     info: NodeInfo,
-    last_heard: Instant,
+    liveness: Liveness,
 }
 
 impl Table {
@@ -42,16 +46,72 @@ impl Table {
             nodes: self.nodes.iter().map(|e| e.info.clone()).collect(),
         }
     }
+
+    /// The view to give the head's own node, with its version.
+    fn publish(&mut self, cluster: &str) -> (u64, ClusterView) {
+        self.version += 1;
+        (self.version, self.view(cluster))
+    }
+
+    /// A heartbeat of node `id` arrived with its load; `Err` is why it is refused.
+    fn heard(&mut self, id: NodeId, load: NodeLoad) -> Result<(), String> {
+        let Some(e) = self.nodes.iter_mut().find(|e| e.info.id == id) else {
+            return Err(format!("node {id} is not registered with this head"));
+        };
+        if !e.info.alive {
+            // As in Ray: a node declared dead stays dead (its work was already given up on).
+            return Err(format!(
+                "node {id} missed its health checks and was declared dead"
+            ));
+        }
+        e.info.load = load;
+        e.liveness.heard();
+        Ok(())
+    }
+
+    /// Views published so far (one per check, registration or departure).
+    #[cfg(test)]
+    pub(crate) fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Whether node `id` is alive in the table.
+    #[cfg(test)]
+    pub(crate) fn alive(&self, id: NodeId) -> Option<bool> {
+        self.nodes
+            .iter()
+            .find(|e| e.info.id == id)
+            .map(|e| e.info.alive)
+    }
+
+    /// One health check of every live member (the head checks itself by running this):
+    /// returns the nodes that have now missed `threshold` checks in a row, marked dead.
+    fn check(&mut self, threshold: u32) -> Vec<NodeInfo> {
+        let mut died = Vec::new();
+        for e in &mut self.nodes {
+            if e.info.is_head || !e.info.alive {
+                continue;
+            }
+            if e.liveness.check(threshold) {
+                e.info.alive = false;
+                died.push(e.info.clone());
+            }
+        }
+        for n in &died {
+            self.forget_names_of(n.index);
+        }
+        died
+    }
 }
 
 fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Table> {
     shared.table.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// This node as the cluster sees it.
-pub(crate) fn self_info(shared: &Shared, node: &Node, is_head: bool) -> NodeInfo {
+/// This node as the cluster sees it, with `load` as its load.
+pub(crate) fn self_info(shared: &Shared, node: &Node, is_head: bool, load: NodeLoad) -> NodeInfo {
     NodeInfo {
-        id: node.id,
+        id: node.id(),
         index: node.index(),
         session: node.config.session.clone(),
         peer_address: shared.peer_address.clone(),
@@ -61,7 +121,7 @@ pub(crate) fn self_info(shared: &Shared, node: &Node, is_head: bool) -> NodeInfo
         is_head,
         alive: true,
         total: node.config.total_resources(),
-        load: node.load(),
+        load,
     }
 }
 
@@ -74,53 +134,61 @@ pub(crate) fn hostname() -> String {
 
 /// The head enters itself in its own table.
 pub(crate) fn register_self(shared: &Shared, node: &Node) {
-    let mut info = self_info(shared, node, true);
+    let mut info = self_info(shared, node, true, node.load());
     info.index = 1;
     let mut table = lock(shared);
     table.next_index = 2;
     table.nodes.push(Entry {
         info,
-        last_heard: Instant::now(),
+        liveness: Liveness::new(),
     });
-    let view = table.view(&shared.config.name);
+    let (seq, view) = table.publish(&shared.config.name);
     // Never lock the node's state under the table: the node calls in here holding it.
     drop(table);
-    node.set_cluster_view(view);
+    shared.sync.apply_now(node, seq, view);
 }
 
-/// Every period: refresh the head's own load, mark silent nodes dead, publish the view locally.
+/// The head's health checks: once per health-check period it observed, check every member;
+/// once per report period, refresh its own load (the last reading, taken on the sync thread)
+/// and publish the view to its node. Periods the head slept through (a starved runtime) are
+/// skipped, not made up in a burst.
 pub(crate) async fn monitor(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(shared.config.health_check_period);
+    let config = &shared.config;
+    let mut check = tokio::time::interval(config.health_check_period);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut report = tokio::time::interval(config.report_period());
+    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The first ticks are immediate; the first check is a period after the head started.
+    check.tick().await;
     loop {
-        tick.tick().await;
+        let checking = tokio::select! {
+            _ = check.tick() => true,
+            _ = report.tick() => false,
+        };
         let Some(node) = shared.node.upgrade() else {
             return;
         };
-        let load = node.load();
+        let load = shared.sync.load();
         let mut table = lock(&shared);
-        let now = Instant::now();
-        let mut died = Vec::new();
-        for e in &mut table.nodes {
-            if e.info.id == node.id {
-                e.info.load = load.clone();
-                e.last_heard = now;
-            } else if e.info.alive
-                && now.duration_since(e.last_heard) > shared.config.health_check_timeout
-            {
-                e.info.alive = false;
-                died.push(e.info.index);
+        if let Some(me) = table.nodes.iter_mut().find(|e| e.info.is_head) {
+            me.info.load = load;
+        }
+        if checking {
+            for n in table.check(config.health_check_failure_threshold) {
                 eprintln!(
-                    "oxray head: node {} ({}) missed its health checks for {:?}: marked dead",
-                    e.info.id, e.info.peer_address, shared.config.health_check_timeout
+                    "oxray head: node {} ({}) missed {} health checks in a row (one every \
+                     {:?}): marked dead",
+                    n.id,
+                    n.peer_address,
+                    config.health_check_failure_threshold,
+                    config.health_check_period
                 );
             }
         }
-        for index in died {
-            table.forget_names_of(index);
-        }
-        let view = table.view(&shared.config.name);
+        let (seq, view) = table.publish(&config.name);
         drop(table);
-        node.set_cluster_view(view);
+        drop(node);
+        shared.sync.post_view(seq, view);
     }
 }
 
@@ -320,12 +388,13 @@ fn register(shared: &Shared, mut info: NodeInfo) -> PeerReply {
     table.nodes.retain(|e| e.info.id != info.id);
     table.nodes.push(Entry {
         info,
-        last_heard: Instant::now(),
+        liveness: Liveness::new(),
     });
-    let view = table.view(&shared.config.name);
+    let (seq, view) = table.publish(&shared.config.name);
     drop(table);
+    // The head's node knows of the new node before the node's start returns.
     if let Some(node) = shared.node.upgrade() {
-        node.set_cluster_view(view.clone());
+        shared.sync.apply_now(&node, seq, view.clone());
     }
     PeerReply::View(view)
 }
@@ -340,30 +409,22 @@ fn leave(shared: &Shared, id: NodeId) -> PeerReply {
         let index = e.info.index;
         table.forget_names_of(index);
     }
-    let view = table.view(&shared.config.name);
+    let (seq, view) = table.publish(&shared.config.name);
     drop(table);
     if let Some(node) = shared.node.upgrade() {
-        node.set_cluster_view(view.clone());
+        shared.sync.apply_now(&node, seq, view.clone());
     }
     PeerReply::View(view)
 }
 
+/// Answers a heartbeat: only the node table is touched (never the node), so node work cannot
+/// delay the answer.
 fn heartbeat(shared: &Shared, id: NodeId, load: NodeLoad) -> PeerReply {
     let mut table = lock(shared);
-    let Some(e) = table.nodes.iter_mut().find(|e| e.info.id == id) else {
-        return PeerReply::Refused {
-            reason: format!("node {id} is not registered with this head; restart it"),
-        };
-    };
-    if !e.info.alive {
-        // As in Ray: a node declared dead stays dead (its work was already given up on).
-        return PeerReply::Refused {
-            reason: format!("node {id} missed its health checks and was declared dead; restart it"),
-        };
+    match table.heard(id, load) {
+        Ok(()) => PeerReply::View(table.view(&shared.config.name)),
+        Err(reason) => PeerReply::Refused { reason },
     }
-    e.info.load = load;
-    e.last_heard = Instant::now();
-    PeerReply::View(table.view(&shared.config.name))
 }
 
 /// The head's answer to `ClaimName`, `LookupName` and `ReleaseName` (the head's own node calls
@@ -393,5 +454,125 @@ pub(crate) fn names(shared: &Shared, req: PeerRequest) -> PeerReply {
         _ => PeerReply::Error {
             message: "not a name request".into(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A table with the head (index 1) and members with indexes 2.. (ids = indexes).
+    fn table(members: u16) -> Table {
+        let mut t = Table::default();
+        for index in 1..=members + 1 {
+            t.nodes.push(Entry {
+                info: NodeInfo {
+                    id: NodeId(u64::from(index)),
+                    index,
+                    session: format!("s{index}"),
+                    peer_address: format!("127.0.0.1:{}", 7000 + index),
+                    local_address: format!("unix:@s{index}"),
+                    hostname: String::new(),
+                    pid: u32::from(index),
+                    is_head: index == 1,
+                    alive: true,
+                    total: Default::default(),
+                    load: NodeLoad::default(),
+                },
+                liveness: Liveness::new(),
+            });
+        }
+        t.next_index = members + 2;
+        t
+    }
+
+    fn alive(t: &Table) -> Vec<u16> {
+        t.nodes
+            .iter()
+            .filter(|e| e.info.alive)
+            .map(|e| e.info.index)
+            .collect()
+    }
+
+    fn heard(t: &mut Table, index: u16) -> Result<(), String> {
+        t.heard(NodeId(u64::from(index)), NodeLoad::default())
+    }
+
+    #[test]
+    fn a_silent_member_dies_after_threshold_checks_and_the_others_live() {
+        let mut t = table(3);
+        // Node 4 goes silent; 2 and 3 report every period (some twice, some late in it).
+        for round in 1..=4 {
+            heard(&mut t, 2).expect("alive");
+            if round % 2 == 0 {
+                heard(&mut t, 3).expect("alive");
+            }
+            heard(&mut t, 3).expect("alive");
+            let died = t.check(4);
+            // Registration counts as heard, so the first check passes: dead at the fifth.
+            assert!(died.is_empty(), "round {round}: {died:?}");
+        }
+        heard(&mut t, 2).expect("alive");
+        heard(&mut t, 3).expect("alive");
+        let died: Vec<u16> = t.check(4).iter().map(|n| n.index).collect();
+        assert_eq!(died, vec![4]);
+        assert_eq!(alive(&t), vec![1, 2, 3]);
+        // Dead stays dead: its next heartbeat is refused, and it is not reported dead again.
+        let refused = heard(&mut t, 4).unwrap_err();
+        assert!(refused.contains("declared dead"), "{refused}");
+        heard(&mut t, 2).expect("alive");
+        heard(&mut t, 3).expect("alive");
+        assert!(t.check(4).is_empty());
+        assert_eq!(alive(&t), vec![1, 2, 3]);
+        let unknown = t.heard(NodeId(99), NodeLoad::default()).unwrap_err();
+        assert!(unknown.contains("not registered"), "{unknown}");
+    }
+
+    #[test]
+    fn one_heartbeat_resets_the_count() {
+        let mut t = table(1);
+        for _ in 0..10 {
+            assert!(t.check(3).is_empty());
+            assert!(t.check(3).is_empty());
+            heard(&mut t, 2).expect("alive");
+        }
+        assert_eq!(alive(&t), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_head_that_did_not_check_for_a_long_time_declares_no_one_dead() {
+        // The head's timer skips the periods it slept through: after 10 s without a check (a
+        // starved head; no heartbeats read meanwhile either) it makes one check, which counts
+        // one miss at most. The heartbeats read after it reset the count.
+        let mut t = table(5);
+        assert!(t.check(5).is_empty());
+        // ... 10 s pass with no check and nothing read ...
+        assert!(t.check(5).is_empty(), "one check after a long sleep");
+        for i in 2..=6 {
+            heard(&mut t, i).expect("alive");
+        }
+        assert!(t.check(5).is_empty());
+        assert_eq!(alive(&t), vec![1, 2, 3, 4, 5, 6]);
+        // The head itself is never checked.
+        let mut t = table(0);
+        for _ in 0..100 {
+            assert!(t.check(2).is_empty());
+        }
+        assert_eq!(alive(&t), vec![1]);
+    }
+
+    #[test]
+    fn a_dead_node_loses_its_names() {
+        let mut t = table(1);
+        let on_2 = ActorId::random().with_node(2);
+        let on_1 = ActorId::random().with_node(1);
+        t.names.insert(("ns".into(), "a".into()), on_2);
+        t.names.insert(("ns".into(), "b".into()), on_1);
+        for _ in 0..3 {
+            t.check(2);
+        }
+        assert_eq!(alive(&t), vec![1]);
+        assert_eq!(t.names.len(), 1);
+        assert_eq!(t.names.get(&("ns".into(), "b".into())), Some(&on_1));
     }
 }

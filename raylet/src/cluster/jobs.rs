@@ -254,7 +254,7 @@ async fn attach_to(
     let peer = peers::peer_address(shared, index)?;
     let conn = peers::connection(shared, &peer).await?;
     let req = PeerRequest::Attach {
-        origin: node.id,
+        origin: node.id(),
         origin_address: shared.peer_address.clone(),
         job,
         namespace,

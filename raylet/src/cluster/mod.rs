@@ -19,13 +19,18 @@
 //! - `actors`, `names`: where an actor of another node runs; named actors, unique and findable
 //!   cluster-wide through the head.
 //!
-//! Health checks are the members' reports: every `health_check_period` a node sends its load to
-//! the head, whose reply is the cluster view (so every node learns of joins and deaths within a
-//! period). A node the head has not heard from for `health_check_timeout` is marked dead.
+//! - `health`: health checks. Every report period (100 ms, or the health-check period when
+//!   shorter) a member sends its load to the head (from a thread and QUIC connection of its
+//!   own), whose reply is the cluster view (so every node learns of joins, deaths and free
+//!   resources within a report period). The head checks every node once per
+//!   `health_check_period` it actually observed; a node with no heartbeat in `health_check_failure_threshold` checks
+//!   in a row is marked dead. A node declared dead that is still running joins again as a new
+//!   node.
 
 mod actors;
 pub mod auth;
 mod head;
+mod health;
 mod jobs;
 mod member;
 mod names;
@@ -60,15 +65,32 @@ pub struct ClusterConfig {
     pub port: u16,
     /// The head's `host:port`; `None` makes this node the head.
     pub head: Option<String>,
-    /// How often members report to the head.
+    /// How often the head checks that each node sent a heartbeat since the last check. Members
+    /// send one (their load) every [`ClusterConfig::report_period`], at least once per check.
+    /// Give every node of a cluster the same value.
     pub health_check_period: Duration,
-    /// Silence after which the head marks a node dead.
+    /// How long a member waits for the head's answer to one heartbeat before it says the head
+    /// does not answer (it keeps sending; this does not decide deaths).
     pub health_check_timeout: Duration,
+    /// Checks in a row a node may miss (no heartbeat since the previous check) before the head
+    /// marks it dead; at least 2, as one period can pass without a heartbeat through timer
+    /// jitter alone.
+    pub health_check_failure_threshold: u32,
 }
 
+/// How often members report their load (see [`ClusterConfig::report_period`]).
+pub const REPORT_PERIOD: Duration = Duration::from_millis(100);
+/// Default [`ClusterConfig::health_check_period`].
+pub const DEFAULT_HEALTH_CHECK_PERIOD: Duration = Duration::from_secs(1);
+/// Default [`ClusterConfig::health_check_timeout`].
+pub const DEFAULT_HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`ClusterConfig::health_check_failure_threshold`].
+pub const DEFAULT_HEALTH_CHECK_FAILURE_THRESHOLD: u32 = 5;
+
 impl ClusterConfig {
-    /// A head listening on `host:port`, with Ray-like health-check defaults scaled for fast
-    /// detection (report every 100 ms, dead after 3 s of silence).
+    /// A head listening on `host:port`, with Ray-like health-check defaults scaled for faster
+    /// detection (Ray: a check every 3 s, dead after 5 failures; here a heartbeat every second,
+    /// dead after 5 missed checks in a row, an answer awaited up to 10 s).
     pub fn head(name: &str, secret: Vec<u8>, host: &str, port: u16) -> Self {
         ClusterConfig {
             name: name.to_owned(),
@@ -76,9 +98,17 @@ impl ClusterConfig {
             host: host.to_owned(),
             port,
             head: None,
-            health_check_period: Duration::from_millis(100),
-            health_check_timeout: Duration::from_secs(3),
+            health_check_period: DEFAULT_HEALTH_CHECK_PERIOD,
+            health_check_timeout: DEFAULT_HEALTH_CHECK_TIMEOUT,
+            health_check_failure_threshold: DEFAULT_HEALTH_CHECK_FAILURE_THRESHOLD,
         }
+    }
+
+    /// How often members report their load to the head (whose answer is the cluster view):
+    /// [`REPORT_PERIOD`], or the health-check period when that is shorter. Spillback decisions
+    /// use these reports, so they must be fresher than the health checks need.
+    pub fn report_period(&self) -> Duration {
+        self.health_check_period.min(REPORT_PERIOD)
     }
 
     /// A member joining the head at `head` (`host:port`), listening on `host:port`.
@@ -102,6 +132,13 @@ impl ClusterConfig {
                 "health_check_timeout must be longer than health_check_period, both above 0".into(),
             ));
         }
+        if self.health_check_failure_threshold < 2 {
+            return Err(RayletError::Config(format!(
+                "health_check_failure_threshold must be at least 2, not {} (one period can pass \
+                 without a heartbeat through timer jitter alone)",
+                self.health_check_failure_threshold
+            )));
+        }
         Ok(())
     }
 }
@@ -114,8 +151,8 @@ pub(crate) struct Shared {
     peer_address: String,
     /// The head's node table (head only).
     table: Mutex<head::Table>,
-    /// A member's connection to the head, to say goodbye on the way out.
-    head_conn: Mutex<Option<quinn::Connection>>,
+    /// Calls into the node for health checks (its load, the views), off the heartbeat path.
+    sync: Arc<health::NodeSync>,
     /// This raylet's QUIC endpoint (it listens and dials).
     endpoint: quinn::Endpoint,
     /// Where the cluster's async tasks run.
@@ -147,6 +184,8 @@ pub(crate) struct Cluster {
     runtime: Option<tokio::runtime::Runtime>,
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
+    /// A member's heartbeats.
+    reporter: Option<member::Reporter>,
     /// `host:port` peers reach this node at.
     pub peer_address: String,
 }
@@ -168,12 +207,15 @@ impl Cluster {
             .map_err(|e| RayletError::io("reading the QUIC endpoint's address", e))?
             .port();
         let peer_address = format!("{}:{port}", config.host);
+        let sync = health::NodeSync::new(node.load());
+        sync.start(Arc::downgrade(node), config.report_period())
+            .map_err(|e| RayletError::io("starting the node's sync thread", e))?;
         let shared = Arc::new(Shared {
             config,
             node: Arc::downgrade(node),
             peer_address: peer_address.clone(),
             table: Mutex::new(head::Table::default()),
-            head_conn: Mutex::new(None),
+            sync,
             endpoint: endpoint.clone(),
             runtime: runtime.handle().clone(),
             peers: Mutex::new(HashMap::new()),
@@ -186,46 +228,40 @@ impl Cluster {
         });
         node.set_link(Link(shared.clone()));
         runtime.spawn(head::accept_loop(endpoint.clone(), shared.clone()));
+        // From here on, dropping `cluster` undoes the start.
+        let mut cluster = Cluster {
+            runtime: Some(runtime),
+            endpoint,
+            shared: shared.clone(),
+            peer_address,
+            reporter: None,
+        };
         match shared.config.head.clone() {
             None => {
                 head::register_self(&shared, node);
-                runtime.spawn(head::monitor(shared.clone()));
+                if let Some(rt) = &cluster.runtime {
+                    rt.spawn(head::monitor(shared.clone()));
+                }
             }
             Some(head) => {
-                let joined = member::join_when_up(&runtime, &shared, node, &head)?;
-                runtime.spawn(member::report_loop(shared.clone(), joined));
+                if let Some(rt) = &cluster.runtime {
+                    member::join_when_up(rt, &shared, node, &head)?;
+                }
+                cluster.reporter = Some(member::Reporter::start(&shared, &head)?);
             }
         }
-        Ok(Cluster {
-            runtime: Some(runtime),
-            endpoint,
-            shared,
-            peer_address,
-        })
+        Ok(cluster)
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        // A member tells the head it is leaving, so the cluster does not wait for the timeout.
-        let conn = self
-            .shared
-            .head_conn
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let node = self.shared.node.upgrade().map(|n| n.id);
-        if let (Some(rt), Some(conn), Some(node)) = (&self.runtime, conn, node) {
-            let head = self.shared.config.head.clone().unwrap_or_default();
-            let leave = PeerRequest::Leave { node };
-            rt.block_on(async {
-                let _ = tokio::time::timeout(
-                    Duration::from_millis(500),
-                    wire::request(&conn, &leave, &head),
-                )
-                .await;
-            });
+        // A member tells the head it is leaving (from its heartbeat thread), so the cluster
+        // does not wait for its health checks.
+        if let Some(reporter) = self.reporter.take() {
+            reporter.stop();
         }
+        self.shared.sync.stop();
         self.endpoint.close(0u32.into(), b"node stopping");
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(Duration::from_millis(200));

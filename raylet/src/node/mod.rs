@@ -63,7 +63,8 @@ const REAP_ON_STOP: Duration = Duration::from_secs(5);
 /// Everything shared by the raylet's threads: the state behind its lock, and the I/O around it.
 pub(crate) struct Node {
     pub config: RayletConfig,
-    pub id: NodeId,
+    /// This node's id; a new one when the node joins its cluster again ([`Node::rejoined`]).
+    id: Mutex<NodeId>,
     pub store: Store,
     pub address: String,
     pub stopping: AtomicBool,
@@ -95,7 +96,7 @@ impl Node {
         let node = Arc::new_cyclic(|me| Node {
             address: config.address(),
             config,
-            id,
+            id: Mutex::new(id),
             store,
             stopping: AtomicBool::new(false),
             state: Mutex::new(NodeState::new(setup)),
@@ -110,6 +111,18 @@ impl Node {
         let procs = Processes::start(Arc::downgrade(&node))?;
         let _ = node.procs.set(procs);
         Ok(node)
+    }
+
+    /// This node's id.
+    pub(crate) fn id(&self) -> NodeId {
+        *self.id.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The head declared this node dead while it was still running, and it joins again as the
+    /// new node `id` (its index follows with the head's view).
+    pub(crate) fn rejoined(&self, id: NodeId) {
+        *self.id.lock().unwrap_or_else(|p| p.into_inner()) = id;
+        self.run(|st| st.rejoined(id));
     }
 
     pub(crate) fn weak(&self) -> Weak<Node> {
@@ -169,6 +182,12 @@ impl Node {
         }
     }
 
+    /// Holds the state lock, as a long event would (tests of what must not wait for it).
+    #[cfg(test)]
+    pub(crate) fn lock(&self) -> MutexGuard<'_, NodeState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn outboxes(&self) -> MutexGuard<'_, HashMap<u64, Arc<Outbox>>> {
         self.outboxes.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -208,7 +227,8 @@ impl Node {
 
     /// Records the cluster view; work waiting here may now fit elsewhere (or nowhere).
     pub(crate) fn set_cluster_view(&self, view: ClusterView) {
-        if let Some(me) = view.nodes.iter().find(|n| n.id == self.id) {
+        let id = self.id();
+        if let Some(me) = view.nodes.iter().find(|n| n.id == id) {
             self.index.store(me.index, Ordering::Relaxed);
         }
         *self.view() = view.clone();

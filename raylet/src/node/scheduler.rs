@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use oxray_common::peer::{ClusterView, NodeInfo};
 use oxray_common::protocol::{ClientKind, FromRaylet};
 use oxray_common::resources::{Resources, CPU};
-use oxray_common::{ActorId, JobId};
+use oxray_common::{ActorId, JobId, NodeId};
 
 use super::effects::LinkOp;
 use super::state::{Lease, LeaseRequest, NodeState, WorkerState};
@@ -118,6 +118,21 @@ impl NodeState {
         self.view = view;
         self.spilled.clear();
         self.schedule();
+    }
+
+    /// The head declared this node dead while it ran on, and it joins again as node `id`.
+    /// What the cluster gave up on goes the way it goes after a real node death: the other
+    /// nodes dropped their connections to this one, so the jobs they attached here end (their
+    /// workers and actors stop), and this node's own jobs see their attachments there close
+    /// (their leases there end, their actors there start again elsewhere). Only the id and the
+    /// spill accounting change here; the index follows with the next view.
+    pub fn rejoined(&mut self, id: NodeId) {
+        eprintln!(
+            "[raylet] node {} was declared dead by the head; joining again as node {id}",
+            self.setup.id
+        );
+        self.setup.id = id;
+        self.spilled.clear();
     }
 
     /// Grants what can be granted, starts workers for requests that have resources but no

@@ -6,7 +6,8 @@
 //!   NODE OPTIONS: --num-cpus N  --object-store-memory BYTES  --resources name=amount,..
 //!                 --session NAME  --node-ip-address HOST  --cluster-name NAME
 //!                 --secret-file PATH (or OXRAY_CLUSTER_SECRET)
-//!                 --health-check-period-ms MS  --health-check-timeout-ms MS  --block
+//!                 --health-check-period-ms MS (1000)  --health-check-failure-threshold N (5)
+//!                 --health-check-timeout-ms MS (10000)  --block
 //! oxray status [--address ADDRESS] [--secret-file PATH] [--cluster-name NAME] | [--file FILE]
 //! oxray wait --nodes N [--timeout SECONDS] [--address ADDRESS]
 //! oxray stop [--address ADDRESS]
@@ -68,7 +69,8 @@ const USAGE: &str = "usage:
     NODE OPTIONS: --num-cpus N  --object-store-memory BYTES  --resources name=amount,..
                   --session NAME  --node-ip-address HOST  --cluster-name NAME
                   --secret-file PATH (or OXRAY_CLUSTER_SECRET)
-                  --health-check-period-ms MS  --health-check-timeout-ms MS
+                  --health-check-period-ms MS (1000)  --health-check-failure-threshold N (5)
+                  --health-check-timeout-ms MS (10000)
                   --block (stay in the foreground, e.g. under srun)
   oxray status [--address ADDRESS] [--secret-file PATH] [--cluster-name NAME] | [--file FILE]
   oxray wait --nodes N [--timeout SECONDS] [--address ADDRESS]
@@ -167,12 +169,22 @@ fn cluster_config(args: &[String]) -> Result<Option<ClusterConfig>, String> {
     };
     let period = millis("--health-check-period-ms")?;
     let timeout = millis("--health-check-timeout-ms")?;
+    let threshold = flag(args, "--health-check-failure-threshold")
+        .map(|v| {
+            v.parse::<u32>().map_err(|_| {
+                format!("--health-check-failure-threshold: `{v}` is not a whole number")
+            })
+        })
+        .transpose()?;
     let with_health = |mut c: ClusterConfig| {
         if let Some(p) = period {
             c.health_check_period = p;
         }
         if let Some(t) = timeout {
             c.health_check_timeout = t;
+        }
+        if let Some(n) = threshold {
+            c.health_check_failure_threshold = n;
         }
         Some(c)
     };

@@ -31,6 +31,8 @@ fn start_args(file: &ClusterFile, node: &NodeSpec, is_head: bool) -> Vec<String>
         file.health_check_period.as_millis().to_string(),
         "--health-check-timeout-ms".into(),
         file.health_check_timeout.as_millis().to_string(),
+        "--health-check-failure-threshold".into(),
+        file.health_check_failure_threshold.to_string(),
     ]);
     if let Some(n) = node.num_cpus {
         args.extend(["--num-cpus".into(), n.to_string()]);
