@@ -16,8 +16,31 @@ fn oxray(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// Removes, when dropped, the logs that nodes started by this test process left in the CLI's
+/// state directory (`$TMPDIR/oxray-<uid>/<session>.log`; every session here names our pid).
+struct NodeLogs;
+
+impl Drop for NodeLogs {
+    fn drop(&mut self) {
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        let dir = std::env::temp_dir().join(format!("oxray-{uid}"));
+        let pid = std::process::id().to_string();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".log") && name.contains(&pid) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
 #[test]
 fn start_status_stop() {
+    let _logs = NodeLogs;
     let session = format!("oxray-cli-test-{}", std::process::id());
     let (ok, out) = oxray(&[
         "start",
@@ -106,6 +129,7 @@ fn free_port() -> u16 {
 
 #[test]
 fn up_status_down_from_a_config_file() {
+    let _logs = NodeLogs;
     let dir = std::env::temp_dir().join(format!("oxray-up-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     std::fs::write(
@@ -234,6 +258,7 @@ fn foreground(args: &[&str]) -> Foreground {
 
 #[test]
 fn a_member_started_before_its_head_waits_for_it_and_wait_counts_the_nodes() {
+    let _logs = NodeLogs;
     use std::io::BufRead;
     let port = free_port().to_string();
     let head_address = format!("127.0.0.1:{port}");
@@ -306,6 +331,7 @@ fn a_member_started_before_its_head_waits_for_it_and_wait_counts_the_nodes() {
 
 #[test]
 fn the_slurm_script_starts_a_node_per_host_and_runs_the_program_attached() {
+    let _logs = NodeLogs;
     // Stand-ins for Slurm's commands: three hosts, all this machine on loopback.
     let dir = std::env::temp_dir().join(format!("oxray-slurm-test-{}", std::process::id()));
     let bin = dir.join("bin");

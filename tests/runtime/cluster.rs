@@ -14,9 +14,10 @@ use crate::eventually;
 const DRIVER: &str = env!("CARGO_BIN_EXE_oxray-test-driver");
 const SECRET: &str = "test-secret-0123456789abcdef";
 
-/// A raylet process, killed and reaped on drop.
+/// A raylet process, killed and reaped on drop (its session's temp dir goes with it).
 struct Node {
     child: Child,
+    session: String,
     address: String,
     peer: String,
 }
@@ -25,6 +26,7 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join("oxray").join(&self.session));
     }
 }
 
@@ -57,6 +59,7 @@ fn start(tag: &str, opts: &[&str]) -> Result<Node, String> {
         } else if let Some(p) = line.strip_prefix("peer ") {
             return Ok(Node {
                 child,
+                session,
                 address,
                 peer: p.to_owned(),
             });
@@ -65,6 +68,7 @@ fn start(tag: &str, opts: &[&str]) -> Result<Node, String> {
     if !address.is_empty() {
         return Ok(Node {
             child,
+            session,
             address,
             peer: String::new(),
         });
