@@ -154,25 +154,34 @@ impl CoreWorker {
             seq: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
         });
-        let weak = Arc::downgrade(&core);
-        std::thread::Builder::new()
-            .name("oxray-raylet-reader".into())
-            .spawn(move || reader_loop(reader, weak, kind))
-            .map_err(|e| Error::io("starting the raylet reader", e))?;
-        core.submitter.start_lease_reaper(Arc::downgrade(&core));
-        core.owners.start_flusher(Arc::downgrade(&core));
-        if kind == ClientKind::Driver {
-            // Drivers answer owner requests (borrowers fetching values) on their own socket.
-            let name = worker_socket(&core.session, worker_id);
-            let listener = crate::executor::bind(&name)
-                .map_err(|e| Error::io(format!("listening on @{name}"), e))?;
-            let served = core.clone();
-            std::thread::Builder::new()
-                .name("oxray-owner-accept".into())
-                .spawn(move || crate::executor::accept_loop(Arc::downgrade(&served), listener))
-                .map_err(|e| Error::io("starting the owner service", e))?;
-        }
+        // Current before the reader starts: the raylet may send `StartActor` right after
+        // `Registered`, and decoding the constructor's arguments (actor handles, refs) needs it.
         set_current(Some(core.clone()));
+        let started = (|| {
+            let weak = Arc::downgrade(&core);
+            std::thread::Builder::new()
+                .name("oxray-raylet-reader".into())
+                .spawn(move || reader_loop(reader, weak, kind))
+                .map_err(|e| Error::io("starting the raylet reader", e))?;
+            core.submitter.start_lease_reaper(Arc::downgrade(&core));
+            core.owners.start_flusher(Arc::downgrade(&core));
+            if kind == ClientKind::Driver {
+                // Drivers answer owner requests (borrowers fetching values) on their own socket.
+                let name = worker_socket(&core.session, worker_id);
+                let listener = crate::executor::bind(&name)
+                    .map_err(|e| Error::io(format!("listening on @{name}"), e))?;
+                let served = core.clone();
+                std::thread::Builder::new()
+                    .name("oxray-owner-accept".into())
+                    .spawn(move || crate::executor::accept_loop(Arc::downgrade(&served), listener))
+                    .map_err(|e| Error::io("starting the owner service", e))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = started {
+            set_current(None);
+            return Err(e);
+        }
         Ok(core)
     }
 

@@ -168,6 +168,49 @@ fn handles_are_values_for_tasks() {
     oxray::kill(&c).unwrap();
 }
 
+/// An actor built from other actors' handles.
+#[oxray::actor]
+pub struct Relay {
+    targets: Vec<ActorHandle<Counter>>,
+}
+
+#[oxray::actor]
+impl Relay {
+    fn new(targets: Vec<ActorHandle<Counter>>) -> Self {
+        Relay { targets }
+    }
+
+    /// Adds `by` to every target; returns their new values.
+    fn incr_all(&self, by: i64) -> Vec<i64> {
+        let refs: Vec<_> = self
+            .targets
+            .iter()
+            .map(|t| t.incr(by).expect("call"))
+            .collect();
+        oxray::get_all(&refs).expect("get")
+    }
+}
+
+/// Handles in a constructor's arguments decode in the new actor process even when its start
+/// message arrives right after its registration (a race once lost in most runs of this test).
+#[test]
+fn actor_handles_can_be_constructor_arguments() {
+    cluster();
+    let c = Counter::remote(0).unwrap();
+    let relays: Vec<ActorHandle<Relay>> = (0..24)
+        .map(|_| Relay::remote(vec![c.clone()]))
+        .collect::<Result<_>>()
+        .unwrap();
+    for (i, r) in relays.iter().enumerate() {
+        let seen = oxray::get(&r.incr_all(1).unwrap()).unwrap();
+        assert_eq!(seen, vec![i as i64 + 1], "relay {i} reached the counter");
+    }
+    for r in &relays {
+        oxray::kill(r).unwrap();
+    }
+    oxray::kill(&c).unwrap();
+}
+
 #[test]
 fn method_errors_fail_only_that_call() {
     cluster();
