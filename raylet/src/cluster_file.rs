@@ -5,8 +5,9 @@
 //! secret = "at-least-16-characters"      # exactly one of `secret` and `secret_file`
 //! # secret_file = "cluster.secret"       # read from a file (relative to this file), trimmed
 //! ssh = "ssh -o BatchMode=yes {address}" # optional: how to reach nodes on other machines
-//! health_check_period_ms = 1000          # optional (1000): how often nodes send the head a
-//!                                        #   heartbeat, and how often the head checks for one
+//! health_check_period_ms = 1000          # optional (1000): how often the head checks that
+//!                                        #   each node sent a heartbeat (nodes send one, with
+//!                                        #   their load, every 100 ms or every period if shorter)
 //! health_check_failure_threshold = 5     # optional (5, at least 2): checks in a row a node may
 //!                                        #   miss before the head marks it dead
 //! health_check_timeout_ms = 10000        # optional (10000, above the period): how long a node
