@@ -2,8 +2,10 @@
 //! service (node table, health checks, the cluster view).
 //!
 //! The rest of the raylet is threads and blocking Unix sockets; QUIC needs async, so this module
-//! owns a small tokio runtime of its own and talks to the node through short, non-blocking calls
-//! (`Node::load`, the node's cluster view).
+//! owns a small tokio runtime of its own. It reaches the node through `Node`'s entry points
+//! (each one in-memory event on the node state; effects such as socket writes run after the
+//! state lock is released), never while holding one of its own locks; the node reaches it
+//! through [`Link`], whose calls only queue work on the runtime.
 //!
 //! - [`tls`]: self-signed certificates, TLS 1.3 over ring.
 //! - [`auth`]: proving the cluster secret on every connection before anything else is read.
