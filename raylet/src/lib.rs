@@ -11,7 +11,11 @@
 //! operations (create, seal, pin, release, delete) and status.
 //!
 //! - [`config`]: what a raylet offers (CPUs, custom resources, store size).
-//! - `node`: the state and the scheduler; `server`: the socket server; `workers`: processes.
+//! - `node`: the node core: `NodeState`, a state machine (events in, effects out, no I/O, tested
+//!   in memory) split by concern (dispatch, scheduler, actors, pool, report), and `Node`, the I/O
+//!   layer that runs each event under the state lock and carries out its effects after.
+//! - `outbox`: per-connection outboxes, so a client that stops reading stalls only itself.
+//! - `server`: the socket server; [`workers`]: starting, reaping and killing worker processes.
 //! - [`cluster`]: QUIC to other raylets, and on the head the control service (node table,
 //!   health checks, cluster view); [`cluster_file`]: the TOML file `oxray up` reads.
 //!
