@@ -51,6 +51,8 @@ struct Inner {
     writing: bool,
     writer: bool,
     closed: bool,
+    /// Frames dropped by [`Outbox::push_unless_backlogged`].
+    dropped: u64,
 }
 
 impl Outbox {
@@ -120,6 +122,26 @@ impl Outbox {
                 .wait_timeout(inner, left)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+        }
+        drop(inner);
+        self.push(frame)
+    }
+
+    /// Queues one encoded frame unless more than the soft limit is queued already, in which case
+    /// it is dropped (and counted in the log). For output that may be lost rather than wait or
+    /// grow without bound (worker output relayed from another node). False when not queued.
+    pub(crate) fn push_unless_backlogged(self: &Arc<Self>, frame: AlignedVec) -> bool {
+        let mut inner = self.lock();
+        if inner.queued > SOFT_QUEUED {
+            inner.dropped += 1;
+            if inner.dropped.is_power_of_two() {
+                eprintln!(
+                    "[raylet] connection {}: the client reads slowly; {} lines of worker output \
+                     dropped so far",
+                    self.conn, inner.dropped
+                );
+            }
+            return false;
         }
         drop(inner);
         self.push(frame)

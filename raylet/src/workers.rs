@@ -38,11 +38,18 @@ pub(crate) struct SpawnRequest {
 
 /// The node's worker processes.
 pub(crate) struct Processes {
-    /// Children not reaped yet, by worker: their pids may be signalled.
-    live: Mutex<HashMap<WorkerId, u32>>,
+    live: Mutex<Live>,
     /// Signalled when a child is reaped.
     reaped: Condvar,
     spawner: Mutex<Option<mpsc::Sender<SpawnRequest>>>,
+}
+
+#[derive(Default)]
+struct Live {
+    /// Children not reaped yet, by worker: their pids may be signalled.
+    pids: HashMap<WorkerId, u32>,
+    /// The node is stopping: nothing more starts, and a child started meanwhile is killed.
+    stopped: bool,
 }
 
 impl Processes {
@@ -50,7 +57,7 @@ impl Processes {
     pub(crate) fn start(node: Weak<Node>) -> std::io::Result<Arc<Processes>> {
         let (tx, rx) = mpsc::channel::<SpawnRequest>();
         let procs = Arc::new(Processes {
-            live: Mutex::new(HashMap::new()),
+            live: Mutex::new(Live::default()),
             reaped: Condvar::new(),
             spawner: Mutex::new(Some(tx)),
         });
@@ -68,7 +75,7 @@ impl Processes {
         Ok(procs)
     }
 
-    fn live(&self) -> MutexGuard<'_, HashMap<WorkerId, u32>> {
+    fn live(&self) -> MutexGuard<'_, Live> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -80,34 +87,53 @@ impl Processes {
 
     fn spawn(self: &Arc<Self>, node: &Node, req: SpawnRequest) {
         let worker = req.worker;
-        match start_process(node, &req) {
-            Ok(child) => {
-                let pid = child.id();
-                self.live().insert(worker, pid);
-                node.worker_started(worker, pid);
-                let me = Arc::downgrade(self);
-                let node = node.weak();
-                let spawned = std::thread::Builder::new()
-                    .name(format!("oxray-reap-{pid}"))
-                    .spawn(move || reap(me, node, worker, child));
-                if let Err(e) = spawned {
-                    eprintln!("[raylet] cannot watch worker {pid}: {e}");
-                }
+        if self.live().stopped {
+            node.worker_start_failed(worker, "the raylet is stopping");
+            return;
+        }
+        let child = match start_process(node, &req) {
+            Ok(child) => child,
+            Err(e) => {
+                node.worker_start_failed(worker, &format!("starting {}: {e}", req.exe));
+                return;
             }
-            Err(e) => node.worker_start_failed(worker, &format!("starting {}: {e}", req.exe)),
+        };
+        let pid = child.id();
+        let stopped = {
+            let mut live = self.live();
+            live.pids.insert(worker, pid);
+            live.stopped
+        };
+        let me = Arc::downgrade(self);
+        let weak = node.weak();
+        let spawned = std::thread::Builder::new()
+            .name(format!("oxray-reap-{pid}"))
+            .spawn(move || reap(me, weak, worker, child));
+        if let Err(e) = spawned {
+            // Nothing would notice its exit: end it now rather than leave it unwatched.
+            eprintln!("[raylet] cannot watch worker {pid}: {e}; killing it");
+            self.live().pids.remove(&worker);
+            kill_pid(pid);
+            if let Ok(pid) = i32::try_from(pid) {
+                // SAFETY: waitpid on our own child (killed just now); a null status is allowed.
+                unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+            }
+            node.worker_start_failed(worker, &format!("cannot watch its process: {e}"));
+            return;
+        }
+        // Killed or stopped while it was being started: it must not run on.
+        if !node.worker_started(worker, pid) || stopped {
+            self.kill(worker);
         }
     }
 
     /// Kills a worker's process, if it was not reaped yet.
     pub(crate) fn kill(&self, worker: WorkerId) {
         let live = self.live();
-        if let Some(&pid) = live.get(&worker) {
-            // Still in `live`: not reaped, so `pid` is still this child's (held under the lock
-            // the reaper takes before reaping).
-            if let Ok(pid) = i32::try_from(pid) {
-                // SAFETY: kill(2) has no memory effects; `pid` names our unreaped child.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+        if let Some(&pid) = live.pids.get(&worker) {
+            // Still in the table: not reaped, so `pid` is still this child's (the reaper takes
+            // this lock to remove it before reaping).
+            kill_pid(pid);
         }
     }
 
@@ -119,13 +145,11 @@ impl Processes {
             .take();
         let deadline = Instant::now() + timeout;
         let mut live = self.live();
-        for &pid in live.values() {
-            if let Ok(pid) = i32::try_from(pid) {
-                // SAFETY: as in `kill`: unreaped children only, under the lock.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+        live.stopped = true;
+        for &pid in live.pids.values() {
+            kill_pid(pid);
         }
-        while !live.is_empty() {
+        while !live.pids.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -139,12 +163,20 @@ impl Processes {
     }
 }
 
+/// SIGKILLs `pid`: only for a child of ours known not to be reaped yet.
+fn kill_pid(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // SAFETY: kill(2) has no memory effects; callers pass an unreaped child's pid.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
 /// Waits for `child` to exit, takes it out of the live table, reaps it and tells the node.
 fn reap(procs: Weak<Processes>, node: Weak<Node>, worker: WorkerId, mut child: Child) {
     let pid = child.id();
     wait_exit(pid);
     if let Some(procs) = procs.upgrade() {
-        procs.live().remove(&worker);
+        procs.live().pids.remove(&worker);
         procs.reaped.notify_all();
     }
     let status = match child.wait() {

@@ -225,7 +225,7 @@ fn close(shared: &Shared, job: JobId, index: u16, proxy: &Arc<Proxy>, why: &str,
     };
     for p in pending {
         match p.lease {
-            Some(resources) if requeue => node.requeue_lease(p.conn, p.req, resources),
+            Some(resources) if requeue => node.requeue_lease(p.conn, p.req, resources, index),
             _ => {
                 node.send_to_client(
                     p.conn,
@@ -331,7 +331,7 @@ fn deliver(shared: &Shared, job: JobId, index: u16, peer: &str, proxy: &Proxy, m
                 node.send_to_client(p.conn, &FromRaylet::Actor { req: p.req, info });
             }
         }
-        FromRaylet::WorkerOutput { .. } => node.send_to_job_driver(job, &msg),
+        FromRaylet::WorkerOutput { .. } => node.output_to_job_driver(job, &msg),
         _ => {}
     }
 }

@@ -91,10 +91,10 @@ impl NodeState {
         if self.actor_names.get(&key) == Some(&id) {
             self.actor_names.remove(&key);
         }
-        eprintln!(
-            "[raylet] actor {id} ({}) waits for {}: placing it on node {target}",
+        self.log(format!(
+            "actor {id} ({}) waits for {}: placing it on node {target}",
             a.spec.class, a.spec.resources
-        );
+        ));
         let mut spec = a.spec;
         spec.restarts = a.restarts;
         // The creator was answered when the actor was registered here; this forward needs none.
@@ -294,6 +294,7 @@ impl NodeState {
     /// A job's attachment to node `index` closed: the leases it had there are gone, and its
     /// actors there start again elsewhere if their `max_restarts` allows, else are dead.
     pub fn peer_lost(&mut self, job: JobId, index: u16) {
+        self.shun(index);
         let NodeState {
             remote_leases,
             clients,
@@ -326,7 +327,7 @@ impl NodeState {
             let death = format!(
                 "the node it ran on (node {gone}) went away and max_restarts ({max}) is exhausted"
             );
-            eprintln!("[raylet] actor {} is dead: {death}", placed.spec.id);
+            self.log(format!("actor {} is dead: {death}", placed.spec.id));
             self.bury(placed, death);
             return;
         }
@@ -338,10 +339,10 @@ impl NodeState {
             ..
         } = placed;
         spec.restarts = restarts + 1;
-        eprintln!(
-            "[raylet] actor {} ({}) lost with node {gone}; starting it again (restart {})",
+        self.log(format!(
+            "actor {} ({}) lost with node {gone}; starting it again (restart {})",
             spec.id, spec.class, spec.restarts
-        );
+        ));
         self.forget_remote_name(&spec);
         if !self.available().contains(&spec.resources) {
             if let Some(target) = self.pick_peer(&spec.resources, Some(gone)) {

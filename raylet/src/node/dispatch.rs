@@ -59,7 +59,9 @@ impl NodeState {
             ClientKind::Tool => JobId(0),
             ClientKind::Worker => {
                 let Some(w) = self.workers.get_mut(&worker) else {
-                    eprintln!("[raylet] unknown worker {worker} (pid {pid}) registered; dropped");
+                    self.log(format!(
+                        "unknown worker {worker} (pid {pid}) registered; dropped"
+                    ));
                     return false;
                 };
                 w.state = if w.actor.is_some() {

@@ -28,6 +28,8 @@ pub(crate) enum Effect {
     DeleteOwnedBy(WorkerId),
     /// Something for other nodes.
     Link(LinkOp),
+    /// A line for the raylet's log (stderr can block: never written under the lock).
+    Log(String),
 }
 
 /// Requests for the cluster layer (`crate::cluster::Link`); each returns at once there.

@@ -173,6 +173,7 @@ impl Node {
                     }
                 }
                 Effect::DeleteOwnedBy(owner) => self.delete_owned_by(owner),
+                Effect::Log(line) => eprintln!("[raylet] {line}"),
                 Effect::Link(op) => {
                     if let Some(link) = self.link.get() {
                         link.carry_out(op);
@@ -254,11 +255,16 @@ impl Node {
         }
     }
 
-    /// Sends to a job's driver (output of its workers on other nodes).
-    pub(crate) fn send_to_job_driver(&self, job: JobId, msg: &FromRaylet) {
+    /// Forwards a line of output of a job's worker on another node to the job's driver. It is
+    /// dropped (and counted) while the driver has much unread: this runs on the QUIC runtime,
+    /// which must not wait for a driver that stopped reading.
+    pub(crate) fn output_to_job_driver(&self, job: JobId, msg: &FromRaylet) {
         let driver = self.run(|st| st.jobs.get(&job).and_then(|j| j.driver));
-        if let Some(conn) = driver {
-            self.send_to_client(conn, msg);
+        let Some(outbox) = driver.and_then(|c| self.outbox(c)) else {
+            return;
+        };
+        if let Ok(buf) = frame::encode(msg) {
+            outbox.push_unless_backlogged(buf);
         }
     }
 
@@ -312,8 +318,25 @@ impl Node {
 
     /// Handles one message from a registered client.
     pub(crate) fn handle(&self, conn: u64, msg: ToRaylet) {
-        let Some(msg) = self.run(|st| st.message(conn, msg)) else {
-            return;
+        // Object store and status messages never take the state lock (puts and gets do not
+        // wait for scheduling); the rest are events on the state.
+        let msg = match msg {
+            ToRaylet::Register { .. }
+            | ToRaylet::Tunnel { .. }
+            | ToRaylet::WorkerAddress { .. }
+            | ToRaylet::Create { .. }
+            | ToRaylet::Seal { .. }
+            | ToRaylet::Pin { .. }
+            | ToRaylet::Release { .. }
+            | ToRaylet::Delete { .. }
+            | ToRaylet::Status { .. }
+            | ToRaylet::Stop { .. } => msg,
+            _ => {
+                if let Some(other) = self.run(|st| st.message(conn, msg)) {
+                    self.log_unhandled(conn, &other);
+                }
+                return;
+            }
         };
         let client = ClientId(conn);
         let reply = match msg {
@@ -403,10 +426,17 @@ impl Node {
                 self.stop();
                 return;
             }
-            // The state handled the rest.
-            _ => return,
+            other => {
+                self.log_unhandled(conn, &other);
+                return;
+            }
         };
         self.send_to_client(conn, &reply);
+    }
+
+    /// A message neither the store side nor the state handled (a bug, never a client's fault).
+    fn log_unhandled(&self, conn: u64, msg: &ToRaylet) {
+        eprintln!("[raylet] connection {conn}: no handler for {msg:?}; ignored");
     }
 
     /// A client's connection closed: release everything it held.
@@ -426,8 +456,8 @@ impl Node {
     }
 
     /// A lease request forwarded to a node that went away comes back to the local queue.
-    pub(crate) fn requeue_lease(&self, conn: u64, req: u64, resources: Resources) {
-        self.run(|st| st.requeue_lease(conn, req, resources));
+    pub(crate) fn requeue_lease(&self, conn: u64, req: u64, resources: Resources, from: u16) {
+        self.run(|st| st.requeue_lease(conn, req, resources, from));
     }
 
     /// A local client now holds a lease of another node. False when it is gone.
@@ -477,9 +507,10 @@ impl Node {
         self.run(|st| st.actor_for_peer(id, kill))
     }
 
-    /// The process of `worker` runs with `pid`.
-    pub(crate) fn worker_started(&self, worker: WorkerId, pid: u32) {
-        self.run(|st| st.worker_started(worker, pid));
+    /// The process of `worker` runs with `pid`. False when the node no longer wants it (it
+    /// was killed while its start was under way): the caller kills it.
+    pub(crate) fn worker_started(&self, worker: WorkerId, pid: u32) -> bool {
+        self.run(|st| st.worker_started(worker, pid))
     }
 
     /// The process of `worker` could not be started.

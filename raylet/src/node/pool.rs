@@ -45,15 +45,25 @@ impl NodeState {
         Some(worker)
     }
 
-    /// The process of `worker` runs with `pid`.
-    pub fn worker_started(&mut self, worker: WorkerId, pid: u32) {
-        if let Some(w) = self.workers.get_mut(&worker) {
-            w.pid = pid;
+    /// The process of `worker` runs with `pid`. False when the worker is no longer wanted (it
+    /// was killed, or its job ended, while it was being started): its process must go.
+    pub fn worker_started(&mut self, worker: WorkerId, pid: u32) -> bool {
+        match self.workers.get_mut(&worker) {
+            Some(w) => {
+                w.pid = pid;
+                true
+            }
+            None => false,
         }
     }
 
-    /// The process of `worker` could not be started.
+    /// The process of `worker` could not be started (no process exists). An actor it was for
+    /// dies with the reason: starting it again would fail the same way.
     pub fn worker_start_failed(&mut self, worker: WorkerId, why: &str) {
+        if let Some(actor) = self.workers.get(&worker).and_then(|w| w.actor) {
+            let cause = format!("its worker process could not be started: {why}");
+            self.actor_process_lost(actor, Some(cause), false);
+        }
         self.starting_worker_lost(worker, why);
         self.schedule();
     }
@@ -97,13 +107,14 @@ impl NodeState {
             return;
         };
         j.failed_starts += 1;
-        eprintln!("[raylet] worker for job {job} failed to start: {why}");
-        if j.failed_starts < MAX_FAILED_STARTS {
+        let failed_starts = j.failed_starts;
+        self.log(format!("worker for job {job} failed to start: {why}"));
+        if failed_starts < MAX_FAILED_STARTS {
             return;
         }
         let message = format!(
-            "workers for this job keep failing to start ({} times in a row); last: {why}",
-            j.failed_starts
+            "workers for this job keep failing to start ({failed_starts} times in a row); last: \
+             {why}"
         );
         let mut failed = Vec::new();
         let mut keep = VecDeque::new();

@@ -18,6 +18,10 @@ use super::effects::LinkOp;
 use super::state::{Lease, LeaseRequest, NodeState, WorkerState};
 use crate::cluster::Forward;
 
+/// Views (one per report period, ~100 ms) during which a node whose attachment closed gets no
+/// work: long enough for the head to learn that a stopping or lost node is gone.
+pub(crate) const SHUN_VIEWS: u32 = 30;
+
 impl NodeState {
     /// A client asks for a worker lease.
     pub fn request_lease(&mut self, conn: u64, req: u64, resources: Resources, near: u16) {
@@ -36,9 +40,10 @@ impl NodeState {
         self.schedule();
     }
 
-    /// A lease request forwarded to a node that went away comes back to the local queue (and
-    /// may go to another node again).
-    pub fn requeue_lease(&mut self, conn: u64, req: u64, resources: Resources) {
+    /// A lease request forwarded to node `from`, whose attachment closed before it answered,
+    /// comes back to the local queue (and may go to another node again, not to `from`).
+    pub fn requeue_lease(&mut self, conn: u64, req: u64, resources: Resources, from: u16) {
+        self.shun(from);
         let Some((job, kind)) = self.clients.get(&conn).map(|c| (c.job, c.kind)) else {
             return;
         };
@@ -117,7 +122,17 @@ impl NodeState {
         }
         self.view = view;
         self.spilled.clear();
+        self.shunned.retain(|_, views| {
+            *views -= 1;
+            *views > 0
+        });
         self.schedule();
+    }
+
+    /// Sends no work to node `index` for the next [`SHUN_VIEWS`] views: its attachment just
+    /// closed (it is stopping or lost), though the view may still show it alive.
+    pub(crate) fn shun(&mut self, index: u16) {
+        self.shunned.insert(index, SHUN_VIEWS);
     }
 
     /// The head declared this node dead while it ran on, and it joins again as node `id`.
@@ -127,10 +142,10 @@ impl NodeState {
     /// (their leases there end, their actors there start again elsewhere). Only the id and the
     /// spill accounting change here; the index follows with the next view.
     pub fn rejoined(&mut self, id: NodeId) {
-        eprintln!(
-            "[raylet] node {} was declared dead by the head; joining again as node {id}",
+        self.log(format!(
+            "node {} was declared dead by the head; joining again as node {id}",
             self.setup.id
-        );
+        ));
         self.setup.id = id;
         self.spilled.clear();
     }
@@ -348,16 +363,20 @@ impl NodeState {
             a.spec.class,
             infeasible_message(&a.spec.resources)
         );
-        eprintln!("[raylet] {message}");
+        self.log(message.clone());
         self.send(conn, FromRaylet::Warning { req: 0, message });
     }
 
+    /// Alive nodes but this one, `avoid` and the shunned ones.
     fn alive_peers(&self, avoid: Option<u16>) -> impl Iterator<Item = &NodeInfo> {
         let me = self.index;
-        self.view
-            .nodes
-            .iter()
-            .filter(move |n| n.alive && n.index != 0 && n.index != me && Some(n.index) != avoid)
+        self.view.nodes.iter().filter(move |n| {
+            n.alive
+                && n.index != 0
+                && n.index != me
+                && Some(n.index) != avoid
+                && !self.shunned.contains_key(&n.index)
+        })
     }
 
     /// What node `n` showed free in the last view, less what was sent there since.
@@ -375,7 +394,7 @@ impl NodeState {
         if !self.setup.clustered {
             return false;
         }
-        let Some(n) = self.view.nodes.iter().find(|n| n.index == index && n.alive) else {
+        let Some(n) = self.alive_peers(None).find(|n| n.index == index) else {
             return false;
         };
         if !self.room(n).contains(resources) {

@@ -185,6 +185,8 @@ pub(crate) struct NodeState {
     /// Resources spilled to each node since the cluster view last changed (so one view does
     /// not send more work to a node than it showed room for).
     pub spilled: HashMap<u16, Resources>,
+    /// Nodes whose attachment just closed, with the views left before work may go there again.
+    pub shunned: HashMap<u16, u32>,
     effects: Vec<Effect>,
 }
 
@@ -210,6 +212,7 @@ impl NodeState {
             remote_actors: HashMap::new(),
             remote_names: HashMap::new(),
             spilled: HashMap::new(),
+            shunned: HashMap::new(),
             effects: Vec::new(),
         }
     }
@@ -226,6 +229,11 @@ impl NodeState {
     /// Queues a message to a client (dropped if it is gone).
     pub fn send(&mut self, conn: u64, msg: FromRaylet) {
         self.effects.push(Effect::Send { conn, msg });
+    }
+
+    /// Queues a line for the raylet's log (written with a `[raylet] ` prefix).
+    pub fn log(&mut self, line: String) {
+        self.effects.push(Effect::Log(line));
     }
 
     pub fn link(&mut self, op: LinkOp) {

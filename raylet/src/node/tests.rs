@@ -5,7 +5,7 @@
 use oxray_common::peer::{ClusterView, NodeInfo, NodeLoad};
 use oxray_common::protocol::{ActorSpec, ActorState, ClientKind, FromRaylet, ToRaylet};
 use oxray_common::resources::Resources;
-use oxray_common::{ActorId, NodeId, WorkerId};
+use oxray_common::{ActorId, JobId, NodeId, WorkerId};
 use oxray_object_store::StoreStats;
 
 use super::effects::{Effect, LinkOp};
@@ -450,8 +450,82 @@ fn a_lease_request_whose_node_died_comes_back_and_spills_again() {
         "the dead node's connection is dropped"
     );
     a.clear();
-    a.st.requeue_lease(d, 1, res(&[("CPU", 2.0)]));
+    a.st.requeue_lease(d, 1, res(&[("CPU", 2.0)]), 2);
     assert_eq!(a.forwarded_leases(), vec![(3, 1)], "to the live node");
+}
+
+#[test]
+fn work_does_not_bounce_back_to_a_node_whose_attachment_just_closed() {
+    let mut a = Sim::new(&[("CPU", 1.0)], true);
+    let b = Sim::new(&[("CPU", 1.0), ("gpu", 1.0)], true);
+    let one: &[(&str, f64)] = &[("CPU", 1.0)];
+    let gpu: &[(&str, f64)] = &[("CPU", 1.0), ("gpu", 1.0)];
+    let both = |a: &Sim| view(&[(a, 1, one, one, true), (&b, 2, gpu, gpu, true)]);
+    a.st.set_view(both(&a));
+    let d = a.driver();
+    let s = spec("GpuActor", &[("gpu", 1.0)], 3);
+    let id = s.id;
+    a.send(d, ToRaylet::CreateActor { req: 1, spec: s });
+    a.lease(d, 2, &[("gpu", 1.0)]);
+    assert_eq!(a.forwarded_leases(), vec![(2, 2)]);
+    assert!(a.st.remote_actors.contains_key(&id), "placed on b");
+    a.clear();
+    // b is stopping: the job's attachment closes while the view still shows b alive.
+    a.st.requeue_lease(d, 2, res(&[("gpu", 1.0)]), 2);
+    a.st.peer_lost(JobId(1), 2);
+    assert!(a.forwarded_leases().is_empty(), "not sent back to b");
+    assert_eq!(
+        a.actor(id).0,
+        ActorState::Restarting,
+        "waits here, not bounced to b"
+    );
+    assert_eq!(a.actor(id).2, 1, "one restart spent, not one per bounce");
+    assert!(
+        !a.warnings(d).is_empty(),
+        "nothing else has a gpu: the user is told"
+    );
+    a.clear();
+    // A while later (b came back under the same index, say), work may go there again.
+    for _ in 0..super::scheduler::SHUN_VIEWS {
+        a.st.set_view(both(&a));
+    }
+    assert_eq!(a.forwarded_leases(), vec![(2, 2)]);
+}
+
+#[test]
+fn an_actor_whose_worker_cannot_be_started_dies_with_the_reason() {
+    let mut n = Sim::new(&[("CPU", 1.0)], false);
+    let d = n.driver();
+    let s = spec("Unstartable", &[], -1);
+    let id = s.id;
+    n.send(d, ToRaylet::CreateActor { req: 1, spec: s });
+    let w = n.spawned();
+    n.clear();
+    n.st.worker_start_failed(w[0], "No such file or directory");
+    let (state, death, restarts) = n.actor(id);
+    assert_eq!(
+        (state, restarts),
+        (ActorState::Dead, 0),
+        "no restarts spent"
+    );
+    assert!(
+        death.contains("could not be started") && death.contains("No such file"),
+        "{death}"
+    );
+    assert!(n.spawned().is_empty());
+}
+
+#[test]
+fn a_worker_killed_while_starting_is_not_kept() {
+    let mut n = Sim::new(&[("CPU", 1.0)], false);
+    let d = n.driver();
+    n.lease(d, 1, &[("CPU", 1.0)]);
+    let w = n.spawned()[0];
+    n.st.disconnect(d);
+    assert!(
+        !n.st.worker_started(w, 77),
+        "its process must be killed at once"
+    );
 }
 
 #[test]
