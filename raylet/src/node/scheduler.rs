@@ -44,19 +44,7 @@ impl NodeState {
     /// comes back to the local queue (and may go to another node again, not to `from`).
     pub fn requeue_lease(&mut self, conn: u64, req: u64, resources: Resources, from: u16) {
         self.shun(from);
-        let Some((job, kind)) = self.clients.get(&conn).map(|c| (c.job, c.kind)) else {
-            return;
-        };
-        self.pending.push_back(LeaseRequest {
-            req,
-            conn,
-            job,
-            resources,
-            spill: kind != ClientKind::Remote,
-            near: 0,
-            warned: false,
-        });
-        self.schedule();
+        self.request_lease(conn, req, resources, 0);
     }
 
     /// A client gives a lease of this node back.
