@@ -5,7 +5,7 @@
 //! owns a small tokio runtime of its own. It reaches the node through `Node`'s entry points
 //! (each one in-memory event on the node state; effects such as socket writes run after the
 //! state lock is released), never while holding one of its own locks; the node reaches it
-//! through [`Link`], whose calls only queue work on the runtime.
+//! through `Link`, whose calls only queue work on the runtime.
 //!
 //! - [`tls`]: self-signed certificates, TLS 1.3 over ring.
 //! - [`auth`]: proving the cluster secret on every connection before anything else is read.
