@@ -369,6 +369,16 @@ pub(crate) struct WorkerConn {
     writer: Mutex<UnixStream>,
 }
 
+/// The connection's lifetime is the lease's: letting the lease go closes the socket (both
+/// ways), so the reader thread here and the worker's serving thread (and, across nodes, the
+/// tunnel between them) end too.
+impl Drop for WorkerConn {
+    fn drop(&mut self) {
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = w.shutdown(std::net::Shutdown::Both);
+    }
+}
+
 impl WorkerConn {
     fn send(&self, msg: &ToWorker) -> std::io::Result<()> {
         let buf = frame::encode(msg)?;
@@ -794,13 +804,21 @@ fn connect_worker(
         writer: Mutex::new(stream),
     });
     let weak = Arc::downgrade(core);
+    let mine = Arc::downgrade(&conn);
     std::thread::Builder::new()
         .name("oxray-worker-conn".into())
-        .spawn(move || worker_reader(reader, weak, worker))?;
+        .spawn(move || worker_reader(reader, weak, worker, mine))?;
     Ok(conn)
 }
 
-fn worker_reader(stream: UnixStream, core: Weak<CoreWorker>, worker: WorkerId) {
+/// Reads a leased worker's results until the connection ends: because the lease was let go
+/// (`conn` is gone; nothing to report) or because the worker died.
+fn worker_reader(
+    stream: UnixStream,
+    core: Weak<CoreWorker>,
+    worker: WorkerId,
+    conn: Weak<WorkerConn>,
+) {
     let mut reader = BufReader::with_capacity(64 << 10, stream);
     let mut buf = HeapBytes::new();
     let why = loop {
@@ -819,6 +837,10 @@ fn worker_reader(stream: UnixStream, core: Weak<CoreWorker>, worker: WorkerId) {
             Err(e) => break format!("the worker connection failed: {e}"),
         }
     };
+    if conn.strong_count() == 0 {
+        // The lease was let go and its connection closed on purpose.
+        return;
+    }
     if let Some(core) = core.upgrade() {
         core.submitter.on_conn_lost(&core, worker, why);
     }

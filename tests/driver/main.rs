@@ -111,6 +111,9 @@ fn main() {
         "restart-unborn" => node_core::restart_unborn(),
         "gpu-lost" => node_core::gpu_lost(),
         "idle" => node_core::idle(),
+        "lease-churn" => {
+            node_core::lease_churn(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(20))
+        }
         _ => {
             eprintln!(
                 "usage: oxray-test-driver raylet SESSION | sum N | print | pids [hang] | nap | \

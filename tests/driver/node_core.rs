@@ -320,3 +320,55 @@ pub fn idle() -> oxray::Result<()> {
     std::thread::sleep(Duration::from_secs(60));
     Ok(())
 }
+
+/// Threads of process `pid` (0 when it is gone).
+fn threads(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits (up to 5 s) until every CPU of the node is free again: the lease went back.
+fn until_leases_returned() -> oxray::Result<()> {
+    let total = oxray::cluster_resources()?
+        .get("CPU")
+        .copied()
+        .unwrap_or(0.0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while oxray::available_resources()?
+        .get("CPU")
+        .copied()
+        .unwrap_or(0.0)
+        < total
+    {
+        if Instant::now() > deadline {
+            say("error a lease was not returned within 5 s");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// `lease-churn ROUNDS`: one task at a time, each on a fresh lease that goes back after its
+/// linger; prints the threads of this driver and of its node's workers after a warm-up round and
+/// at the end (`threads-before`/`threads-after`), which must not grow with the rounds.
+pub fn lease_churn(rounds: u32) -> oxray::Result<()> {
+    let _cluster = oxray::init_with(oxray::Config::new().num_cpus(1.0))?;
+    let count = || {
+        let me = std::process::id();
+        threads(me) + children(me).into_iter().map(threads).sum::<u64>()
+    };
+    oxray::get(&work_where::remote(0)?)?;
+    until_leases_returned()?;
+    say(format!("threads-before {}", count()));
+    for _ in 0..rounds {
+        oxray::get(&work_where::remote(0)?)?;
+        until_leases_returned()?;
+    }
+    say(format!("threads-after {}", count()));
+    Ok(())
+}

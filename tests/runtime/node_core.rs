@@ -577,3 +577,25 @@ fn an_idle_driver_with_an_embedded_node_barely_wakes() {
         "an idle driver and its workers woke {per_second:.0} times a second"
     );
 }
+
+/// A lease that goes back closes its connection on both ends: 20 leases taken and returned one
+/// after another leave the driver and its workers with as many threads as one did (each used to
+/// leave a reader thread in the driver and a serving thread in the worker behind).
+#[test]
+fn returned_leases_leave_no_threads_behind() {
+    let mut cmd = Command::new(DRIVER);
+    cmd.args(["lease-churn", "20"]);
+    let mut proc = Proc::spawn(cmd);
+    let status = proc.exit_within(Duration::from_secs(120));
+    let out = proc.out();
+    assert!(status.is_some_and(|s| s.success()), "{}", proc.log());
+    assert!(!out.contains("error"), "{out}");
+    let before: u64 = value(&out, "threads-before")
+        .parse()
+        .expect("threads-before");
+    let after: u64 = value(&out, "threads-after").parse().expect("threads-after");
+    assert!(
+        after <= before + 2,
+        "threads grew from {before} to {after} over 20 returned leases"
+    );
+}
