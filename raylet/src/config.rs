@@ -21,7 +21,13 @@ pub struct RayletConfig {
     pub default_exe: Option<String>,
     /// Membership of a multi-node cluster (`None`: a single node, no network at all).
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// Dead actors kept in the actor table (for `status` and for the cause a late caller gets);
+    /// older ones are forgotten. Ray keeps 1 000 (`maximum_gcs_destroyed_actor_cached_count`).
+    pub max_dead_actors: usize,
 }
+
+/// Default [`RayletConfig::max_dead_actors`].
+pub const DEFAULT_MAX_DEAD_ACTORS: usize = 1000;
 
 impl Default for RayletConfig {
     fn default() -> Self {
@@ -35,6 +41,7 @@ impl Default for RayletConfig {
             prestart_workers: cpus,
             default_exe: None,
             cluster: None,
+            max_dead_actors: DEFAULT_MAX_DEAD_ACTORS,
         }
     }
 }

@@ -420,6 +420,26 @@ impl NodeState {
         entry.death = death;
         self.actors.insert(id, entry);
         self.notify_actor(id);
+        self.remember_dead(id);
+    }
+
+    /// Actor `id` is dead: it stays in the table (status, the cause for late callers) among the
+    /// last `max_dead_actors` dead ones; the oldest beyond that is forgotten.
+    fn remember_dead(&mut self, id: ActorId) {
+        self.dead_actors.push_back(id);
+        while self.dead_actors.len() > self.setup.max_dead_actors {
+            let Some(old) = self.dead_actors.pop_front() else {
+                break;
+            };
+            if self
+                .actors
+                .get(&old)
+                .is_some_and(|a| a.state == ActorState::Dead)
+            {
+                self.actors.remove(&old);
+                self.actor_waiters.remove(&old);
+            }
+        }
     }
 
     /// An actor's process is gone or must go. With `death`, the actor is dead for good;
@@ -487,6 +507,13 @@ impl NodeState {
             }
         }
         self.notify_actor(id);
+        if self
+            .actors
+            .get(&id)
+            .is_some_and(|a| a.state == ActorState::Dead)
+        {
+            self.remember_dead(id);
+        }
     }
 
     /// Answers `GetActor { wait_alive }` requests once the actor is alive or dead.

@@ -92,6 +92,7 @@ impl Node {
             total: config.total_resources(),
             prestart_workers: config.prestart_workers,
             clustered: config.cluster.is_some(),
+            max_dead_actors: config.max_dead_actors,
         };
         let node = Arc::new_cyclic(|me| Node {
             address: config.address(),

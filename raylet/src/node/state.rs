@@ -24,6 +24,8 @@ pub(crate) struct Setup {
     pub prestart_workers: usize,
     /// Whether the node is part of a cluster (spillback, remote actors and names apply).
     pub clustered: bool,
+    /// Dead actors kept in the table; older ones are forgotten.
+    pub max_dead_actors: usize,
 }
 
 pub(crate) struct Client {
@@ -172,6 +174,8 @@ pub(crate) struct NodeState {
     pub jobs: HashMap<JobId, Job>,
     pub actors: HashMap<ActorId, ActorEntry>,
     pub actor_names: HashMap<(String, String), ActorId>,
+    /// Dead actors still in the table, oldest first (at most `Setup::max_dead_actors`).
+    pub dead_actors: VecDeque<ActorId>,
     /// Actors waiting for resources (new or restarting), in order.
     pub pending_actors: VecDeque<ActorId>,
     /// `GetActor { wait_alive }` requests parked until the actor is alive or dead.
@@ -206,6 +210,7 @@ impl NodeState {
             jobs: HashMap::new(),
             actors: HashMap::new(),
             actor_names: HashMap::new(),
+            dead_actors: VecDeque::new(),
             pending_actors: VecDeque::new(),
             actor_waiters: HashMap::new(),
             remote_leases: HashMap::new(),

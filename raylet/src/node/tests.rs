@@ -38,6 +38,7 @@ impl Sim {
             total: res(total),
             prestart_workers: 0,
             clustered,
+            max_dead_actors: 1000,
         };
         Sim {
             st: NodeState::new(setup),
@@ -733,4 +734,67 @@ fn an_idle_worker_that_exits_is_forgotten_and_an_unknown_worker_is_refused() {
         !n.st.register(99, stranger),
         "a worker this node did not start"
     );
+}
+
+#[test]
+fn only_the_last_dead_actors_are_remembered() {
+    let mut n = Sim::new(&[("CPU", 1.0)], false);
+    n.st.setup.max_dead_actors = 3;
+    let d = n.driver();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let s = spec("Short", &[], 0);
+        ids.push(s.id);
+        n.send(d, ToRaylet::CreateActor { req: i, spec: s });
+        n.send(
+            d,
+            ToRaylet::KillActor {
+                req: 100 + i,
+                id: ids[i as usize],
+                restart: false,
+            },
+        );
+    }
+    let kept: Vec<ActorId> = ids[2..].to_vec();
+    assert_eq!(
+        n.st.actors.len(),
+        3,
+        "the two oldest dead actors are forgotten"
+    );
+    for id in &kept {
+        assert_eq!(n.actor(*id).0, ActorState::Dead);
+    }
+    let stats = StoreStats::default();
+    assert_eq!(n.st.status(1, "unix:@sim", &stats).actors.len(), 3);
+    // A live actor is never forgotten, however many die after it.
+    let live = spec("Long", &[], 0);
+    let live_id = live.id;
+    n.send(
+        d,
+        ToRaylet::CreateActor {
+            req: 50,
+            spec: live,
+        },
+    );
+    for i in 0..4 {
+        let s = spec("Short", &[], 0);
+        let id = s.id;
+        n.send(
+            d,
+            ToRaylet::CreateActor {
+                req: 60 + i,
+                spec: s,
+            },
+        );
+        n.send(
+            d,
+            ToRaylet::KillActor {
+                req: 70 + i,
+                id,
+                restart: false,
+            },
+        );
+    }
+    assert!(n.st.actors.contains_key(&live_id));
+    assert_eq!(n.st.actors.len(), 4, "3 dead and the live one");
 }
