@@ -15,7 +15,8 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 /// Largest frame accepted (inline values are ≤ 100 KiB; task specs carry a few of them).
 pub const MAX_FRAME: usize = 64 << 20;
-const HEADER: usize = 16;
+/// Bytes of a frame's header (the payload length, little-endian u32, then padding for alignment).
+pub const HEADER: usize = 16;
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -82,22 +83,46 @@ where
     w.write_all(&buf)
 }
 
+/// Bytes read at a time into a frame's buffer: the buffer grows only with bytes that arrived,
+/// so a peer announcing a large frame and sending nothing costs this much, not the frame.
+pub const READ_CHUNK: usize = 64 << 10;
+
 /// Reads one frame's payload into `buf` (reused between calls).
 pub fn read_payload<R: Read>(r: &mut R, buf: &mut AlignedVec) -> Result<(), FrameError> {
+    read_payload_limited(r, buf, MAX_FRAME)
+}
+
+/// Reads one frame's payload of at most `max` bytes into `buf`; a longer announced length is
+/// `TooLarge` before any of it is read. The buffer grows by at most [`READ_CHUNK`] ahead of the
+/// bytes received.
+pub fn read_payload_limited<R: Read>(
+    r: &mut R,
+    buf: &mut AlignedVec,
+    max: usize,
+) -> Result<(), FrameError> {
     let mut header = [0u8; HEADER];
     match r.read_exact(&mut header[..1]) {
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
         other => other?,
     }
     r.read_exact(&mut header[1..])?;
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    if len > MAX_FRAME {
+    let len = payload_len(&header);
+    if len > max.min(MAX_FRAME) {
         return Err(FrameError::TooLarge(len));
     }
     buf.clear();
-    buf.resize(len, 0);
-    r.read_exact(buf)?;
+    while buf.len() < len {
+        let start = buf.len();
+        let end = len.min(start + READ_CHUNK);
+        buf.resize(end, 0);
+        r.read_exact(&mut buf[start..end])?;
+    }
     Ok(())
+}
+
+/// The payload length a frame header announces.
+pub fn payload_len(header: &[u8; HEADER]) -> usize {
+    u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize
 }
 
 /// Decodes a payload read by [`read_payload`], validating it first.
@@ -156,6 +181,23 @@ mod tests {
         assert!(matches!(
             read::<ToRaylet, _>(&mut [].as_slice(), &mut buf),
             Err(FrameError::Closed)
+        ));
+        // A frame announced at 64 MiB whose sender sends 3 bytes: the buffer grows with what
+        // arrived, not with what was announced.
+        let mut liar = vec![0u8; HEADER];
+        liar[..4].copy_from_slice(&(64u32 << 20).to_le_bytes());
+        liar.extend_from_slice(&[1, 2, 3]);
+        let mut fresh = AlignedVec::new();
+        assert!(read::<ToRaylet, _>(&mut liar.as_slice(), &mut fresh).is_err());
+        assert!(
+            fresh.capacity() <= 2 * READ_CHUNK,
+            "buffer grew to {} bytes for 3 received",
+            fresh.capacity()
+        );
+        liar[..4].copy_from_slice(&(5000u32).to_le_bytes());
+        assert!(matches!(
+            read_payload_limited(&mut liar.as_slice(), &mut fresh, 4096),
+            Err(FrameError::TooLarge(5000))
         ));
         let junk = [4u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4];
         assert!(matches!(

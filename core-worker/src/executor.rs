@@ -43,10 +43,15 @@ pub(crate) fn serve(core: Arc<CoreWorker>, listener: UnixListener) -> ! {
     std::process::exit(0)
 }
 
-/// Accepts connections from submitters and borrowers.
+/// Accepts connections from submitters and borrowers: processes of this user only (the socket
+/// is abstract, so any local user could otherwise push tasks or read objects).
 pub(crate) fn accept_loop(core: Weak<CoreWorker>, listener: UnixListener) {
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
+        if !oxray_raylet::server::same_user(&stream) {
+            eprintln!("oxray: refused a connection to this worker from another user");
+            continue;
+        }
         let Some(core) = core.upgrade() else { return };
         if core.is_shutting_down() {
             return;

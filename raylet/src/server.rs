@@ -7,8 +7,9 @@
 use std::io::BufReader;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use oxray_common::frame::{self, FrameError};
 use oxray_common::protocol::{FromRaylet, ToRaylet};
@@ -77,6 +78,40 @@ pub(crate) fn wake_acceptor(address: &str) {
     let _ = connect(address);
 }
 
+/// Local connections served at once, at most (each has a thread); more are refused, logged.
+pub(crate) const MAX_CONNECTIONS: usize = 4096;
+/// Local connections that have not sent their first message yet, at most.
+pub(crate) const MAX_UNREGISTERED: usize = 64;
+/// How long a new local connection may take to send its first message.
+pub(crate) const FIRST_MESSAGE_DEADLINE: Duration = Duration::from_secs(5);
+/// The largest first message (`Register` or `Tunnel`: well under 1 KiB).
+pub(crate) const MAX_FIRST_FRAME: usize = 64 << 10;
+
+/// Live local connections: all of them, and those still before their first message.
+static CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+static UNREGISTERED: AtomicUsize = AtomicUsize::new(0);
+
+/// One count in a connection counter, given back on drop.
+struct Counted(&'static AtomicUsize);
+
+impl Counted {
+    /// Takes a place in `counter` unless it holds `max` already.
+    fn take(counter: &'static AtomicUsize, max: usize) -> Option<Counted> {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Counted(counter))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 pub(crate) fn accept_loop(node: Arc<Node>, listener: UnixListener) {
     for stream in listener.incoming() {
         if node.stopping.load(Ordering::SeqCst) {
@@ -87,10 +122,21 @@ pub(crate) fn accept_loop(node: Arc<Node>, listener: UnixListener) {
             eprintln!("[raylet] refused a connection from another user");
             continue;
         }
+        let Some(places) = Counted::take(&CONNECTIONS, MAX_CONNECTIONS)
+            .zip(Counted::take(&UNREGISTERED, MAX_UNREGISTERED))
+        else {
+            eprintln!(
+                "[raylet] refused a connection: {} connections open ({} before their first \
+                 message; caps {MAX_CONNECTIONS} and {MAX_UNREGISTERED})",
+                CONNECTIONS.load(Ordering::Relaxed),
+                UNREGISTERED.load(Ordering::Relaxed)
+            );
+            continue;
+        };
         let node = node.clone();
         let spawned = std::thread::Builder::new()
             .name("oxray-raylet-conn".into())
-            .spawn(move || serve(node, stream));
+            .spawn(move || serve(node, stream, Some(places)));
         if let Err(e) = spawned {
             eprintln!("[raylet] cannot serve a connection: {e}");
         }
@@ -102,17 +148,25 @@ pub(crate) fn accept_loop(node: Arc<Node>, listener: UnixListener) {
 pub(crate) fn serve_detached(node: Arc<Node>, stream: UnixStream) -> Result<()> {
     std::thread::Builder::new()
         .name("oxray-raylet-conn".into())
-        .spawn(move || serve(node, stream))
+        .spawn(move || serve(node, stream, None))
         .map(|_| ())
         .map_err(|e| RayletError::io("serving an attached job", e))
 }
 
-fn serve(node: Arc<Node>, stream: UnixStream) {
+/// Serves one connection; `places` are its counts in the connection caps (accepted ones).
+fn serve(node: Arc<Node>, stream: UnixStream, places: Option<(Counted, Counted)>) {
+    let (_connection, unregistered) = places.unzip();
     let conn_id = node.next_conn();
-    // The first frame is read unbuffered: a tunnel's bytes after it are not ours to read.
+    // The first frame is read unbuffered (a tunnel's bytes after it are not ours to read),
+    // small, and within a deadline: an idle or lying connection cannot hold a thread or memory.
+    let _ = stream.set_read_timeout(Some(FIRST_MESSAGE_DEADLINE));
     let mut first = &stream;
     let mut buf = rkyv_buf();
-    match frame::read::<ToRaylet, _>(&mut first, &mut buf) {
+    let first_message = frame::read_payload_limited(&mut first, &mut buf, MAX_FIRST_FRAME)
+        .and_then(|()| frame::decode::<ToRaylet>(&buf));
+    let _ = stream.set_read_timeout(None);
+    drop(unregistered);
+    match first_message {
         Ok(ToRaylet::Tunnel { target }) => {
             match node.link() {
                 Some(link) => link.open_tunnel(stream, target),
@@ -164,7 +218,10 @@ fn rkyv_buf() -> oxray_object_store::HeapBytes {
     oxray_object_store::HeapBytes::new()
 }
 
-fn same_user(stream: &UnixStream) -> bool {
+/// Whether the process at the other end of `stream` runs as this process's user (`SO_PEERCRED`).
+/// Abstract sockets have no file permissions, so every oxray socket (the raylet's, and each core
+/// worker's task and owner socket) serves only peers that pass this check.
+pub fn same_user(stream: &UnixStream) -> bool {
     use std::os::fd::AsRawFd;
     let mut cred = libc::ucred {
         pid: 0,

@@ -27,6 +27,8 @@ use crate::outbox::Outbox;
 pub const ENV_WORKER_ID: &str = "OXRAY_WORKER_ID";
 /// Environment variable with the raylet's address.
 pub const ENV_RAYLET: &str = "OXRAY_RAYLET_ADDRESS";
+/// Environment variable the CLI reads the cluster secret from; never passed to a worker.
+pub const ENV_CLUSTER_SECRET: &str = "OXRAY_CLUSTER_SECRET";
 
 /// A worker to start.
 pub(crate) struct SpawnRequest {
@@ -209,6 +211,8 @@ fn start_process(node: &Node, req: &SpawnRequest) -> std::io::Result<Child> {
         .env(ENV_WORKER_ID, req.worker.0.to_string())
         .env(ENV_RAYLET, &node.address)
         .env_remove("OXRAY_ADDRESS")
+        // The cluster secret stays in the raylet: tasks run user code.
+        .env_remove(ENV_CLUSTER_SECRET)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -111,6 +111,8 @@ fn main() {
         "restart-unborn" => node_core::restart_unborn(),
         "gpu-lost" => node_core::gpu_lost(),
         "idle" => node_core::idle(),
+        "environ" => node_core::environ(),
+        "probe-socket" => node_core::probe_socket(args.get(2).map(String::as_str).unwrap_or("")),
         "lease-churn" => {
             node_core::lease_churn(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(20))
         }

@@ -372,3 +372,50 @@ pub fn lease_churn(rounds: u32) -> oxray::Result<()> {
     say(format!("threads-after {}", count()));
     Ok(())
 }
+
+/// Whether this process's environment names the cluster secret variable, and whether the
+/// secret's text appears in it at all.
+#[oxray::remote]
+fn secret_in_environ(secret: String) -> (String, bool, bool) {
+    let environ = std::fs::read("/proc/self/environ").unwrap_or_default();
+    let text = String::from_utf8_lossy(&environ);
+    (
+        oxray::node_id().expect("node id"),
+        text.contains("OXRAY_CLUSTER_SECRET"),
+        text.contains(&secret),
+    )
+}
+
+/// `environ`: runs a task on the node with resource `m` and reports what its environment holds.
+pub fn environ() -> oxray::Result<()> {
+    let _cluster = oxray::init()?;
+    let r = secret_in_environ::options()
+        .resource("m", 1.0)
+        .remote("node-core-secret-0123456789abcdef".to_string())?;
+    let (node, named, anywhere) = oxray::get(&r)?;
+    say(format!("ran-on {node}"));
+    say(format!("secret-in-environ {named}"));
+    say(format!("secret-anywhere {anywhere}"));
+    Ok(())
+}
+
+/// `probe-socket NAME`: connects to the abstract socket NAME and says what the other side did
+/// within 3 s: `refused` (no connection), `closed` (it hung up at once) or `open` (it waits for
+/// a message, as for a client it serves).
+pub fn probe_socket(name: &str) -> oxray::Result<()> {
+    use std::io::Read;
+    use std::os::linux::net::SocketAddrExt;
+    let outcome = (|| {
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).ok()?;
+        let mut s = std::os::unix::net::UnixStream::connect_addr(&addr).ok()?;
+        let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+        let mut byte = [0u8; 1];
+        Some(match s.read(&mut byte) {
+            Ok(0) => "closed",
+            Ok(_) => "open",
+            Err(_) => "open",
+        })
+    })();
+    say(format!("socket {}", outcome.unwrap_or("refused")));
+    Ok(())
+}

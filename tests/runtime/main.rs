@@ -8,6 +8,7 @@ mod actors;
 mod borrowing;
 mod cluster;
 mod failures;
+mod hostile;
 mod node_core;
 mod objects;
 mod processes;

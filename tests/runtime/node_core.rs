@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use oxray_raylet::NodeStatus;
 
-const DRIVER: &str = env!("CARGO_BIN_EXE_oxray-test-driver");
-const SECRET: &str = "node-core-secret-0123456789abcdef";
+pub(crate) const DRIVER: &str = env!("CARGO_BIN_EXE_oxray-test-driver");
+pub(crate) const SECRET: &str = "node-core-secret-0123456789abcdef";
 /// What the head prints when it declares a node dead.
 const MARKED_DEAD: &str = "marked dead";
 
@@ -36,7 +36,7 @@ fn collect(stream: impl Read + Send + 'static, tx: Sender<String>, log: Log) {
 }
 
 /// A process started by a test: SIGKILLed (stopped or not) and reaped on drop.
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
     stdout: Receiver<String>,
     stderr: Receiver<String>,
@@ -66,7 +66,7 @@ impl Proc {
         }
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
@@ -76,12 +76,12 @@ impl Proc {
     }
 
     /// What it printed on stdout so far.
-    fn out(&self) -> String {
+    pub(crate) fn out(&self) -> String {
         self.out.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Everything it printed so far: stdout, then stderr.
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.out() + &self.err.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -111,7 +111,7 @@ impl Proc {
     }
 
     /// Its exit status if it ended within `limit` (polled every 20 ms).
-    fn exit_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+    pub(crate) fn exit_within(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -133,11 +133,11 @@ impl Drop for Proc {
 }
 
 /// A raylet process (`oxray-test-driver raylet`); its session's temp dir goes with it.
-struct Raylet {
-    proc: Proc,
-    session: String,
-    address: String,
-    peer: String,
+pub(crate) struct Raylet {
+    pub(crate) proc: Proc,
+    pub(crate) session: String,
+    pub(crate) address: String,
+    pub(crate) peer: String,
 }
 
 impl Raylet {
@@ -157,10 +157,18 @@ impl Drop for Raylet {
 
 /// Starts a raylet with `opts` (see the driver's `raylet` mode); waits for its address, and for
 /// its peer address when it is in a cluster.
-fn raylet(tag: &str, opts: &[&str]) -> Raylet {
+pub(crate) fn raylet(tag: &str, opts: &[&str]) -> Raylet {
+    raylet_env(tag, opts, &[])
+}
+
+/// [`raylet`] with variables `env` set in the raylet's environment.
+fn raylet_env(tag: &str, opts: &[&str], env: &[(&str, &str)]) -> Raylet {
     let session = format!("oxray-nc-{}-{tag}", std::process::id());
     let mut cmd = Command::new(DRIVER);
     cmd.arg("raylet").arg(&session).args(opts);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     let mut node = Raylet {
         proc: Proc::spawn(cmd),
         session,
@@ -189,7 +197,7 @@ fn raylet(tag: &str, opts: &[&str]) -> Raylet {
 }
 
 /// A cluster head; `extra` are more `key=value` options of the driver's `raylet` mode.
-fn head(tag: &str, extra: &[&str]) -> Raylet {
+pub(crate) fn head(tag: &str, extra: &[&str]) -> Raylet {
     let secret = format!("secret={SECRET}");
     let mut opts = vec!["head_port=0", secret.as_str()];
     opts.extend_from_slice(extra);
@@ -205,14 +213,14 @@ fn member(tag: &str, head: &Raylet, extra: &[&str]) -> Raylet {
 }
 
 /// The test driver running `args`, attached to `node`.
-fn driver(args: &[&str], node: &Raylet) -> Proc {
+pub(crate) fn driver(args: &[&str], node: &Raylet) -> Proc {
     let mut cmd = Command::new(DRIVER);
     cmd.args(args).env("OXRAY_ADDRESS", &node.address);
     Proc::spawn(cmd)
 }
 
 /// The node's status, or `None` if it does not answer within `limit` (a frozen node).
-fn status_within(address: &str, limit: Duration) -> Option<NodeStatus> {
+pub(crate) fn status_within(address: &str, limit: Duration) -> Option<NodeStatus> {
     let (tx, rx) = channel();
     let address = address.to_owned();
     // A node that never answers leaves this thread blocked until the node is killed.
@@ -240,7 +248,7 @@ fn id_of(head: &Raylet, node: &Raylet) -> String {
         .expect("the node is in the view")
 }
 
-fn value(out: &str, key: &str) -> String {
+pub(crate) fn value(out: &str, key: &str) -> String {
     crate::processes::value(out, key)
         .unwrap_or_default()
         .to_owned()
@@ -598,4 +606,31 @@ fn returned_leases_leave_no_threads_behind() {
         after <= before + 2,
         "threads grew from {before} to {after} over 20 returned leases"
     );
+}
+
+/// The cluster secret never reaches a worker: a member raylet that has it in its environment
+/// (as `oxray start` and `oxray up` pass it) starts workers without it, so a task cannot read
+/// the cluster's key from `/proc/self/environ`.
+#[test]
+fn a_task_on_a_member_node_cannot_read_the_cluster_secret() {
+    let _load = crate::no_cpu_hog();
+    let h = head("eh", &["cpus=1"]);
+    let secret = format!("secret={SECRET}");
+    let join = format!("join={}", h.peer);
+    let m = raylet_env(
+        "em",
+        &[join.as_str(), secret.as_str(), "cpus=1", "resources=m:1"],
+        &[("OXRAY_CLUSTER_SECRET", SECRET)],
+    );
+    let mut d = driver(&["environ"], &h);
+    let status = d.exit_within(Duration::from_secs(120));
+    let out = d.out();
+    assert!(status.is_some_and(|s| s.success()), "{}", d.log());
+    assert_eq!(
+        value(&out, "ran-on"),
+        id_of(&h, &m),
+        "the task ran on the member"
+    );
+    assert_eq!(value(&out, "secret-in-environ"), "false", "{out}");
+    assert_eq!(value(&out, "secret-anywhere"), "false", "{out}");
 }

@@ -192,23 +192,93 @@ pub(crate) async fn monitor(shared: Arc<Shared>) {
     }
 }
 
-/// Accepts peer connections until the endpoint closes.
+/// Connections that have not proved the secret yet, at most, from one IP address.
+pub(crate) const MAX_UNAUTHENTICATED_PER_IP: usize = 8;
+/// Connections that have not proved the secret yet, at most, in all.
+pub(crate) const MAX_UNAUTHENTICATED: usize = 64;
+
+/// Connections still proving the secret, by address (see [`MAX_UNAUTHENTICATED`]).
+#[derive(Default)]
+struct Unproven {
+    by_ip: HashMap<std::net::IpAddr, usize>,
+    total: usize,
+    /// A refusal was logged and none since the counts fell below the caps.
+    said: bool,
+}
+
+/// One connection counted in [`Unproven`] until dropped.
+struct Proving {
+    table: Arc<std::sync::Mutex<Unproven>>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for Proving {
+    fn drop(&mut self) {
+        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        t.total = t.total.saturating_sub(1);
+        if let Some(n) = t.by_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                t.by_ip.remove(&self.ip);
+            }
+        }
+        t.said = false;
+    }
+}
+
+/// Counts a new connection from `ip`, or `None` when that would pass a cap.
+fn start_proving(table: &Arc<std::sync::Mutex<Unproven>>, ip: std::net::IpAddr) -> Option<Proving> {
+    let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
+    let from_ip = t.by_ip.get(&ip).copied().unwrap_or(0);
+    if t.total >= MAX_UNAUTHENTICATED || from_ip >= MAX_UNAUTHENTICATED_PER_IP {
+        if !std::mem::replace(&mut t.said, true) {
+            eprintln!(
+                "oxray raylet: refusing connections from {ip}: {} connections ({from_ip} from it) \
+                 have not proved the cluster secret yet (caps {MAX_UNAUTHENTICATED}, \
+                 {MAX_UNAUTHENTICATED_PER_IP} per address)",
+                t.total
+            );
+        }
+        return None;
+    }
+    t.total += 1;
+    *t.by_ip.entry(ip).or_default() += 1;
+    Some(Proving {
+        table: table.clone(),
+        ip,
+    })
+}
+
+/// Accepts peer connections until the endpoint closes. Connections that have not proved the
+/// secret yet are capped per address and in all; each has [`AUTH_DEADLINE`] to do it and may
+/// send one frame of at most `wire::MAX_AUTH_FRAME` bytes before.
 pub(crate) async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+    let unproven = Arc::new(std::sync::Mutex::new(Unproven::default()));
     while let Some(incoming) = endpoint.accept().await {
+        let Some(proving) = start_proving(&unproven, incoming.remote_address().ip()) else {
+            incoming.refuse();
+            continue;
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address().to_string();
-            match incoming.await {
-                Ok(conn) => serve(conn, shared, remote).await,
-                Err(e) => eprintln!("oxray raylet: peer {remote}: handshake failed: {e}"),
+            match tokio::time::timeout(AUTH_DEADLINE, incoming).await {
+                Ok(Ok(conn)) => serve(conn, shared, remote, proving).await,
+                Ok(Err(e)) => eprintln!("oxray raylet: peer {remote}: handshake failed: {e}"),
+                Err(_) => eprintln!(
+                    "oxray raylet: peer {remote}: no TLS handshake within {} s; dropped",
+                    AUTH_DEADLINE.as_secs()
+                ),
             }
         });
     }
 }
 
 /// Serves one connection: the secret first, then requests, each on its own stream.
-async fn serve(conn: quinn::Connection, shared: Arc<Shared>, remote: String) {
-    if let Err(reason) = authenticate(&conn, &shared, &remote).await {
+async fn serve(conn: quinn::Connection, shared: Arc<Shared>, remote: String, proving: Proving) {
+    let proved = authenticate(&conn, &shared, &remote).await;
+    drop(proving);
+    if let Err(reason) = proved {
         eprintln!("oxray raylet: refused peer {remote}: {reason}");
         // Let the refusal reach the peer (it hangs up on reading it) before closing.
         let _ = tokio::time::timeout(Duration::from_secs(1), conn.closed()).await;
@@ -229,9 +299,12 @@ async fn authenticate(
         .await
         .map_err(|_| "it sent nothing within 5 s".to_owned())?
         .map_err(|e| format!("connection lost before authenticating: {e}"))?;
-    let first = tokio::time::timeout(AUTH_DEADLINE, wire::read::<PeerRequest>(&mut recv, remote))
-        .await
-        .map_err(|_| "its first message did not arrive within 5 s".to_owned())?;
+    let first = tokio::time::timeout(
+        AUTH_DEADLINE,
+        wire::read_limited::<PeerRequest>(&mut recv, remote, wire::MAX_AUTH_FRAME),
+    )
+    .await
+    .map_err(|_| "its first message did not arrive within 5 s".to_owned())?;
     let cluster = &shared.config.name;
     let refusal = match first {
         Ok(PeerRequest::Auth {

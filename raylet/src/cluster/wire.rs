@@ -1,13 +1,14 @@
 //! One framed message each way on a QUIC bidirectional stream.
 
-use oxray_common::frame::{self, MAX_FRAME};
+use oxray_common::frame::{self, HEADER, MAX_FRAME, READ_CHUNK};
 use oxray_common::peer::{PeerReply, PeerRequest};
 use oxray_object_store::HeapBytes;
 
 use crate::error::{RayletError, Result};
 
-/// Frame header length (see `oxray_common::frame`).
-const HEADER: usize = 16;
+/// The largest first message a peer may send before it has proved the cluster secret (an
+/// `Auth` is well under 1 KiB).
+pub const MAX_AUTH_FRAME: usize = 4 << 10;
 
 fn peer_error(peer: &str, reason: impl std::fmt::Display) -> RayletError {
     RayletError::Peer {
@@ -23,23 +24,43 @@ where
     M::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
         + rkyv::Deserialize<M, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
 {
+    read_limited(recv, peer, MAX_FRAME).await
+}
+
+/// [`read`] of a frame of at most `max` bytes: a longer announced length is refused before any
+/// of it is read, and the buffer grows only with bytes that arrived (a peer announcing 64 MiB and
+/// sending nothing costs [`READ_CHUNK`], not 64 MiB).
+pub async fn read_limited<M: frame::Message>(
+    recv: &mut quinn::RecvStream,
+    peer: &str,
+    max: usize,
+) -> Result<M>
+where
+    M::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+        + rkyv::Deserialize<M, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+{
     let mut header = [0u8; HEADER];
     recv.read_exact(&mut header)
         .await
         .map_err(|e| peer_error(peer, format!("reading a message: {e}")))?;
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    if len > MAX_FRAME {
+    let len = frame::payload_len(&header);
+    let max = max.min(MAX_FRAME);
+    if len > max {
         return Err(peer_error(
             peer,
-            format!("message of {len} bytes is over the {MAX_FRAME}-byte limit"),
+            format!("message of {len} bytes is over the {max}-byte limit"),
         ));
     }
     // rkyv reads in place and needs its alignment: read into an aligned buffer.
     let mut aligned = HeapBytes::new();
-    aligned.resize(len, 0);
-    recv.read_exact(&mut aligned[..])
-        .await
-        .map_err(|e| peer_error(peer, format!("message truncated: {e}")))?;
+    while aligned.len() < len {
+        let start = aligned.len();
+        let end = len.min(start + READ_CHUNK);
+        aligned.resize(end, 0);
+        recv.read_exact(&mut aligned[start..end])
+            .await
+            .map_err(|e| peer_error(peer, format!("message truncated: {e}")))?;
+    }
     frame::decode(&aligned).map_err(|e| peer_error(peer, e))
 }
 
