@@ -1,3 +1,4 @@
 //! Integration tests of the object store across real processes.
 
+mod fuzz_corpus;
 mod multiprocess;

@@ -1,0 +1,7 @@
+//! Fuzz target `typed_views` (see `fuzz/targets.rs`).
+#![no_main]
+
+#[path = "../targets.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::typed_views(data));
