@@ -215,15 +215,18 @@ pub fn read_secret_file(path: &Path) -> Result<String, String> {
     Ok(text.trim().to_owned())
 }
 
-/// A process's start time (clock ticks after boot, `/proc/PID/stat` field 22), if known.
-fn start_time(pid: i32) -> Option<u64> {
+/// A process's state letter and start time (clock ticks after boot, `/proc/PID/stat` fields 3
+/// and 22), if known.
+fn proc_stat(pid: i32) -> Option<(char, Option<u64>)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces.
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.nth(18).and_then(|s| s.parse().ok())))
 }
 
-/// Whether process `pid` (started at `start`, when recorded) still runs.
+/// Whether process `pid` (started at `start`, when recorded) still runs (a zombie does not).
 fn process_alive(pid: i32, start: Option<u64>) -> bool {
     if pid <= 0 {
         return false;
@@ -233,8 +236,9 @@ fn process_alive(pid: i32, start: Option<u64>) -> bool {
     if r != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
         return false;
     }
-    match (start, start_time(pid)) {
-        (Some(recorded), Some(now)) => recorded == now,
+    match proc_stat(pid) {
+        Some(('Z' | 'X', _)) => false,
+        Some((_, Some(now))) => start.is_none_or(|recorded| recorded == now),
         _ => true,
     }
 }
@@ -259,7 +263,8 @@ fn write_pid(dir: &Path) -> Result<(), String> {
     let pid = std::process::id();
     let start = i32::try_from(pid)
         .ok()
-        .and_then(start_time)
+        .and_then(proc_stat)
+        .and_then(|(_, start)| start)
         .map_or(String::new(), |s| format!(" {s}"));
     write_private(&dir.join("pid"), format!("{pid}{start}\n").as_bytes())
 }
@@ -533,11 +538,19 @@ mod tests {
         assert_eq!(recorded_owner_alive(&s.0), None);
         write_pid(&s.0).expect("pid");
         assert_eq!(recorded_owner_alive(&s.0), Some(true));
-        // A pid that ran once and is gone.
+        // A process that ended: first a zombie (not reaped yet), then gone.
         let mut child = std::process::Command::new("true").spawn().expect("spawn");
         let pid = child.id();
-        child.wait().expect("wait");
         std::fs::write(s.0.join("pid"), format!("{pid}\n")).expect("write");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while recorded_owner_alive(&s.0) != Some(false) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a zombie counts as alive"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.wait().expect("wait");
         assert_eq!(recorded_owner_alive(&s.0), Some(false));
         // Our pid with another start time: a reused pid, so not the owner.
         std::fs::write(s.0.join("pid"), format!("{} 1\n", std::process::id())).expect("write");

@@ -151,7 +151,7 @@ impl Drop for Raylet {
     fn drop(&mut self) {
         let _ = self.proc.child.kill();
         let _ = self.proc.child.wait();
-        let _ = std::fs::remove_dir_all(std::env::temp_dir().join("oxray").join(&self.session));
+        let _ = std::fs::remove_dir_all(oxray_raylet::files::session_dir(&self.session));
     }
 }
 
