@@ -28,6 +28,11 @@
 //! `--secret-file` pointing at a copy. `status` and `stop` use `--address`, else
 //! `OXRAY_ADDRESS`, else the node this user started last; `status` of a `host:port` address asks
 //! that raylet over QUIC (with the secret) for the cluster's nodes.
+//!
+//! Files (logs, the last address, session directories) live in `$TMPDIR/oxray-<uid>`, private
+//! to the user and checked before use (`oxray_raylet::files`); `--session` and `--cluster-name`
+//! are checked before they name anything, and `--secret-file` must be `chmod 600`. `start`,
+//! `up` and `stop` remove the session directories of nodes that were killed.
 
 mod up;
 
