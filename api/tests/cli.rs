@@ -550,7 +550,9 @@ fn session_dirs_of_killed_nodes_are_swept_by_the_next_start() {
     let scratch = Scratch::new("sweep");
     let tag = std::process::id();
     let (killed, next) = (format!("oxray-killed-{tag}"), format!("oxray-next-{tag}"));
-    let (ok, out) = scratch.oxray(&["start", "--head", "--session", &killed]);
+    // A cluster head (only cluster nodes keep a session directory), with a secret the CLI made.
+    let port = free_port().to_string();
+    let (ok, out) = scratch.oxray(&["start", "--head", "--port", &port, "--session", &killed]);
     assert!(ok, "{out}");
     let pid: i32 = out
         .split("(pid ")

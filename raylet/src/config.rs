@@ -64,8 +64,8 @@ impl RayletConfig {
     }
 
     /// The session's directory, `$TMPDIR/oxray-<uid>/sessions/<session>` (its pid file and the
-    /// executables fetched from other nodes; see [`crate::files`]); removed when the raylet
-    /// stops.
+    /// executables fetched from other nodes; see [`crate::files`]), made by cluster nodes only;
+    /// removed when the raylet stops.
     pub fn session_dir(&self) -> std::path::PathBuf {
         crate::files::session_dir(&self.session)
     }

@@ -2,7 +2,7 @@
 //!
 //! Everything lives under the user's *state directory*, `$TMPDIR/oxray-<uid>`, which is
 //! `0700` and owned by the user: the CLI's logs (`<session>.log`, `0600`) and last address, and
-//! `sessions/<session>/`, one directory per running node holding its `pid` file, the
+//! `sessions/<session>/`, one directory per running cluster node holding its `pid` file, the
 //! executables fetched from other nodes (`exe-<sha256>`) and, for a head the CLI made a secret
 //! for, that `secret`. Rules:
 //!

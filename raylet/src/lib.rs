@@ -53,9 +53,9 @@ pub struct Raylet {
 
 impl Raylet {
     /// Starts a raylet: creates the object store (a memfd, so nothing is left behind however the
-    /// process ends), listens on the session's socket, claims the session's directory (see
-    /// [`files`]; directories of dead nodes are swept first), and serves clients on background
-    /// threads. Session and cluster names are checked first ([`files::check_name`]).
+    /// process ends), listens on the session's socket, claims the session's directory when in a
+    /// cluster (see [`files`]; directories of dead nodes are swept first), and serves clients on
+    /// background threads. Session and cluster names are checked first ([`files::check_name`]).
     pub fn start(config: RayletConfig) -> Result<Raylet> {
         if config.num_cpus.is_nan() || config.num_cpus < 0.0 {
             return Err(RayletError::Config(format!(
@@ -76,8 +76,12 @@ impl Raylet {
         let node = node::Node::new(config, store)
             .map_err(|e| RayletError::io("starting the raylet's process spawner", e))?;
         let listener = server::bind(&node.address)?;
-        // After binding: holding the session's socket makes this process its rightful owner.
-        files::claim_session_dir(&node.config.session, true).map_err(RayletError::Files)?;
+        // Only cluster nodes keep files (executables fetched from other nodes), so only they
+        // have a session directory (a driver's embedded node, often never shut down, leaves
+        // nothing). After binding: holding the session's socket makes this process its owner.
+        if node.config.cluster.is_some() {
+            files::claim_session_dir(&node.config.session, true).map_err(RayletError::Files)?;
+        }
         // Joining happens after binding the local socket (so the advertised address works) and
         // before serving, so a refused node fails its start instead of running alone.
         let cluster = match cluster_config {
@@ -185,7 +189,14 @@ mod tests {
         let planted = files::session_dir(&session);
         let _ = std::fs::remove_file(&planted);
         std::os::unix::fs::symlink(&target, &planted).expect("symlink");
-        let result = Raylet::start(config(&session));
+        let mut c = config(&session);
+        c.cluster = Some(cluster::ClusterConfig::head(
+            "t",
+            b"0123456789abcdef0123".to_vec(),
+            "127.0.0.1",
+            0,
+        ));
+        let result = Raylet::start(c);
         let _ = std::fs::remove_file(&planted);
         let wrote_through = target.join("pid").exists();
         let _ = std::fs::remove_dir_all(&target);

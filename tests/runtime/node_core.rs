@@ -129,6 +129,8 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A killed driver's embedded raylet cannot remove its session directory.
+        oxray_raylet::files::sweep_stale_sessions();
     }
 }
 
