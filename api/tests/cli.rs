@@ -5,6 +5,53 @@ use std::time::{Duration, Instant};
 
 const OXRAY: &str = env!("CARGO_BIN_EXE_oxray");
 
+fn mode(m: u32) -> std::fs::Permissions {
+    std::os::unix::fs::PermissionsExt::from_mode(m)
+}
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    std::os::unix::fs::MetadataExt::mode(&std::fs::symlink_metadata(path).expect("stat")) & 0o777
+}
+
+/// A temp dir of its own for one test (the CLI's `TMPDIR` there), removed on drop.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("oxray-cli-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+
+    /// The CLI's state directory under this `TMPDIR`.
+    fn state(&self) -> std::path::PathBuf {
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        self.0.join(format!("oxray-{uid}"))
+    }
+
+    /// Runs `oxray ARGS` with `TMPDIR` here and no secret in the environment.
+    fn oxray(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(OXRAY)
+            .args(args)
+            .env("TMPDIR", &self.0)
+            .env_remove("OXRAY_ADDRESS")
+            .env_remove("OXRAY_CLUSTER_SECRET")
+            .output()
+            .expect("run oxray");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn oxray(args: &[&str]) -> (bool, String) {
     let out = Command::new(OXRAY)
         .args(args)
@@ -137,6 +184,7 @@ fn up_status_down_from_a_config_file() {
         "0123456789abcdef0123456789abcdef\n",
     )
     .expect("secret");
+    std::fs::set_permissions(dir.join("cluster.secret"), mode(0o600)).expect("chmod");
     let name = format!("uptest{}", std::process::id());
     let port = free_port();
     let file = dir.join("cluster.toml");
@@ -233,17 +281,24 @@ fn assert_gone(address: &str) {
     }
 }
 
-/// A foreground (`--block`) node process, killed and reaped on drop.
-struct Foreground(std::process::Child);
+/// A foreground (`--block`) node process, killed and reaped on drop (its session directory
+/// goes with it).
+struct Foreground(std::process::Child, String);
 
 impl Drop for Foreground {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(oxray_raylet::files::session_dir(&self.1));
     }
 }
 
 fn foreground(args: &[&str]) -> Foreground {
+    let session = args
+        .iter()
+        .position(|a| *a == "--session")
+        .and_then(|i| args.get(i + 1))
+        .map_or_else(String::new, |s| (*s).to_owned());
     Foreground(
         Command::new(OXRAY)
             .args(["start", "--block"])
@@ -253,6 +308,7 @@ fn foreground(args: &[&str]) -> Foreground {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("start a foreground node"),
+        session,
     )
 }
 
@@ -389,4 +445,145 @@ fn the_slurm_script_starts_a_node_per_host_and_runs_the_program_attached() {
     }
     assert!(!dir.join(format!(".oxray-{job}.secret")).exists());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn traversal_session_and_cluster_names_are_refused() {
+    let scratch = Scratch::new("names");
+    let evil = format!("../../evil-{}", std::process::id());
+    for args in [
+        ["start", "--head", "--session", evil.as_str()],
+        ["start", "--head", "--cluster-name", "a/b"],
+        ["start", "--head", "--session", ".."],
+    ] {
+        let (ok, out) = scratch.oxray(&args);
+        assert!(!ok, "{out}");
+        assert!(out.contains("is not allowed"), "{out}");
+    }
+    // Nothing was written outside the state directory (the log would have gone to
+    // $TMPDIR/../evil-PID.log).
+    let escaped = scratch.state().join(format!("{evil}.log"));
+    assert!(!escaped.exists(), "{} was written", escaped.display());
+}
+
+#[test]
+fn a_readable_secret_file_is_refused_with_the_chmod_hint() {
+    let scratch = Scratch::new("secret");
+    let secret = scratch.0.join("cluster.secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").expect("secret");
+    std::fs::set_permissions(&secret, mode(0o644)).expect("chmod");
+    let path = secret.display().to_string();
+    let hint = format!("chmod 600 {path}");
+    let (ok, out) = scratch.oxray(&["start", "--address", "127.0.0.1:1", "--secret-file", &path]);
+    assert!(!ok && out.contains(&hint), "{out}");
+    let (ok, out) = scratch.oxray(&["status", "--address", "127.0.0.1:1", "--secret-file", &path]);
+    assert!(!ok && out.contains(&hint), "{out}");
+    // The same file in a cluster config file.
+    let file = scratch.0.join("c.toml");
+    std::fs::write(
+        &file,
+        "cluster_name = \"c\"\nsecret_file = \"cluster.secret\"\n[head]\naddress = \"127.0.0.1\"\nport = 7000\n",
+    )
+    .expect("toml");
+    let (ok, out) = scratch.oxray(&["up", &file.display().to_string()]);
+    assert!(!ok && out.contains(&hint), "{out}");
+}
+
+#[test]
+fn the_state_dir_is_private_and_links_there_are_refused() {
+    let scratch = Scratch::new("state");
+    let state = scratch.state();
+    // 0755, as older versions made it: tightened to 0700 (the documented choice).
+    std::fs::create_dir(&state).expect("state dir");
+    std::fs::set_permissions(&state, mode(0o755)).expect("chmod");
+    let (ok, out) = scratch.oxray(&["start", "--head", "--num-cpus", "many"]);
+    assert!(!ok && out.contains("--num-cpus"), "{out}");
+    assert_eq!(mode_of(&state), 0o700);
+    assert_eq!(mode_of(&state.join("sessions")), 0o700);
+    // Writable by others: refused, naming the path and the fix.
+    std::fs::set_permissions(&state, mode(0o777)).expect("chmod");
+    let (ok, out) = scratch.oxray(&["start", "--head"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&state.display().to_string()) && out.contains("chmod 700"),
+        "{out}"
+    );
+    std::fs::remove_dir_all(&state).expect("rm");
+    // A link planted where the state directory goes: refused and not followed.
+    let elsewhere = scratch.0.join("elsewhere");
+    std::fs::create_dir(&elsewhere).expect("dir");
+    std::os::unix::fs::symlink(&elsewhere, &state).expect("symlink");
+    let (ok, out) = scratch.oxray(&["start", "--head"]);
+    assert!(!ok && out.contains("symbolic link"), "{out}");
+    let left: Vec<_> = std::fs::read_dir(&elsewhere).expect("read").collect();
+    assert!(left.is_empty(), "files written through the link: {left:?}");
+}
+
+#[test]
+fn made_secrets_and_logs_are_private_and_stop_removes_the_secret() {
+    let scratch = Scratch::new("made");
+    let session = format!("oxray-made-{}", std::process::id());
+    let port = free_port().to_string();
+    let (ok, out) = scratch.oxray(&["start", "--head", "--port", &port, "--session", &session]);
+    assert!(ok, "{out}");
+    let secret = out
+        .split("--secret-file ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the join hint names the secret")
+        .to_owned();
+    let secret = std::path::PathBuf::from(secret);
+    assert_eq!(mode_of(&secret), 0o600);
+    assert_eq!(mode_of(&scratch.state()), 0o700);
+    assert_eq!(
+        mode_of(&scratch.state().join(format!("{session}.log"))),
+        0o600
+    );
+    let (ok, out) = scratch.oxray(&["stop", "--address", &format!("unix:@{session}")]);
+    assert!(ok, "{out}");
+    assert!(!secret.exists(), "stop left the secret the CLI made");
+    assert_gone(&format!("unix:@{session}"));
+}
+
+#[test]
+fn session_dirs_of_killed_nodes_are_swept_by_the_next_start() {
+    let scratch = Scratch::new("sweep");
+    let tag = std::process::id();
+    let (killed, next) = (format!("oxray-killed-{tag}"), format!("oxray-next-{tag}"));
+    // A cluster head (only cluster nodes keep a session directory), with a secret the CLI made.
+    let port = free_port().to_string();
+    let (ok, out) = scratch.oxray(&["start", "--head", "--port", &port, "--session", &killed]);
+    assert!(ok, "{out}");
+    let pid: i32 = out
+        .split("(pid ")
+        .nth(1)
+        .and_then(|rest| rest.split([',', ')']).next())
+        .and_then(|p| p.trim().parse().ok())
+        .expect("the node's pid");
+    let dir = scratch.state().join("sessions").join(&killed);
+    assert!(
+        dir.join("pid").exists(),
+        "no session directory at {}",
+        dir.display()
+    );
+    // SAFETY: plain kill(2) of the node this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    assert_gone(&format!("unix:@{killed}"));
+    assert!(dir.exists(), "a killed node cannot clean up");
+    let (ok, out) = scratch.oxray(&["start", "--head", "--session", &next]);
+    assert!(ok, "{out}");
+    let start = Instant::now();
+    // The killed node is reaped by whoever adopted it; until then it is a zombie (dead too).
+    while dir.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "not swept: {}",
+            dir.display()
+        );
+        let _ = scratch.oxray(&["stop", "--address", "unix:@nobody-here"]);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (ok, out) = scratch.oxray(&["stop", "--address", &format!("unix:@{next}")]);
+    assert!(ok, "{out}");
+    assert_gone(&format!("unix:@{next}"));
 }

@@ -1,9 +1,11 @@
 //! The cluster config file: one TOML file describes a whole cluster, for `oxray up` / `down`.
 //!
 //! ```toml
-//! cluster_name = "demo"                  # required: letters, digits, '-' and '_'; names sessions
+//! cluster_name = "demo"                  # required: up to 100 letters, digits, '-', '_', '.'
 //! secret = "at-least-16-characters"      # exactly one of `secret` and `secret_file`
-//! # secret_file = "cluster.secret"       # read from a file (relative to this file), trimmed
+//! # secret_file = "cluster.secret"       # read from a file (relative to this file), trimmed;
+//!                                        #   it must be yours and not readable by others
+//!                                        #   (`chmod 600 FILE`)
 //! ssh = "ssh -o BatchMode=yes {address}" # optional: how to reach nodes on other machines
 //! health_check_period_ms = 1000          # optional (1000): how often the head checks that
 //!                                        #   each node sent a heartbeat (nodes send one, with
@@ -19,7 +21,8 @@
 //! num_cpus = 2                           # optional (the machine's CPUs)
 //! resources = { gpu = 1 }                # optional custom resources: name = amount
 //! object_store_memory = 200_000_000      # optional bytes (30% of RAM)
-//! session = "demo-head"                  # optional ("<cluster_name>-head", "<cluster_name>-node<i>")
+//! session = "demo-head"                  # optional ("<cluster_name>-head", "<cluster_name>-node<i>";
+//!                                        #   the same characters as cluster_name)
 //! ssh = "ssh admin@{address}"            # optional: overrides the top-level template
 //!
 //! [[node]]                               # zero or more; the same fields as [head]
@@ -157,13 +160,8 @@ impl ClusterFile {
         let name = raw
             .cluster_name
             .ok_or_else(|| src.error(None, "missing `cluster_name = \"...\"` at the top"))?;
-        let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-        if name.get_ref().is_empty() || !name.get_ref().chars().all(valid) {
-            return Err(src.error(
-                Some(name.span()),
-                "cluster_name must be non-empty and use only letters, digits, '-' and '_'",
-            ));
-        }
+        crate::files::check_name("cluster_name", name.get_ref())
+            .map_err(|reason| src.error(Some(name.span()), reason))?;
         let cluster_name = name.into_inner();
         let secret =
             match (raw.secret, raw.secret_file) {
@@ -180,13 +178,9 @@ impl ClusterFile {
                 (Some(s), None) => check_secret(&src, s.span(), s.get_ref().trim().as_bytes())?,
                 (None, Some(f)) => {
                     let file = base_dir.join(f.get_ref());
-                    let text = std::fs::read_to_string(&file).map_err(|e| {
-                        src.error(
-                            Some(f.span()),
-                            format!("cannot read the secret file {}: {e}", file.display()),
-                        )
-                    })?;
-                    check_secret(&src, f.span(), text.trim().as_bytes())?
+                    let text = crate::files::read_secret_file(&file)
+                        .map_err(|reason| src.error(Some(f.span()), reason))?;
+                    check_secret(&src, f.span(), text.as_bytes())?
                 }
             };
         let default_period = crate::cluster::DEFAULT_HEALTH_CHECK_PERIOD.as_millis() as u64;
@@ -377,10 +371,11 @@ fn node(
         resources.push((name, amount));
     }
     let session = match raw.session {
-        Some(s) if s.get_ref().is_empty() => {
-            return Err(src.error(Some(s.span()), "session must not be empty"))
+        Some(s) => {
+            crate::files::check_name("session", s.get_ref())
+                .map_err(|reason| src.error(Some(s.span()), reason))?;
+            s.into_inner()
         }
-        Some(s) => s.into_inner(),
         None => session,
     };
     Ok(NodeSpec {
@@ -481,6 +476,11 @@ mod tests {
             "{top}{HEAD}[[node]]\naddress = \"127.0.0.1\"\nsession = \"c-head\"\n"
         ));
         assert!(reason.contains("session"), "{reason}");
+        let (line, reason) = line_of(&format!(
+            "{top}{HEAD}[[node]]\naddress = \"127.0.0.1\"\nsession = \"../../tmp/evil\"\n"
+        ));
+        assert_eq!(line, Some(8), "{reason}");
+        assert!(reason.contains("is not allowed"), "{reason}");
         let (_, reason) = line_of(&format!(
             "{top}{HEAD}[[node]]\naddress = \"127.0.0.1\"\nport = 7000\n"
         ));
@@ -499,6 +499,18 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         std::fs::write(dir.join("s.secret"), "  0123456789abcdef0123\n").expect("write");
         let text = format!("cluster_name = \"c\"\nsecret_file = \"s.secret\"\n{HEAD}");
+        // Readable by others: refused, with the fix.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |m| std::fs::Permissions::from_mode(m);
+        std::fs::set_permissions(dir.join("s.secret"), mode(0o644)).expect("chmod");
+        match ClusterFile::parse("x.toml", &text, &dir) {
+            Err(RayletError::ClusterFile { line, reason, .. }) => {
+                assert_eq!(line, Some(2));
+                assert!(reason.contains("chmod 600"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        std::fs::set_permissions(dir.join("s.secret"), mode(0o600)).expect("chmod");
         let f = ClusterFile::parse("x.toml", &text, &dir).expect("parse");
         assert_eq!(f.secret, b"0123456789abcdef0123");
         let text = format!("cluster_name = \"c\"\nsecret_file = \"missing\"\n{HEAD}");

@@ -11,7 +11,8 @@ pub struct RayletConfig {
     pub resources: Vec<(String, f64)>,
     /// Object store size in bytes (default: 30% of RAM, as Ray).
     pub object_store_memory: u64,
-    /// Session name: names the sockets (default: derived from pid and time).
+    /// Session name: names the sockets and the session directory (default: derived from pid
+    /// and time); 1 to 100 letters, digits, `-`, `_` or `.` (see [`crate::files::check_name`]).
     pub session: String,
     /// Whether this raylet runs inside a driver (it then ends with that driver).
     pub embedded: bool,
@@ -62,10 +63,11 @@ impl RayletConfig {
         format!("unix:@{}", self.session)
     }
 
-    /// The session's directory (executables fetched from other nodes are cached here); removed
-    /// when the raylet stops.
+    /// The session's directory, `$TMPDIR/oxray-<uid>/sessions/<session>` (its pid file and the
+    /// executables fetched from other nodes; see [`crate::files`]), made by cluster nodes only;
+    /// removed when the raylet stops.
     pub fn session_dir(&self) -> std::path::PathBuf {
-        std::env::temp_dir().join("oxray").join(&self.session)
+        crate::files::session_dir(&self.session)
     }
 }
 

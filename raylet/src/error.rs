@@ -29,6 +29,10 @@ pub enum RayletError {
         /// What is wrong and how to fix it.
         reason: String,
     },
+    /// A private directory or file is unsafe to use (see [`crate::files`]): the message names
+    /// the path and the fix.
+    #[error("{0}")]
+    Files(String),
     /// The raylet is stopping.
     #[error("the raylet is stopping")]
     Stopping,

@@ -16,6 +16,7 @@
 //!   layer that runs each event under the state lock and carries out its effects after.
 //! - `outbox`: per-connection outboxes, so a client that stops reading stalls only itself.
 //! - `server`: the socket server; [`workers`]: starting, reaping and killing worker processes.
+//! - [`files`]: the state and session directories and how they are kept from other users.
 //! - [`cluster`]: QUIC to other raylets, and on the head the control service (node table,
 //!   health checks, cluster view); [`cluster_file`]: the TOML file `oxray up` reads.
 //!
@@ -25,6 +26,7 @@ pub mod cluster;
 pub mod cluster_file;
 pub mod config;
 mod error;
+pub mod files;
 mod node;
 mod outbox;
 pub mod server;
@@ -51,7 +53,9 @@ pub struct Raylet {
 
 impl Raylet {
     /// Starts a raylet: creates the object store (a memfd, so nothing is left behind however the
-    /// process ends), listens on the session's socket, and serves clients on background threads.
+    /// process ends), listens on the session's socket, claims the session's directory when in a
+    /// cluster (see [`files`]; directories of dead nodes are swept first), and serves clients on
+    /// background threads. Session and cluster names are checked first ([`files::check_name`]).
     pub fn start(config: RayletConfig) -> Result<Raylet> {
         if config.num_cpus.is_nan() || config.num_cpus < 0.0 {
             return Err(RayletError::Config(format!(
@@ -59,6 +63,11 @@ impl Raylet {
                 config.num_cpus
             )));
         }
+        files::check_name("session", &config.session).map_err(RayletError::Config)?;
+        if let Some(c) = &config.cluster {
+            files::check_name("cluster name", &c.name).map_err(RayletError::Config)?;
+        }
+        files::sweep_stale_sessions();
         let mut opts = ArenaOptions::new(config.object_store_memory);
         opts.memfd = true;
         opts.name_prefix = "oxray-object-store".into();
@@ -67,6 +76,12 @@ impl Raylet {
         let node = node::Node::new(config, store)
             .map_err(|e| RayletError::io("starting the raylet's process spawner", e))?;
         let listener = server::bind(&node.address)?;
+        // Only cluster nodes keep files (executables fetched from other nodes), so only they
+        // have a session directory (a driver's embedded node, often never shut down, leaves
+        // nothing). After binding: holding the session's socket makes this process its owner.
+        if node.config.cluster.is_some() {
+            files::claim_session_dir(&node.config.session, true).map_err(RayletError::Files)?;
+        }
         // Joining happens after binding the local socket (so the advertised address works) and
         // before serving, so a refused node fails its start instead of running alone.
         let cluster = match cluster_config {
@@ -125,5 +140,71 @@ impl Raylet {
 impl Drop for Raylet {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(session: &str) -> RayletConfig {
+        RayletConfig {
+            session: session.to_owned(),
+            object_store_memory: 64 << 20,
+            prestart_workers: 0,
+            num_cpus: 1.0,
+            ..RayletConfig::default()
+        }
+    }
+
+    #[test]
+    fn traversal_session_names_are_refused() {
+        for bad in ["../../../tmp/evil", "a/b", "..", ""] {
+            let err = Raylet::start(config(bad)).err().expect(bad).to_string();
+            assert!(err.contains("is not allowed"), "{err}");
+        }
+        let mut c = config(&format!("oxray-name-test-{}", std::process::id()));
+        c.cluster = Some(cluster::ClusterConfig::head(
+            "../evil",
+            b"0123456789abcdef0123".to_vec(),
+            "127.0.0.1",
+            0,
+        ));
+        let err = Raylet::start(c)
+            .err()
+            .expect("bad cluster name")
+            .to_string();
+        assert!(
+            err.contains("cluster name") && err.contains("is not allowed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_link_planted_at_the_session_dir_is_refused_and_not_followed() {
+        let session = format!("oxray-link-test-{}", std::process::id());
+        files::ensure_state_dir().expect("state dir");
+        let target = std::env::temp_dir().join(format!("{session}-target"));
+        std::fs::create_dir_all(&target).expect("target");
+        let planted = files::session_dir(&session);
+        let _ = std::fs::remove_file(&planted);
+        std::os::unix::fs::symlink(&target, &planted).expect("symlink");
+        let mut c = config(&session);
+        c.cluster = Some(cluster::ClusterConfig::head(
+            "t",
+            b"0123456789abcdef0123".to_vec(),
+            "127.0.0.1",
+            0,
+        ));
+        let result = Raylet::start(c);
+        let _ = std::fs::remove_file(&planted);
+        let wrote_through = target.join("pid").exists();
+        let _ = std::fs::remove_dir_all(&target);
+        let err = result
+            .err()
+            .expect("a planted link must be refused")
+            .to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert!(!wrote_through, "the raylet wrote through the link");
     }
 }

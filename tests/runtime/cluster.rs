@@ -26,7 +26,7 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(std::env::temp_dir().join("oxray").join(&self.session));
+        let _ = std::fs::remove_dir_all(oxray_raylet::files::session_dir(&self.session));
     }
 }
 

@@ -129,6 +129,8 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A killed driver's embedded raylet cannot remove its session directory.
+        oxray_raylet::files::sweep_stale_sessions();
     }
 }
 
@@ -151,7 +153,7 @@ impl Drop for Raylet {
     fn drop(&mut self) {
         let _ = self.proc.child.kill();
         let _ = self.proc.child.wait();
-        let _ = std::fs::remove_dir_all(std::env::temp_dir().join("oxray").join(&self.session));
+        let _ = std::fs::remove_dir_all(oxray_raylet::files::session_dir(&self.session));
     }
 }
 

@@ -30,13 +30,15 @@ pub fn value<'a>(out: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
 }
 
-/// Kills and reaps a child on drop, so a failing test leaves nothing behind.
+/// Kills and reaps a child on drop, so a failing test leaves nothing behind (not even the
+/// session directory of a raylet it ran, standalone or embedded).
 struct Reaped(Child);
 
 impl Drop for Reaped {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        oxray_raylet::files::sweep_stale_sessions();
     }
 }
 

@@ -9,8 +9,10 @@
 //! `peer://…` so the core worker reaches them through a tunnel.
 //!
 //! The far raylet needs the job's executable: the `Attach` request names its SHA-256, and the
-//! far raylet fetches it from here once (`FetchExe`), caches it in its session directory, and
-//! refuses a different OS or architecture with a clear message.
+//! far raylet fetches it from here once (`FetchExe`), caches it in its session directory
+//! (private to the user, see [`crate::files`]; the copy's SHA-256 is checked again at every
+//! attach, and a copy that does not match is removed and fetched again), and refuses a
+//! different OS or architecture with a clear message.
 //!
 //! Closing the stream (the job ended here, or this node died) ends the job there: its workers
 //! stop and the leases it held are freed, as for a local driver that exits.
@@ -30,6 +32,7 @@ use tokio::sync::{mpsc, Notify};
 
 use super::{lock, peers, tunnel, wire, Shared};
 use crate::error::{RayletError, Result};
+use crate::files;
 
 /// Lease ids this node hands out for leases of another node: the top bit set, the node's index
 /// in the next 16 bits, the far lease id below.
@@ -409,11 +412,17 @@ async fn ensure_exe(shared: &Arc<Shared>, origin: &Origin) -> Result<String> {
     drop(node);
     let path = dir.join(format!("exe-{hash}"));
     let _one_fetch = shared.fetching.lock().await;
-    if std::fs::metadata(&path).is_ok_and(|m| m.len() == origin.exe.len) {
+    // A cached copy is used only if its bytes hash right, every time (not just its size).
+    let cached = {
+        let (path, hash, len) = (path.clone(), hash.clone(), origin.exe.len);
+        tokio::task::spawn_blocking(move || files::cached_exe_ok(&path, &hash, len))
+            .await
+            .unwrap_or(false)
+    };
+    if cached {
         return Ok(path.display().to_string());
     }
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| RayletError::io(format!("creating {}", dir.display()), e))?;
+    files::private_dir(&dir).map_err(RayletError::Files)?;
     let conn = peers::connection(shared, &origin.address).await?;
     let req = PeerRequest::FetchExe { job: origin.job };
     let peer_error = |reason: String| RayletError::Peer {
@@ -431,7 +440,8 @@ async fn ensure_exe(shared: &Arc<Shared>, origin: &Origin) -> Result<String> {
         (other, ..) => return Err(peer_error(format!("unexpected answer {other:?}"))),
     };
     let partial = dir.join(format!("exe-{hash}.part"));
-    let mut file = std::fs::File::create(&partial)
+    let _ = std::fs::remove_file(&partial);
+    let mut file = files::open_private(&partial, 0o700, true)
         .map_err(|e| RayletError::io(format!("creating {}", partial.display()), e))?;
     let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     let mut got = 0u64;
@@ -449,7 +459,7 @@ async fn ensure_exe(shared: &Arc<Shared>, origin: &Origin) -> Result<String> {
         file.write_all(&buf[..n])
             .map_err(|e| RayletError::io(format!("writing {}", partial.display()), e))?;
     }
-    let fetched = hex(digest.finish().as_ref());
+    let fetched = files::hex(digest.finish().as_ref());
     if got != origin.exe.len || fetched != *hash {
         let _ = std::fs::remove_file(&partial);
         return Err(peer_error(format!(
@@ -457,9 +467,7 @@ async fn ensure_exe(shared: &Arc<Shared>, origin: &Origin) -> Result<String> {
             origin.exe.len
         )));
     }
-    use std::os::unix::fs::PermissionsExt;
-    file.set_permissions(std::fs::Permissions::from_mode(0o700))
-        .and_then(|()| file.sync_all())
+    file.sync_all()
         .and_then(|()| std::fs::rename(&partial, &path))
         .map_err(|e| RayletError::io(format!("installing {}", path.display()), e))?;
     eprintln!(
@@ -525,23 +533,11 @@ async fn exe_info(shared: &Arc<Shared>, exe: &str) -> Result<ExeInfo> {
     }
     let path = exe.to_owned();
     let info = tokio::task::spawn_blocking(move || -> Result<ExeInfo> {
-        let mut file = std::fs::File::open(&path)
+        let (hash, len) = std::fs::File::open(&path)
+            .and_then(files::sha256)
             .map_err(|e| RayletError::io(format!("reading {path}"), e))?;
-        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut buf = vec![0u8; 1 << 20];
-        let mut len = 0u64;
-        loop {
-            let n = file
-                .read(&mut buf)
-                .map_err(|e| RayletError::io(format!("reading {path}"), e))?;
-            if n == 0 {
-                break;
-            }
-            len += n as u64;
-            digest.update(&buf[..n]);
-        }
         Ok(ExeInfo {
-            hash: hex(digest.finish().as_ref()),
+            hash,
             len,
             os: std::env::consts::OS.into(),
             arch: std::env::consts::ARCH.into(),
@@ -551,10 +547,6 @@ async fn exe_info(shared: &Arc<Shared>, exe: &str) -> Result<ExeInfo> {
     .map_err(|e| RayletError::Config(format!("hashing {exe}: {e}")))??;
     lock(&shared.exes).insert(exe.to_owned(), info.clone());
     Ok(info)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

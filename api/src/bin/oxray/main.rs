@@ -28,6 +28,11 @@
 //! `--secret-file` pointing at a copy. `status` and `stop` use `--address`, else
 //! `OXRAY_ADDRESS`, else the node this user started last; `status` of a `host:port` address asks
 //! that raylet over QUIC (with the secret) for the cluster's nodes.
+//!
+//! Files (logs, the last address, session directories) live in `$TMPDIR/oxray-<uid>`, private
+//! to the user and checked before use (`oxray_raylet::files`); `--session` and `--cluster-name`
+//! are checked before they name anything, and `--secret-file` must be `chmod 600`. `start`,
+//! `up` and `stop` remove the session directories of nodes that were killed.
 
 mod up;
 
@@ -37,7 +42,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use oxray_raylet::cluster::ClusterConfig;
-use oxray_raylet::{tool, Raylet, RayletConfig};
+use oxray_raylet::{files, tool, Raylet, RayletConfig};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -88,10 +93,21 @@ fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-fn state_dir() -> PathBuf {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
-    std::env::temp_dir().join(format!("oxray-{uid}"))
+/// The user's state directory (`$TMPDIR/oxray-<uid>`), made or checked (`files`: 0700, ours,
+/// not a link).
+fn state_dir() -> Result<PathBuf, String> {
+    files::ensure_state_dir()
+}
+
+/// Checks `--session` and `--cluster-name` before either names a file.
+fn check_names(args: &[String]) -> Result<(), String> {
+    if let Some(s) = flag(args, "--session") {
+        files::check_name("--session", s)?;
+    }
+    if let Some(n) = flag(args, "--cluster-name") {
+        files::check_name("--cluster-name", n)?;
+    }
+    Ok(())
 }
 
 fn node_config(args: &[String]) -> Result<RayletConfig, String> {
@@ -130,9 +146,9 @@ fn node_config(args: &[String]) -> Result<RayletConfig, String> {
 /// The secret from `--secret-file` or `OXRAY_CLUSTER_SECRET`, if given.
 fn secret(args: &[String]) -> Result<Option<Vec<u8>>, String> {
     if let Some(path) = flag(args, "--secret-file") {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("--secret-file: cannot read {path}: {e}"))?;
-        return Ok(Some(text.trim().as_bytes().to_vec()));
+        let text =
+            files::read_secret_file(Path::new(path)).map_err(|e| format!("--secret-file: {e}"))?;
+        return Ok(Some(text.into_bytes()));
     }
     Ok(std::env::var("OXRAY_CLUSTER_SECRET")
         .ok()
@@ -238,31 +254,34 @@ fn route_ip(head: &str) -> Option<String> {
     Some(socket.local_addr().ok()?.ip().to_string())
 }
 
-/// A new random secret, written to a file only this user can read.
-fn new_secret_file(dir: &std::path::Path, session: &str) -> Result<PathBuf, String> {
+/// A new random secret, written to a new 0600 file in the session's directory (claimed here
+/// for the node about to start). That directory is how the CLI records that it made the
+/// secret: the node removes its session directory when it stops (`oxray stop`/`down`, which
+/// also remove the secret at once), and a later start sweeps it if the node was killed.
+fn new_secret_file(session: &str) -> Result<PathBuf, String> {
     use std::io::{Read, Write};
-    use std::os::unix::fs::OpenOptionsExt;
     let mut bytes = [0u8; 16];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .map_err(|e| format!("reading /dev/urandom for a cluster secret: {e}"))?;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let path = dir.join(format!("{session}.secret"));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
+    let dir = files::claim_session_dir(session, false)?;
+    let path = dir.join(SECRET_FILE);
+    let _ = std::fs::remove_file(&path);
+    let mut file = files::open_private(&path, 0o600, true)
         .map_err(|e| format!("creating {}: {e}", path.display()))?;
     writeln!(file, "{hex}").map_err(|e| format!("writing {}: {e}", path.display()))?;
     Ok(path)
 }
 
+/// The name of the secret `oxray start --head --port` makes, in the session's directory.
+const SECRET_FILE: &str = "secret";
+
 fn start(args: &[String]) -> Result<(), String> {
     let mut args = args.to_vec();
-    let dir = state_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    check_names(&args)?;
+    let dir = state_dir()?;
+    files::sweep_stale_sessions();
     if let Some(p) = flag(&args, "--port") {
         p.parse::<u16>()
             .map_err(|_| format!("--port: `{p}` is not a port number"))?;
@@ -275,7 +294,7 @@ fn start(args: &[String]) -> Result<(), String> {
         let session = flag(&args, "--session")
             .map(str::to_owned)
             .unwrap_or_else(|| RayletConfig::default().session);
-        let path = new_secret_file(&dir, &session)?;
+        let path = new_secret_file(&session)?;
         args.extend([
             "--session".to_owned(),
             session,
@@ -285,13 +304,24 @@ fn start(args: &[String]) -> Result<(), String> {
         made_secret = Some(path);
     }
     let args = &args[..];
+    let result = start_node(&dir, args, made_secret.as_deref());
+    if let (Err(_), Some(secret)) = (&result, &made_secret) {
+        // The node did not start: the session directory made for its secret goes.
+        if let Some(session_dir) = secret.parent() {
+            let _ = std::fs::remove_dir_all(session_dir);
+        }
+    }
+    result
+}
+
+fn start_node(dir: &Path, args: &[String], made_secret: Option<&Path>) -> Result<(), String> {
     let config = node_config(args)?;
     if args.iter().any(|a| a == "--block") {
         let cluster = config.cluster.clone();
         let mut node = Raylet::start(config).map_err(|e| e.to_string())?;
         let address = node.address().to_owned();
         announce(
-            &dir,
+            dir,
             &address,
             format!(
                 "oxray node running in the foreground (pid {}); stop it with `oxray stop \
@@ -299,7 +329,7 @@ fn start(args: &[String]) -> Result<(), String> {
                 std::process::id()
             ),
         );
-        join_hint(cluster.as_ref(), args, made_secret.as_deref());
+        join_hint(cluster.as_ref(), args, made_secret);
         node.wait();
         return Ok(());
     }
@@ -308,7 +338,7 @@ fn start(args: &[String]) -> Result<(), String> {
         eprintln!("joining the head at {head} (waiting up to a minute if it is not up yet)");
     }
     let log_path = dir.join(format!("{}.log", config.session));
-    let log = std::fs::File::create(&log_path)
+    let log = files::open_private(&log_path, 0o600, false)
         .map_err(|e| format!("creating {}: {e}", log_path.display()))?;
     let exe = std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?;
     let mut child = Command::new(exe)
@@ -332,7 +362,7 @@ fn start(args: &[String]) -> Result<(), String> {
         return Err(format!("the node did not start: {}", log.trim()));
     }
     announce(
-        &dir,
+        dir,
         address,
         format!(
             "oxray node started (pid {}, log {}).",
@@ -340,14 +370,14 @@ fn start(args: &[String]) -> Result<(), String> {
             log_path.display()
         ),
     );
-    join_hint(config.cluster.as_ref(), args, made_secret.as_deref());
+    join_hint(config.cluster.as_ref(), args, made_secret);
     Ok(())
 }
 
 /// Remembers `address` as the node this user started last, prints it (stdout, for scripts),
 /// and tells how drivers attach (stderr, after `what` says where the node runs).
 fn announce(dir: &Path, address: &str, what: String) {
-    let _ = std::fs::write(dir.join("address"), address);
+    let _ = files::write_private(&dir.join("address"), address.as_bytes());
     println!("{address}");
     eprintln!("{what}\nAttach drivers with: export OXRAY_ADDRESS={address}");
 }
@@ -430,7 +460,7 @@ fn address(args: &[String]) -> Result<String, String> {
             return Ok(a);
         }
     }
-    std::fs::read_to_string(state_dir().join("address"))
+    std::fs::read_to_string(state_dir()?.join("address"))
         .map(|s| s.trim().to_owned())
         .map_err(|_| {
             "no node address: pass --address, set OXRAY_ADDRESS, or `oxray start --head`".into()
@@ -548,8 +578,17 @@ fn print_cluster(view: &oxray_raylet::ClusterView) {
 }
 
 fn stop(args: &[String]) -> Result<(), String> {
+    // Directories of nodes that were killed go whether or not this stop succeeds.
+    files::sweep_stale_sessions();
     let address = address(args)?;
     tool::stop(&address).map_err(|e| e.to_string())?;
+    // A secret this CLI made for the node goes now (the node removes its whole session
+    // directory as it ends).
+    if let Some(session) = address.strip_prefix("unix:@") {
+        if files::check_name("session", session).is_ok() {
+            let _ = std::fs::remove_file(files::session_dir(session).join(SECRET_FILE));
+        }
+    }
     println!("stopped the node at {address}");
     Ok(())
 }
