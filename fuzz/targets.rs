@@ -3,6 +3,9 @@
 //! (`tests/store/fuzz_corpus.rs`). Each must return for any input: no panic, no allocation
 //! beyond what the input's bytes allow, no endless loop.
 
+// Each fuzz target binary uses one of these functions.
+#![allow(dead_code)]
+
 use std::path::Path;
 
 use oxray_common::frame::{self, HEADER};
@@ -12,7 +15,12 @@ use oxray_object_store::rkyv::util::AlignedVec;
 use oxray_object_store::{fingerprint, HeapBytes, ObjectBytes, ObjectId, ObjectView};
 
 /// The target names, as the folders of `fuzz/corpus/`.
-pub const TARGETS: [&str; 4] = ["local_frames", "peer_messages", "cluster_file", "typed_views"];
+pub const TARGETS: [&str; 4] = [
+    "local_frames",
+    "peer_messages",
+    "cluster_file",
+    "typed_views",
+];
 
 /// Runs target `name` on `data`.
 pub fn run(name: &str, data: &[u8]) {
