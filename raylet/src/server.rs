@@ -4,11 +4,12 @@
 //! when a raylet is killed. Abstract sockets have no file permissions, so every connection's
 //! peer credentials are checked: only processes of the raylet's own user are served.
 
+use std::collections::HashMap;
 use std::io::BufReader;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oxray_common::frame::{self, FrameError};
@@ -80,35 +81,69 @@ pub(crate) fn wake_acceptor(address: &str) {
 
 /// Local connections served at once, at most (each has a thread); more are refused, logged.
 pub(crate) const MAX_CONNECTIONS: usize = 4096;
-/// Local connections that have not sent their first message yet, at most.
-pub(crate) const MAX_UNREGISTERED: usize = 64;
+/// Connections of one process that have not sent their first message yet, at most: a client
+/// that opens connections and says nothing holds this many threads, and other processes (the
+/// node's own workers registering, say) are not held up by it.
+pub(crate) const MAX_UNREGISTERED_PER_PROCESS: usize = 16;
 /// How long a new local connection may take to send its first message.
 pub(crate) const FIRST_MESSAGE_DEADLINE: Duration = Duration::from_secs(5);
 /// The largest first message (`Register` or `Tunnel`: well under 1 KiB).
 pub(crate) const MAX_FIRST_FRAME: usize = 64 << 10;
 
-/// Live local connections: all of them, and those still before their first message.
+/// Live local connections.
 static CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
-static UNREGISTERED: AtomicUsize = AtomicUsize::new(0);
+/// Connections before their first message, by the pid of the process that made them.
+static UNREGISTERED: Mutex<Option<HashMap<i32, usize>>> = Mutex::new(None);
 
-/// One count in a connection counter, given back on drop.
-struct Counted(&'static AtomicUsize);
+/// One connection counted in [`CONNECTIONS`], given back on drop.
+struct Counted;
 
 impl Counted {
-    /// Takes a place in `counter` unless it holds `max` already.
-    fn take(counter: &'static AtomicUsize, max: usize) -> Option<Counted> {
-        counter
+    fn take() -> Option<Counted> {
+        CONNECTIONS
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
+                (n < MAX_CONNECTIONS).then_some(n + 1)
             })
             .ok()
-            .map(|_| Counted(counter))
+            .map(|_| Counted)
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        CONNECTIONS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One connection of process `pid` counted in [`UNREGISTERED`] until its first message.
+struct Unregistered(i32);
+
+impl Unregistered {
+    fn take(pid: i32) -> Option<Unregistered> {
+        let mut table = UNREGISTERED.lock().unwrap_or_else(|p| p.into_inner());
+        let n = table
+            .get_or_insert_with(HashMap::new)
+            .entry(pid)
+            .or_default();
+        if *n >= MAX_UNREGISTERED_PER_PROCESS {
+            return None;
+        }
+        *n += 1;
+        Some(Unregistered(pid))
+    }
+}
+
+impl Drop for Unregistered {
+    fn drop(&mut self) {
+        let mut table = UNREGISTERED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = table.as_mut() {
+            if let Some(n) = t.get_mut(&self.0) {
+                *n -= 1;
+                if *n == 0 {
+                    t.remove(&self.0);
+                }
+            }
+        }
     }
 }
 
@@ -118,21 +153,27 @@ pub(crate) fn accept_loop(node: Arc<Node>, listener: UnixListener) {
             break;
         }
         let Ok(stream) = stream else { continue };
-        if !same_user(&stream) {
+        // SAFETY: getuid cannot fail.
+        let me = unsafe { libc::getuid() };
+        let Some(cred) = peer_credentials(&stream).filter(|c| c.uid == me) else {
             eprintln!("[raylet] refused a connection from another user");
             continue;
-        }
-        let Some(places) = Counted::take(&CONNECTIONS, MAX_CONNECTIONS)
-            .zip(Counted::take(&UNREGISTERED, MAX_UNREGISTERED))
-        else {
+        };
+        let Some(connection) = Counted::take() else {
             eprintln!(
-                "[raylet] refused a connection: {} connections open ({} before their first \
-                 message; caps {MAX_CONNECTIONS} and {MAX_UNREGISTERED})",
-                CONNECTIONS.load(Ordering::Relaxed),
-                UNREGISTERED.load(Ordering::Relaxed)
+                "[raylet] refused a connection: {MAX_CONNECTIONS} connections are open already"
             );
             continue;
         };
+        let Some(unregistered) = Unregistered::take(cred.pid) else {
+            eprintln!(
+                "[raylet] refused a connection of process {}: it has \
+                 {MAX_UNREGISTERED_PER_PROCESS} connections that sent nothing yet",
+                cred.pid
+            );
+            continue;
+        };
+        let places = (connection, unregistered);
         let node = node.clone();
         let spawned = std::thread::Builder::new()
             .name("oxray-raylet-conn".into())
@@ -154,7 +195,7 @@ pub(crate) fn serve_detached(node: Arc<Node>, stream: UnixStream) -> Result<()> 
 }
 
 /// Serves one connection; `places` are its counts in the connection caps (accepted ones).
-fn serve(node: Arc<Node>, stream: UnixStream, places: Option<(Counted, Counted)>) {
+fn serve(node: Arc<Node>, stream: UnixStream, places: Option<(Counted, Unregistered)>) {
     let (_connection, unregistered) = places.unzip();
     let conn_id = node.next_conn();
     // The first frame is read unbuffered (a tunnel's bytes after it are not ours to read),
@@ -222,6 +263,12 @@ fn rkyv_buf() -> oxray_object_store::HeapBytes {
 /// Abstract sockets have no file permissions, so every oxray socket (the raylet's, and each core
 /// worker's task and owner socket) serves only peers that pass this check.
 pub fn same_user(stream: &UnixStream) -> bool {
+    // SAFETY: getuid cannot fail.
+    peer_credentials(stream).is_some_and(|c| c.uid == unsafe { libc::getuid() })
+}
+
+/// The pid, uid and gid of the process at the other end of `stream` (`SO_PEERCRED`).
+fn peer_credentials(stream: &UnixStream) -> Option<libc::ucred> {
     use std::os::fd::AsRawFd;
     let mut cred = libc::ucred {
         pid: 0,
@@ -239,6 +286,5 @@ pub fn same_user(stream: &UnixStream) -> bool {
             &mut len,
         )
     };
-    // SAFETY: getuid cannot fail.
-    rc == 0 && cred.uid == unsafe { libc::getuid() }
+    (rc == 0).then_some(cred)
 }

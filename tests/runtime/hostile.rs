@@ -95,9 +95,9 @@ fn unauthenticated_peers_announcing_huge_frames_cost_the_head_little() {
 }
 
 /// Local clients announcing 64 MiB first messages, then 300 connections that say nothing: the
-/// raylet's memory and threads stay bounded (first messages are capped at 64 KiB, at most 64
-/// connections may be silent at once, each for at most 5 s), and a driver attached before the
-/// attack runs its tasks throughout.
+/// raylet's memory and threads stay bounded (first messages are capped at 64 KiB, one process
+/// may hold at most 16 silent connections, each for at most 5 s), and a driver runs its tasks
+/// throughout, its workers registering while the attack goes on.
 #[test]
 fn local_clients_that_lie_or_say_nothing_are_bounded() {
     let node = raylet("la", &["cpus=2", "resources=m1:2;m2:2"]);
@@ -127,7 +127,7 @@ fn local_clients_that_lie_or_say_nothing_are_bounded() {
         "the raylet grew to {rss} kB under the attack"
     );
     assert!(
-        peak_threads < threads_before + 80,
+        peak_threads < threads_before + 40,
         "threads went from {threads_before} to {peak_threads} with 300 silent connections"
     );
     let status = work.exit_within(Duration::from_secs(120));

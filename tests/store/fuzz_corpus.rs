@@ -19,5 +19,8 @@ fn the_fuzz_corpus_replays_cleanly() {
             replayed += 1;
         }
     }
-    assert!(replayed >= targets::TARGETS.len(), "every target has inputs");
+    assert!(
+        replayed >= targets::TARGETS.len(),
+        "every target has inputs"
+    );
 }
