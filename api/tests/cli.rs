@@ -124,6 +124,15 @@ fn start_status_stop() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(gone, "the node still answers after stop");
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let remembered = std::env::temp_dir().join(format!("oxray-{uid}/address"));
+    let still = std::fs::read_to_string(remembered).unwrap_or_default();
+    assert_ne!(
+        still.trim(),
+        address,
+        "stop forgets the address of the node it stopped"
+    );
 }
 
 #[test]

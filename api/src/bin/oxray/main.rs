@@ -589,6 +589,13 @@ fn stop(args: &[String]) -> Result<(), String> {
             let _ = std::fs::remove_file(files::session_dir(session).join(SECRET_FILE));
         }
     }
+    // The remembered address of the last node started goes with that node.
+    if let Ok(dir) = state_dir() {
+        let remembered = dir.join("address");
+        if std::fs::read_to_string(&remembered).is_ok_and(|a| a.trim() == address) {
+            let _ = std::fs::remove_file(&remembered);
+        }
+    }
     println!("stopped the node at {address}");
     Ok(())
 }
