@@ -7,12 +7,15 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::sync::Arc;
 
 use oxray_common::frame::{self, HEADER};
 use oxray_common::peer::{PeerReply, PeerRequest};
 use oxray_common::protocol::{FromRaylet, FromWorker, ToRaylet, ToWorker};
 use oxray_object_store::rkyv::util::AlignedVec;
-use oxray_object_store::{fingerprint, HeapBytes, ObjectBytes, ObjectId, ObjectView};
+use oxray_object_store::{
+    fingerprint, Arena, ArenaOptions, HeapBytes, ObjectBytes, ObjectId, ObjectView,
+};
 
 /// The target names, as the folders of `fuzz/corpus/`.
 pub const TARGETS: [&str; 4] = [
@@ -29,6 +32,7 @@ pub fn run(name: &str, data: &[u8]) {
         "peer_messages" => peer_messages(data),
         "cluster_file" => cluster_file(data),
         "typed_views" => typed_views(data),
+        "object_headers" => object_headers(data),
         _ => {}
     }
 }
@@ -96,4 +100,54 @@ where
     if let Ok(view) = ObjectView::<T>::new(bytes) {
         let _ = view.deserialize();
     }
+}
+
+/// Bytes of the arena `object_headers` writes into (the input is cut to this).
+const ARENA: u64 = 64 << 10;
+
+/// Arena bytes (headers and payloads as another process could have left them) read as objects:
+/// every 64-byte block is tried as the start of object 1 and of the object id the bytes there
+/// name, then read as a `Vec<u8>`. Wrong headers must be `BadLocation`, never a read outside
+/// the arena.
+pub fn object_headers(data: &[u8]) {
+    thread_local! {
+        static MAPPED: Option<Arc<Arena>> = {
+            let mut opts = ArenaOptions::new(ARENA);
+            opts.memfd = true;
+            Arena::create(&opts).ok().map(Arc::new)
+        };
+    }
+    MAPPED.with(|arena| {
+        let Some(arena) = arena else { return };
+        let len = data.len().min(ARENA as usize);
+        if arena.reserve_upto(ARENA).is_err() {
+            return;
+        }
+        // SAFETY: this thread owns the arena (a private memfd of this thread); no view into it
+        // is alive while it is written (every view below is dropped before the next call).
+        let Some(mem) = (unsafe { arena.payload_mut(0, ARENA) }) else {
+            return;
+        };
+        mem.fill(0);
+        mem[..len].copy_from_slice(&data[..len]);
+        let named = |block: usize| {
+            let raw: [u8; 16] = data.get(block + 8..block + 24)?.try_into().ok()?;
+            Some(ObjectId(raw))
+        };
+        for block in (0..len).step_by(64) {
+            for id in [Some(ObjectId([1; 16])), named(block)]
+                .into_iter()
+                .flatten()
+            {
+                let Ok(bytes) =
+                    ObjectBytes::from_arena(arena.clone(), block as u64, id, Box::new(()))
+                else {
+                    continue;
+                };
+                if let Ok(view) = ObjectView::<Vec<u8>>::new(bytes) {
+                    let _ = view.deserialize();
+                }
+            }
+        }
+    });
 }
