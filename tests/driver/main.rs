@@ -112,6 +112,9 @@ fn main() {
         "gpu-lost" => node_core::gpu_lost(),
         "idle" => node_core::idle(),
         "environ" => node_core::environ(),
+        "many-actors" => {
+            node_core::many_actors(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(100))
+        }
         "probe-socket" => node_core::probe_socket(args.get(2).map(String::as_str).unwrap_or("")),
         "lease-churn" => {
             node_core::lease_churn(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(20))

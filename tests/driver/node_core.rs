@@ -419,3 +419,91 @@ pub fn probe_socket(name: &str) -> oxray::Result<()> {
     say(format!("socket {}", outcome.unwrap_or("refused")));
     Ok(())
 }
+
+/// A small actor for counting: each answers with its pid.
+#[oxray::actor]
+pub struct Pinger;
+
+#[oxray::actor]
+impl Pinger {
+    fn new() -> Self {
+        Pinger
+    }
+
+    fn ping(&self) -> u32 {
+        std::process::id()
+    }
+}
+
+/// CPU time (user + system, in clock ticks) of process `pid`.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of stat; `rest` starts at field 3.
+    field(11) + field(12)
+}
+
+/// `many-actors N`: an embedded node creates N actors, calls each once, then idles for 3 s.
+/// Prints the creation rate, that every actor answered from a process of its own, the threads
+/// per actor, and the CPU the whole idle node used (percent of one core).
+pub fn many_actors(n: usize) -> oxray::Result<()> {
+    let _cluster = oxray::init_with(oxray::Config::new().num_cpus(2.0))?;
+    let started = Instant::now();
+    let actors: Vec<ActorHandle<Pinger>> = (0..n)
+        .map(|_| Pinger::remote())
+        .collect::<oxray::Result<_>>()?;
+    let calls: Vec<ObjectRef<u32>> = actors
+        .iter()
+        .map(|a| a.ping())
+        .collect::<oxray::Result<_>>()?;
+    let pids: BTreeSet<u32> = oxray::get_all(&calls)?.into_iter().collect();
+    let took = started.elapsed();
+    say(format!("answered {}", pids.len()));
+    say(format!("seconds {:.1}", took.as_secs_f64()));
+    say(format!(
+        "actors-per-second {:.0}",
+        n as f64 / took.as_secs_f64()
+    ));
+    let me = std::process::id();
+    let tree = || {
+        let mut all = vec![me];
+        all.extend(children(me));
+        all
+    };
+    let total_threads: u64 = tree().into_iter().map(threads).sum();
+    say(format!(
+        "threads-per-actor {:.1}",
+        total_threads as f64 / n as f64
+    ));
+    let pss_kib: u64 = children(me)
+        .into_iter()
+        .map(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/smaps_rollup"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    say(format!("pss-kib-per-actor {}", pss_kib / n.max(1) as u64));
+    let before: u64 = tree().into_iter().map(cpu_ticks).sum();
+    let t0 = Instant::now();
+    // Idling is what is measured here.
+    std::thread::sleep(Duration::from_secs(3));
+    let used: u64 = tree().into_iter().map(cpu_ticks).sum::<u64>() - before;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let percent = used as f64 / hz / t0.elapsed().as_secs_f64() * 100.0;
+    say(format!("idle-cpu-percent {percent:.1}"));
+    Ok(())
+}
