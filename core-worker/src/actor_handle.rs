@@ -365,7 +365,7 @@ fn kill_actor(raw: &RawActorHandle, restart: bool) -> Result<()> {
         FromRaylet::Actor { info, .. } => {
             if info.state == ActorState::Dead {
                 // Later calls from here fail at once instead of racing the kill.
-                lock(&core.actors.actors).entry(raw.id).or_default().dead = Some(info.death);
+                core.actors.mark_dead(raw.id, info.death);
             } else if restart {
                 // Later calls wait for the new process instead of going to the dying one.
                 core.actors.drop_conn(core, raw.id);
@@ -440,13 +440,48 @@ pub(crate) struct ActorCalls {
     actors: Mutex<HashMap<ActorId, PerActor>>,
     /// Calls waiting for arguments, to their actor.
     waiting: Mutex<HashMap<ObjectId, ActorId>>,
+    /// Actors known dead, oldest first: their entries stay (calls fail at once) up to
+    /// [`DEAD_ACTORS_KEPT`]; an older one's next call asks the raylet again.
+    dead: Mutex<VecDeque<ActorId>>,
 }
+
+/// Dead actors whose entries a process keeps (as the raylet keeps their records).
+const DEAD_ACTORS_KEPT: usize = 1000;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ActorCalls {
+    /// Records actor `id` dead with `cause`: its connection and constructor arguments go, and
+    /// the oldest dead entries beyond [`DEAD_ACTORS_KEPT`] with nothing pending are forgotten.
+    fn mark_dead(&self, id: ActorId, cause: String) {
+        let mut actors = lock(&self.actors);
+        let a = actors.entry(id).or_default();
+        let first = a.dead.is_none();
+        a.dead = Some(cause);
+        a.conn = None;
+        a.ctor_args = Vec::new();
+        if first {
+            self.forget_old_dead(&mut actors, id);
+        }
+    }
+
+    /// Queues `id` among the dead; forgets the oldest beyond the limit (`actors` is locked).
+    fn forget_old_dead(&self, actors: &mut HashMap<ActorId, PerActor>, id: ActorId) {
+        let mut dead = lock(&self.dead);
+        dead.push_back(id);
+        while dead.len() > DEAD_ACTORS_KEPT {
+            let Some(old) = dead.pop_front() else { break };
+            let idle = actors.get(&old).is_some_and(|a| {
+                a.dead.is_some() && a.queue.is_empty() && a.inflight.is_empty() && a.lost.is_empty()
+            });
+            if idle {
+                actors.remove(&old);
+            }
+        }
+    }
+
     fn created(&self, id: ActorId, max_task_retries: i64, ctor_args: Vec<ArgSpec>) {
         let mut actors = lock(&self.actors);
         let a = actors.entry(id).or_default();
@@ -592,10 +627,16 @@ impl ActorCalls {
             a.resolving = false;
             a.generation += 1;
             a.conn = conn;
+            let newly_dead = dead.is_some() && a.dead.is_none();
             if dead.is_some() {
                 a.dead = dead;
+                a.conn = None;
             }
-            (a.generation, (std::mem::take(&mut a.lost), a.dead.clone()))
+            let result = (a.generation, (std::mem::take(&mut a.lost), a.dead.clone()));
+            if newly_dead {
+                self.forget_old_dead(&mut actors, actor);
+            }
+            result
         };
         let (lost, dead) = lost;
         for call in lost {

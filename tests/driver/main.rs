@@ -112,6 +112,9 @@ fn main() {
         "gpu-lost" => node_core::gpu_lost(),
         "idle" => node_core::idle(),
         "environ" => node_core::environ(),
+        "actor-churn" => {
+            node_core::actor_churn(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(5000))
+        }
         "many-actors" => {
             node_core::many_actors(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(100))
         }

@@ -507,3 +507,69 @@ pub fn many_actors(n: usize) -> oxray::Result<()> {
     say(format!("idle-cpu-percent {percent:.1}"));
     Ok(())
 }
+
+/// Anonymous memory of this process in kB (the embedded raylet's tables live here).
+fn rss_anon_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `actor-churn N`: an embedded node creates, calls and kills N actors in rounds of 250, then
+/// prints how many actors its status still lists and this process's anonymous memory after the
+/// first 1,000 deaths and at the end (`rss-kib-at-1000`, `rss-kib-at-end`).
+pub fn actor_churn(n: usize) -> oxray::Result<()> {
+    let _cluster = oxray::init_with(oxray::Config::new().num_cpus(2.0))?;
+    let mut died = 0;
+    let mut at_1000 = 0;
+    while died < n {
+        let round = (n - died).min(250);
+        let actors: Vec<ActorHandle<Pinger>> = (0..round)
+            .map(|_| Pinger::remote())
+            .collect::<oxray::Result<_>>()?;
+        let calls: Vec<ObjectRef<u32>> = actors
+            .iter()
+            .map(|a| a.ping())
+            .collect::<oxray::Result<_>>()?;
+        oxray::get_all(&calls)?;
+        for a in &actors {
+            oxray::kill(a)?;
+        }
+        died += round;
+        if died >= 1000 && at_1000 == 0 {
+            at_1000 = settled_rss_anon_kib();
+        }
+        if std::env::var_os("OXRAY_CHURN_TRACE").is_some() {
+            let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+            eprintln!(
+                "died {died} rss {} threads {} fds {fds}",
+                rss_anon_kib(),
+                threads(std::process::id())
+            );
+        }
+    }
+    say(format!("status-actors {}", oxray::status()?.actors.len()));
+    say(format!("rss-kib-at-1000 {at_1000}"));
+    say(format!("rss-kib-at-end {}", settled_rss_anon_kib()));
+    Ok(())
+}
+
+/// [`rss_anon_kib`] once the threads that served killed actors have ended (their stacks count
+/// as anonymous memory while they live): waits up to 10 s for the thread count to settle.
+fn settled_rss_anon_kib() -> u64 {
+    let me = std::process::id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = threads(me);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = threads(me);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    rss_anon_kib()
+}

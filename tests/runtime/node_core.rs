@@ -652,3 +652,24 @@ fn two_hundred_actors_on_one_node_each_answer() {
     let threads: f64 = value(&out, "threads-per-actor").parse().expect("threads");
     assert!(threads <= 12.0, "{threads} threads per actor: {out}");
 }
+
+/// 5,000 actors created, called and killed on one node: the node's status lists only the last
+/// 1,000 dead ones (`RayletConfig::max_dead_actors`), and the process holding the embedded
+/// raylet (and the callers' per-actor state) does not grow with the count.
+#[test]
+fn five_thousand_dead_actors_leave_status_and_memory_bounded() {
+    let _load = crate::no_cpu_hog();
+    let mut cmd = Command::new(DRIVER);
+    cmd.args(["actor-churn", "5000"]);
+    let mut proc = Proc::spawn(cmd);
+    let status = proc.exit_within(Duration::from_secs(240));
+    let out = proc.out();
+    assert!(status.is_some_and(|s| s.success()), "{}", proc.log());
+    assert_eq!(value(&out, "status-actors"), "1000", "{out}");
+    let at_1000: u64 = value(&out, "rss-kib-at-1000").parse().expect("rss");
+    let at_end: u64 = value(&out, "rss-kib-at-end").parse().expect("rss");
+    assert!(
+        at_end <= at_1000 + (24 << 10),
+        "anonymous memory went from {at_1000} kB after 1,000 dead actors to {at_end} kB after 5,000"
+    );
+}
