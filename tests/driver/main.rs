@@ -112,6 +112,10 @@ fn main() {
         "gpu-lost" => node_core::gpu_lost(),
         "idle" => node_core::idle(),
         "environ" => node_core::environ(),
+        "soak" => node_core::soak(
+            args.get(2).and_then(|n| n.parse().ok()).unwrap_or(40),
+            args.get(3).and_then(|n| n.parse().ok()).unwrap_or(10),
+        ),
         "actor-churn" => {
             node_core::actor_churn(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(5000))
         }

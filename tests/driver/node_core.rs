@@ -573,3 +573,68 @@ fn settled_rss_anon_kib() -> u64 {
     }
     rss_anon_kib()
 }
+
+/// Threads, open files and anonymous memory (kB) of process `pid`.
+fn footprint(pid: u32) -> (u64, u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64);
+    (field("Threads:"), fds, field("RssAnon:"))
+}
+
+/// Sum of [`footprint`] over this driver (with its embedded raylet) and its workers.
+fn tree_footprint() -> (u64, u64, u64) {
+    let me = std::process::id();
+    let mut all = vec![me];
+    all.extend(children(me));
+    all.into_iter()
+        .map(footprint)
+        .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2))
+}
+
+/// `soak SECS WARMUP`: a mixed workload on an embedded node for SECS seconds — tasks whose
+/// leases go back between rounds, actor calls, puts and gets of large objects, one actor created
+/// and killed per round — printing the footprint (threads, fds, anonymous kB of the driver and
+/// its workers) after WARMUP seconds and at the end, each measured between rounds once the
+/// previous round's leases went back.
+pub fn soak(secs: u64, warmup: u64) -> oxray::Result<()> {
+    let _cluster = oxray::init_with(oxray::Config::new().num_cpus(2.0))?;
+    let counter = Pinger::remote()?;
+    let started = Instant::now();
+    let mut warm = None;
+    let mut rounds = 0u64;
+    while started.elapsed() < Duration::from_secs(secs) {
+        let tasks: Vec<ObjectRef<String>> = (0..4)
+            .map(|_| work_where::remote(1))
+            .collect::<oxray::Result<_>>()?;
+        oxray::get_all(&tasks)?;
+        let calls: Vec<ObjectRef<u32>> = (0..50)
+            .map(|_| counter.ping())
+            .collect::<oxray::Result<_>>()?;
+        oxray::get_all(&calls)?;
+        let big = oxray::put(&vec![rounds as f64; 1 << 17])?;
+        let back: Vec<f64> = oxray::get(&big)?;
+        assert_eq!(back.len(), 1 << 17);
+        drop(big);
+        let short = Pinger::remote()?;
+        oxray::get(&short.ping()?)?;
+        oxray::kill(&short)?;
+        rounds += 1;
+        until_leases_returned()?;
+        if warm.is_none() && started.elapsed() >= Duration::from_secs(warmup) {
+            warm = Some(tree_footprint());
+        }
+    }
+    let end = tree_footprint();
+    let warm = warm.unwrap_or(end);
+    say(format!("rounds {rounds}"));
+    say(format!("warm {} {} {}", warm.0, warm.1, warm.2));
+    say(format!("end {} {} {}", end.0, end.1, end.2));
+    Ok(())
+}

@@ -673,3 +673,45 @@ fn five_thousand_dead_actors_leave_status_and_memory_bounded() {
         "anonymous memory went from {at_1000} kB after 1,000 dead actors to {at_end} kB after 5,000"
     );
 }
+
+/// A driver that runs on: 40 s of mixed work (tasks whose leases go back between rounds, actor
+/// calls, puts and gets of 1 MiB objects, an actor created and killed every round). After a
+/// 10 s warm-up, the threads and open files of the driver (with its embedded raylet) and its
+/// workers stay flat, and their anonymous memory grows by at most a few MiB. (Longer runs:
+/// `oxray-test-driver soak SECS WARMUP`.)
+#[test]
+fn a_long_running_driver_stops_growing_after_warm_up() {
+    let _load = crate::no_cpu_hog();
+    let mut cmd = Command::new(DRIVER);
+    cmd.args(["soak", "40", "10"]);
+    let mut proc = Proc::spawn(cmd);
+    let status = proc.exit_within(Duration::from_secs(180));
+    let out = proc.out();
+    assert!(status.is_some_and(|s| s.success()), "{}", proc.log());
+    let numbers = |key: &str| -> Vec<u64> {
+        value(&out, key)
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect()
+    };
+    let (warm, end) = (numbers("warm"), numbers("end"));
+    assert_eq!((warm.len(), end.len()), (3, 3), "{out}");
+    assert!(
+        end[0] <= warm[0] + 4,
+        "threads grew from {} to {}: {out}",
+        warm[0],
+        end[0]
+    );
+    assert!(
+        end[1] <= warm[1] + 8,
+        "open files grew from {} to {}: {out}",
+        warm[1],
+        end[1]
+    );
+    assert!(
+        end[2] <= warm[2] + (8 << 10),
+        "anonymous memory grew from {} kB to {} kB: {out}",
+        warm[2],
+        end[2]
+    );
+}
