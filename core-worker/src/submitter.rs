@@ -39,6 +39,9 @@ pub const LEASE_LINGER: Duration = Duration::from_millis(50);
 /// At most this many lease requests in flight per scheduling key.
 const MAX_LEASE_REQUESTS: usize = 64;
 
+/// Queue capacity (tasks) above which an emptied queue gives its memory back.
+const SHRINK_ABOVE: usize = 4096;
+
 /// Tasks that may share a leased worker: one resource shape, and the same node holding most
 /// of their stored arguments, which the raylet prefers when it has room (0: no preference).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -153,6 +156,10 @@ impl<C> Queues<C> {
                 continue;
             }
             leased.running = Some(task);
+        }
+        // A drained burst gives its queue's memory back.
+        if ks.ready.is_empty() && ks.ready.capacity() > SHRINK_ABOVE {
+            ks.ready.shrink_to_fit();
         }
         let wanted = ks
             .ready

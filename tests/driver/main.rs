@@ -112,6 +112,7 @@ fn main() {
         "gpu-lost" => node_core::gpu_lost(),
         "idle" => node_core::idle(),
         "environ" => node_core::environ(),
+        "queued" => node_core::queued(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(100_000)),
         "soak" => node_core::soak(
             args.get(2).and_then(|n| n.parse().ok()).unwrap_or(40),
             args.get(3).and_then(|n| n.parse().ok()).unwrap_or(10),

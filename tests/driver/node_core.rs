@@ -638,3 +638,39 @@ pub fn soak(secs: u64, warmup: u64) -> oxray::Result<()> {
     say(format!("end {} {} {}", end.0, end.1, end.2));
     Ok(())
 }
+
+/// `queued N`: submits N tiny tasks at once and reports this driver's anonymous memory (kB)
+/// before, with all N queued, after they ran, and after their refs were dropped.
+pub fn queued(n: usize) -> oxray::Result<()> {
+    let _cluster = oxray::init_with(oxray::Config::new().num_cpus(2.0))?;
+    oxray::get(&work_where::remote(0)?)?;
+    let before = rss_anon_kib();
+    let started = Instant::now();
+    let refs: Vec<ObjectRef<String>> = (0..n)
+        .map(|_| work_where::remote(0))
+        .collect::<oxray::Result<_>>()?;
+    let submitted = started.elapsed();
+    let queued = rss_anon_kib();
+    let mut done = 0;
+    for r in &refs {
+        oxray::get(r)?;
+        done += 1;
+    }
+    let drained = started.elapsed();
+    let ran = rss_anon_kib();
+    drop(refs);
+    until_leases_returned()?;
+    let after = settled_rss_anon_kib();
+    say(format!("tasks {done}"));
+    say(format!("submit-seconds {:.1}", submitted.as_secs_f64()));
+    say(format!("drain-seconds {:.1}", drained.as_secs_f64()));
+    say(format!("rss-kib-before {before}"));
+    say(format!("rss-kib-queued {queued}"));
+    say(format!(
+        "bytes-per-queued-task {}",
+        (queued.saturating_sub(before)) * 1024 / n.max(1) as u64
+    ));
+    say(format!("rss-kib-after-run {ran}"));
+    say(format!("rss-kib-after-drop {after}"));
+    Ok(())
+}

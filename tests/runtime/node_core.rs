@@ -715,3 +715,29 @@ fn a_long_running_driver_stops_growing_after_warm_up() {
         end[2]
     );
 }
+
+/// A burst of 100,000 queued tasks: once they ran and their refs were dropped, the driver gives
+/// the memory back (the ref table and queues shrink and the allocator returns free pages)
+/// instead of keeping its high-water mark for the rest of its life.
+#[test]
+fn a_driver_gives_back_the_memory_of_a_burst() {
+    let _load = crate::no_cpu_hog();
+    let mut cmd = Command::new(DRIVER);
+    cmd.args(["queued", "100000"]);
+    let mut proc = Proc::spawn(cmd);
+    let status = proc.exit_within(Duration::from_secs(240));
+    let out = proc.out();
+    assert!(status.is_some_and(|s| s.success()), "{}", proc.log());
+    assert_eq!(value(&out, "tasks"), "100000", "{out}");
+    let kib = |key: &str| -> u64 { value(&out, key).parse().expect(key) };
+    let (before, queued, after) = (
+        kib("rss-kib-before"),
+        kib("rss-kib-queued"),
+        kib("rss-kib-after-drop"),
+    );
+    assert!(queued > before, "{out}");
+    assert!(
+        after - before.min(after) < (queued - before) / 3,
+        "after the burst the driver still holds {after} kB (queued: {queued} kB, before: {before} kB)"
+    );
+}
