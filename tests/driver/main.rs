@@ -112,6 +112,9 @@ fn main() {
         "gpu-lost" => node_core::gpu_lost(),
         "idle" => node_core::idle(),
         "environ" => node_core::environ(),
+        "remote-lease-churn" => {
+            node_core::remote_lease_churn(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(20))
+        }
         "queued" => node_core::queued(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(100_000)),
         "soak" => node_core::soak(
             args.get(2).and_then(|n| n.parse().ok()).unwrap_or(40),

@@ -674,3 +674,35 @@ pub fn queued(n: usize) -> oxray::Result<()> {
     say(format!("rss-kib-after-drop {after}"));
     Ok(())
 }
+
+/// `remote-lease-churn ROUNDS`: one task at a time on the node with resource `m1` (another
+/// node), each round 100 ms apart so the lease goes back in between (its linger is 50 ms);
+/// prints this driver's threads and the open files of every raylet of the cluster after a
+/// warm-up round and at the end.
+pub fn remote_lease_churn(rounds: u32) -> oxray::Result<()> {
+    let _cluster = oxray::init()?;
+    let once = || -> oxray::Result<()> {
+        let r = work_where::options().resource("m1", 1.0).remote(0)?;
+        oxray::get(&r)?;
+        // The workload: a task now and then, each on a fresh lease.
+        std::thread::sleep(Duration::from_millis(100));
+        Ok(())
+    };
+    let raylet_fds = || -> oxray::Result<usize> {
+        let view = oxray::status()?.cluster;
+        Ok(view
+            .nodes
+            .iter()
+            .map(|n| std::fs::read_dir(format!("/proc/{}/fd", n.pid)).map_or(0, |d| d.count()))
+            .sum())
+    };
+    once()?;
+    say(format!("threads-before {}", threads(std::process::id())));
+    say(format!("raylet-fds-before {}", raylet_fds()?));
+    for _ in 0..rounds {
+        once()?;
+    }
+    say(format!("threads-after {}", threads(std::process::id())));
+    say(format!("raylet-fds-after {}", raylet_fds()?));
+    Ok(())
+}

@@ -741,3 +741,29 @@ fn a_driver_gives_back_the_memory_of_a_burst() {
         "after the burst the driver still holds {after} kB (queued: {queued} kB, before: {before} kB)"
     );
 }
+
+/// Leases of another node that go back close their tunnel too: 20 rounds of one task on the
+/// member, each on a fresh lease, leave the driver's threads and the raylets' open files where
+/// they were after the first (each used to leave a thread in the driver, a tunnel open on the
+/// head and a socket on the member).
+#[test]
+fn returned_leases_of_another_node_leave_no_tunnels_behind() {
+    let _load = crate::no_cpu_hog();
+    let h = head("th", &["cpus=1"]);
+    let _m = member("tm", &h, &["cpus=1", "resources=m1:1"]);
+    let mut d = driver(&["remote-lease-churn", "20"], &h);
+    let status = d.exit_within(Duration::from_secs(120));
+    let out = d.out();
+    assert!(status.is_some_and(|s| s.success()), "{}", d.log());
+    let num = |key: &str| -> u64 { value(&out, key).parse().expect(key) };
+    let (before, after) = (num("threads-before"), num("threads-after"));
+    assert!(
+        after <= before + 2,
+        "driver threads grew from {before} to {after}: {out}"
+    );
+    let (before, after) = (num("raylet-fds-before"), num("raylet-fds-after"));
+    assert!(
+        after <= before + 4,
+        "raylets' open files grew from {before} to {after}: {out}"
+    );
+}
