@@ -148,9 +148,20 @@ fn local_clients_that_lie_or_say_nothing_are_bounded() {
 
 /// What `oxray-test-driver probe-socket NAME` saw, run as `uid` (when given).
 fn probe_socket(name: &str, uid: Option<u32>) -> String {
+    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
-    let mut cmd = std::process::Command::new(DRIVER);
-    cmd.args(["probe-socket", name]);
+    // Another user may not reach the build directory (under /root, say): run a copy of the
+    // probe from a world-readable temporary directory.
+    let dir = std::env::temp_dir().join(format!("oxray-probe-{}", std::process::id()));
+    let exe = dir.join("probe");
+    if !exe.exists() {
+        std::fs::create_dir_all(&dir).expect("probe dir");
+        std::fs::copy(DRIVER, &exe).expect("copy the probe");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("mode");
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("mode");
+    }
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(["probe-socket", name]).current_dir(&dir);
     if let Some(uid) = uid {
         cmd.uid(uid).gid(uid);
     }
@@ -189,6 +200,9 @@ fn sockets_serve_only_their_own_user() {
         probe_socket(&worker_socket, None),
         "open",
         "its own user is served"
+    );
+    let _ = std::fs::remove_dir_all(
+        std::env::temp_dir().join(format!("oxray-probe-{}", std::process::id())),
     );
     let status = work.exit_within(Duration::from_secs(120));
     assert!(status.is_some_and(|s| s.success()), "{}", work.log());
