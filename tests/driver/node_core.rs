@@ -435,6 +435,19 @@ impl Pinger {
     }
 }
 
+/// Creates `n` actors and calls each once; returns them with the pids they answered from.
+fn pinged_actors(n: usize) -> oxray::Result<(Vec<ActorHandle<Pinger>>, Vec<u32>)> {
+    let actors: Vec<ActorHandle<Pinger>> = (0..n)
+        .map(|_| Pinger::remote())
+        .collect::<oxray::Result<_>>()?;
+    let calls: Vec<ObjectRef<u32>> = actors
+        .iter()
+        .map(|a| a.ping())
+        .collect::<oxray::Result<_>>()?;
+    let pids = oxray::get_all(&calls)?;
+    Ok((actors, pids))
+}
+
 /// CPU time (user + system, in clock ticks) of process `pid`.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -458,14 +471,8 @@ fn cpu_ticks(pid: u32) -> u64 {
 pub fn many_actors(n: usize) -> oxray::Result<()> {
     let _cluster = oxray::init_with(oxray::Config::new().num_cpus(2.0))?;
     let started = Instant::now();
-    let actors: Vec<ActorHandle<Pinger>> = (0..n)
-        .map(|_| Pinger::remote())
-        .collect::<oxray::Result<_>>()?;
-    let calls: Vec<ObjectRef<u32>> = actors
-        .iter()
-        .map(|a| a.ping())
-        .collect::<oxray::Result<_>>()?;
-    let pids: BTreeSet<u32> = oxray::get_all(&calls)?.into_iter().collect();
+    let (_actors, pids) = pinged_actors(n)?;
+    let pids: BTreeSet<u32> = pids.into_iter().collect();
     let took = started.elapsed();
     say(format!("answered {}", pids.len()));
     say(format!("seconds {:.1}", took.as_secs_f64()));
@@ -527,14 +534,7 @@ pub fn actor_churn(n: usize) -> oxray::Result<()> {
     let mut at_1000 = 0;
     while died < n {
         let round = (n - died).min(250);
-        let actors: Vec<ActorHandle<Pinger>> = (0..round)
-            .map(|_| Pinger::remote())
-            .collect::<oxray::Result<_>>()?;
-        let calls: Vec<ObjectRef<u32>> = actors
-            .iter()
-            .map(|a| a.ping())
-            .collect::<oxray::Result<_>>()?;
-        oxray::get_all(&calls)?;
+        let (actors, _) = pinged_actors(round)?;
         for a in &actors {
             oxray::kill(a)?;
         }

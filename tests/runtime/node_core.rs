@@ -221,6 +221,17 @@ pub(crate) fn driver(args: &[&str], node: &Raylet) -> Proc {
     Proc::spawn(cmd)
 }
 
+/// Runs the test driver with `args` on an embedded node; returns what it printed once it
+/// exited successfully within `limit` (fails the test otherwise).
+fn run_to_end(args: &[&str], limit: Duration) -> String {
+    let mut cmd = Command::new(DRIVER);
+    cmd.args(args);
+    let mut proc = Proc::spawn(cmd);
+    let status = proc.exit_within(limit);
+    assert!(status.is_some_and(|s| s.success()), "{}", proc.log());
+    proc.out()
+}
+
 /// The node's status, or `None` if it does not answer within `limit` (a frozen node).
 pub(crate) fn status_within(address: &str, limit: Duration) -> Option<NodeStatus> {
     let (tx, rx) = channel();
@@ -593,12 +604,7 @@ fn an_idle_driver_with_an_embedded_node_barely_wakes() {
 /// leave a reader thread in the driver and a serving thread in the worker behind).
 #[test]
 fn returned_leases_leave_no_threads_behind() {
-    let mut cmd = Command::new(DRIVER);
-    cmd.args(["lease-churn", "20"]);
-    let mut proc = Proc::spawn(cmd);
-    let status = proc.exit_within(Duration::from_secs(120));
-    let out = proc.out();
-    assert!(status.is_some_and(|s| s.success()), "{}", proc.log());
+    let out = run_to_end(&["lease-churn", "20"], Duration::from_secs(120));
     assert!(!out.contains("error"), "{out}");
     let before: u64 = value(&out, "threads-before")
         .parse()
@@ -642,12 +648,7 @@ fn a_task_on_a_member_node_cannot_read_the_cluster_secret() {
 #[test]
 fn two_hundred_actors_on_one_node_each_answer() {
     let _load = crate::no_cpu_hog();
-    let mut cmd = Command::new(DRIVER);
-    cmd.args(["many-actors", "200"]);
-    let mut proc = Proc::spawn(cmd);
-    let status = proc.exit_within(Duration::from_secs(120));
-    let out = proc.out();
-    assert!(status.is_some_and(|s| s.success()), "{}", proc.log());
+    let out = run_to_end(&["many-actors", "200"], Duration::from_secs(120));
     assert_eq!(value(&out, "answered"), "200", "{out}");
     let threads: f64 = value(&out, "threads-per-actor").parse().expect("threads");
     assert!(threads <= 12.0, "{threads} threads per actor: {out}");
@@ -659,12 +660,7 @@ fn two_hundred_actors_on_one_node_each_answer() {
 #[test]
 fn five_thousand_dead_actors_leave_status_and_memory_bounded() {
     let _load = crate::no_cpu_hog();
-    let mut cmd = Command::new(DRIVER);
-    cmd.args(["actor-churn", "5000"]);
-    let mut proc = Proc::spawn(cmd);
-    let status = proc.exit_within(Duration::from_secs(240));
-    let out = proc.out();
-    assert!(status.is_some_and(|s| s.success()), "{}", proc.log());
+    let out = run_to_end(&["actor-churn", "5000"], Duration::from_secs(240));
     assert_eq!(value(&out, "status-actors"), "1000", "{out}");
     let at_1000: u64 = value(&out, "rss-kib-at-1000").parse().expect("rss");
     let at_end: u64 = value(&out, "rss-kib-at-end").parse().expect("rss");
@@ -682,12 +678,7 @@ fn five_thousand_dead_actors_leave_status_and_memory_bounded() {
 #[test]
 fn a_long_running_driver_stops_growing_after_warm_up() {
     let _load = crate::no_cpu_hog();
-    let mut cmd = Command::new(DRIVER);
-    cmd.args(["soak", "40", "10"]);
-    let mut proc = Proc::spawn(cmd);
-    let status = proc.exit_within(Duration::from_secs(180));
-    let out = proc.out();
-    assert!(status.is_some_and(|s| s.success()), "{}", proc.log());
+    let out = run_to_end(&["soak", "40", "10"], Duration::from_secs(180));
     let numbers = |key: &str| -> Vec<u64> {
         value(&out, key)
             .split_whitespace()
@@ -722,12 +713,7 @@ fn a_long_running_driver_stops_growing_after_warm_up() {
 #[test]
 fn a_driver_gives_back_the_memory_of_a_burst() {
     let _load = crate::no_cpu_hog();
-    let mut cmd = Command::new(DRIVER);
-    cmd.args(["queued", "100000"]);
-    let mut proc = Proc::spawn(cmd);
-    let status = proc.exit_within(Duration::from_secs(240));
-    let out = proc.out();
-    assert!(status.is_some_and(|s| s.success()), "{}", proc.log());
+    let out = run_to_end(&["queued", "100000"], Duration::from_secs(240));
     assert_eq!(value(&out, "tasks"), "100000", "{out}");
     let kib = |key: &str| -> u64 { value(&out, key).parse().expect(key) };
     let (before, queued, after) = (
