@@ -22,6 +22,7 @@
 //!
 //! Nothing a client sends can make the raylet panic: a malformed frame drops that connection.
 
+mod client;
 pub mod cluster;
 pub mod cluster_file;
 pub mod config;
@@ -74,7 +75,7 @@ impl Raylet {
         let store = Store::new(&opts)?;
         let cluster_config = config.cluster.clone();
         let node = node::Node::new(config, store)
-            .map_err(|e| RayletError::io("starting the raylet's process spawner", e))?;
+            .map_err(|e| RayletError::io("starting the raylet's spawner and event loop", e))?;
         let listener = server::bind(&node.address)?;
         // Only cluster nodes keep files (executables fetched from other nodes), so only they
         // have a session directory (a driver's embedded node, often never shut down, leaves
@@ -132,6 +133,9 @@ impl Raylet {
             let _ = a.join();
         }
         self.node.kill_all_workers();
+        // After the workers are reaped (their exits are events on the loop): every connection
+        // left is let go of.
+        self.node.events().stop();
         self.cluster = None;
         let _ = std::fs::remove_dir_all(self.node.config.session_dir());
     }

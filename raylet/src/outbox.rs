@@ -17,7 +17,7 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rkyv::util::AlignedVec;
 
@@ -25,8 +25,8 @@ use rkyv::util::AlignedVec;
 pub(crate) const STALL_LIMIT: Duration = Duration::from_secs(30);
 /// Bytes queued for one client beyond which it is disconnected (it stopped reading).
 pub(crate) const MAX_QUEUED: usize = 256 << 20;
-/// Bytes queued beyond which [`Outbox::push_wait`] waits (output forwarding slows the worker
-/// down instead of queueing without bound).
+/// Bytes queued beyond which the outbox is [`Outbox::backlogged`] (output forwarding slows the
+/// worker down instead of queueing without bound).
 const SOFT_QUEUED: usize = 4 << 20;
 
 /// The write side of one client connection.
@@ -37,8 +37,6 @@ pub(crate) struct Outbox {
     inner: Mutex<Inner>,
     /// Signalled when there is something to write (or the outbox closed).
     data: Condvar,
-    /// Signalled when queued bytes were written (or the outbox closed).
-    space: Condvar,
 }
 
 #[derive(Default)]
@@ -67,7 +65,6 @@ impl Outbox {
             stream,
             inner: Mutex::new(Inner::default()),
             data: Condvar::new(),
-            space: Condvar::new(),
         })
     }
 
@@ -106,25 +103,11 @@ impl Outbox {
         self.wake_writer(inner)
     }
 
-    /// Queues one encoded frame, first waiting (up to [`STALL_LIMIT`]) while much is queued.
-    /// For senders that may block (a worker's output), so they slow down instead of growing
-    /// the queue. False when the connection is closed.
-    pub(crate) fn push_wait(self: &Arc<Self>, frame: AlignedVec) -> bool {
-        let deadline = Instant::now() + STALL_LIMIT;
-        let mut inner = self.lock();
-        while inner.queued > SOFT_QUEUED && !inner.closed {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            inner = self
-                .space
-                .wait_timeout(inner, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        drop(inner);
-        self.push(frame)
+    /// Whether more than a few MiB wait to be written: a sender that can wait (a worker's
+    /// output, left unread in its pipe) holds back while this is true.
+    pub(crate) fn backlogged(&self) -> bool {
+        let inner = self.lock();
+        inner.queued > SOFT_QUEUED && !inner.closed
     }
 
     /// Queues one encoded frame unless more than the soft limit is queued already, in which case
@@ -215,7 +198,6 @@ impl Outbox {
             inner.writing = false;
             inner.queued -= written.min(inner.queued);
             drop(inner);
-            self.space.notify_all();
             if let Err(e) = result {
                 if matches!(
                     e.kind(),
@@ -243,7 +225,6 @@ impl Outbox {
         drop(inner);
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
         self.data.notify_all();
-        self.space.notify_all();
     }
 
     /// Forgets the connection (its reader ended): the writer thread, if any, ends.
@@ -254,7 +235,6 @@ impl Outbox {
         inner.queued = 0;
         drop(inner);
         self.data.notify_all();
-        self.space.notify_all();
     }
 }
 

@@ -1,23 +1,23 @@
-//! The Unix-socket server: accepts local clients and runs one reader thread per connection.
+//! The Unix-socket server: accepts local clients and hands each to the node's event loop
+//! ([`crate::client`]).
 //!
 //! Sockets live in Linux's abstract namespace (`@name`), so nothing is left in the file system
 //! when a raylet is killed. Abstract sockets have no file permissions, so every connection's
 //! peer credentials are checked: only processes of the raylet's own user are served.
 
 use std::collections::HashMap;
-use std::io::BufReader;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use oxray_common::frame::{self, FrameError};
+use oxray_common::frame;
 use oxray_common::protocol::{FromRaylet, ToRaylet};
 
 use crate::error::{RayletError, Result};
+use crate::client::Client;
 use crate::node::Node;
-use crate::outbox::Outbox;
 
 /// Parses `unix:@name` (abstract) into a socket address.
 pub fn parse_address(address: &str) -> Option<SocketAddr> {
@@ -79,10 +79,10 @@ pub(crate) fn wake_acceptor(address: &str) {
     let _ = connect(address);
 }
 
-/// Local connections served at once, at most (each has a thread); more are refused, logged.
+/// Local connections served at once, at most; more are refused, logged.
 pub(crate) const MAX_CONNECTIONS: usize = 4096;
 /// Connections of one process that have not sent their first message yet, at most: a client
-/// that opens connections and says nothing holds this many threads, and other processes (the
+/// that opens connections and says nothing holds this many places, and other processes (the
 /// node's own workers registering, say) are not held up by it.
 pub(crate) const MAX_UNREGISTERED_PER_PROCESS: usize = 16;
 /// How long a new local connection may take to send its first message.
@@ -96,7 +96,7 @@ static CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
 static UNREGISTERED: Mutex<Option<HashMap<i32, usize>>> = Mutex::new(None);
 
 /// One connection counted in [`CONNECTIONS`], given back on drop.
-struct Counted;
+pub(crate) struct Counted;
 
 impl Counted {
     fn take() -> Option<Counted> {
@@ -116,7 +116,7 @@ impl Drop for Counted {
 }
 
 /// One connection of process `pid` counted in [`UNREGISTERED`] until its first message.
-struct Unregistered(i32);
+pub(crate) struct Unregistered(i32);
 
 impl Unregistered {
     fn take(pid: i32) -> Option<Unregistered> {
@@ -173,90 +173,24 @@ pub(crate) fn accept_loop(node: Arc<Node>, listener: UnixListener) {
             );
             continue;
         };
-        let places = (connection, unregistered);
-        let node = node.clone();
-        let spawned = std::thread::Builder::new()
-            .name("oxray-raylet-conn".into())
-            .spawn(move || serve(node, stream, Some(places)));
-        if let Err(e) = spawned {
-            eprintln!("[raylet] cannot serve a connection: {e}");
+        let client = Client::new(node.clone(), stream, Some((connection, unregistered)));
+        if node.events().add(Box::new(client)).is_err() {
+            // The node stopped serving meanwhile.
+            break;
         }
     }
 }
 
-/// Serves a connection made inside the raylet (a job attached by another node) on its own
-/// thread, like an accepted one.
+/// Serves a connection made inside the raylet (a job attached by another node) like an
+/// accepted one.
 pub(crate) fn serve_detached(node: Arc<Node>, stream: UnixStream) -> Result<()> {
-    std::thread::Builder::new()
-        .name("oxray-raylet-conn".into())
-        .spawn(move || serve(node, stream, None))
-        .map(|_| ())
-        .map_err(|e| RayletError::io("serving an attached job", e))
-}
-
-/// Serves one connection; `places` are its counts in the connection caps (accepted ones).
-fn serve(node: Arc<Node>, stream: UnixStream, places: Option<(Counted, Unregistered)>) {
-    let (_connection, unregistered) = places.unzip();
-    let conn_id = node.next_conn();
-    // The first frame is read unbuffered (a tunnel's bytes after it are not ours to read),
-    // small, and within a deadline: an idle or lying connection cannot hold a thread or memory.
-    let _ = stream.set_read_timeout(Some(FIRST_MESSAGE_DEADLINE));
-    let mut first = &stream;
-    let mut buf = rkyv_buf();
-    let first_message = frame::read_payload_limited(&mut first, &mut buf, MAX_FIRST_FRAME)
-        .and_then(|()| frame::decode::<ToRaylet>(&buf));
-    let _ = stream.set_read_timeout(None);
-    drop(unregistered);
-    match first_message {
-        Ok(ToRaylet::Tunnel { target }) => {
-            match node.link() {
-                Some(link) => link.open_tunnel(stream, target),
-                None => {
-                    let reply = oxray_common::protocol::FromRaylet::Error {
-                        req: 0,
-                        kind: oxray_common::protocol::ErrorKind::BadRequest,
-                        message: format!(
-                            "cannot reach {target}: this node is not part of a cluster"
-                        ),
-                    };
-                    let mut stream = &stream;
-                    let _ = frame::write(&mut stream, &reply);
-                }
-            }
-            return;
-        }
-        Ok(msg) => {
-            let Ok(write_half) = stream.try_clone() else {
-                return;
-            };
-            if !node.register(conn_id, Outbox::new(conn_id, write_half), msg) {
-                return;
-            }
-        }
-        Err(FrameError::Closed) => return,
-        Err(e) => {
-            eprintln!("[raylet] connection {conn_id}: {e}; dropped");
-            return;
-        }
-    }
-    let mut reader = BufReader::with_capacity(64 << 10, stream);
-    loop {
-        match frame::read::<ToRaylet, _>(&mut reader, &mut buf) {
-            Ok(msg) => node.handle(conn_id, msg),
-            Err(FrameError::Closed) => break,
-            Err(e) => {
-                if !node.stopping.load(Ordering::SeqCst) {
-                    eprintln!("[raylet] connection {conn_id}: {e}; dropped");
-                }
-                break;
-            }
-        }
-    }
-    node.disconnect(conn_id);
-}
-
-fn rkyv_buf() -> oxray_object_store::HeapBytes {
-    oxray_object_store::HeapBytes::new()
+    let client = Client::new(node.clone(), stream, None);
+    node.events().add(Box::new(client)).map_err(|_| {
+        RayletError::io(
+            "serving an attached job",
+            std::io::Error::other("the raylet is stopping"),
+        )
+    })
 }
 
 /// Whether the process at the other end of `stream` runs as this process's user (`SO_PEERCRED`).

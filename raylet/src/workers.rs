@@ -5,23 +5,26 @@
 //! and stderr are piped here and forwarded line by line, prefixed with its pid, to the driver of
 //! its job (or to the raylet's own stderr when that driver is gone).
 //!
-//! Processes are started on one spawner thread (forking never happens under a lock or on a
-//! connection's thread), and each has a reaper thread blocked in `waitid` until it exits, which
-//! then tells the node state. Kills go by pid only while the child is known not to be reaped,
+//! Processes are started on one spawner thread (forking never happens under a lock or on the
+//! event loop). Their output pipes and their exits (a pidfd each) are sources on the node's
+//! event loop, so a worker costs the raylet no thread of its own; an exit is reaped there and
+//! told to the node state. Kills go by pid only while the child is known not to be reaped,
 //! so a recycled pid is never signalled.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use oxray_common::event_loop::{Next, Source};
 use oxray_common::protocol::FromRaylet;
 use oxray_common::{frame, WorkerId};
 
 use crate::node::Node;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, STALL_LIMIT};
 
 /// Environment variable naming the worker's id; its presence puts a process in worker mode.
 pub const ENV_WORKER_ID: &str = "OXRAY_WORKER_ID";
@@ -106,12 +109,7 @@ impl Processes {
             live.pids.insert(worker, pid);
             live.stopped
         };
-        let me = Arc::downgrade(self);
-        let weak = node.weak();
-        let spawned = std::thread::Builder::new()
-            .name(format!("oxray-reap-{pid}"))
-            .spawn(move || reap(me, weak, worker, child));
-        if let Err(e) = spawned {
+        if let Err(e) = watch_exit(self, node, worker, child) {
             // Nothing would notice its exit: end it now rather than leave it unwatched.
             eprintln!("[raylet] cannot watch worker {pid}: {e}; killing it");
             self.live().pids.remove(&worker);
@@ -173,10 +171,109 @@ fn kill_pid(pid: u32) {
     }
 }
 
-/// Waits for `child` to exit, takes it out of the live table, reaps it and tells the node.
-fn reap(procs: Weak<Processes>, node: Weak<Node>, worker: WorkerId, mut child: Child) {
+/// Has the node's event loop notice `child`'s exit through a pidfd (a thread blocked in
+/// `waitid` per child where pidfds are missing, before Linux 5.3).
+fn watch_exit(
+    procs: &Arc<Processes>,
+    node: &Node,
+    worker: WorkerId,
+    child: Child,
+) -> std::io::Result<()> {
+    let (me, weak) = (Arc::downgrade(procs), node.weak());
     let pid = child.id();
-    wait_exit(pid);
+    match pidfd_open(pid) {
+        Ok(pidfd) => {
+            let exit = Exit {
+                pidfd,
+                procs: me,
+                node: weak,
+                worker,
+                child: Some(child),
+            };
+            node.events().add(Box::new(exit)).map_err(|exit| {
+                // Stopping: the child was killed or is about to be; reap it here.
+                exit.removed();
+                std::io::Error::other("the raylet is stopping")
+            })
+        }
+        Err(_) => std::thread::Builder::new()
+            .name(format!("oxray-reap-{pid}"))
+            .spawn(move || {
+                wait_exit(pid);
+                reaped(&me, &weak, worker, child);
+            })
+            .map(|_| ()),
+    }
+}
+
+/// A child's exit as an event-loop source: its pidfd becomes readable when it exits.
+struct Exit {
+    pidfd: OwnedFd,
+    procs: Weak<Processes>,
+    node: Weak<Node>,
+    worker: WorkerId,
+    child: Option<Child>,
+}
+
+impl Source for Exit {
+    fn fd(&self) -> RawFd {
+        self.pidfd.as_raw_fd()
+    }
+
+    fn ready(&mut self) -> Next {
+        let Some(child) = &self.child else {
+            return Next::Remove;
+        };
+        // SAFETY: `info` is a valid, zeroed siginfo_t for waitid to fill; WNOWAIT leaves the
+        // child waitable (its pid stays ours until `Child::wait`), WNOHANG makes this a check.
+        let exited = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let rc = libc::waitid(
+                libc::P_PID,
+                child.id(),
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT | libc::WNOHANG,
+            );
+            rc != 0 || info.si_pid() != 0
+        };
+        if !exited {
+            return Next::Keep;
+        }
+        if let Some(child) = self.child.take() {
+            reaped(&self.procs, &self.node, self.worker, child);
+        }
+        Next::Remove
+    }
+
+    fn removed(mut self: Box<Self>) {
+        // Removed before its exit was seen (the loop stopped): reap it anyway, once killed.
+        if let Some(mut child) = self.child.take() {
+            if self.procs.upgrade().is_some_and(|p| p.live().stopped) {
+                let _ = child.kill();
+            }
+            std::thread::spawn(move || {
+                wait_exit(child.id());
+                reaped(&self.procs, &self.node, self.worker, child);
+            });
+        }
+    }
+}
+
+/// `pidfd_open(2)`: a descriptor that becomes readable when process `pid` exits.
+fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid).map_err(std::io::Error::other)?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(fd).map_err(std::io::Error::other)?;
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `child` exited: it leaves the live table, is reaped, and the node is told.
+fn reaped(procs: &Weak<Processes>, node: &Weak<Node>, worker: WorkerId, mut child: Child) {
     if let Some(procs) = procs.upgrade() {
         procs.live().pids.remove(&worker);
         procs.reaped.notify_all();
@@ -218,41 +315,139 @@ fn start_process(node: &Node, req: &SpawnRequest) -> std::io::Result<Child> {
         .stderr(Stdio::piped())
         .spawn()?;
     let pid = child.id();
-    if let Some(out) = child.stdout.take() {
-        forward(out, pid, 1, req.driver.clone());
-    }
-    if let Some(err) = child.stderr.take() {
-        forward(err, pid, 2, req.driver.clone());
+    let outputs = [
+        child.stdout.take().map(OwnedFd::from),
+        child.stderr.take().map(OwnedFd::from),
+    ];
+    for (which, fd) in (1..).zip(outputs) {
+        let Some(fd) = fd else { continue };
+        if let Err(e) = set_nonblocking(&fd) {
+            eprintln!("[raylet] cannot forward output of worker {pid}: {e}");
+            continue;
+        }
+        let pipe = Output {
+            pipe: std::fs::File::from(fd),
+            pid,
+            which,
+            driver: req.driver.clone(),
+            line: Vec::new(),
+            stalled_since: None,
+        };
+        // Refused only while the node stops; the pipe closes and the worker's writes fail.
+        let _ = node.events().add(Box::new(pipe));
     }
     Ok(child)
 }
 
-fn forward(stream: impl Read + Send + 'static, pid: u32, which: u8, driver: Option<Arc<Outbox>>) {
-    let spawned = std::thread::Builder::new()
-        .name(format!("oxray-out-{pid}"))
-        .spawn(move || {
-            let reader = BufReader::new(stream);
-            let mut driver = driver;
-            for line in reader.lines() {
-                let Ok(line) = line else { break };
-                let msg = FromRaylet::WorkerOutput {
-                    pid,
-                    stream: which,
-                    line,
-                };
-                let delivered = driver
-                    .as_ref()
-                    .is_some_and(|d| frame::encode(&msg).is_ok_and(|buf| d.push_wait(buf)));
-                if !delivered {
-                    // The driver is gone: its workers' output goes to the raylet's stderr.
-                    driver = None;
-                    if let FromRaylet::WorkerOutput { line, .. } = msg {
-                        eprintln!("(pid={pid}) {line}");
-                    }
-                }
+fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we own; no memory is passed.
+    let rc = unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 {
+            flags
+        } else {
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK)
+        }
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The longest line forwarded whole; a longer one is cut into pieces of this size.
+const MAX_LINE: usize = 1 << 20;
+/// How soon a pipe is read again while its driver has much unread output.
+const BACKLOG_RETRY: Duration = Duration::from_millis(20);
+
+/// A worker's stdout or stderr as an event-loop source: each line goes to its job's driver,
+/// prefixed by the driver with the worker's pid. While the driver has more than a few MiB
+/// unread, the pipe is left unread (up to the outbox's stall limit), so the worker blocks on
+/// its own writes instead of the raylet queueing without bound.
+struct Output {
+    pipe: std::fs::File,
+    pid: u32,
+    which: u8,
+    driver: Option<Arc<Outbox>>,
+    line: Vec<u8>,
+    stalled_since: Option<Instant>,
+}
+
+impl Output {
+    fn emit(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = String::from_utf8_lossy(line).into_owned();
+        let msg = FromRaylet::WorkerOutput {
+            pid: self.pid,
+            stream: self.which,
+            line,
+        };
+        let delivered = self
+            .driver
+            .as_ref()
+            .is_some_and(|d| frame::encode(&msg).is_ok_and(|buf| d.push(buf)));
+        if !delivered {
+            // The driver is gone: its workers' output goes to the raylet's stderr.
+            self.driver = None;
+            if let FromRaylet::WorkerOutput { line, .. } = msg {
+                eprintln!("(pid={}) {line}", self.pid);
             }
-        });
-    if let Err(e) = spawned {
-        eprintln!("[raylet] cannot forward output of worker {pid}: {e}");
+        }
+    }
+
+    /// Forwards the complete lines in `self.line`, keeping the unfinished rest.
+    fn emit_lines(&mut self) {
+        let mut start = 0;
+        while let Some(n) = self.line[start..].iter().position(|b| *b == b'\n') {
+            let line = self.line[start..start + n].to_vec();
+            self.emit(&line);
+            start += n + 1;
+        }
+        self.line.drain(..start);
+        while self.line.len() >= MAX_LINE {
+            let piece: Vec<u8> = self.line.drain(..MAX_LINE).collect();
+            self.emit(&piece);
+        }
+    }
+
+    /// Whether to leave the pipe unread for now (the driver reads slowly).
+    fn held_back(&mut self) -> bool {
+        if !self.driver.as_ref().is_some_and(|d| d.backlogged()) {
+            self.stalled_since = None;
+            return false;
+        }
+        let since = *self.stalled_since.get_or_insert_with(Instant::now);
+        since.elapsed() < STALL_LIMIT
+    }
+}
+
+impl Source for Output {
+    fn fd(&self) -> RawFd {
+        self.pipe.as_raw_fd()
+    }
+
+    fn ready(&mut self) -> Next {
+        let mut buf = [0u8; 16 << 10];
+        loop {
+            if self.held_back() {
+                return Next::WakeAt(Instant::now() + BACKLOG_RETRY);
+            }
+            match self.pipe.read(&mut buf) {
+                Ok(0) => {
+                    if !self.line.is_empty() {
+                        let rest = std::mem::take(&mut self.line);
+                        self.emit(&rest);
+                    }
+                    return Next::Remove;
+                }
+                Ok(n) => {
+                    self.line.extend_from_slice(&buf[..n]);
+                    self.emit_lines();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Next::Keep,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Next::Remove,
+            }
+        }
     }
 }

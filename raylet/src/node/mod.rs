@@ -40,6 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
+use oxray_common::event_loop::EventLoop;
 use oxray_common::frame;
 use oxray_common::ids::{owner_of, worker_socket};
 use oxray_common::peer::{ClusterView, NodeInfo, NodeLoad};
@@ -79,12 +80,15 @@ pub(crate) struct Node {
     outboxes: Mutex<HashMap<u64, Arc<Outbox>>>,
     next_conn: AtomicU64,
     procs: OnceLock<Arc<Processes>>,
+    /// The thread serving every client connection, worker output pipe and worker exit.
+    events: EventLoop,
     me: Weak<Node>,
 }
 
 impl Node {
     pub(crate) fn new(config: RayletConfig, store: Store) -> std::io::Result<Arc<Node>> {
         let id = NodeId::random();
+        let events = EventLoop::start("oxray-raylet-io")?;
         let setup = Setup {
             id,
             session: config.session.clone(),
@@ -107,6 +111,7 @@ impl Node {
             outboxes: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             procs: OnceLock::new(),
+            events,
             me: me.clone(),
         });
         let procs = Processes::start(Arc::downgrade(&node))?;
@@ -124,6 +129,11 @@ impl Node {
     pub(crate) fn rejoined(&self, id: NodeId) {
         *self.id.lock().unwrap_or_else(|p| p.into_inner()) = id;
         self.run(|st| st.rejoined(id));
+    }
+
+    /// The event loop serving this node's connections, pipes and process exits.
+    pub(crate) fn events(&self) -> &EventLoop {
+        &self.events
     }
 
     pub(crate) fn weak(&self) -> Weak<Node> {
