@@ -17,7 +17,7 @@ use std::collections::BinaryHeap;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::Instant;
 
@@ -60,7 +60,7 @@ struct Shared {
     waker: Waker,
     incoming: Mutex<Vec<Box<dyn Source>>>,
     stop: AtomicBool,
-    thread: Mutex<Option<ThreadId>>,
+    thread: OnceLock<ThreadId>,
 }
 
 impl EventLoop {
@@ -74,13 +74,13 @@ impl EventLoop {
             waker,
             incoming: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
-            thread: Mutex::new(None),
+            thread: OnceLock::new(),
         });
         let theirs = shared.clone();
         let thread = std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || run(poll, &theirs))?;
-        *lock(&shared.thread) = Some(thread.thread().id());
+        let _ = shared.thread.set(thread.thread().id());
         Ok(EventLoop {
             shared,
             thread: Mutex::new(Some(thread)),
@@ -104,7 +104,7 @@ impl EventLoop {
 
     /// Whether the caller runs on this loop's thread (where nothing may block).
     pub fn is_current(&self) -> bool {
-        *lock(&self.shared.thread) == Some(std::thread::current().id())
+        self.shared.thread.get() == Some(&std::thread::current().id())
     }
 
     /// Stops the loop: every source is removed ([`Source::removed`]) on its thread, which this

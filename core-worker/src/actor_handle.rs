@@ -9,10 +9,10 @@
 //! restart. The raylet says where the actor is (`GetActor`, waiting while it starts or restarts).
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::marker::PhantomData;
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use oxray_common::frame;
@@ -23,7 +23,7 @@ use oxray_common::protocol::{
 };
 use oxray_common::resources::{Resources, CPU};
 use oxray_common::ActorId;
-use oxray_object_store::{HeapBytes, ObjectId};
+use oxray_object_store::ObjectId;
 use rkyv::rancor::{Fallible, Source};
 use rkyv::{Archive, Deserialize, Place, Serialize};
 
@@ -32,6 +32,7 @@ use crate::core::{current, CoreWorker};
 use crate::error::{Error, Result};
 use crate::object_ref::ObjectRef;
 use crate::refs::ObjState;
+use crate::replies::Replies;
 use crate::value::aligned_copy;
 
 /// A type made into an actor by `#[oxray::actor]`.
@@ -443,6 +444,9 @@ pub(crate) struct ActorCalls {
     /// Actors known dead, oldest first: their entries stay (calls fail at once) up to
     /// [`DEAD_ACTORS_KEPT`]; an older one's next call asks the raylet again.
     dead: Mutex<VecDeque<ActorId>>,
+    /// Actors to pump off the reply loop (see [`ActorCalls::pump`]); the thread that does it
+    /// starts on first need and ends with the core worker.
+    deferred: Mutex<Option<mpsc::Sender<ActorId>>>,
 }
 
 /// Dead actors whose entries a process keeps (as the raylet keeps their records).
@@ -511,6 +515,28 @@ impl ActorCalls {
         self.pump(core, actor);
     }
 
+    /// Has the pump thread send `actor`'s calls; false if that thread cannot start.
+    fn defer(&self, core: &Arc<CoreWorker>, actor: ActorId) -> bool {
+        let mut deferred = lock(&self.deferred);
+        if deferred.is_none() {
+            let (tx, rx) = mpsc::channel::<ActorId>();
+            let weak = Arc::downgrade(core);
+            let started = std::thread::Builder::new()
+                .name("oxray-actor-send".into())
+                .spawn(move || {
+                    while let Ok(actor) = rx.recv() {
+                        let Some(core) = weak.upgrade() else { return };
+                        core.actors.pump(&core, actor);
+                    }
+                });
+            if started.is_err() {
+                return false;
+            }
+            *deferred = Some(tx);
+        }
+        deferred.as_ref().is_some_and(|tx| tx.send(actor).is_ok())
+    }
+
     /// Arguments some waiting calls needed are ready.
     pub fn dependency_done(&self, core: &Arc<CoreWorker>, ids: &[ObjectId]) {
         let actors: Vec<ActorId> = {
@@ -526,7 +552,7 @@ impl ActorCalls {
 
     /// Sends what can be sent, in order; starts resolving the actor's address if needed; fails
     /// everything if it is dead. Never writes while holding the state lock: a full socket must
-    /// not stop the reader thread from recording replies (the actor would stall writing them).
+    /// not stop the reply loop from recording replies (the actor would stall writing them).
     fn pump(&self, core: &Arc<CoreWorker>, actor: ActorId) {
         let mut failed = Vec::new();
         let mut release_ctor = Vec::new();
@@ -561,6 +587,11 @@ impl ActorCalls {
             }
         }
         let Some(conn) = conn else { return };
+        // A batch may fill the socket while the actor is busy; the reply loop must never wait
+        // for that (it would stop reading every actor's replies, this one's included).
+        if core.on_event_loop() && self.defer(core, actor) {
+            return;
+        }
         // The writer lock orders concurrent pumps, so calls leave in queue order.
         let mut writer = lock(&conn.writer);
         loop {
@@ -594,7 +625,7 @@ impl ActorCalls {
             if batch.is_empty() {
                 return;
             }
-            // On failure the reader thread sees the connection close and retries or fails the
+            // On failure the reply loop sees the connection close and retries or fails the
             // calls now in flight.
             if writer.write_all(&batch).is_err() {
                 return;
@@ -833,30 +864,29 @@ fn connect(core: &Arc<CoreWorker>, actor: ActorId, address: &str) -> std::io::Re
         writer: Mutex::new(stream),
     });
     let generation = core.actors.connected(core, actor, Some(conn), None);
-    let weak = Arc::downgrade(core);
-    std::thread::Builder::new()
-        .name("oxray-actor-conn".into())
-        .spawn(move || reader_loop(reader, weak, actor, generation))?;
-    // Send only once replies are read.
-    core.actors.pump(core, actor);
-    Ok(())
-}
-
-fn reader_loop(stream: UnixStream, core: Weak<CoreWorker>, actor: ActorId, generation: u64) {
-    let mut reader = BufReader::with_capacity(64 << 10, stream);
-    let mut buf = HeapBytes::new();
-    while let Ok(msg) = frame::read::<FromWorker, _>(&mut reader, &mut buf) {
-        if let FromWorker::Done {
+    let (weak, gone) = (Arc::downgrade(core), Arc::downgrade(core));
+    let on_reply = Box::new(move |msg| {
+        let FromWorker::Done {
             id,
             outcome,
             contained,
         } = msg
-        {
-            let Some(core) = core.upgrade() else { return };
-            core.actors.on_done(&core, actor, id, outcome, contained);
+        else {
+            return true;
+        };
+        let Some(core) = weak.upgrade() else {
+            return false;
+        };
+        core.actors.on_done(&core, actor, id, outcome, contained);
+        true
+    });
+    let on_end = Box::new(move |_why| {
+        if let Some(core) = gone.upgrade() {
+            core.actors.on_lost(&core, actor, generation);
         }
-    }
-    if let Some(core) = core.upgrade() {
-        core.actors.on_lost(&core, actor, generation);
-    }
+    });
+    Replies::watch(core.events()?, reader, on_reply, on_end);
+    // Send only once replies are read.
+    core.actors.pump(core, actor);
+    Ok(())
 }

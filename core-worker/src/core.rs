@@ -3,7 +3,9 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use oxray_common::event_loop::EventLoop;
 use std::time::{Duration, Instant};
 
 use oxray_common::frame;
@@ -70,6 +72,9 @@ pub struct CoreWorker {
     total: Resources,
     seq: AtomicU64,
     shutting_down: AtomicBool,
+    /// Serves the connections to leased workers and actors (started on first use; `None`
+    /// if it could not start).
+    events: OnceLock<Option<EventLoop>>,
 }
 
 impl std::fmt::Debug for CoreWorker {
@@ -153,6 +158,7 @@ impl CoreWorker {
             total: resources,
             seq: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
+            events: OnceLock::new(),
         });
         // Current before the reader starts: the raylet may send `StartActor` right after
         // `Registered`, and decoding the constructor's arguments (actor handles, refs) needs it.
@@ -209,6 +215,22 @@ impl CoreWorker {
     }
 
     /// Connects to a core worker's socket, on this node or (through a tunnel) another.
+    /// The event loop that reads replies from leased workers and actors.
+    pub(crate) fn events(&self) -> std::io::Result<&EventLoop> {
+        self.events
+            .get_or_init(|| EventLoop::start("oxray-replies").ok())
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("cannot start the thread that reads replies"))
+    }
+
+    /// Whether the caller runs on the reply loop (where nothing may block on a socket).
+    pub(crate) fn on_event_loop(&self) -> bool {
+        self.events
+            .get()
+            .and_then(Option::as_ref)
+            .is_some_and(EventLoop::is_current)
+    }
+
     pub(crate) fn connect_to(
         &self,
         address: &str,

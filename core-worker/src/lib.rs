@@ -27,6 +27,7 @@ mod object_ref;
 mod owners;
 mod raylet_client;
 mod refs;
+mod replies;
 pub mod registry;
 mod submitter;
 pub mod task;

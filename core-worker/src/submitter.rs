@@ -13,24 +13,25 @@
 //! lease, up to its `max_retries`.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use oxray_common::frame::{self, FrameError};
+use oxray_common::frame;
 use oxray_common::ids::node_of;
 use oxray_common::protocol::{
     FailureKind, FromRaylet, FromWorker, TaskArg, TaskOutcome, TaskSpec, ToRaylet, ToWorker,
 };
 use oxray_common::resources::Resources;
 use oxray_common::WorkerId;
-use oxray_object_store::{HeapBytes, ObjectId};
+use oxray_object_store::ObjectId;
 
 use crate::args::ArgSpec;
 use crate::core::CoreWorker;
 use crate::error::Error;
 use crate::lineage::Lineage;
+use crate::replies::Replies;
 use crate::refs::ObjState;
 use crate::value::aligned_copy;
 
@@ -810,47 +811,36 @@ fn connect_worker(
     let conn = Arc::new(WorkerConn {
         writer: Mutex::new(stream),
     });
-    let weak = Arc::downgrade(core);
+    let (weak, gone) = (Arc::downgrade(core), Arc::downgrade(core));
     let mine = Arc::downgrade(&conn);
-    std::thread::Builder::new()
-        .name("oxray-worker-conn".into())
-        .spawn(move || worker_reader(reader, weak, worker, mine))?;
-    Ok(conn)
-}
-
-/// Reads a leased worker's results until the connection ends: because the lease was let go
-/// (`conn` is gone; nothing to report) or because the worker died.
-fn worker_reader(
-    stream: UnixStream,
-    core: Weak<CoreWorker>,
-    worker: WorkerId,
-    conn: Weak<WorkerConn>,
-) {
-    let mut reader = BufReader::with_capacity(64 << 10, stream);
-    let mut buf = HeapBytes::new();
-    let why = loop {
-        match frame::read::<FromWorker, _>(&mut reader, &mut buf) {
-            Ok(FromWorker::Done {
-                id,
-                outcome,
-                contained,
-            }) => {
-                let Some(core) = core.upgrade() else { return };
-                core.submitter
-                    .on_done(&core, worker, id, outcome, contained);
-            }
-            Ok(_) => {}
-            Err(FrameError::Closed) => break "the worker process exited".to_string(),
-            Err(e) => break format!("the worker connection failed: {e}"),
+    let on_reply = Box::new(move |msg| {
+        let FromWorker::Done {
+            id,
+            outcome,
+            contained,
+        } = msg
+        else {
+            return true;
+        };
+        let Some(core) = weak.upgrade() else {
+            return false;
+        };
+        core.submitter
+            .on_done(&core, worker, id, outcome, contained);
+        true
+    });
+    // The connection ended: because the lease was let go (`conn` is gone; nothing to report)
+    // or because the worker died.
+    let on_end = Box::new(move |why| {
+        if mine.strong_count() == 0 {
+            return;
         }
-    };
-    if conn.strong_count() == 0 {
-        // The lease was let go and its connection closed on purpose.
-        return;
-    }
-    if let Some(core) = core.upgrade() {
-        core.submitter.on_conn_lost(&core, worker, why);
-    }
+        if let Some(core) = gone.upgrade() {
+            core.submitter.on_conn_lost(&core, worker, why);
+        }
+    });
+    Replies::watch(core.events()?, reader, on_reply, on_end);
+    Ok(conn)
 }
 
 #[cfg(test)]

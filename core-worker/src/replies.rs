@@ -1,0 +1,112 @@
+//! Replies from the workers this process sends work to (leased workers and actors), read on
+//! the process's event loop.
+//!
+//! A process that calls a thousand actors keeps a thousand connections; each is a [`Replies`]
+//! source on one [`EventLoop`] (started on first use) instead of a reader thread. Its handlers
+//! run on the loop's thread and must not block there: settling a result and sending a leased
+//! worker its next task (it is idle, so it reads at once) are fine; writing a batch of actor
+//! calls, which may fill the socket, is handed to another thread
+//! (see `ActorCalls::pump`).
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::Instant;
+
+use oxray_common::event_loop::{EventLoop, Next, Source};
+use oxray_common::frame::{self, FrameError, MAX_FRAME};
+use oxray_common::frame_reader::{DontWait, FrameReader, ReadState};
+use oxray_common::protocol::FromWorker;
+
+/// Replies handled in one turn before other connections get theirs.
+const REPLIES_PER_TURN: usize = 256;
+
+/// Called with each reply; false stops reading (the process is going away).
+pub(crate) type OnReply = Box<dyn FnMut(FromWorker) -> bool + Send>;
+/// Called once when the connection ends, with the reason.
+pub(crate) type OnEnd = Box<dyn FnOnce(String) + Send>;
+
+/// One connection's replies as an event-loop source.
+pub(crate) struct Replies {
+    stream: UnixStream,
+    reader: FrameReader,
+    on_reply: OnReply,
+    on_end: OnEnd,
+    why: Option<String>,
+}
+
+impl Replies {
+    /// Reads `stream` (a handle on the connection; the writer keeps its own) on `events`. If
+    /// the loop has stopped (the process is shutting down), `on_end` runs at once.
+    pub(crate) fn watch(
+        events: &EventLoop,
+        stream: UnixStream,
+        on_reply: OnReply,
+        on_end: OnEnd,
+    ) {
+        let replies = Replies {
+            stream,
+            reader: FrameReader::new(MAX_FRAME),
+            on_reply,
+            on_end,
+            why: None,
+        };
+        if let Err(replies) = events.add(Box::new(replies)) {
+            replies.removed();
+        }
+    }
+
+    fn end(&mut self, why: String) -> Next {
+        self.why = Some(why);
+        Next::Remove
+    }
+}
+
+impl Source for Replies {
+    fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    fn ready(&mut self) -> Next {
+        let mut handled = 0;
+        let mut failure = None;
+        let mut going = false;
+        let on_reply = &mut self.on_reply;
+        let read = self.reader.read(&mut DontWait(&self.stream), |payload| {
+            match frame::decode::<FromWorker>(payload) {
+                Ok(msg) => {
+                    if !on_reply(msg) {
+                        going = true;
+                        return false;
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    return false;
+                }
+            }
+            handled += 1;
+            handled < REPLIES_PER_TURN
+        });
+        if going {
+            return self.end("the process is shutting down".into());
+        }
+        if let Some(e) = failure {
+            return self.end(format!("the worker connection failed: {e}"));
+        }
+        match read {
+            Ok(ReadState::Drained) => Next::Keep,
+            Ok(ReadState::Stopped) => Next::WakeAt(Instant::now()),
+            Ok(ReadState::Closed) | Err(FrameError::Closed) => {
+                self.end("the worker process exited".into())
+            }
+            Err(e) => self.end(format!("the worker connection failed: {e}")),
+        }
+    }
+
+    fn removed(self: Box<Self>) {
+        let why = self
+            .why
+            .unwrap_or_else(|| "the process is shutting down".into());
+        (self.on_end)(why);
+    }
+}
