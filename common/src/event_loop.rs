@@ -186,8 +186,7 @@ impl Table {
             Next::Keep => entry.wake = None,
             Next::WakeAt(at) => {
                 entry.wake = Some(at);
-                self.deadlines
-                    .push(Reverse((at, slot, entry.generation)));
+                self.deadlines.push(Reverse((at, slot, entry.generation)));
             }
             Next::Remove => self.remove(registry, slot),
         }
@@ -329,7 +328,7 @@ mod tests {
         for (i, a) in ours.iter_mut().enumerate() {
             a.write_all(&[i as u8]).unwrap();
         }
-        let mut seen = vec![false; 100];
+        let mut seen = [false; 100];
         for _ in 0..100 {
             let bytes = got.recv_timeout(WAIT).unwrap();
             for b in bytes {
@@ -353,7 +352,10 @@ mod tests {
             got: got_tx,
             gone: gone_tx,
         };
-        assert!(lp.add(Box::new(late)).is_err(), "a stopped loop took a source");
+        assert!(
+            lp.add(Box::new(late)).is_err(),
+            "a stopped loop took a source"
+        );
     }
 
     /// Asks for a wake-up twice, then goes.

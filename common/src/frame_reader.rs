@@ -73,11 +73,36 @@ impl FrameReader {
     /// Reads what `r` has and calls `on_frame` with each complete payload (16-byte aligned,
     /// ready for [`crate::frame::decode`]) until the read would block, the stream closes, or
     /// `on_frame` returns false.
+    ///
+    /// A read that returned less than asked for counts as having drained the stream, as it
+    /// does for sockets (a socket read takes everything queued, and each later arrival is a
+    /// new readiness edge): that saves a read that would only say "would block" on every
+    /// message, on the path of every reply. Use [`FrameReader::read_to_block`] for streams
+    /// without that property.
     pub fn read<R: Read>(
         &mut self,
         r: &mut R,
-        mut on_frame: impl FnMut(&[u8]) -> bool,
+        on_frame: impl FnMut(&[u8]) -> bool,
     ) -> Result<ReadState, FrameError> {
+        self.read_inner(r, on_frame, true)
+    }
+
+    /// [`FrameReader::read`] that reads on until the stream says it would block.
+    pub fn read_to_block<R: Read>(
+        &mut self,
+        r: &mut R,
+        on_frame: impl FnMut(&[u8]) -> bool,
+    ) -> Result<ReadState, FrameError> {
+        self.read_inner(r, on_frame, false)
+    }
+
+    fn read_inner<R: Read>(
+        &mut self,
+        r: &mut R,
+        mut on_frame: impl FnMut(&[u8]) -> bool,
+        short_drains: bool,
+    ) -> Result<ReadState, FrameError> {
+        let mut drained = false;
         loop {
             while self.pos < self.end {
                 if self.take_buffered()? && !self.deliver(&mut on_frame) {
@@ -87,6 +112,9 @@ impl FrameReader {
             // A zero-length frame is complete with its header.
             if self.len == Some(0) && !self.deliver(&mut on_frame) {
                 return Ok(ReadState::Stopped);
+            }
+            if drained {
+                return Ok(ReadState::Drained);
             }
             let want = if self.exact {
                 match self.len {
@@ -109,7 +137,10 @@ impl FrameReader {
                     )))
                 }
                 Ok(0) => return Ok(ReadState::Closed),
-                Ok(n) => self.end = n,
+                Ok(n) => {
+                    self.end = n;
+                    drained = short_drains && n < want;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadState::Drained),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(FrameError::Io(e)),
@@ -229,7 +260,7 @@ mod tests {
             let mut reader = FrameReader::new(MAX_FRAME);
             let mut got = Vec::new();
             let state = reader
-                .read(&mut stream, |p| {
+                .read_to_block(&mut stream, |p| {
                     got.push(frame::decode::<ToRaylet>(p).unwrap());
                     true
                 })
@@ -244,6 +275,38 @@ mod tests {
                 .collect();
             assert_eq!(reqs, (0..50).collect::<Vec<_>>(), "piece {piece}");
         }
+    }
+
+    /// Counts the reads made of a stream.
+    struct Counting<R>(R, usize);
+
+    impl<R: Read> Read for Counting<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.1 += 1;
+            self.0.read(buf)
+        }
+    }
+
+    #[test]
+    fn a_short_read_ends_the_turn_without_a_read_that_would_block() {
+        let stream = Trickle {
+            bytes: frames(3),
+            at: 0,
+            piece: 1 << 20,
+            close: false,
+        };
+        let mut counting = Counting(stream, 0);
+        let mut reader = FrameReader::new(MAX_FRAME);
+        let mut n = 0;
+        let state = reader
+            .read(&mut counting, |_| {
+                n += 1;
+                true
+            })
+            .unwrap();
+        assert_eq!((state, n, counting.1), (ReadState::Drained, 3, 1));
+        let state = reader.read_to_block(&mut counting, |_| true).unwrap();
+        assert_eq!((state, counting.1), (ReadState::Drained, 2));
     }
 
     #[test]
@@ -285,7 +348,7 @@ mod tests {
             close: true,
         };
         let mut reader = FrameReader::new(MAX_FRAME);
-        let e = reader.read(&mut stream, |_| true).unwrap_err();
+        let e = reader.read_to_block(&mut stream, |_| true).unwrap_err();
         assert!(matches!(e, FrameError::Io(_)), "{e}");
         // Would block half-way: no error, the rest may come.
         let mut bytes = frames(2);
@@ -300,7 +363,7 @@ mod tests {
         let mut n = 0;
         assert_eq!(
             reader
-                .read(&mut stream, |_| {
+                .read_to_block(&mut stream, |_| {
                     n += 1;
                     true
                 })

@@ -37,12 +37,7 @@ pub(crate) struct Replies {
 impl Replies {
     /// Reads `stream` (a handle on the connection; the writer keeps its own) on `events`. If
     /// the loop has stopped (the process is shutting down), `on_end` runs at once.
-    pub(crate) fn watch(
-        events: &EventLoop,
-        stream: UnixStream,
-        on_reply: OnReply,
-        on_end: OnEnd,
-    ) {
+    pub(crate) fn watch(events: &EventLoop, stream: UnixStream, on_reply: OnReply, on_end: OnEnd) {
         let replies = Replies {
             stream,
             reader: FrameReader::new(MAX_FRAME),

@@ -31,8 +31,8 @@ use crate::args::ArgSpec;
 use crate::core::CoreWorker;
 use crate::error::Error;
 use crate::lineage::Lineage;
-use crate::replies::Replies;
 use crate::refs::ObjState;
+use crate::replies::Replies;
 use crate::value::aligned_copy;
 
 /// How long an idle lease is kept for more work of the same shape.
@@ -150,7 +150,7 @@ impl<C> Queues<C> {
                 break;
             };
             if !send(&leased.conn, &task) {
-                // The worker is gone; its reader thread reports it. Try another.
+                // The worker is gone; the reply loop reports it. Try another.
                 ks.ready.push_front(task);
                 let dead = leased.worker;
                 ks.leases.retain(|l| l.worker != dead);
@@ -378,7 +378,7 @@ pub(crate) struct WorkerConn {
 }
 
 /// The connection's lifetime is the lease's: letting the lease go closes the socket (both
-/// ways), so the reader thread here and the worker's serving thread (and, across nodes, the
+/// ways), so its entry in the reply loop here and the worker's serving thread (and, across nodes, the
 /// tunnel between them) end too.
 impl Drop for WorkerConn {
     fn drop(&mut self) {

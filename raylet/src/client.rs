@@ -191,7 +191,9 @@ impl Source for Client {
                     let reply = FromRaylet::Error {
                         req: 0,
                         kind: ErrorKind::BadRequest,
-                        message: format!("cannot reach {target}: this node is not part of a cluster"),
+                        message: format!(
+                            "cannot reach {target}: this node is not part of a cluster"
+                        ),
                     };
                     let _ = frame::write(&mut &stream, &reply);
                 }

@@ -1,5 +1,5 @@
 //! The Unix-socket server: accepts local clients and hands each to the node's event loop
-//! ([`crate::client`]).
+//! (`raylet/src/client.rs`).
 //!
 //! Sockets live in Linux's abstract namespace (`@name`), so nothing is left in the file system
 //! when a raylet is killed. Abstract sockets have no file permissions, so every connection's
@@ -15,8 +15,8 @@ use std::time::Duration;
 use oxray_common::frame;
 use oxray_common::protocol::{FromRaylet, ToRaylet};
 
-use crate::error::{RayletError, Result};
 use crate::client::Client;
+use crate::error::{RayletError, Result};
 use crate::node::Node;
 
 /// Parses `unix:@name` (abstract) into a socket address.

@@ -467,7 +467,8 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 /// `many-actors N`: an embedded node creates N actors, calls each once, then idles for 3 s.
 /// Prints the creation rate, that every actor answered from a process of its own, the threads
-/// per actor, and the CPU the whole idle node used (percent of one core).
+/// per actor (all processes) and of the driver with its embedded raylet, and the CPU the whole
+/// idle node used (percent of one core).
 pub fn many_actors(n: usize) -> oxray::Result<()> {
     let _cluster = oxray::init_with(oxray::Config::new().num_cpus(2.0))?;
     let started = Instant::now();
@@ -491,6 +492,8 @@ pub fn many_actors(n: usize) -> oxray::Result<()> {
         "threads-per-actor {:.1}",
         total_threads as f64 / n as f64
     ));
+    // This process holds the driver and the embedded raylet: what each actor costs both.
+    say(format!("driver-threads {}", threads(me)));
     let pss_kib: u64 = children(me)
         .into_iter()
         .map(|p| {

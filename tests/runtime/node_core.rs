@@ -644,14 +644,24 @@ fn a_task_on_a_member_node_cannot_read_the_cluster_secret() {
 }
 
 /// 200 actors on one node: each created, each answering from a process of its own, in bounded
-/// time and threads (the figures for 1,000 are in the issue notes; the driver prints them).
+/// time and threads. An actor costs the driver and the raylet (one process here: the node is
+/// embedded) no thread: their connections, output pipes and exits are served by event loops,
+/// so the driver's thread count does not grow with the actors (it was ~5 per actor). The
+/// figures for 1,000 are in the issue notes; the driver prints them.
 #[test]
 fn two_hundred_actors_on_one_node_each_answer() {
     let _load = crate::no_cpu_hog();
     let out = run_to_end(&["many-actors", "200"], Duration::from_secs(120));
     assert_eq!(value(&out, "answered"), "200", "{out}");
     let threads: f64 = value(&out, "threads-per-actor").parse().expect("threads");
-    assert!(threads <= 12.0, "{threads} threads per actor: {out}");
+    assert!(threads <= 6.0, "{threads} threads per actor: {out}");
+    let driver: u64 = value(&out, "driver-threads")
+        .parse()
+        .expect("driver threads");
+    assert!(
+        driver <= 40,
+        "the driver with its raylet has {driver} threads for 200 actors: {out}"
+    );
 }
 
 /// 5,000 actors created, called and killed on one node: the node's status lists only the last
