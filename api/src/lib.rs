@@ -35,6 +35,8 @@
 //! before `main` (so `main` never runs in workers; other constructors do). Everything stops when
 //! the [`Cluster`] `init` returned is dropped, or when the driver exits in any way: workers exit
 //! when their raylet connection closes, and the object store is a memfd, so no file is left.
+//! `init` from several threads (parallel `#[test]`s in one `cargo test` binary) shares one
+//! runtime: each caller gets a guard, and the last guard dropped shuts it down.
 //!
 //! ## Values
 //!

@@ -12,15 +12,39 @@ use oxray_raylet::{Raylet, RayletConfig};
 
 use crate::config::Config;
 
-/// The raylet this driver embeds, if any.
-static EMBEDDED: Mutex<Option<Raylet>> = Mutex::new(None);
+/// The runtime this process started with [`init`]: how many [`Cluster`] guards are out, and the
+/// raylet it embeds, if any. Its lock also makes concurrent `init`s (parallel `#[test]`s) wait
+/// for each other, so they share one runtime instead of racing to start two.
+static RUNTIME: Mutex<Runtime> = Mutex::new(Runtime {
+    guards: 0,
+    generation: 0,
+    address: String::new(),
+    embedded: None,
+});
 
-/// What [`init`] returns: the running runtime. Dropping it shuts down (like [`shutdown`]).
-#[must_use = "dropping the Cluster shuts oxray down"]
+struct Runtime {
+    /// Live [`Cluster`] guards of the current runtime; the last one to drop shuts it down.
+    guards: usize,
+    /// Bumped by every start, so a guard of an earlier runtime does not count against a later one.
+    generation: u64,
+    address: String,
+    embedded: Option<Raylet>,
+}
+
+fn runtime() -> std::sync::MutexGuard<'static, Runtime> {
+    RUNTIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What [`init`] returns: a guard on the running runtime. Every `init` in the process returns
+/// one on the same runtime (threads of one program, parallel `#[test]`s), and the runtime shuts
+/// down when the last guard is dropped (or at [`shutdown`]).
+#[must_use = "oxray shuts down when the Cluster guard is dropped: bind it for as long as you use \
+              oxray, as in `let _cluster = oxray::init()?;` (`let _ = ...` drops it at once)"]
 #[derive(Debug)]
 pub struct Cluster {
     address: String,
     embedded: bool,
+    generation: u64,
 }
 
 impl Cluster {
@@ -37,7 +61,15 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        shutdown();
+        let mut rt = runtime();
+        if rt.generation != self.generation || rt.guards == 0 {
+            // That runtime was shut down already.
+            return;
+        }
+        rt.guards -= 1;
+        if rt.guards == 0 {
+            stop(&mut rt);
+        }
     }
 }
 
@@ -46,11 +78,36 @@ pub fn init() -> Result<Cluster> {
     init_with(Config::new())
 }
 
-/// Starts oxray with options.
+/// Starts oxray with options. If this process's runtime is running already (another thread
+/// called `init`), the caller gets a guard on it: `config`'s node options (CPUs, memory,
+/// resources) are those of the first `init`, and an `address` naming another node is an error.
 pub fn init_with(config: Config) -> Result<Cluster> {
     if oxray_core_worker::is_worker() {
         return Err(Error::Config {
             message: "init() was called inside a task; workers are already connected".into(),
+        });
+    }
+    let mut rt = runtime();
+    let address = config.address.clone().or_else(|| {
+        std::env::var("OXRAY_ADDRESS")
+            .ok()
+            .filter(|a| !a.is_empty())
+    });
+    if rt.guards > 0 && is_initialized() {
+        if let Some(a) = address.filter(|a| *a != rt.address) {
+            return Err(Error::Config {
+                message: format!(
+                    "oxray is already running in this process, attached to {}; it cannot attach \
+                     to {a} as well (drop every Cluster guard, or call oxray::shutdown(), first)",
+                    rt.address
+                ),
+            });
+        }
+        rt.guards += 1;
+        return Ok(Cluster {
+            address: rt.address.clone(),
+            embedded: rt.embedded.is_some(),
+            generation: rt.generation,
         });
     }
     if is_initialized() {
@@ -60,13 +117,8 @@ pub fn init_with(config: Config) -> Result<Cluster> {
                 .into(),
         });
     }
-    let address = config.address.clone().or_else(|| {
-        std::env::var("OXRAY_ADDRESS")
-            .ok()
-            .filter(|a| !a.is_empty())
-    });
     let (address, embedded) = match address {
-        Some(a) => (a, false),
+        Some(a) => (a, None),
         None => {
             let mut rc = RayletConfig {
                 embedded: true,
@@ -88,9 +140,7 @@ pub fn init_with(config: Config) -> Result<Cluster> {
             let raylet = Raylet::start(rc).map_err(|e| Error::Config {
                 message: format!("starting the embedded node: {e}"),
             })?;
-            let address = raylet.address().to_owned();
-            *EMBEDDED.lock().unwrap_or_else(|p| p.into_inner()) = Some(raylet);
-            (address, true)
+            (raylet.address().to_owned(), Some(raylet))
         }
     };
     let driver = WorkerId::random();
@@ -98,35 +148,44 @@ pub fn init_with(config: Config) -> Result<Cluster> {
         .namespace
         .clone()
         .unwrap_or_else(|| format!("anonymous-{driver}"));
-    match CoreWorker::connect(
+    // On failure the embedded raylet (if any) is dropped here, which stops it.
+    CoreWorker::connect(
         &address,
         ClientKind::Driver,
         driver,
         String::new(),
         namespace,
-    ) {
-        Ok(_) => Ok(Cluster { address, embedded }),
-        Err(e) => {
-            stop_embedded();
-            Err(e)
-        }
-    }
+    )?;
+    rt.generation += 1;
+    rt.guards = 1;
+    rt.address = address.clone();
+    let is_embedded = embedded.is_some();
+    rt.embedded = embedded;
+    Ok(Cluster {
+        address,
+        embedded: is_embedded,
+        generation: rt.generation,
+    })
 }
 
-fn stop_embedded() {
-    let raylet = EMBEDDED.lock().unwrap_or_else(|p| p.into_inner()).take();
-    drop(raylet);
-}
-
-/// Stops oxray in this process: returns leases, disconnects, and stops the embedded node (its
-/// workers are killed). Refs still held become unusable. `init` may be called again.
-pub fn shutdown() {
+/// Shuts the runtime down (the lock held): the driver's leases go back, it disconnects, and
+/// the embedded node stops (its workers are killed).
+fn stop(rt: &mut Runtime) {
+    rt.guards = 0;
     if let Ok(core) = current() {
         if core.kind() == ClientKind::Driver {
             core.shutdown();
         }
     }
-    stop_embedded();
+    let raylet = rt.embedded.take();
+    drop(raylet);
+}
+
+/// Stops oxray in this process now, whatever [`Cluster`] guards are still out: returns leases,
+/// disconnects, and stops the embedded node (its workers are killed). Refs still held become
+/// unusable. `init` may be called again.
+pub fn shutdown() {
+    stop(&mut runtime());
 }
 
 /// Whether `init` has run (and `shutdown` has not).
