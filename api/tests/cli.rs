@@ -139,7 +139,7 @@ fn start_status_stop() {
 fn bad_input_is_refused_with_a_reason() {
     let (ok, out) = oxray(&["start", "--head", "--num-cpus", "many"]);
     assert!(!ok);
-    assert!(out.contains("--num-cpus: `many` is not a number"), "{out}");
+    assert!(out.contains("`many` is not a number of CPUs"), "{out}");
     let (ok, out) = oxray(&["status", "--address", "unix:@no-such-oxray-node-here"]);
     assert!(!ok);
     assert!(out.contains("cannot reach the oxray node"), "{out}");
@@ -154,10 +154,7 @@ fn bad_input_is_refused_with_a_reason() {
     assert!(out.contains("say what to start"), "{out}");
     let (ok, out) = oxray(&["start", "--head", "--port", "99999"]);
     assert!(!ok);
-    assert!(
-        out.contains("--port: `99999` is not a port number"),
-        "{out}"
-    );
+    assert!(out.contains("'99999' for '--port <PORT>'"), "{out}");
     let (ok, out) = oxray(&[
         "start",
         "--address",
@@ -167,12 +164,104 @@ fn bad_input_is_refused_with_a_reason() {
     ]);
     assert!(!ok);
     assert!(
-        out.contains("--health-check-failure-threshold: `five` is not a whole number"),
+        out.contains("'five' for '--health-check-failure-threshold <N>'"),
         "{out}"
     );
+    let (ok, out) = oxray(&["start", "--head", "--address", "127.0.0.1:1"]);
+    assert!(!ok);
+    assert!(out.contains("cannot be used with"), "{out}");
     let (ok, out) = oxray(&["frobnicate"]);
     assert!(!ok);
-    assert!(out.contains("usage"), "{out}");
+    assert!(
+        out.contains("unrecognized subcommand 'frobnicate'"),
+        "{out}"
+    );
+}
+
+/// A misspelt flag is refused (exit code 2, nothing started) with the flag it resembles; it
+/// used to be ignored, starting a node with defaults.
+#[test]
+fn a_typo_in_a_flag_exits_2_with_a_suggestion() {
+    let scratch = Scratch::new("typo");
+    let out = Command::new(OXRAY)
+        .args(["start", "--head", "--num-cpu", "8"])
+        .env("TMPDIR", &scratch.0)
+        .env_remove("OXRAY_ADDRESS")
+        .output()
+        .expect("run oxray");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("a similar argument exists: '--num-cpus'"),
+        "{text}"
+    );
+    assert!(
+        !scratch.state().join("address").exists(),
+        "a node was started anyway"
+    );
+}
+
+/// Every subcommand and flag is in `--help`; completions are generated for the shells.
+#[test]
+fn help_lists_every_subcommand_and_flag_and_completions_come_out() {
+    let (ok, out) = oxray(&["--help"]);
+    assert!(ok, "{out}");
+    for sub in [
+        "start",
+        "status",
+        "wait",
+        "stop",
+        "up",
+        "down",
+        "completions",
+    ] {
+        assert!(out.contains(&format!("  {sub} ")), "`{sub}` missing: {out}");
+    }
+    assert!(
+        !out.contains("__node"),
+        "the internal subcommand shows: {out}"
+    );
+    let (ok, out) = oxray(&["start", "--help"]);
+    assert!(ok, "{out}");
+    for flag in [
+        "--head",
+        "--address",
+        "--port",
+        "--num-cpus",
+        "--object-store-memory",
+        "--resources",
+        "--session",
+        "--node-ip-address",
+        "--cluster-name",
+        "--secret-file",
+        "--health-check-period-ms",
+        "--health-check-failure-threshold",
+        "--health-check-timeout-ms",
+        "--block",
+    ] {
+        assert!(out.contains(flag), "`{flag}` missing: {out}");
+    }
+    for (sub, flags) in [
+        (
+            "status",
+            &["--address", "--file", "--secret-file", "--cluster-name"][..],
+        ),
+        ("wait", &["--nodes", "--timeout", "--address"][..]),
+        ("stop", &["--address"][..]),
+    ] {
+        let (ok, out) = oxray(&[sub, "--help"]);
+        assert!(ok, "{out}");
+        for flag in flags {
+            assert!(out.contains(flag), "`{sub} {flag}` missing: {out}");
+        }
+    }
+    let (ok, out) = oxray(&["completions", "bash"]);
+    assert!(
+        ok && out.contains("_oxray()") && out.contains("--num-cpus"),
+        "{out}"
+    );
+    let (ok, out) = oxray(&["completions", "zsh"]);
+    assert!(ok && out.contains("#compdef oxray"), "{out}");
 }
 
 /// A free UDP port on loopback for a head (QUIC is UDP).
@@ -259,6 +348,103 @@ object_store_memory = 100_000_000
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Blocks until process `pid` (not our child: a node the CLI started) has exited, or `limit`.
+fn wait_gone(pid: i32, limit: Duration) -> bool {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return true; // already gone
+    }
+    let mut p = libc::pollfd {
+        fd: fd as i32,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `p` is one valid pollfd; the descriptor is ours and closed right after.
+    let ready = unsafe {
+        let n = libc::poll(&mut p, 1, limit.as_millis() as i32);
+        libc::close(fd as i32);
+        n
+    };
+    ready == 1
+}
+
+/// `oxray status` and `stop` without an address ask the nodes started here, last first: when
+/// the last one started (a member) was killed, `status` still shows the cluster, from the head.
+#[test]
+fn status_without_an_address_still_shows_the_cluster_when_the_last_node_died() {
+    let scratch = Scratch::new("deadmember");
+    let secret = scratch.0.join("secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").expect("secret");
+    std::fs::set_permissions(&secret, mode(0o600)).expect("chmod");
+    let secret = secret.display().to_string();
+    let port = free_port().to_string();
+    let tag = std::process::id();
+    let (head, member) = (format!("dead{tag}-head"), format!("dead{tag}-member"));
+    let (ok, out) = scratch.oxray(&[
+        "start",
+        "--head",
+        "--port",
+        &port,
+        "--num-cpus",
+        "1",
+        "--session",
+        &head,
+        "--secret-file",
+        &secret,
+    ]);
+    assert!(ok, "{out}");
+    struct Stop<'a>(&'a Scratch, String);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.oxray(&["stop", "--address", &self.1]);
+        }
+    }
+    let _stop_head = Stop(&scratch, format!("unix:@{head}"));
+    let head_peer = format!("127.0.0.1:{port}");
+    let (ok, out) = scratch.oxray(&[
+        "start",
+        "--address",
+        &head_peer,
+        "--num-cpus",
+        "1",
+        "--session",
+        &member,
+        "--secret-file",
+        &secret,
+        "--node-ip-address",
+        "127.0.0.1",
+    ]);
+    assert!(ok, "{out}");
+    let _stop_member = Stop(&scratch, format!("unix:@{member}"));
+    let (ok, out) = scratch.oxray(&["status"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("2 nodes (2 alive)"), "{out}");
+    let pid: i32 = out
+        .lines()
+        .find(|l| l.contains(&format!("at unix:@{member} (raylet pid")))
+        .and_then(|l| l.rsplit("pid ").next())
+        .and_then(|p| p.trim_end_matches(')').parse().ok())
+        .expect("the member's pid");
+    // SAFETY: kill(2) has no memory effects; `pid` is the member node this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert!(
+        wait_gone(pid, Duration::from_secs(10)),
+        "the member did not exit"
+    );
+    let (ok, out) = scratch.oxray(&["status"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("2 nodes"), "{out}");
+    assert!(
+        out.contains(&format!("at unix:@{head} (raylet pid")),
+        "{out}"
+    );
+    assert!(
+        out.contains("cannot reach the oxray node"),
+        "the dead one is named: {out}"
+    );
 }
 
 #[test]
@@ -505,8 +691,9 @@ fn the_state_dir_is_private_and_links_there_are_refused() {
     // 0755, as older versions made it: tightened to 0700 (the documented choice).
     std::fs::create_dir(&state).expect("state dir");
     std::fs::set_permissions(&state, mode(0o755)).expect("chmod");
-    let (ok, out) = scratch.oxray(&["start", "--head", "--num-cpus", "many"]);
-    assert!(!ok && out.contains("--num-cpus"), "{out}");
+    // Fails after the state directory was checked: a member without the cluster's secret.
+    let (ok, out) = scratch.oxray(&["start", "--address", "127.0.0.1:1"]);
+    assert!(!ok && out.contains("needs its secret"), "{out}");
     assert_eq!(mode_of(&state), 0o700);
     assert_eq!(mode_of(&state.join("sessions")), 0o700);
     // Writable by others: refused, naming the path and the fix.

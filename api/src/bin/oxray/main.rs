@@ -1,19 +1,7 @@
-//! The `oxray` command: run and inspect a standalone node.
+//! The `oxray` command: start, inspect and stop nodes and clusters.
 //!
-//! ```text
-//! oxray start --head [--port P] [NODE OPTIONS]        a single node, or a cluster's head (--port)
-//! oxray start --address HEAD_HOST:PORT [NODE OPTIONS] a node joining the head
-//!   NODE OPTIONS: --num-cpus N  --object-store-memory BYTES  --resources name=amount,..
-//!                 --session NAME  --node-ip-address HOST  --cluster-name NAME
-//!                 --secret-file PATH (or OXRAY_CLUSTER_SECRET)
-//!                 --health-check-period-ms MS (1000)  --health-check-failure-threshold N (5)
-//!                 --health-check-timeout-ms MS (10000)  --block
-//! oxray status [--address ADDRESS] [--secret-file PATH] [--cluster-name NAME] | [--file FILE]
-//! oxray wait --nodes N [--timeout SECONDS] [--address ADDRESS]
-//! oxray stop [--address ADDRESS]
-//! oxray up CLUSTER.toml       start every node of a cluster config file
-//! oxray down CLUSTER.toml     stop them
-//! ```
+//! `oxray --help` lists the subcommands and `oxray SUBCOMMAND --help` their options (parsed by
+//! clap: an unknown or misspelt flag is refused with a suggestion, exit code 2).
 //!
 //! `start` runs the node in the background and returns once it accepts clients (and, for a
 //! member, once the head has registered it), printing the local address; drivers on that
@@ -26,14 +14,17 @@
 //! default), so scripts need no sleeps. A head started with `--port` and no secret
 //! makes one and writes it to a file only this user can read; other nodes join with
 //! `--secret-file` pointing at a copy. `status` and `stop` use `--address`, else
-//! `OXRAY_ADDRESS`, else the node this user started last; `status` of a `host:port` address asks
-//! that raylet over QUIC (with the secret) for the cluster's nodes.
+//! `OXRAY_ADDRESS`, else the nodes this user started on this machine, last first, skipping
+//! those that no longer answer (so `status` still shows the cluster when the last node
+//! started has died); `status` of a `host:port` address asks that raylet over QUIC (with the
+//! secret) for the cluster's nodes.
 //!
-//! Files (logs, the last address, session directories) live in `$TMPDIR/oxray-<uid>`, private
+//! Files (logs, the nodes started, session directories) live in `$TMPDIR/oxray-<uid>`, private
 //! to the user and checked before use (`oxray_raylet::files`); `--session` and `--cluster-name`
 //! are checked before they name anything, and `--secret-file` must be `chmod 600`. `start`,
 //! `up` and `stop` remove the session directories of nodes that were killed.
 
+mod node_args;
 mod up;
 
 use std::io::{BufRead, BufReader};
@@ -41,26 +32,121 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use clap::{CommandFactory, Parser, Subcommand};
 use oxray_raylet::cluster::ClusterConfig;
-use oxray_raylet::{files, tool, Raylet, RayletConfig};
+use oxray_raylet::{files, tool, Raylet};
+
+use node_args::{NodeArgs, DEFAULT_CLUSTER};
+
+/// Run and inspect oxray nodes: a single node, or a cluster of them.
+#[derive(Parser, Debug)]
+#[command(name = "oxray", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Start a node in the background: `--head` (with `--port`, a cluster's head) or
+    /// `--address HEAD_HOST:PORT` (join a cluster). Prints its local address.
+    Start {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// Stay in the foreground until stopped (under a batch system's job step, e.g. srun).
+        #[arg(long)]
+        block: bool,
+    },
+    /// Show a node and its cluster: resources, store, workers, actors, waiting work.
+    Status {
+        /// A node's local address (unix:@SESSION) or a raylet's HOST:PORT [default:
+        /// OXRAY_ADDRESS, else the nodes started here, last first]
+        #[arg(long)]
+        address: Option<String>,
+        /// Ask the head of the cluster this config file describes.
+        #[arg(long, value_name = "CLUSTER.toml", conflicts_with = "address")]
+        file: Option<PathBuf>,
+        /// The cluster secret's file, for a HOST:PORT address.
+        #[arg(long, value_name = "PATH")]
+        secret_file: Option<PathBuf>,
+        /// The cluster's name, for a HOST:PORT address.
+        #[arg(long, value_name = "NAME", default_value = DEFAULT_CLUSTER)]
+        cluster_name: String,
+    },
+    /// Wait until the cluster has at least N live nodes.
+    Wait {
+        /// The number of live nodes to wait for.
+        #[arg(long, value_name = "N")]
+        nodes: usize,
+        /// Give up after this many seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60.0, value_parser = seconds)]
+        timeout: f64,
+        /// A node's local address [default: as for status]
+        #[arg(long)]
+        address: Option<String>,
+    },
+    /// Stop a node (its workers are killed).
+    Stop {
+        /// The node's local address [default: OXRAY_ADDRESS, else the last node started here
+        /// that still answers]
+        #[arg(long)]
+        address: Option<String>,
+    },
+    /// Start every node of a cluster config file.
+    Up {
+        /// The cluster config file.
+        #[arg(value_name = "CLUSTER.toml")]
+        file: PathBuf,
+    },
+    /// Stop every node of a cluster config file.
+    Down {
+        /// The cluster config file.
+        #[arg(value_name = "CLUSTER.toml")]
+        file: PathBuf,
+    },
+    /// Print a shell completion script (e.g. `oxray completions bash > ~/.oxray.bash`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// The node process `start` runs in the background (not for direct use).
+    #[command(name = "__node", hide = true)]
+    Node {
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+}
+
+fn seconds(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok(s),
+        _ => Err(format!("`{v}` is not a number of seconds")),
+    }
+}
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("start") => start(&args[1..]),
-        Some("status") => status(&args[1..]),
-        Some("stop") => stop(&args[1..]),
-        Some("wait") => wait(&args[1..]),
-        Some("up") => match args.get(1) {
-            Some(file) => up::up(file),
-            None => Err("usage: oxray up CLUSTER.toml".into()),
-        },
-        Some("down") => match args.get(1) {
-            Some(file) => up::down(file),
-            None => Err("usage: oxray down CLUSTER.toml".into()),
-        },
-        Some("__node") => run_node(&args[1..]),
-        _ => Err(USAGE.to_string()),
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Start { node, block } => start(node, block),
+        Cmd::Status {
+            address,
+            file,
+            secret_file,
+            cluster_name,
+        } => status(address, file, secret_file, &cluster_name),
+        Cmd::Wait {
+            nodes,
+            timeout,
+            address,
+        } => wait(nodes, timeout, address),
+        Cmd::Stop { address } => stop(address),
+        Cmd::Up { file } => up::up(&file),
+        Cmd::Down { file } => up::down(&file),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "oxray", &mut std::io::stdout());
+            Ok(())
+        }
+        Cmd::Node { node } => run_node(&node),
     };
     if let Err(e) = result {
         eprintln!("oxray: {e}");
@@ -68,190 +154,10 @@ fn main() {
     }
 }
 
-const USAGE: &str = "usage:
-  oxray start --head [--port P] [NODE OPTIONS]
-  oxray start --address HEAD_HOST:PORT [NODE OPTIONS]
-    NODE OPTIONS: --num-cpus N  --object-store-memory BYTES  --resources name=amount,..
-                  --session NAME  --node-ip-address HOST  --cluster-name NAME
-                  --secret-file PATH (or OXRAY_CLUSTER_SECRET)
-                  --health-check-period-ms MS (1000)  --health-check-failure-threshold N (5)
-                  --health-check-timeout-ms MS (10000)
-                  --block (stay in the foreground, e.g. under srun)
-  oxray status [--address ADDRESS] [--secret-file PATH] [--cluster-name NAME] | [--file FILE]
-  oxray wait --nodes N [--timeout SECONDS] [--address ADDRESS]
-  oxray stop [--address ADDRESS]
-  oxray up CLUSTER.toml
-  oxray down CLUSTER.toml";
-
-/// The cluster name when none is given.
-const DEFAULT_CLUSTER: &str = "oxray";
-
-fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
-}
-
 /// The user's state directory (`$TMPDIR/oxray-<uid>`), made or checked (`files`: 0700, ours,
 /// not a link).
 fn state_dir() -> Result<PathBuf, String> {
     files::ensure_state_dir()
-}
-
-/// Checks `--session` and `--cluster-name` before either names a file.
-fn check_names(args: &[String]) -> Result<(), String> {
-    if let Some(s) = flag(args, "--session") {
-        files::check_name("--session", s)?;
-    }
-    if let Some(n) = flag(args, "--cluster-name") {
-        files::check_name("--cluster-name", n)?;
-    }
-    Ok(())
-}
-
-fn node_config(args: &[String]) -> Result<RayletConfig, String> {
-    let mut config = RayletConfig {
-        prestart_workers: 0,
-        ..RayletConfig::default()
-    };
-    if let Some(n) = flag(args, "--num-cpus") {
-        config.num_cpus = n
-            .parse()
-            .map_err(|_| format!("--num-cpus: `{n}` is not a number"))?;
-    }
-    if let Some(m) = flag(args, "--object-store-memory") {
-        config.object_store_memory = m
-            .parse()
-            .map_err(|_| format!("--object-store-memory: `{m}` is not a number of bytes"))?;
-    }
-    if let Some(rs) = flag(args, "--resources") {
-        for kv in rs.split(',').filter(|s| !s.is_empty()) {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| format!("--resources: `{kv}` is not name=amount"))?;
-            let v: f64 = v
-                .parse()
-                .map_err(|_| format!("--resources: `{v}` is not a number"))?;
-            config.resources.push((k.to_owned(), v));
-        }
-    }
-    if let Some(s) = flag(args, "--session") {
-        config.session = s.to_owned();
-    }
-    config.cluster = cluster_config(args)?;
-    Ok(config)
-}
-
-/// The secret from `--secret-file` or `OXRAY_CLUSTER_SECRET`, if given.
-fn secret(args: &[String]) -> Result<Option<Vec<u8>>, String> {
-    if let Some(path) = flag(args, "--secret-file") {
-        let text =
-            files::read_secret_file(Path::new(path)).map_err(|e| format!("--secret-file: {e}"))?;
-        return Ok(Some(text.into_bytes()));
-    }
-    Ok(std::env::var("OXRAY_CLUSTER_SECRET")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .map(|s| s.trim().as_bytes().to_vec()))
-}
-
-/// Cluster membership from the flags: `--head --port P` makes a head, `--address H:P` a member.
-fn cluster_config(args: &[String]) -> Result<Option<ClusterConfig>, String> {
-    let head = args.iter().any(|a| a == "--head");
-    let join = flag(args, "--address");
-    let port = match flag(args, "--port") {
-        Some(p) => Some(
-            p.parse::<u16>()
-                .map_err(|_| format!("--port: `{p}` is not a port number"))?,
-        ),
-        None => None,
-    };
-    let name = flag(args, "--cluster-name").unwrap_or(DEFAULT_CLUSTER);
-    let host = match (flag(args, "--node-ip-address"), join) {
-        (Some(h), _) => h.to_owned(),
-        (None, Some(head)) => route_ip(head).unwrap_or_else(|| "127.0.0.1".into()),
-        (None, None) => "127.0.0.1".into(),
-    };
-    let host = host.as_str();
-    let millis = |name: &str| -> Result<Option<std::time::Duration>, String> {
-        flag(args, name)
-            .map(|v| {
-                v.parse::<u64>()
-                    .map(std::time::Duration::from_millis)
-                    .map_err(|_| format!("{name}: `{v}` is not a number of milliseconds"))
-            })
-            .transpose()
-    };
-    let period = millis("--health-check-period-ms")?;
-    let timeout = millis("--health-check-timeout-ms")?;
-    let threshold = flag(args, "--health-check-failure-threshold")
-        .map(|v| {
-            v.parse::<u32>().map_err(|_| {
-                format!("--health-check-failure-threshold: `{v}` is not a whole number")
-            })
-        })
-        .transpose()?;
-    let with_health = |mut c: ClusterConfig| {
-        if let Some(p) = period {
-            c.health_check_period = p;
-        }
-        if let Some(t) = timeout {
-            c.health_check_timeout = t;
-        }
-        if let Some(n) = threshold {
-            c.health_check_failure_threshold = n;
-        }
-        Some(c)
-    };
-    match (head, join, port) {
-        (true, Some(_), _) => Err("--head and --address exclude each other".into()),
-        (true, None, None) => Ok(None),
-        (true, None, Some(port)) => {
-            let secret = secret(args)?.ok_or(
-                "a cluster head needs a secret: --secret-file PATH or OXRAY_CLUSTER_SECRET",
-            )?;
-            Ok(with_health(ClusterConfig::head(name, secret, host, port)))
-        }
-        (false, Some(head), port) => {
-            if !head.contains(':') || head.starts_with("unix:") {
-                return Err(format!(
-                    "--address: `{head}` is not a head's HOST:PORT (the head's --port)"
-                ));
-            }
-            let secret = secret(args)?.ok_or(
-                "joining a cluster needs its secret: --secret-file PATH or OXRAY_CLUSTER_SECRET",
-            )?;
-            Ok(with_health(ClusterConfig::member(
-                name,
-                secret,
-                host,
-                port.unwrap_or(0),
-                head,
-            )))
-        }
-        (false, None, _) => Err(
-            "say what to start: `oxray start --head` (a single node or, with --port, a cluster's \
-             head) or `oxray start --address HEAD_HOST:PORT` (join a cluster)"
-                .into(),
-        ),
-    }
-}
-
-/// The local IP address packets to `head` (`host:port`) leave from: what a member advertises
-/// when not told (Ray does the same), so other nodes reach it on the network the head is on.
-fn route_ip(head: &str) -> Option<String> {
-    use std::net::{ToSocketAddrs, UdpSocket};
-    let target = head.to_socket_addrs().ok()?.next()?;
-    let any = if target.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    };
-    let socket = UdpSocket::bind(any).ok()?;
-    // A UDP connect sends nothing; it only picks the route and so the source address.
-    socket.connect(target).ok()?;
-    Some(socket.local_addr().ok()?.ip().to_string())
 }
 
 /// A new random secret, written to a new 0600 file in the session's directory (claimed here
@@ -277,34 +183,18 @@ fn new_secret_file(session: &str) -> Result<PathBuf, String> {
 /// The name of the secret `oxray start --head --port` makes, in the session's directory.
 const SECRET_FILE: &str = "secret";
 
-fn start(args: &[String]) -> Result<(), String> {
-    let mut args = args.to_vec();
-    check_names(&args)?;
+fn start(mut node: NodeArgs, block: bool) -> Result<(), String> {
     let dir = state_dir()?;
     files::sweep_stale_sessions();
-    if let Some(p) = flag(&args, "--port") {
-        p.parse::<u16>()
-            .map_err(|_| format!("--port: `{p}` is not a port number"))?;
-    }
     let mut made_secret = None;
-    if args.iter().any(|a| a == "--head")
-        && flag(&args, "--port").is_some()
-        && secret(&args)?.is_none()
-    {
-        let session = flag(&args, "--session")
-            .map(str::to_owned)
-            .unwrap_or_else(|| RayletConfig::default().session);
+    if node.head && node.port.is_some() && node.secret()?.is_none() {
+        let session = node.session();
         let path = new_secret_file(&session)?;
-        args.extend([
-            "--session".to_owned(),
-            session,
-            "--secret-file".to_owned(),
-            path.display().to_string(),
-        ]);
+        node.session = Some(session);
+        node.secret_file = Some(path.clone());
         made_secret = Some(path);
     }
-    let args = &args[..];
-    let result = start_node(&dir, args, made_secret.as_deref());
+    let result = start_node(&dir, &node, block, made_secret.as_deref());
     if let (Err(_), Some(secret)) = (&result, &made_secret) {
         // The node did not start: the session directory made for its secret goes.
         if let Some(session_dir) = secret.parent() {
@@ -314,12 +204,17 @@ fn start(args: &[String]) -> Result<(), String> {
     result
 }
 
-fn start_node(dir: &Path, args: &[String], made_secret: Option<&Path>) -> Result<(), String> {
-    let config = node_config(args)?;
-    if args.iter().any(|a| a == "--block") {
+fn start_node(
+    dir: &Path,
+    node: &NodeArgs,
+    block: bool,
+    made_secret: Option<&Path>,
+) -> Result<(), String> {
+    let config = node.config()?;
+    if block {
         let cluster = config.cluster.clone();
-        let mut node = Raylet::start(config).map_err(|e| e.to_string())?;
-        let address = node.address().to_owned();
+        let mut raylet = Raylet::start(config).map_err(|e| e.to_string())?;
+        let address = raylet.address().to_owned();
         announce(
             dir,
             &address,
@@ -329,8 +224,8 @@ fn start_node(dir: &Path, args: &[String], made_secret: Option<&Path>) -> Result
                 std::process::id()
             ),
         );
-        join_hint(cluster.as_ref(), args, made_secret);
-        node.wait();
+        join_hint(cluster.as_ref(), node, made_secret);
+        raylet.wait();
         return Ok(());
     }
     if let Some(head) = config.cluster.as_ref().and_then(|c| c.head.as_deref()) {
@@ -341,10 +236,11 @@ fn start_node(dir: &Path, args: &[String], made_secret: Option<&Path>) -> Result
     let log = files::open_private(&log_path, 0o600, false)
         .map_err(|e| format!("creating {}: {e}", log_path.display()))?;
     let exe = std::env::current_exe().map_err(|e| format!("finding this executable: {e}"))?;
+    let mut background = node.clone();
+    background.session = Some(config.session.clone());
     let mut child = Command::new(exe)
         .arg("__node")
-        .args(args)
-        .args(["--session", &config.session])
+        .args(background.to_args())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
@@ -370,27 +266,45 @@ fn start_node(dir: &Path, args: &[String], made_secret: Option<&Path>) -> Result
             log_path.display()
         ),
     );
-    join_hint(config.cluster.as_ref(), args, made_secret);
+    join_hint(config.cluster.as_ref(), node, made_secret);
     Ok(())
 }
 
-/// Remembers `address` as the node this user started last, prints it (stdout, for scripts),
-/// and tells how drivers attach (stderr, after `what` says where the node runs).
+/// The file listing the local addresses of the nodes this user started (oldest first).
+const NODES_FILE: &str = "nodes";
+
+/// The local addresses of the nodes this user started and did not stop, oldest first.
+fn started_nodes(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join(NODES_FILE))
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("unix:@"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Remembers `address` as the node this user started last (and among the nodes started),
+/// prints it (stdout, for scripts), and tells how drivers attach (stderr, after `what` says
+/// where the node runs).
 fn announce(dir: &Path, address: &str, what: String) {
     let _ = files::write_private(&dir.join("address"), address.as_bytes());
+    let mut started = started_nodes(dir);
+    started.retain(|a| a != address);
+    started.push(address.to_owned());
+    let _ = files::write_private(&dir.join(NODES_FILE), started.join("\n").as_bytes());
     println!("{address}");
     eprintln!("{what}\nAttach drivers with: export OXRAY_ADDRESS={address}");
 }
 
 /// For a head: tells how other nodes join it.
-fn join_hint(cluster: Option<&ClusterConfig>, args: &[String], made_secret: Option<&Path>) {
+fn join_hint(cluster: Option<&ClusterConfig>, node: &NodeArgs, made_secret: Option<&Path>) {
     let Some(c) = cluster.filter(|c| c.head.is_none()) else {
         return;
     };
-    let secret_flag = match (made_secret, flag(args, "--secret-file")) {
-        (Some(p), _) => format!(" --secret-file {}", p.display()),
-        (None, Some(p)) => format!(" --secret-file {p}"),
-        (None, None) => String::new(),
+    let secret_flag = match made_secret.or(node.secret_file.as_deref()) {
+        Some(p) => format!(" --secret-file {}", p.display()),
+        None => String::new(),
     };
     let name = if c.name == DEFAULT_CLUSTER {
         String::new()
@@ -403,39 +317,33 @@ fn join_hint(cluster: Option<&ClusterConfig>, args: &[String], made_secret: Opti
     );
 }
 
-/// `oxray wait --nodes N`: returns once the cluster has N live nodes. Polls the local node
-/// (which may not be up yet) every 100 ms, for at most `--timeout` seconds.
-fn wait(args: &[String]) -> Result<(), String> {
-    let nodes: usize = flag(args, "--nodes")
-        .ok_or("usage: oxray wait --nodes N [--timeout SECONDS] [--address ADDRESS]")?
-        .parse()
-        .map_err(|_| "--nodes: not a number of nodes".to_owned())?;
-    let seconds: f64 = match flag(args, "--timeout") {
-        Some(t) => t
-            .parse()
-            .map_err(|_| format!("--timeout: `{t}` is not a number of seconds"))?,
-        None => 60.0,
-    };
+/// `oxray wait --nodes N`: returns once the cluster has N live nodes. Asks the local node
+/// (which may not be up yet) every 100 ms, for at most `timeout` seconds.
+fn wait(nodes: usize, seconds: f64, address: Option<String>) -> Result<(), String> {
     let timeout = std::time::Duration::try_from_secs_f64(seconds)
         .map_err(|_| format!("--timeout: `{seconds}` is not a duration"))?;
-    let address = address(args)?;
+    let candidates = addresses(address)?;
     let start = std::time::Instant::now();
     loop {
-        let last = match tool::status(&address) {
-            Ok(status) => {
-                let alive = if status.cluster.nodes.is_empty() {
-                    1 // a node outside any cluster
-                } else {
-                    status.cluster.nodes.iter().filter(|n| n.alive).count()
-                };
-                if alive >= nodes {
-                    println!("{alive} nodes alive");
-                    return Ok(());
+        let mut last = String::new();
+        for address in &candidates {
+            match tool::status(address) {
+                Ok(status) => {
+                    let alive = if status.cluster.nodes.is_empty() {
+                        1 // a node outside any cluster
+                    } else {
+                        status.cluster.nodes.iter().filter(|n| n.alive).count()
+                    };
+                    if alive >= nodes {
+                        println!("{alive} nodes alive");
+                        return Ok(());
+                    }
+                    last = format!("{alive} of {nodes} nodes alive");
+                    break;
                 }
-                format!("{alive} of {nodes} nodes alive")
+                Err(e) => last = format!("the node at {address} does not answer ({e})"),
             }
-            Err(e) => format!("the node at {address} does not answer ({e})"),
-        };
+        }
         if start.elapsed() >= timeout {
             return Err(format!("gave up after {seconds} s: {last}"));
         }
@@ -443,51 +351,87 @@ fn wait(args: &[String]) -> Result<(), String> {
     }
 }
 
-fn run_node(args: &[String]) -> Result<(), String> {
-    let config = node_config(args)?;
-    let mut node = Raylet::start(config).map_err(|e| e.to_string())?;
-    println!("{}", node.address());
-    node.wait();
+fn run_node(node: &NodeArgs) -> Result<(), String> {
+    let config = node.config()?;
+    let mut raylet = Raylet::start(config).map_err(|e| e.to_string())?;
+    println!("{}", raylet.address());
+    raylet.wait();
     Ok(())
 }
 
-fn address(args: &[String]) -> Result<String, String> {
-    if let Some(a) = flag(args, "--address") {
-        return Ok(a.to_owned());
+/// The nodes to ask, in order: `explicit`, else `OXRAY_ADDRESS`, else the nodes this user
+/// started here, the last started first.
+fn addresses(explicit: Option<String>) -> Result<Vec<String>, String> {
+    if let Some(a) = explicit {
+        return Ok(vec![a]);
     }
     if let Ok(a) = std::env::var("OXRAY_ADDRESS") {
         if !a.is_empty() {
-            return Ok(a);
+            return Ok(vec![a]);
         }
     }
-    std::fs::read_to_string(state_dir()?.join("address"))
-        .map(|s| s.trim().to_owned())
-        .map_err(|_| {
-            "no node address: pass --address, set OXRAY_ADDRESS, or `oxray start --head`".into()
-        })
+    let dir = state_dir()?;
+    let mut all: Vec<String> = std::fs::read_to_string(dir.join("address"))
+        .map(|s| vec![s.trim().to_owned()])
+        .unwrap_or_default();
+    for a in started_nodes(&dir).into_iter().rev() {
+        if !all.contains(&a) {
+            all.push(a);
+        }
+    }
+    all.retain(|a| !a.is_empty());
+    if all.is_empty() {
+        return Err(
+            "no node address: pass --address, set OXRAY_ADDRESS, or `oxray start --head`".into(),
+        );
+    }
+    Ok(all)
 }
 
-fn status(args: &[String]) -> Result<(), String> {
-    if let Some(file) = flag(args, "--file") {
-        let (head, name, secret) = up::head_of(file)?;
+/// The first of `candidates` that answers, with its status.
+fn first_answering(candidates: &[String]) -> Result<(String, oxray_raylet::NodeStatus), String> {
+    let mut errors = Vec::new();
+    for address in candidates {
+        match tool::status(address) {
+            Ok(s) => {
+                if !errors.is_empty() {
+                    eprintln!("({}; asked {address})", errors.join("; "));
+                }
+                return Ok((address.clone(), s));
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+fn status(
+    address: Option<String>,
+    file: Option<PathBuf>,
+    secret_file: Option<PathBuf>,
+    cluster_name: &str,
+) -> Result<(), String> {
+    if let Some(file) = file {
+        let (head, name, secret) = up::head_of(&file)?;
         let view =
             oxray_raylet::cluster::probe(&head, &name, &secret).map_err(|e| e.to_string())?;
         print_cluster(&view);
         return Ok(());
     }
-    let address = address(args)?;
-    if !address.starts_with("unix:") && address.contains(':') {
-        // A raylet's peer address: ask it over QUIC.
-        let secret = secret(args)?.ok_or(
-            "asking a cluster needs its secret: --secret-file PATH or OXRAY_CLUSTER_SECRET",
-        )?;
-        let name = flag(args, "--cluster-name").unwrap_or(DEFAULT_CLUSTER);
-        let view =
-            oxray_raylet::cluster::probe(&address, name, &secret).map_err(|e| e.to_string())?;
-        print_cluster(&view);
-        return Ok(());
+    let candidates = addresses(address)?;
+    if let [address] = &candidates[..] {
+        if !address.starts_with("unix:") && address.contains(':') {
+            // A raylet's peer address: ask it over QUIC.
+            let secret = node_args::secret(secret_file.as_deref())?.ok_or(
+                "asking a cluster needs its secret: --secret-file PATH or OXRAY_CLUSTER_SECRET",
+            )?;
+            let view = oxray_raylet::cluster::probe(address, cluster_name, &secret)
+                .map_err(|e| e.to_string())?;
+            print_cluster(&view);
+            return Ok(());
+        }
     }
-    let s = tool::status(&address).map_err(|e| e.to_string())?;
+    let (_, s) = first_answering(&candidates)?;
     if !s.cluster.nodes.is_empty() {
         print_cluster(&s.cluster);
         println!("this node:");
@@ -577,10 +521,15 @@ fn print_cluster(view: &oxray_raylet::ClusterView) {
     }
 }
 
-fn stop(args: &[String]) -> Result<(), String> {
+fn stop(address: Option<String>) -> Result<(), String> {
     // Directories of nodes that were killed go whether or not this stop succeeds.
     files::sweep_stale_sessions();
-    let address = address(args)?;
+    let candidates = addresses(address)?;
+    let address = if let [only] = &candidates[..] {
+        only.clone()
+    } else {
+        first_answering(&candidates)?.0
+    };
     tool::stop(&address).map_err(|e| e.to_string())?;
     // A secret this CLI made for the node goes now (the node removes its whole session
     // directory as it ends).
@@ -589,12 +538,15 @@ fn stop(args: &[String]) -> Result<(), String> {
             let _ = std::fs::remove_file(files::session_dir(session).join(SECRET_FILE));
         }
     }
-    // The remembered address of the last node started goes with that node.
+    // The node leaves the remembered ones.
     if let Ok(dir) = state_dir() {
         let remembered = dir.join("address");
         if std::fs::read_to_string(&remembered).is_ok_and(|a| a.trim() == address) {
             let _ = std::fs::remove_file(&remembered);
         }
+        let mut started = started_nodes(&dir);
+        started.retain(|a| *a != address);
+        let _ = files::write_private(&dir.join(NODES_FILE), started.join("\n").as_bytes());
     }
     println!("stopped the node at {address}");
     Ok(())

@@ -6,49 +6,33 @@
 //! nodes get it in their environment, remote ones read it from ssh's stdin.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use oxray_raylet::cluster_file::{ClusterFile, NodeSpec};
 
+use crate::node_args::{NodeArgs, Resources};
+
 /// The `oxray start` arguments for one node of the file.
 fn start_args(file: &ClusterFile, node: &NodeSpec, is_head: bool) -> Vec<String> {
-    let mut args = vec!["start".to_owned()];
-    if is_head {
-        args.push("--head".into());
-    } else {
-        args.extend(["--address".into(), file.head_address()]);
-    }
-    args.extend([
-        "--port".into(),
-        node.port.to_string(),
-        "--node-ip-address".into(),
-        node.address.clone(),
-        "--cluster-name".into(),
-        file.cluster_name.clone(),
-        "--session".into(),
-        node.session.clone(),
-        "--health-check-period-ms".into(),
-        file.health_check_period.as_millis().to_string(),
-        "--health-check-timeout-ms".into(),
-        file.health_check_timeout.as_millis().to_string(),
-        "--health-check-failure-threshold".into(),
-        file.health_check_failure_threshold.to_string(),
-    ]);
-    if let Some(n) = node.num_cpus {
-        args.extend(["--num-cpus".into(), n.to_string()]);
-    }
-    if let Some(m) = node.object_store_memory {
-        args.extend(["--object-store-memory".into(), m.to_string()]);
-    }
-    if !node.resources.is_empty() {
-        let rs: Vec<String> = node
-            .resources
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        args.extend(["--resources".into(), rs.join(",")]);
-    }
-    args
+    let args = NodeArgs {
+        head: is_head,
+        address: (!is_head).then(|| file.head_address()),
+        port: Some(node.port),
+        num_cpus: node.num_cpus,
+        object_store_memory: node.object_store_memory,
+        resources: (!node.resources.is_empty()).then(|| Resources(node.resources.clone())),
+        session: Some(node.session.clone()),
+        node_ip_address: Some(node.address.clone()),
+        cluster_name: file.cluster_name.clone(),
+        secret_file: None,
+        health_check_period_ms: Some(file.health_check_period.as_millis() as u64),
+        health_check_failure_threshold: Some(file.health_check_failure_threshold),
+        health_check_timeout_ms: Some(file.health_check_timeout.as_millis() as u64),
+    };
+    let mut all = vec!["start".to_owned()];
+    all.extend(args.to_args());
+    all
 }
 
 /// Quotes `s` for a POSIX shell.
@@ -107,8 +91,8 @@ fn run_on(file: &ClusterFile, node: &NodeSpec, args: &[String]) -> Result<String
 }
 
 /// `oxray up FILE`: starts the head, then every other node; returns once all are registered.
-pub fn up(path: &str) -> Result<(), String> {
-    let file = ClusterFile::load(std::path::Path::new(path)).map_err(|e| e.to_string())?;
+pub fn up(path: &Path) -> Result<(), String> {
+    let file = ClusterFile::load(path).map_err(|e| e.to_string())?;
     for (i, node) in file.all_nodes().enumerate() {
         let is_head = i == 0;
         let args = start_args(&file, node, is_head);
@@ -129,8 +113,9 @@ pub fn up(path: &str) -> Result<(), String> {
             Err(e) => {
                 return Err(format!(
                     "starting the {what} at {}: {e}\n(nodes started so far keep running; \
-                     `oxray down {path}` stops them)",
-                    node.address
+                     `oxray down {}` stops them)",
+                    node.address,
+                    path.display()
                 ))
             }
         }
@@ -145,8 +130,8 @@ pub fn up(path: &str) -> Result<(), String> {
 }
 
 /// `oxray down FILE`: stops every node of the file (members first, then the head).
-pub fn down(path: &str) -> Result<(), String> {
-    let file = ClusterFile::load(std::path::Path::new(path)).map_err(|e| e.to_string())?;
+pub fn down(path: &Path) -> Result<(), String> {
+    let file = ClusterFile::load(path).map_err(|e| e.to_string())?;
     let nodes: Vec<&NodeSpec> = file.all_nodes().collect();
     let mut failed = Vec::new();
     for node in nodes.iter().rev() {
@@ -171,8 +156,8 @@ pub fn down(path: &str) -> Result<(), String> {
 }
 
 /// The head's peer address, cluster name and secret from a file (for `oxray status --file`).
-pub fn head_of(path: &str) -> Result<(String, String, Vec<u8>), String> {
-    let file = ClusterFile::load(std::path::Path::new(path)).map_err(|e| e.to_string())?;
+pub fn head_of(path: &Path) -> Result<(String, String, Vec<u8>), String> {
+    let file = ClusterFile::load(path).map_err(|e| e.to_string())?;
     Ok((
         file.head_address(),
         file.cluster_name.clone(),
