@@ -10,6 +10,8 @@ pub struct Config {
     pub(crate) namespace: Option<String>,
     pub(crate) address: Option<String>,
     pub(crate) resources: Vec<(String, f64)>,
+    pub(crate) spilling: Option<bool>,
+    pub(crate) spill_dir: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -27,6 +29,21 @@ impl Config {
     /// Object store size of the embedded node, in bytes (default: 30% of RAM).
     pub fn object_store_memory(mut self, bytes: u64) -> Self {
         self.object_store_memory = Some(bytes);
+        self
+    }
+
+    /// Whether the embedded node spills objects to disk when its store is full (default: on).
+    /// Off, a `put` that does not fit fails with `Error::ObjectStoreFull`.
+    pub fn spilling(mut self, on: bool) -> Self {
+        self.spilling = Some(on);
+        self
+    }
+
+    /// Where the embedded node spills objects (default: its session directory under
+    /// `$TMPDIR/oxray-<uid>`). A directory of the node's own is made inside and removed at
+    /// shutdown.
+    pub fn spill_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.spill_dir = Some(dir.into());
         self
     }
 

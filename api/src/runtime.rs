@@ -137,6 +137,10 @@ pub fn init_with(config: Config) -> Result<Cluster> {
                 rc.object_store_memory = m;
             }
             rc.resources = config.resources.clone();
+            if let Some(on) = config.spilling {
+                rc.spilling = on;
+            }
+            rc.spill_dir = config.spill_dir.clone();
             let raylet = Raylet::start(rc).map_err(|e| Error::Config {
                 message: format!("starting the embedded node: {e}"),
             })?;

@@ -399,6 +399,16 @@ pub struct NodeStatus {
     pub store_used: u64,
     /// Objects in the store.
     pub store_objects: u64,
+    /// Objects spilled to disk now, and their bytes.
+    pub spilled_objects: u64,
+    /// Bytes of the objects spilled to disk now.
+    pub spilled_bytes: u64,
+    /// Bytes spilled since the node started.
+    pub spilled_total: u64,
+    /// Bytes restored from disk since the node started.
+    pub restored_total: u64,
+    /// Where spilled objects go (empty: spilling is off).
+    pub spill_dir: String,
     /// Worker processes.
     pub workers: Vec<WorkerStatus>,
     /// Lease requests waiting for resources.

@@ -149,6 +149,21 @@ impl Store {
         Ok(now)
     }
 
+    /// Primary copies spilling could free now, largest first, adding up to `at_least` bytes:
+    /// `(id, location, fingerprint)`.
+    pub fn spill_candidates(&self, at_least: u64) -> Vec<(ObjectId, Location, u64)> {
+        self.table().spill_candidates(at_least)
+    }
+
+    /// Frees a sealed object whose bytes were spilled, unless somebody pins it meanwhile.
+    /// Returns whether it was freed.
+    pub fn free_if_unpinned(&self, id: ObjectId) -> Result<bool> {
+        let mut table = self.table();
+        let freed = table.free_if_unpinned(id)?;
+        self.clear_freed(&mut table);
+        Ok(freed)
+    }
+
     /// Marks an object evictable (secondary copy) or not (primary copy).
     pub fn set_evictable(&self, id: ObjectId, evictable: bool) -> Result<()> {
         self.table().set_evictable(id, evictable)

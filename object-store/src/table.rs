@@ -286,6 +286,45 @@ impl ObjectTable {
         Ok(true)
     }
 
+    /// Primary copies that spilling could free now (sealed, unpinned, not evictable, not being
+    /// deleted), largest first, until they add up to `at_least` bytes: `(id, location,
+    /// fingerprint)`.
+    pub fn spill_candidates(&self, at_least: u64) -> Vec<(ObjectId, Location, u64)> {
+        let mut all: Vec<(ObjectId, Location, u64)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| {
+                e.state == State::Sealed && e.pins == 0 && !e.evictable && !e.delete_pending
+            })
+            .map(|(id, e)| (*id, e.loc, e.fingerprint))
+            .collect();
+        all.sort_by_key(|c| std::cmp::Reverse(c.1.len));
+        let mut sum = 0u64;
+        let mut out = Vec::new();
+        for c in all {
+            if sum >= at_least {
+                break;
+            }
+            sum = sum.saturating_add(c.1.len);
+            out.push(c);
+        }
+        out
+    }
+
+    /// Frees a sealed object unless somebody pins it (its bytes were spilled to disk). Returns
+    /// whether it was freed.
+    pub fn free_if_unpinned(&mut self, id: ObjectId) -> Result<bool> {
+        let e = self
+            .entries
+            .get(&id)
+            .ok_or(StoreError::ObjectNotFound(id))?;
+        if e.state != State::Sealed || e.pins > 0 || e.delete_pending {
+            return Ok(false);
+        }
+        self.free(id);
+        Ok(true)
+    }
+
     /// Marks an object evictable (a secondary copy) or not (a primary copy).
     pub fn set_evictable(&mut self, id: ObjectId, evictable: bool) -> Result<()> {
         let e = self
@@ -531,6 +570,26 @@ mod tests {
         // Nothing was evicted to make that attempt.
         assert!(t.take_evicted().is_empty());
         assert_eq!(t.stats().objects, 4);
+    }
+
+    #[test]
+    fn spill_candidates_are_unpinned_sealed_primaries_largest_first() {
+        let mut t = ObjectTable::new(1 << 20);
+        let primary = CreateOptions::default();
+        for (n, len) in [(1u128, 1000u64), (2, 5000), (3, 3000)] {
+            let id = id(n);
+            t.create(id, len, primary, ClientId(1)).unwrap();
+            t.seal(id).unwrap();
+        }
+        t.create(id(4), 9000, evictable(), ClientId(1)).unwrap();
+        t.seal(id(4)).unwrap();
+        t.create(id(5), 8000, primary, ClientId(1)).unwrap(); // unsealed
+        t.pin(id(3), ClientId(2)).unwrap();
+        let c: Vec<u64> = t.spill_candidates(5500).iter().map(|c| c.1.len).collect();
+        assert_eq!(c, vec![5000, 1000]);
+        assert!(!t.free_if_unpinned(id(3)).unwrap(), "a pinned object stays");
+        assert!(t.free_if_unpinned(id(2)).unwrap());
+        assert!(t.info(id(2)).is_none());
     }
 
     #[test]

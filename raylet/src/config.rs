@@ -25,6 +25,12 @@ pub struct RayletConfig {
     /// Dead actors kept in the actor table (for `status` and for the cause a late caller gets);
     /// older ones are forgotten. Ray keeps 1 000 (`maximum_gcs_destroyed_actor_cached_count`).
     pub max_dead_actors: usize,
+    /// Whether primary copies are spilled to disk when the store is full (default: on). Off, a
+    /// create that does not fit fails with `ObjectStoreFull`.
+    pub spilling: bool,
+    /// Where spilled objects go (default: the node's session directory). A directory of the
+    /// node's own is made inside and removed when the node stops.
+    pub spill_dir: Option<std::path::PathBuf>,
 }
 
 /// Default [`RayletConfig::max_dead_actors`].
@@ -43,6 +49,8 @@ impl Default for RayletConfig {
             default_exe: None,
             cluster: None,
             max_dead_actors: DEFAULT_MAX_DEAD_ACTORS,
+            spilling: true,
+            spill_dir: None,
         }
     }
 }

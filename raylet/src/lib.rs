@@ -31,6 +31,7 @@ pub mod files;
 mod node;
 mod outbox;
 pub mod server;
+mod spill;
 pub mod tool;
 pub mod workers;
 
@@ -136,6 +137,8 @@ impl Raylet {
         // After the workers are reaped (their exits are events on the loop): every connection
         // left is let go of.
         self.node.events().stop();
+        // Spill files go with the node.
+        self.node.spill.stop();
         self.cluster = None;
         let _ = std::fs::remove_dir_all(self.node.config.session_dir());
     }

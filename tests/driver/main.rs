@@ -8,6 +8,7 @@ use oxray::prelude::*;
 
 mod cluster_work;
 mod node_core;
+mod spill;
 
 #[oxray::remote]
 fn square(x: i64) -> i64 {
@@ -126,6 +127,8 @@ fn main() {
         "many-actors" => {
             node_core::many_actors(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(100))
         }
+        "spill" => spill::spill(),
+        "spill-off" => spill::spill_off(),
         "probe-socket" => node_core::probe_socket(args.get(2).map(String::as_str).unwrap_or("")),
         "lease-churn" => {
             node_core::lease_churn(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(20))

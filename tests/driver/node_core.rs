@@ -51,7 +51,7 @@ impl Slow {
     }
 }
 
-fn say(line: impl std::fmt::Display) {
+pub(crate) fn say(line: impl std::fmt::Display) {
     println!("{line}");
     let _ = std::io::stdout().flush();
 }

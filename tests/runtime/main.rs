@@ -12,6 +12,7 @@ mod hostile;
 mod node_core;
 mod objects;
 mod processes;
+mod spill;
 mod tasks;
 
 use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};

@@ -223,7 +223,7 @@ pub(crate) fn driver(args: &[&str], node: &Raylet) -> Proc {
 
 /// Runs the test driver with `args` on an embedded node; returns what it printed once it
 /// exited successfully within `limit` (fails the test otherwise).
-fn run_to_end(args: &[&str], limit: Duration) -> String {
+pub(crate) fn run_to_end(args: &[&str], limit: Duration) -> String {
     let mut cmd = Command::new(DRIVER);
     cmd.args(args);
     let mut proc = Proc::spawn(cmd);

@@ -129,7 +129,12 @@ pub(crate) fn info(shared: &Shared, id: ObjectId, from: SocketAddr) -> PeerReply
             message: "the node is stopping".into(),
         };
     };
-    match node.store.info(id) {
+    let mut here = node.store.info(id);
+    if here.is_none() && tokio::task::block_in_place(|| node.spill.restore_and_wait(id)) {
+        // It was spilled: back in the store now, to be served from there.
+        here = node.store.info(id);
+    }
+    match here {
         Some(info) if info.sealed => {
             lock(&shared.pulled_by).entry(id).or_default().insert(from);
             PeerReply::Object {
@@ -155,16 +160,24 @@ pub(crate) async fn serve_chunk(
     mut send: quinn::SendStream,
     peer: &str,
 ) {
-    let bytes = match shared.node.upgrade().map(|n| n.store.get(id)) {
-        Some(Ok(b)) => b,
-        Some(Err(e)) => {
+    let Some(node) = shared.node.upgrade() else {
+        return;
+    };
+    let mut got = node.store.get(id);
+    if got.is_err() && tokio::task::block_in_place(|| node.spill.restore_and_wait(id)) {
+        // Spilled between two chunks of this pull: read back for the rest.
+        got = node.store.get(id);
+    }
+    drop(node);
+    let bytes = match got {
+        Ok(b) => b,
+        Err(e) => {
             let reply = PeerReply::Error {
                 message: e.to_string(),
             };
             let _ = wire::write(&mut send, &reply, peer).await;
             return;
         }
-        None => return,
     };
     let end = offset.checked_add(len).filter(|e| *e <= bytes.len() as u64);
     let Some(end) = end else {
@@ -206,7 +219,7 @@ pub(crate) fn delete_everywhere(shared: &Arc<Shared>, ids: Vec<ObjectId>, index:
     {
         let mut pulled_by = lock(&shared.pulled_by);
         for id in &ids {
-            let _ = node.store.delete(*id);
+            node.delete_local(*id);
             for peer in pulled_by.remove(id).unwrap_or_default() {
                 targets.entry(peer.to_string()).or_default().push(*id);
             }

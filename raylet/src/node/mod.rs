@@ -52,6 +52,7 @@ use oxray_object_store::{ClientId, CreateOptions, Store, StoreError};
 use crate::cluster::Link;
 use crate::config::RayletConfig;
 use crate::outbox::Outbox;
+use crate::spill::{SpillBase, Spiller};
 use crate::workers::{Processes, SpawnRequest};
 
 pub(crate) use dispatch::Registration;
@@ -82,6 +83,8 @@ pub(crate) struct Node {
     procs: OnceLock<Arc<Processes>>,
     /// The thread serving every client connection, worker output pipe and worker exit.
     events: EventLoop,
+    /// Spilling to disk and restoring.
+    pub(crate) spill: Arc<Spiller>,
     me: Weak<Node>,
 }
 
@@ -89,6 +92,12 @@ impl Node {
     pub(crate) fn new(config: RayletConfig, store: Store) -> std::io::Result<Arc<Node>> {
         let id = NodeId::random();
         let events = EventLoop::start("oxray-raylet-io")?;
+        let spill_base = match (&config.spill_dir, config.spilling) {
+            (_, false) => None,
+            (Some(dir), true) => Some(SpillBase::Dir(dir.clone())),
+            (None, true) => Some(SpillBase::Session),
+        };
+        let spill = Arc::new(Spiller::new(spill_base, &config.session));
         let setup = Setup {
             id,
             session: config.session.clone(),
@@ -112,8 +121,10 @@ impl Node {
             next_conn: AtomicU64::new(1),
             procs: OnceLock::new(),
             events,
+            spill,
             me: me.clone(),
         });
+        node.spill.start(Arc::downgrade(&node))?;
         let procs = Processes::start(Arc::downgrade(&node))?;
         let _ = node.procs.set(procs);
         Ok(node)
@@ -379,6 +390,16 @@ impl Node {
                         block: loc.block,
                         existed: false,
                     },
+                    // Full: the spill thread frees room (if anything can go) and answers.
+                    Err(StoreError::ObjectStoreFull { .. }) if self.spill.enabled() => {
+                        self.spill.queue_create(conn, req, id, len, fingerprint);
+                        return;
+                    }
+                    Err(e @ StoreError::ObjectStoreFull { .. }) => FromRaylet::Error {
+                        req,
+                        kind: ErrorKind::ObjectStoreFull,
+                        message: format!("{e}; spilling to disk is off for this node"),
+                    },
                     Err(StoreError::ObjectExists(_)) => match self.store.info(id) {
                         Some(info) if info.sealed => FromRaylet::Created {
                             req,
@@ -399,6 +420,10 @@ impl Node {
                     req,
                     block: loc.block,
                 },
+                // Spilled here: answered once it is read back.
+                Err(StoreError::ObjectNotFound(_)) if self.spill.restore_for(id, conn, req) => {
+                    return;
+                }
                 // Not here, or being pulled here right now: (join the) pull.
                 Err(StoreError::ObjectNotFound(_) | StoreError::NotSealed(_))
                     if node != 0 && node != self.index() =>
@@ -422,7 +447,7 @@ impl Node {
                     Some(link) => link.delete(ids, node),
                     None => {
                         for id in ids {
-                            let _ = self.store.delete(id);
+                            self.delete_local(id);
                         }
                     }
                 }
@@ -586,14 +611,32 @@ impl Node {
         }
     }
 
-    /// Frees the objects `owner` owned in this store, and the copies other nodes pulled.
+    /// Frees object `id` here: its arena copy and its spill file, whichever it has.
+    pub(crate) fn delete_local(&self, id: ObjectId) {
+        let _ = self.store.delete(id);
+        self.spill.forget(id);
+    }
+
+    /// Whether connection `conn` is still registered.
+    pub(crate) fn has_client(&self, conn: u64) -> bool {
+        self.outboxes().contains_key(&conn)
+    }
+
+    /// Writes a line to the raylet's log (never under the state lock).
+    pub(crate) fn log(&self, line: String) {
+        eprintln!("[raylet] {line}");
+    }
+
+    /// Frees the objects `owner` owned in this store (spilled ones too), and the copies other
+    /// nodes pulled.
     pub(crate) fn delete_owned_by(&self, owner: WorkerId) {
-        let owned: Vec<ObjectId> = self
+        let mut owned: Vec<ObjectId> = self
             .store
             .object_ids()
             .into_iter()
             .filter(|id| owner_of(*id) == owner)
             .collect();
+        owned.extend(self.spill.owned_by(owner));
         if owned.is_empty() {
             return;
         }
@@ -602,7 +645,7 @@ impl Node {
             Some(link) => link.delete(owned, 0),
             None => {
                 for id in owned {
-                    let _ = self.store.delete(id);
+                    self.delete_local(id);
                 }
             }
         }
@@ -624,7 +667,14 @@ impl Node {
     /// The node's state.
     pub(crate) fn status(&self) -> NodeStatus {
         let stats = self.store.stats();
-        self.run(|st| st.status(std::process::id(), &self.address, &stats))
+        let mut status = self.run(|st| st.status(std::process::id(), &self.address, &stats));
+        let (objects, bytes, total, restored, dir) = self.spill.stats();
+        status.spilled_objects = objects;
+        status.spilled_bytes = bytes;
+        status.spilled_total = total;
+        status.restored_total = restored;
+        status.spill_dir = dir;
+        status
     }
 
     /// Kills every worker and closes every connection (shutdown).
@@ -651,7 +701,7 @@ fn bad_request(req: u64, message: &str) -> FromRaylet {
     }
 }
 
-fn store_error(req: u64, e: StoreError) -> FromRaylet {
+pub(crate) fn store_error(req: u64, e: StoreError) -> FromRaylet {
     let kind = match e {
         StoreError::ObjectStoreFull { .. } => ErrorKind::ObjectStoreFull,
         StoreError::ObjectTooLarge { .. } => ErrorKind::ObjectTooLarge,

@@ -85,6 +85,12 @@ impl NodeState {
             store_capacity: stats.capacity,
             store_used: stats.used,
             store_objects: stats.objects,
+            // Filled in by the node from its spiller.
+            spilled_objects: 0,
+            spilled_bytes: 0,
+            spilled_total: 0,
+            restored_total: 0,
+            spill_dir: String::new(),
             workers,
             pending: leases.chain(actors).collect(),
             drivers: self

@@ -444,6 +444,18 @@ fn status(
         s.store_capacity as f64 / 1e6,
         s.store_objects
     );
+    if s.spill_dir.is_empty() {
+        println!("  spilling: off");
+    } else {
+        println!(
+            "  spilled: {} objects, {:.1} MB now; {:.1} MB spilled and {:.1} MB restored in all ({})",
+            s.spilled_objects,
+            s.spilled_bytes as f64 / 1e6,
+            s.spilled_total as f64 / 1e6,
+            s.restored_total as f64 / 1e6,
+            s.spill_dir
+        );
+    }
     println!("  drivers: {}", s.drivers);
     println!("  workers: {}", s.workers.len());
     for w in &s.workers {

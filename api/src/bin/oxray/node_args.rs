@@ -52,6 +52,12 @@ pub struct NodeArgs {
     /// How long one check may take, in milliseconds [default: 10000]
     #[arg(long, value_name = "MS")]
     pub health_check_timeout_ms: Option<u64>,
+    /// Where objects are spilled when the store is full [default: the node's session directory]
+    #[arg(long, value_name = "DIR")]
+    pub spill_dir: Option<PathBuf>,
+    /// Do not spill: a create that does not fit fails with ObjectStoreFull.
+    #[arg(long, conflicts_with = "spill_dir")]
+    pub no_spilling: bool,
 }
 
 /// Custom resources from `--resources`.
@@ -148,6 +154,12 @@ impl NodeArgs {
         if let Some(ms) = self.health_check_timeout_ms {
             push("--health-check-timeout-ms", ms.to_string());
         }
+        if let Some(d) = &self.spill_dir {
+            push("--spill-dir", d.display().to_string());
+        }
+        if self.no_spilling {
+            args.push("--no-spilling".to_owned());
+        }
         if self.head {
             args.push("--head".to_owned());
         }
@@ -182,6 +194,8 @@ impl NodeArgs {
             config.resources.extend(rs.iter().cloned());
         }
         config.session = self.session();
+        config.spilling = !self.no_spilling;
+        config.spill_dir = self.spill_dir.clone();
         config.cluster = self.cluster_config()?;
         Ok(config)
     }

@@ -1,0 +1,48 @@
+//! Spilling to disk, with a real node whose store is smaller than the data (driver modes
+//! `spill` and `spill-off` of `oxray-test-driver`).
+
+use std::time::Duration;
+
+use crate::node_core::{run_to_end, value};
+
+/// Three times a 32 MiB store put while every ref is held: every object comes back bit-exact
+/// (`get` and `get_view`), a task reads a spilled argument, tasks' results totalling three
+/// times the store come back too, the counters show bytes spilled and restored, and the spill
+/// files are gone once the refs drop and the directory once the runtime shuts down.
+#[test]
+fn three_times_the_store_is_spilled_and_read_back_exactly() {
+    let out = run_to_end(&["spill"], Duration::from_secs(240));
+    let n = |key: &str| -> u64 {
+        value(&out, key)
+            .parse()
+            .unwrap_or_else(|_| panic!("{key}: {out}"))
+    };
+    assert!(n("spilled-after-puts") > 0, "nothing was spilled: {out}");
+    assert_eq!(n("exact"), 24, "{out}");
+    assert_eq!(n("views"), 24, "{out}");
+    assert_eq!(value(&out, "task-sum-ok"), "true", "{out}");
+    assert_eq!(n("made"), 24, "{out}");
+    // At least twice the store went to disk, and came back when read.
+    assert!(n("spilled-total") >= 2 * (32 << 20), "{out}");
+    assert!(n("restored-total") >= 32 << 20, "{out}");
+    assert!(n("files-while-held") > 0, "{out}");
+    assert_eq!(n("spilled-after-drop"), 0, "{out}");
+    assert_eq!(
+        n("files-after-drop"),
+        0,
+        "spill files outlived their objects: {out}"
+    );
+    assert_eq!(value(&out, "dir-after-shutdown"), "false", "{out}");
+}
+
+/// With spilling off, a put that does not fit is a typed `ObjectStoreFull` that says so.
+#[test]
+fn with_spilling_off_a_full_store_is_a_typed_error() {
+    let out = run_to_end(&["spill-off"], Duration::from_secs(120));
+    let after: u64 = value(&out, "full-after").parse().expect("a full error");
+    assert!((5..=8).contains(&after), "{out}");
+    assert!(
+        value(&out, "message").contains("spilling to disk is off"),
+        "{out}"
+    );
+}
