@@ -232,7 +232,82 @@ fn main() -> oxray::Result<()> {
         println!("zero-copy get_view of a 1 GiB object (best of 20) {best:.1} µs");
     }
     drop(_cluster);
+    spill_rows(&bench)?;
     cross_node_rows(&bench)
+}
+
+/// Spilling and restoring 1 GiB through a 256 MiB store, beside the disk's own sequential
+/// write and read of the same bytes in the same directory (the bound spilling works against).
+fn spill_rows(bench: &Bench) -> oxray::Result<()> {
+    const ROWS: [&str; 3] = [
+        "spill gigabytes",
+        "restore gigabytes",
+        "sequential disk write/read gigabytes",
+    ];
+    if !ROWS.iter().any(|row| bench.wants(row)) {
+        return Ok(());
+    }
+    let cluster = oxray::init_with(oxray::Config::new().object_store_memory(256 << 20))?;
+    let chunk: Vec<u8> = (0..(200usize << 20)).map(|i| (i % 251) as u8).collect();
+    let gb = |bytes: u64| bytes as f64 / 1e9;
+    // The disk first: the same bytes written to and read from one file in the spill directory,
+    // in the same sizes, then flushed, so the spill starts from the same clean page cache.
+    let mut held = vec![oxray::put(&chunk)?];
+    held.push(oxray::put(&chunk)?); // spills the first: the spill directory exists now
+    let dir = std::path::PathBuf::from(oxray::status()?.spill_dir);
+    let file = dir.join("disk-reference");
+    let config_error = |e: std::io::Error| oxray::Error::Config {
+        message: format!("disk reference file {}: {e}", file.display()),
+    };
+    let t = Instant::now();
+    let mut f = std::fs::File::create(&file).map_err(config_error)?;
+    for _ in 0..5 {
+        std::io::Write::write_all(&mut f, &chunk).map_err(config_error)?;
+    }
+    let write_secs = t.elapsed().as_secs_f64();
+    f.sync_all().map_err(config_error)?;
+    drop(f);
+    let mut back = vec![0u8; chunk.len()];
+    let t = Instant::now();
+    let mut f = std::fs::File::open(&file).map_err(config_error)?;
+    for _ in 0..5 {
+        std::io::Read::read_exact(&mut f, &mut back).map_err(config_error)?;
+    }
+    let read_secs = t.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&file);
+    let disk = gb(5 * chunk.len() as u64);
+    let before = oxray::status()?.spilled_total;
+    let t = Instant::now();
+    for _ in 0..5 {
+        held.push(oxray::put(&chunk)?);
+    }
+    let spilled = oxray::status()?.spilled_total - before;
+    let spill_secs = t.elapsed().as_secs_f64();
+    let before = oxray::status()?.restored_total;
+    let t = Instant::now();
+    for r in &held {
+        black_box(oxray::get_view(r)?.len());
+    }
+    let restored = oxray::status()?.restored_total - before;
+    let restore_secs = t.elapsed().as_secs_f64();
+    drop(held);
+    println!(
+        "spill gigabytes per second {:.2} ({:.2} GB spilled while putting 1 GB through a 256 MiB store)",
+        gb(spilled) / spill_secs,
+        gb(spilled)
+    );
+    println!(
+        "restore gigabytes per second {:.2} ({:.2} GB read back by get_view)",
+        gb(restored) / restore_secs,
+        gb(restored)
+    );
+    println!(
+        "sequential disk write/read gigabytes per second {:.2} / {:.2} (same directory, 200 MiB writes)",
+        disk / write_secs,
+        disk / read_secs
+    );
+    drop(cluster);
+    Ok(())
 }
 
 /// Reads a byte array where the task runs (pulling it there first if it lives elsewhere).
