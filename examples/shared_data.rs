@@ -12,9 +12,11 @@ use std::time::Instant;
 
 use oxray::prelude::*;
 
-/// Mean and standard deviation of one slice of the array, read in place.
+/// Mean and standard deviation of one slice of the array, read in place as a plain `&[f64]`
+/// (`as_slice`: no copy, the form ndarray, nalgebra or BLAS take).
 #[oxray::remote]
 fn stats(xs: ObjectView<Vec<f64>>, part: u64, parts: u64) -> (f64, f64) {
+    let xs: &[f64] = xs.as_slice();
     let n = xs.len() as u64;
     let (lo, hi) = (
         (n * part / parts) as usize,
@@ -22,19 +24,22 @@ fn stats(xs: ObjectView<Vec<f64>>, part: u64, parts: u64) -> (f64, f64) {
     );
     let slice = &xs[lo..hi];
     let len = slice.len() as f64;
-    let mean = slice.iter().map(|x| x.to_native()).sum::<f64>() / len;
-    let var = slice
-        .iter()
-        .map(|x| (x.to_native() - mean).powi(2))
-        .sum::<f64>()
-        / len;
+    let mean = slice.iter().sum::<f64>() / len;
+    let var = slice.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / len;
     (mean, var.sqrt())
 }
 
 /// Mean over the whole array: every task reads all 800 MB, none copies it.
 #[oxray::remote]
 fn mean(xs: ObjectView<Vec<f64>>) -> f64 {
-    xs.iter().map(|x| x.to_native()).sum::<f64>() / xs.len() as f64
+    xs.as_slice().iter().sum::<f64>() / xs.len() as f64
+}
+
+/// The dot product of the array with itself, on native slices (what a BLAS `ddot` computes).
+#[oxray::remote]
+fn dot(xs: ObjectView<Vec<f64>>) -> f64 {
+    let a: &[f64] = xs.as_slice();
+    a.iter().zip(a).map(|(x, y)| x * y).sum()
 }
 
 fn mem_available_mb() -> f64 {
@@ -91,8 +96,12 @@ fn main() -> oxray::Result<()> {
     );
 
     let view = oxray::get_view(&big)?;
-    let serial = view.iter().map(|x| x.to_native()).sum::<f64>() / view.len() as f64;
+    let native: &[f64] = view.as_slice();
+    let serial = native.iter().sum::<f64>() / native.len() as f64;
     println!("serial pass in the driver (also zero-copy): {serial:.4}");
+    let remote_dot = oxray::get(&dot::remote(&big)?)?;
+    let local_dot: f64 = native.iter().map(|x| x * x).sum();
+    println!("dot product in a task on &[f64]: {remote_dot:.1} (driver: {local_dot:.1})");
     println!(
         "node memory used since start: {used:.0} MB for a {size_mb:.0} MiB object ({:.2} x)",
         used / size_mb

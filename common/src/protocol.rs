@@ -627,4 +627,6 @@ pub enum FailureKind {
     BadArgument,
     /// The result could not be stored.
     Store,
+    /// The result did not fit in the node's store, even after spilling.
+    StoreFull,
 }

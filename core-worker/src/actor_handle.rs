@@ -714,6 +714,12 @@ impl ActorCalls {
                 oxray_common::protocol::FailureKind::FunctionNotFound => {
                     Error::FunctionNotFound { name: f.function }
                 }
+                oxray_common::protocol::FailureKind::StoreFull => Error::ObjectStoreFull {
+                    message: format!(
+                        "the result of {} (pid {}) did not fit in the object store: {}",
+                        f.function, f.pid, f.message
+                    ),
+                },
                 _ => Error::TaskFailed {
                     message: f.message,
                     function: f.function,

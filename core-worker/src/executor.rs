@@ -351,6 +351,12 @@ fn store_result(
         Ok(()) => TaskOutcome::Stored {
             node: core.node_index,
         },
+        Err(crate::Error::ObjectStoreFull { message }) => TaskOutcome::Failed(TaskFailure {
+            kind: FailureKind::StoreFull,
+            message,
+            function: function.to_owned(),
+            pid: std::process::id(),
+        }),
         Err(e) => store_failure(function, e.to_string()),
     }
 }

@@ -619,6 +619,12 @@ impl Submitter {
                 }
                 ObjState::Failed(match f.kind {
                     FailureKind::FunctionNotFound => Error::FunctionNotFound { name: f.function },
+                    FailureKind::StoreFull => Error::ObjectStoreFull {
+                        message: format!(
+                            "the result of {} (pid {}) did not fit in the object store: {}",
+                            f.function, f.pid, f.message
+                        ),
+                    },
                     _ => Error::TaskFailed {
                         message: f.message,
                         function: f.function,

@@ -104,7 +104,8 @@ pub fn spill() -> oxray::Result<()> {
     Ok(())
 }
 
-/// `spill-off`: the same store with spilling off: puts beyond it fail with a typed error.
+/// `spill-off`: the same store with spilling off: puts beyond it fail with a typed error, and
+/// so does a task whose result does not fit.
 pub fn spill_off() -> oxray::Result<()> {
     let _cluster = oxray::init_with(
         oxray::Config::new()
@@ -119,6 +120,13 @@ pub fn spill_off() -> oxray::Result<()> {
             Err(oxray::Error::ObjectStoreFull { message }) => {
                 say(format!("full-after {}", held.len()));
                 say(format!("message {message}"));
+                // A task's result that cannot be stored either: the same typed error at `get`.
+                match oxray::get(&make::remote(7)?) {
+                    Err(oxray::Error::ObjectStoreFull { message }) => {
+                        say(format!("task-full {message}"))
+                    }
+                    other => say(format!("task-full no: {other:?}")),
+                }
                 return Ok(());
             }
             Err(e) => return Err(e),

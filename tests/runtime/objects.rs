@@ -146,3 +146,32 @@ fn a_full_store_is_a_typed_error_and_loses_nothing() {
     assert!(err.to_string().contains("object_store_memory"), "{err}");
     assert_eq!(oxray::get_view(&keep).unwrap()[12345], 7);
 }
+
+/// Reads its argument as a native `&[f64]` in place and returns what it saw: length, sum and
+/// whether the slice points into the store's mapping rather than a copy (its first element's
+/// address is the view's).
+#[oxray::remote]
+fn native_sum(xs: ObjectView<Vec<f64>>) -> (u64, f64, bool) {
+    let native: &[f64] = xs.as_slice();
+    let in_place = std::ptr::eq(native.as_ptr().cast::<u8>(), xs.as_ptr().cast::<u8>());
+    (native.len() as u64, native.iter().sum(), in_place)
+}
+
+/// A view of a vector of numbers is a plain `&[f64]` (no copy), equal to the data put, in the
+/// driver and in a task.
+#[test]
+fn views_of_numbers_are_native_slices() {
+    cluster();
+    let data: Vec<f64> = (0..1_000_000).map(|i| (i % 977) as f64 * 0.25).collect();
+    let r = oxray::put(&data).expect("put");
+    let view = oxray::get_view(&r).expect("view");
+    let native: &[f64] = view.as_slice();
+    assert_eq!(native, &data[..]);
+    let (len, sum, in_place) = oxray::get(&native_sum::remote(&r).expect("submit")).expect("get");
+    assert_eq!(len, data.len() as u64);
+    assert_eq!(sum, data.iter().sum::<f64>());
+    assert!(in_place, "the task's slice is a copy");
+    let ints: Vec<u16> = (0..60_000).map(|i| (i * 7 % 65_521) as u16).collect();
+    let r = oxray::put(&ints).expect("put");
+    assert_eq!(oxray::get_view(&r).expect("view").as_slice(), &ints[..]);
+}

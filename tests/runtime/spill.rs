@@ -35,7 +35,8 @@ fn three_times_the_store_is_spilled_and_read_back_exactly() {
     assert_eq!(value(&out, "dir-after-shutdown"), "false", "{out}");
 }
 
-/// With spilling off, a put that does not fit is a typed `ObjectStoreFull` that says so.
+/// With spilling off, a put that does not fit is a typed `ObjectStoreFull` that says so, and
+/// so is the `get` of a task whose result does not fit (it was `TaskFailed`).
 #[test]
 fn with_spilling_off_a_full_store_is_a_typed_error() {
     let out = run_to_end(&["spill-off"], Duration::from_secs(120));
