@@ -176,10 +176,12 @@ impl CoreWorker {
                 let name = worker_socket(&core.session, worker_id);
                 let listener = crate::executor::bind(&name)
                     .map_err(|e| Error::io(format!("listening on @{name}"), e))?;
-                let served = core.clone();
+                // Weak: the thread must not keep the core worker (and its arena mapping)
+                // alive after shutdown, which wakes it to end.
+                let served = Arc::downgrade(&core);
                 std::thread::Builder::new()
                     .name("oxray-owner-accept".into())
-                    .spawn(move || crate::executor::accept_loop(Arc::downgrade(&served), listener))
+                    .spawn(move || crate::executor::accept_loop(served, listener))
                     .map_err(|e| Error::io("starting the owner service", e))?;
             }
             Ok(())
@@ -197,9 +199,16 @@ impl CoreWorker {
         self.submitter.shutdown(self);
         self.owners.stop_flusher();
         self.raylet.close();
-        let mut cur = CURRENT.write().unwrap_or_else(|p| p.into_inner());
-        if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, self)) {
-            *cur = None;
+        {
+            let mut cur = CURRENT.write().unwrap_or_else(|p| p.into_inner());
+            if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, self)) {
+                *cur = None;
+            }
+        }
+        if self.kind == ClientKind::Driver {
+            // Wakes the owner service's accept, which then sees the shutdown and ends.
+            let name = worker_socket(&self.session, self.worker_id);
+            let _ = oxray_raylet::server::connect(&format!("unix:@{name}"));
         }
     }
 

@@ -135,3 +135,70 @@ pub fn spill_off() -> oxray::Result<()> {
     say("full-after never");
     Ok(())
 }
+
+fn shmem_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Shmem:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Mappings of object-store arenas in this process, and its resident shared memory in kB.
+fn arena_maps_and_rss_shmem() -> (usize, u64) {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let arenas = maps
+        .lines()
+        .filter(|l| l.contains("oxray-object-store"))
+        .count();
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("RssShmem:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    (arenas, rss)
+}
+
+/// `cycles N`: N rounds of `init`, a 200 MB put that is read and freed, and `shutdown`, in
+/// one process; prints the machine's Shmem before and after each round (`shmem-kib`), and
+/// this process's arena mappings and resident shared memory after each (`arenas`,
+/// `rss-shmem-kib`).
+pub fn cycles(n: usize) -> oxray::Result<()> {
+    let mut line = vec![shmem_kib().to_string()];
+    let (mut arenas, mut rss) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let cluster = oxray::init_with(
+            oxray::Config::new()
+                .num_cpus(1.0)
+                .object_store_memory(512 << 20),
+        )?;
+        let data = vec![7u8; 200 << 20];
+        let r = oxray::put(&data)?;
+        drop(data);
+        assert_eq!(oxray::get_view(&r)?.len(), 200 << 20);
+        drop(r);
+        drop(cluster);
+        line.push(shmem_kib().to_string());
+        let (a, r) = arena_maps_and_rss_shmem();
+        arenas.push(a.to_string());
+        rss.push(r.to_string());
+        if std::env::var_os("OXRAY_CYCLE_TRACE").is_some() {
+            let mut names: Vec<String> = std::fs::read_dir("/proc/self/task")
+                .map(|d| {
+                    d.flatten()
+                        .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
+                        .map(|c| c.trim().to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.sort();
+            eprintln!("threads after shutdown: {names:?}");
+        }
+    }
+    say(format!("shmem-kib {}", line.join(" ")));
+    say(format!("arenas {}", arenas.join(" ")));
+    say(format!("rss-shmem-kib {}", rss.join(" ")));
+    Ok(())
+}

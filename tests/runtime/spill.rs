@@ -47,3 +47,29 @@ fn with_spilling_off_a_full_store_is_a_typed_error() {
         "{out}"
     );
 }
+
+/// Five rounds of `init`, a 200 MB put read through a view, and `shutdown` in one process: each
+/// shutdown unmaps the store and lets it go (before, the driver's owner service kept its core
+/// worker, and so the arena, alive: Shmem grew by each round's store).
+#[test]
+fn init_shutdown_cycles_release_the_store() {
+    let out = run_to_end(&["cycles", "5"], Duration::from_secs(120));
+    let numbers = |key: &str| -> Vec<u64> {
+        value(&out, key)
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect()
+    };
+    let arenas = numbers("arenas");
+    assert_eq!(
+        arenas,
+        vec![0; 5],
+        "arenas still mapped after shutdown: {out}"
+    );
+    let rss = numbers("rss-shmem-kib");
+    assert_eq!(rss.len(), 5, "{out}");
+    assert!(
+        rss.iter().all(|kib| *kib < 16 << 10),
+        "shared memory stays resident: {out}"
+    );
+}
