@@ -181,6 +181,16 @@ fn main() -> oxray::Result<()> {
         black_box(&mut dst).copy_from_slice(black_box(&arr));
     });
     drop(dst);
+    let n = arr.len();
+    bench.timeit("put_with_len gigabytes", arr_gb, || {
+        let r = oxray::put_with_len::<i64>(n, |s| {
+            for (i, x) in s.iter_mut().enumerate() {
+                *x = i as i64;
+            }
+        })
+        .expect("put_with_len");
+        black_box(r);
+    });
     bench.timeit("single client tasks and get batch", 1.0, || {
         let refs: Vec<_> = (0..1000)
             .map(|_| small_value::remote().expect("submit"))

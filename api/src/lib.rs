@@ -63,6 +63,8 @@ pub use oxray_core_worker::{
 };
 pub use oxray_macros::{actor, main, remote};
 pub use oxray_object_store::ObjectView;
+#[cfg(target_endian = "little")]
+pub use runtime::put_with_len;
 pub use runtime::{
     available_resources, cancel, cluster_resources, get, get_all, get_timeout, get_view, init,
     init_with, is_initialized, node_id, nodes, put, shutdown, status, wait, Cluster, NodeInfo,

@@ -202,6 +202,31 @@ pub fn put<T: Object + Send>(value: &T) -> Result<ObjectRef<T>> {
     current()?.put(value)
 }
 
+/// Puts a vector of `n` plain numbers (`f64`, `u8`, `i64`, ...) that `fill` writes straight
+/// into the object store: no heap `Vec` and no copy, so a large array needs its memory once
+/// (a `put` of a `Vec` needs it twice for a moment). Read it back like any `Vec<T>`.
+///
+/// ```no_run
+/// # fn main() -> oxray::Result<()> {
+/// # let _cluster = oxray::init()?;
+/// let xs = oxray::put_with_len::<f64>(1 << 27, |s| {
+///     for (i, x) in s.iter_mut().enumerate() {
+///         *x = (i as f64).sqrt();
+///     }
+/// })?; // 1 GiB, written in place
+/// assert_eq!(oxray::get_view(&xs)?.as_slice()[4], 2.0);
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(target_endian = "little")]
+pub fn put_with_len<T>(n: usize, fill: impl FnOnce(&mut [T]) + Send) -> Result<ObjectRef<Vec<T>>>
+where
+    T: oxray_object_store::Native,
+    Vec<T>: Object + Send,
+{
+    current()?.put_with_len(n, fill)
+}
+
 /// Waits for an object and returns an owned copy of its value.
 pub fn get<T: Object>(r: &ObjectRef<T>) -> Result<T> {
     r_core(r)?.get(r, None)

@@ -302,6 +302,26 @@ impl CoreWorker {
         Ok(ObjectRef::adopt(id, self.clone()))
     }
 
+    /// Puts a `Vec<T>` of `n` plain numbers that `fill` writes in place, in the store when
+    /// large (no heap vector, no copy: one pass over the memory), inline when small.
+    #[cfg(target_endian = "little")]
+    pub fn put_with_len<T, F>(self: &Arc<Self>, n: usize, fill: F) -> Result<ObjectRef<Vec<T>>>
+    where
+        T: oxray_object_store::Native,
+        Vec<T>: Object + Send,
+        F: FnOnce(&mut [T]) + Send,
+    {
+        let id = self.new_object_id();
+        let value = crate::value::FilledVec {
+            n,
+            fill: std::sync::Mutex::new(Some(fill)),
+            _numbers: std::marker::PhantomData,
+        };
+        let state = self.encode(id, &value)?;
+        self.refs.insert(id, state);
+        Ok(ObjectRef::adopt(id, self.clone()))
+    }
+
     /// Encodes a value for object `id`: inline state when small, else written into the store.
     pub(crate) fn encode(&self, id: ObjectId, value: &dyn ReturnValue) -> Result<ObjState> {
         let len = value.encoded_len()?;

@@ -45,3 +45,41 @@ pub fn aligned_copy(bytes: &[u8]) -> HeapBytes {
     buf.extend_from_slice(bytes);
     buf
 }
+
+/// A `Vec<T>` of plain numbers that a closure writes in place where it is stored (see
+/// [`CoreWorker::put_with_len`](crate::CoreWorker::put_with_len)): no heap vector, one pass.
+#[cfg(target_endian = "little")]
+pub(crate) struct FilledVec<T, F> {
+    pub n: usize,
+    pub fill: std::sync::Mutex<Option<F>>,
+    pub _numbers: std::marker::PhantomData<fn() -> T>,
+}
+
+#[cfg(target_endian = "little")]
+impl<T, F> ReturnValue for FilledVec<T, F>
+where
+    T: oxray_object_store::Native,
+    Vec<T>: Object,
+    F: FnOnce(&mut [T]) + Send,
+{
+    fn fingerprint(&self) -> u64 {
+        fingerprint::<Vec<T>>()
+    }
+
+    fn encoded_len(&self) -> Result<usize, StoreError> {
+        Ok(oxray_object_store::vec_encoded_len::<T>(self.n))
+    }
+
+    fn encode_into(&self, buf: &mut [u8]) -> Result<(), StoreError> {
+        let fill = self
+            .fill
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| StoreError::Serialize {
+                ty: std::any::type_name::<Vec<T>>(),
+                reason: "the fill closure already ran".into(),
+            })?;
+        oxray_object_store::encode_vec_in_place::<T>(buf, self.n, fill)
+    }
+}

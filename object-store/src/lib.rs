@@ -48,7 +48,9 @@ pub use arena::{Arena, ArenaOptions, Reserve};
 pub use error::{Result, StoreError};
 pub use header::HEADER_SIZE;
 pub use id::{ArchivedObjectId, ObjectId};
-pub use native::Native;
+#[cfg(target_endian = "little")]
+pub use native::encode_vec_in_place;
+pub use native::{vec_encoded_len, Native};
 pub use rkyv;
 pub use store::{ObjectWriter, Store};
 pub use table::{ClientId, CreateOptions, Location, ObjectInfo, ObjectTable, StoreStats};

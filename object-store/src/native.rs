@@ -62,10 +62,100 @@ where
     }
 }
 
+/// Bytes of the archived form of a `Vec<T>` of `n` numbers: the elements, padding to 8, then
+/// the vector's root (a 64-bit relative pointer and a 64-bit length).
+pub fn vec_encoded_len<T: Native>(n: usize) -> usize {
+    vec_root::<T>(n) + VEC_ROOT
+}
+
+/// Size of rkyv's `ArchivedVec` root with 64-bit relative pointers.
+const VEC_ROOT: usize = 16;
+
+fn vec_root<T: Native>(n: usize) -> usize {
+    (n * std::mem::size_of::<T>()).next_multiple_of(8)
+}
+
+/// Writes the archived form of a `Vec<T>` of `n` numbers into `buf`
+/// ([`vec_encoded_len`] bytes, aligned for `T`), letting `fill` write the numbers in place: one
+/// pass over the memory, no heap copy. What `fill` leaves unwritten keeps `buf`'s old bytes
+/// (any bits are a valid number).
+#[cfg(target_endian = "little")]
+pub fn encode_vec_in_place<T: Native>(
+    buf: &mut [u8],
+    n: usize,
+    fill: impl FnOnce(&mut [T]),
+) -> crate::Result<()> {
+    const {
+        assert!(std::mem::size_of::<T::Archived>() == std::mem::size_of::<T>());
+        assert!(std::mem::align_of::<T::Archived>() == std::mem::align_of::<T>());
+    }
+    let root = vec_root::<T>(n);
+    let bad = |reason: &'static str| crate::StoreError::Serialize {
+        ty: std::any::type_name::<Vec<T>>(),
+        reason: reason.into(),
+    };
+    if buf.len() != root + VEC_ROOT {
+        return Err(bad("the buffer is not the vector's encoded length"));
+    }
+    if !(buf.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>().max(8)) {
+        return Err(bad("the buffer is not aligned for the vector"));
+    }
+    let (data, rest) = buf.split_at_mut(n * std::mem::size_of::<T>());
+    // SAFETY: `data` is `n * size_of::<T>()` bytes, aligned for `T` (checked above: the buffer
+    // start is, and the elements start there), exclusively borrowed, and any bit pattern is a
+    // valid `T` (plain numbers).
+    let elements = unsafe { std::slice::from_raw_parts_mut(data.as_mut_ptr().cast::<T>(), n) };
+    fill(elements);
+    let (padding, root_bytes) = rest.split_at_mut(root - n * std::mem::size_of::<T>());
+    padding.fill(0);
+    // The root: a pointer relative to itself back to the elements at 0, then the length.
+    let offset = -(i64::try_from(root).map_err(|_| bad("the vector is too large"))?);
+    root_bytes[..8].copy_from_slice(&offset.to_le_bytes());
+    root_bytes[8..].copy_from_slice(&(n as u64).to_le_bytes());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use crate::arena::ArenaOptions;
     use crate::{ObjectId, Store};
+
+    use super::*;
+    use crate::typed::{encode_into, encoded_len};
+
+    /// The in-place layout is byte for byte what rkyv writes for the same vector.
+    fn same_as_rkyv<T: Native + Default + From<u8> + crate::typed::Encode>(n: usize) {
+        let v: Vec<T> = (0..n).map(|i| T::from((i % 200) as u8)).collect();
+        let len = encoded_len(&v).expect("len");
+        assert_eq!(
+            vec_encoded_len::<T>(n),
+            len,
+            "{} x {n}",
+            std::any::type_name::<T>()
+        );
+        let mut want = rkyv::util::AlignedVec::<16>::new();
+        want.resize(len, 0);
+        encode_into(&v, &mut want).expect("encode");
+        let mut got = rkyv::util::AlignedVec::<16>::new();
+        got.resize(len, 0xAA);
+        encode_vec_in_place::<T>(&mut got, n, |s| s.copy_from_slice(&v)).expect("in place");
+        assert_eq!(&got[..], &want[..], "{} x {n}", std::any::type_name::<T>());
+    }
+
+    #[test]
+    fn in_place_vectors_are_what_rkyv_writes() {
+        for n in [1, 2, 3, 7, 8, 100, 4097] {
+            same_as_rkyv::<u8>(n);
+            same_as_rkyv::<u16>(n);
+            same_as_rkyv::<u32>(n);
+            same_as_rkyv::<u64>(n);
+            same_as_rkyv::<i16>(n);
+            same_as_rkyv::<i32>(n);
+            same_as_rkyv::<i64>(n);
+            same_as_rkyv::<f32>(n);
+            same_as_rkyv::<f64>(n);
+        }
+    }
 
     #[test]
     fn a_view_of_numbers_is_a_native_slice_equal_to_the_data() {

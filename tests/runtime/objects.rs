@@ -175,3 +175,31 @@ fn views_of_numbers_are_native_slices() {
     let r = oxray::put(&ints).expect("put");
     assert_eq!(oxray::get_view(&r).expect("view").as_slice(), &ints[..]);
 }
+
+/// `put_with_len` writes numbers straight into the store (large) or inline (small); either way
+/// they read back as the vector the closure wrote, in the driver and in a task.
+#[test]
+fn put_with_len_fills_the_object_in_place() {
+    cluster();
+    let n = 3_000_000;
+    let r = oxray::put_with_len::<f64>(n, |s| {
+        for (i, x) in s.iter_mut().enumerate() {
+            *x = (i % 1013) as f64 - 0.5;
+        }
+    })
+    .expect("put_with_len");
+    let want: Vec<f64> = (0..n).map(|i| (i % 1013) as f64 - 0.5).collect();
+    assert_eq!(oxray::get_view(&r).expect("view").as_slice(), &want[..]);
+    let (len, sum, _) = oxray::get(&native_sum::remote(&r).expect("submit")).expect("get");
+    assert_eq!((len, sum), (n as u64, want.iter().sum::<f64>()));
+    let small = oxray::put_with_len::<u32>(10, |s| {
+        for (i, x) in s.iter_mut().enumerate() {
+            *x = i as u32 * 3;
+        }
+    })
+    .expect("put_with_len");
+    assert_eq!(
+        oxray::get(&small).expect("get"),
+        (0..10).map(|i| i * 3).collect::<Vec<u32>>()
+    );
+}
