@@ -53,9 +53,11 @@
 //! type is [`Error::TypeMismatch`]; see [`Error`].
 
 mod config;
+mod memory;
 mod runtime;
 
 pub use config::Config;
+pub use memory::{memory_summary, Holders, MemorySummary, ObjectMemory};
 pub use oxray_core_worker::{
     actor_info, exit_actor, get_actor, get_actor_in, kill, kill_with_restart, was_restarted, Actor,
     ActorHandle, ActorId, ActorInfo, ActorOptions, ActorState, Error, IntoArg, Lifetime,

@@ -128,6 +128,11 @@ pub enum ToRaylet {
         /// Request number.
         req: u64,
     },
+    /// Asks for the objects in the node's store and spilled from it (`oxray memory`).
+    Memory {
+        /// Request number.
+        req: u64,
+    },
     /// Asks a standalone raylet to stop.
     Stop {
         /// Request number.
@@ -329,6 +334,13 @@ pub enum FromRaylet {
         /// The node's state.
         status: NodeStatus,
     },
+    /// Reply to `Memory`.
+    Memory {
+        /// Request number.
+        req: u64,
+        /// Every object in the node's store or spilled from it.
+        objects: Vec<StoredObject>,
+    },
     /// Reply to `CreateActor`: registered (it starts in the background).
     ActorCreated {
         /// Request number.
@@ -419,6 +431,21 @@ pub struct NodeStatus {
     pub actors: Vec<ActorInfo>,
     /// Every node of the cluster this node belongs to (empty for a single node).
     pub cluster: crate::peer::ClusterView,
+}
+
+/// One object of a node's store (`oxray memory`).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StoredObject {
+    /// Its id.
+    pub id: ObjectId,
+    /// Payload bytes.
+    pub size: u64,
+    /// `memory`, `spilled` or `being written`.
+    pub place: String,
+    /// Readers pinning it now (views, gets and task arguments in progress).
+    pub pins: u32,
+    /// A primary copy (its owner's) or a secondary one (pulled from another node, evictable).
+    pub primary: bool,
 }
 
 /// One worker process.

@@ -653,6 +653,20 @@ impl CoreWorker {
         }
     }
 
+    /// The objects in this node's store (and spilled from it), largest first.
+    pub fn node_objects(&self) -> Result<Vec<oxray_common::protocol::StoredObject>> {
+        match self.raylet.request(|req| ToRaylet::Memory { req })? {
+            FromRaylet::Memory { objects, .. } => Ok(objects),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// What holds object `id` in this process, if it has an entry for it: `(local refs, task
+    /// arguments, borrowers, containing objects)`.
+    pub fn holders(&self, id: ObjectId) -> Option<(u32, u32, u32, u32)> {
+        self.refs.holders(id)
+    }
+
     /// Number of objects this process owns and still references.
     pub fn owned_objects(&self) -> usize {
         self.refs.len()

@@ -163,6 +163,7 @@ fn dispatch(core: &Arc<CoreWorker>, msg: FromRaylet) {
         | FromRaylet::Pinned { req, .. }
         | FromRaylet::Error { req, .. }
         | FromRaylet::Status { req, .. }
+        | FromRaylet::Memory { req, .. }
         | FromRaylet::Address { req, .. } => *req,
         FromRaylet::TunnelOpen => return,
         FromRaylet::WorkerOutput { pid, stream, line } => {

@@ -129,6 +129,14 @@ impl RefTable {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// `(local refs, task arguments, borrowers, containing objects)` of `id`, if present.
+    pub fn holders(&self, id: ObjectId) -> Option<(u32, u32, u32, u32)> {
+        self.lock()
+            .entries
+            .get(&id)
+            .map(|e| (e.local, e.task_refs, e.borrowers, e.reservations))
+    }
+
     /// A new owned object with one local ref.
     pub fn insert(&self, id: ObjectId, state: ObjState) {
         let mut inner = self.lock();

@@ -192,6 +192,15 @@ impl Spiller {
         }
     }
 
+    /// Every spilled object with its size.
+    pub(crate) fn listed(&self) -> Vec<(ObjectId, u64)> {
+        self.lock()
+            .spilled
+            .iter()
+            .map(|(id, s)| (*id, s.len))
+            .collect()
+    }
+
     /// The spilled objects `owner` owns.
     pub(crate) fn owned_by(&self, owner: WorkerId) -> Vec<ObjectId> {
         self.lock()

@@ -47,6 +47,14 @@ pub fn status(address: &str) -> Result<NodeStatus> {
     }
 }
 
+/// The objects in the store of the node at `address` (and spilled from it), largest first.
+pub fn memory(address: &str) -> Result<Vec<oxray_common::protocol::StoredObject>> {
+    match ask(address, ToRaylet::Memory { req: 1 })? {
+        FromRaylet::Memory { objects, .. } => Ok(objects),
+        other => Err(RayletError::Config(format!("unexpected answer {other:?}"))),
+    }
+}
+
 /// Asks the node at `address` to stop (its workers are killed).
 pub fn stop(address: &str) -> Result<()> {
     ask(address, ToRaylet::Stop { req: 1 }).map(|_| ())

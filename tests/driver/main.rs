@@ -129,6 +129,7 @@ fn main() {
         }
         "spill" => spill::spill(),
         "spill-off" => spill::spill_off(),
+        "memory" => spill::memory(),
         "cycles" => spill::cycles(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(5)),
         "probe-socket" => node_core::probe_socket(args.get(2).map(String::as_str).unwrap_or("")),
         "lease-churn" => {

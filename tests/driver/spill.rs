@@ -202,3 +202,54 @@ pub fn cycles(n: usize) -> oxray::Result<()> {
     say(format!("rss-shmem-kib {}", rss.join(" ")));
     Ok(())
 }
+
+/// `memory`: ten 4 MiB objects in a 32 MiB store (some spilled), one of them viewed; prints
+/// what `memory_summary` and the node's own listing (what `oxray memory` prints) say.
+pub fn memory() -> oxray::Result<()> {
+    let cluster = oxray::init_with(
+        oxray::Config::new()
+            .num_cpus(1.0)
+            .object_store_memory(32 << 20),
+    )?;
+    let refs: Vec<ObjectRef<Vec<u8>>> = (0..10)
+        .map(|i| oxray::put(&pattern(i as u8)))
+        .collect::<oxray::Result<_>>()?;
+    let view = oxray::get_view(&refs[0])?;
+    let summary = oxray::memory_summary()?;
+    println!("{summary}");
+    say(format!("objects {}", summary.objects.len()));
+    say(format!(
+        "spilled {}",
+        summary
+            .objects
+            .iter()
+            .filter(|o| o.place == "spilled")
+            .count()
+    ));
+    say(format!(
+        "in-memory {}",
+        summary
+            .objects
+            .iter()
+            .filter(|o| o.place == "memory")
+            .count()
+    ));
+    let first = refs[0].id().to_string();
+    let entry = summary.objects.iter().find(|o| o.id == first);
+    say(format!("first-pins {}", entry.map_or(0, |o| o.pins)));
+    say(format!(
+        "first-refs {}",
+        entry.and_then(|o| o.holders).map_or(0, |h| h.local_refs)
+    ));
+    say(format!(
+        "sizes-ok {}",
+        summary.objects.iter().all(|o| o.size >= LEN as u64)
+    ));
+    let listed =
+        oxray_raylet::tool::memory(cluster.address()).map_err(|e| oxray::Error::Config {
+            message: e.to_string(),
+        })?;
+    say(format!("listed {}", listed.len()));
+    drop(view);
+    Ok(())
+}

@@ -73,3 +73,23 @@ fn init_shutdown_cycles_release_the_store() {
         "shared memory stays resident: {out}"
     );
 }
+
+/// `memory_summary` (and the node listing `oxray memory` prints) shows every object, in memory
+/// or spilled, with its size, a viewed object's pin and the refs holding it in the driver.
+#[test]
+fn memory_summary_lists_spilled_and_in_memory_objects_with_their_holders() {
+    let out = run_to_end(&["memory"], Duration::from_secs(120));
+    let n = |key: &str| -> u64 {
+        value(&out, key)
+            .parse()
+            .unwrap_or_else(|_| panic!("{key}: {out}"))
+    };
+    assert_eq!(n("objects"), 10, "{out}");
+    assert!(n("spilled") >= 2, "{out}");
+    assert!(n("in-memory") >= 1, "{out}");
+    assert_eq!(n("spilled") + n("in-memory"), 10, "{out}");
+    assert_eq!(n("first-pins"), 1, "the view's pin: {out}");
+    assert_eq!(n("first-refs"), 1, "the driver's ref: {out}");
+    assert_eq!(value(&out, "sizes-ok"), "true", "{out}");
+    assert_eq!(n("listed"), 10, "{out}");
+}

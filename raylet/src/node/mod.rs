@@ -44,7 +44,9 @@ use oxray_common::event_loop::EventLoop;
 use oxray_common::frame;
 use oxray_common::ids::{owner_of, worker_socket};
 use oxray_common::peer::{ClusterView, NodeInfo, NodeLoad};
-use oxray_common::protocol::{ActorInfo, ActorSpec, ErrorKind, FromRaylet, NodeStatus, ToRaylet};
+use oxray_common::protocol::{
+    ActorInfo, ActorSpec, ErrorKind, FromRaylet, NodeStatus, StoredObject, ToRaylet,
+};
 use oxray_common::resources::Resources;
 use oxray_common::{ActorId, JobId, NodeId, ObjectId, WorkerId};
 use oxray_object_store::{ClientId, CreateOptions, Store, StoreError};
@@ -352,6 +354,7 @@ impl Node {
             | ToRaylet::Release { .. }
             | ToRaylet::Delete { .. }
             | ToRaylet::Status { .. }
+            | ToRaylet::Memory { .. }
             | ToRaylet::Stop { .. } => msg,
             _ => {
                 if let Some(other) = self.run(|st| st.message(conn, msg)) {
@@ -456,6 +459,10 @@ impl Node {
             ToRaylet::Status { req } => FromRaylet::Status {
                 req,
                 status: self.status(),
+            },
+            ToRaylet::Memory { req } => FromRaylet::Memory {
+                req,
+                objects: self.objects(),
             },
             ToRaylet::Stop { req } => {
                 self.send_to_client(conn, &FromRaylet::Sealed { req });
@@ -656,6 +663,44 @@ impl Node {
         self.stopping.store(true, Ordering::SeqCst);
         self.run(|st| st.stopping = true);
         crate::server::wake_acceptor(&self.address);
+    }
+
+    /// Every object in the store or spilled from it, largest first.
+    pub(crate) fn objects(&self) -> Vec<StoredObject> {
+        let mut all: Vec<StoredObject> = self
+            .store
+            .object_ids()
+            .into_iter()
+            .filter_map(|id| {
+                let info = self.store.info(id)?;
+                Some(StoredObject {
+                    id,
+                    size: info.location.len,
+                    place: if info.sealed {
+                        "memory"
+                    } else {
+                        "being written"
+                    }
+                    .into(),
+                    pins: info.pins,
+                    primary: !info.evictable,
+                })
+            })
+            .collect();
+        all.extend(
+            self.spill
+                .listed()
+                .into_iter()
+                .map(|(id, size)| StoredObject {
+                    id,
+                    size,
+                    place: "spilled".into(),
+                    pins: 0,
+                    primary: true,
+                }),
+        );
+        all.sort_by_key(|o| std::cmp::Reverse(o.size));
+        all
     }
 
     /// What this node reports to the head every health-check period.

@@ -73,6 +73,16 @@ enum Cmd {
         #[arg(long, value_name = "NAME", default_value = DEFAULT_CLUSTER)]
         cluster_name: String,
     },
+    /// List the objects in the nodes' stores (and spilled from them), largest first, with their
+    /// owners, readers' pins and totals.
+    Memory {
+        /// A node's local address [default: as for status]
+        #[arg(long)]
+        address: Option<String>,
+        /// Totals per owner process or per node instead of one line per object.
+        #[arg(long, value_enum)]
+        group_by: Option<GroupBy>,
+    },
     /// Wait until the cluster has at least N live nodes.
     Wait {
         /// The number of live nodes to wait for.
@@ -117,6 +127,15 @@ enum Cmd {
     },
 }
 
+/// How `oxray memory` groups its totals.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum GroupBy {
+    /// One line per owner process.
+    Owner,
+    /// One line per node.
+    Node,
+}
+
 fn seconds(v: &str) -> Result<f64, String> {
     match v.parse::<f64>() {
         Ok(s) if s.is_finite() && s >= 0.0 => Ok(s),
@@ -140,6 +159,7 @@ fn main() {
             address,
         } => wait(nodes, timeout, address),
         Cmd::Stop { address } => stop(address),
+        Cmd::Memory { address, group_by } => memory(address, group_by),
         Cmd::Up { file } => up::up(&file),
         Cmd::Down { file } => up::down(&file),
         Cmd::Completions { shell } => {
@@ -481,6 +501,77 @@ fn status(
     println!("  pending (resources, reason): {}", s.pending.len());
     for p in &s.pending {
         println!("    {}  {}", p.resources, p.reason);
+    }
+    Ok(())
+}
+
+/// `oxray memory`: the objects of the node asked and of every other node of its cluster whose
+/// local address answers from here (nodes on this machine).
+fn memory(address: Option<String>, group_by: Option<GroupBy>) -> Result<(), String> {
+    let (address, status) = first_answering(&addresses(address)?)?;
+    let mut nodes = vec![(status.node.to_string(), address.clone())];
+    for n in status.cluster.nodes.iter().filter(|n| n.alive) {
+        if n.local_address != address {
+            nodes.push((n.id.to_string(), n.local_address.clone()));
+        }
+    }
+    let mut per_owner: std::collections::BTreeMap<String, (u64, u64, u64)> = Default::default();
+    for (node, at) in &nodes {
+        let objects = match tool::memory(at) {
+            Ok(o) => o,
+            Err(e) if *at != address => {
+                println!("node {node} at {at}: not reachable from here ({e})");
+                continue;
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let total = |place: &str| -> f64 {
+            objects
+                .iter()
+                .filter(|o| o.place == place)
+                .map(|o| o.size)
+                .sum::<u64>() as f64
+                / 1e6
+        };
+        println!(
+            "node {node} at {at}: {} objects, {:.1} MB in memory, {:.1} MB spilled",
+            objects.len(),
+            total("memory"),
+            total("spilled")
+        );
+        for o in &objects {
+            let owner = oxray_common::ids::owner_of(o.id).to_string();
+            match group_by {
+                None => println!(
+                    "  {} {:>10.1} MB  {:<13} pins {}  {}  owner {owner}",
+                    o.id,
+                    o.size as f64 / 1e6,
+                    o.place,
+                    o.pins,
+                    if o.primary { "primary" } else { "secondary" },
+                ),
+                Some(GroupBy::Owner) => {
+                    let e = per_owner.entry(owner).or_default();
+                    e.0 += 1;
+                    if o.place == "spilled" {
+                        e.2 += o.size;
+                    } else {
+                        e.1 += o.size;
+                    }
+                }
+                Some(GroupBy::Node) => {}
+            }
+        }
+    }
+    if group_by == Some(GroupBy::Owner) {
+        println!("by owner:");
+        for (owner, (count, memory, spilled)) in per_owner {
+            println!(
+                "  owner {owner}: {count} objects, {:.1} MB in memory, {:.1} MB spilled",
+                memory as f64 / 1e6,
+                spilled as f64 / 1e6
+            );
+        }
     }
     Ok(())
 }
