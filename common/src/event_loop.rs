@@ -40,8 +40,11 @@ pub trait Source: Send + 'static {
     /// The descriptor to watch; nonblocking, and open for as long as the source is registered.
     fn fd(&self) -> RawFd;
     /// The descriptor is readable (or closed), or a deadline passed: do what can be done
-    /// without blocking.
-    fn ready(&mut self) -> Next;
+    /// without blocking. `ended` says an event reported the peer's end closed (or an error):
+    /// the close may have come in one readiness edge with the last data, so read on until the
+    /// read itself says so (a short read is not proof of an empty stream then). It stays true
+    /// for the source's later calls.
+    fn ready(&mut self, ended: bool) -> Next;
     /// The loop no longer watches it: after `ready` returned [`Next::Remove`], when it could not
     /// be registered, or when the loop stopped. The descriptor may be handed on from here.
     fn removed(self: Box<Self>) {}
@@ -139,6 +142,8 @@ struct Entry {
     /// Bumped when the slot is reused, so an old deadline does not call a new source.
     generation: u64,
     wake: Option<Instant>,
+    /// An event reported the peer's end closed (see [`Source::ready`]).
+    ended: bool,
 }
 
 /// The loop's own table, touched only by its thread.
@@ -174,15 +179,21 @@ impl Table {
             source,
             generation: self.generations[slot],
             wake: None,
+            // Input may have come (and gone) before registration: read it all the first time.
+            ended: true,
         });
-        self.call(registry, slot);
+        self.call(registry, slot, false);
+        if let Some(e) = self.slots.get_mut(slot).and_then(Option::as_mut) {
+            e.ended = false;
+        }
     }
 
-    fn call(&mut self, registry: &Registry, slot: usize) {
+    fn call(&mut self, registry: &Registry, slot: usize, ended: bool) {
         let Some(entry) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        match entry.source.ready() {
+        entry.ended |= ended;
+        match entry.source.ready(entry.ended) {
             Next::Keep => entry.wake = None,
             Next::WakeAt(at) => {
                 entry.wake = Some(at);
@@ -212,7 +223,7 @@ impl Table {
                 .as_ref()
                 .is_some_and(|e| e.generation == generation && e.wake == Some(at));
             if due {
-                self.call(registry, slot);
+                self.call(registry, slot, false);
             }
         }
     }
@@ -245,7 +256,8 @@ fn run(mut poll: Poll, shared: &Shared) {
             if event.token() == WAKER {
                 woken = true;
             } else {
-                table.call(registry, event.token().0);
+                let ended = event.is_read_closed() || event.is_error();
+                table.call(registry, event.token().0, ended);
             }
         }
         // New sources only after this round's events: a slot freed above and reused now must
@@ -287,7 +299,7 @@ mod tests {
         fn fd(&self) -> RawFd {
             self.stream.as_raw_fd()
         }
-        fn ready(&mut self) -> Next {
+        fn ready(&mut self, _ended: bool) -> Next {
             let mut buf = [0u8; 64];
             loop {
                 match self.stream.read(&mut buf) {
@@ -358,6 +370,94 @@ mod tests {
         );
     }
 
+    /// Holds the loop's thread in `ready` until released (test only: a loop busy elsewhere).
+    struct Blocker {
+        stream: UnixStream,
+        entered: mpsc::Sender<()>,
+        release: mpsc::Receiver<()>,
+    }
+
+    impl Source for Blocker {
+        fn fd(&self) -> RawFd {
+            self.stream.as_raw_fd()
+        }
+        fn ready(&mut self, _ended: bool) -> Next {
+            let mut buf = [0u8; 8];
+            if matches!(self.stream.read(&mut buf), Ok(n) if n > 0) {
+                let _ = self.entered.send(());
+                let _ = self.release.recv_timeout(WAIT);
+            }
+            Next::Keep
+        }
+    }
+
+    /// Trusts a short read as "drained" unless told the peer's end closed (as the frame
+    /// sources do).
+    struct ShortReads {
+        stream: UnixStream,
+        called: mpsc::Sender<()>,
+        gone: mpsc::Sender<()>,
+    }
+
+    impl Source for ShortReads {
+        fn fd(&self) -> RawFd {
+            self.stream.as_raw_fd()
+        }
+        fn ready(&mut self, ended: bool) -> Next {
+            let _ = self.called.send(());
+            let mut buf = [0u8; 64];
+            loop {
+                match self.stream.read(&mut buf) {
+                    Ok(0) => return Next::Remove,
+                    Ok(n) if n < buf.len() && !ended => return Next::Keep,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
+                    Err(_) => return Next::Remove,
+                }
+            }
+        }
+        fn removed(self: Box<Self>) {
+            let _ = self.gone.send(());
+        }
+    }
+
+    /// The last data and the close arrive in one readiness edge (the loop was busy): the source
+    /// is told, reads on, and sees the close.
+    #[test]
+    fn a_close_that_comes_with_the_last_data_is_seen() {
+        let lp = EventLoop::start("test-close").unwrap();
+        let (mut peer, ours) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let (gone_tx, gone) = mpsc::channel();
+        let (called_tx, called) = mpsc::channel();
+        assert!(lp
+            .add(Box::new(ShortReads {
+                stream: ours,
+                called: called_tx,
+                gone: gone_tx,
+            }))
+            .is_ok());
+        // Registered (its first call came) before the loop is held.
+        called.recv_timeout(WAIT).unwrap();
+        let (mut poke, held) = UnixStream::pair().unwrap();
+        held.set_nonblocking(true).unwrap();
+        let (entered_tx, entered) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel();
+        let blocker = Blocker {
+            stream: held,
+            entered: entered_tx,
+            release: release_rx,
+        };
+        assert!(lp.add(Box::new(blocker)).is_ok());
+        // The loop's thread is held; meanwhile the peer writes its last bytes and closes.
+        poke.write_all(b"x").unwrap();
+        entered.recv_timeout(WAIT).unwrap();
+        peer.write_all(b"last words").unwrap();
+        drop(peer);
+        release.send(()).unwrap();
+        gone.recv_timeout(WAIT).expect("the close was missed");
+    }
+
     /// Asks for a wake-up twice, then goes.
     struct Timer {
         stream: UnixStream,
@@ -369,7 +469,7 @@ mod tests {
         fn fd(&self) -> RawFd {
             self.stream.as_raw_fd()
         }
-        fn ready(&mut self) -> Next {
+        fn ready(&mut self, _ended: bool) -> Next {
             self.calls += 1;
             if self.calls > 1 {
                 let _ = self.fired.send(Instant::now());

@@ -495,20 +495,60 @@ impl CoreWorker {
                 ),
             });
         }
+        let dead: std::collections::HashSet<u16> = view
+            .nodes
+            .iter()
+            .filter(|n| !n.alive)
+            .map(|n| n.index)
+            .collect();
+        if let Err(why) = self.run_again(id, &dead, &lost) {
+            let Error::ObjectLost { id, message } = lost else {
+                return Err(lost);
+            };
+            return Err(Error::ObjectLost {
+                id,
+                message: format!("{message}; it cannot be made again: {why}"),
+            });
+        }
+        // Bounded: each rebuild spends one of the task's retries.
+        self.object_bytes(id, timeout)
+    }
+
+    /// Runs the task that made `id` again, after running again those of its argument objects
+    /// that were lost with the dead nodes too (recursively; the re-run waits for them as any
+    /// task for its arguments). Already pending (another reader started it): nothing to do.
+    fn run_again(
+        self: &Arc<Self>,
+        id: ObjectId,
+        dead: &std::collections::HashSet<u16>,
+        lost: &Error,
+    ) -> std::result::Result<(), String> {
+        let deps = self
+            .submitter
+            .lineage
+            .ref_args(id)
+            .ok_or_else(|| format!("no record of the task that made {id}"))?;
+        for dep in deps {
+            if let Some(ObjState::Stored { node }) = self.refs.state(dep) {
+                if dead.contains(&node) {
+                    self.run_again(dep, dead, lost)
+                        .map_err(|why| format!("its argument {dep} was lost too, and {why}"))?;
+                }
+            }
+        }
         if self.refs.reset_pending(id) {
             let Some(task) = self.submitter.lineage.rerun(id) else {
                 // Its last retry went meanwhile: settle the waiters with the loss.
                 self.refs.complete(id, ObjState::Failed(lost.clone()));
-                return Err(lost);
+                return Err(format!("the task that made {id} has no retry left"));
             };
             eprintln!(
-                "oxray: object {id} was lost with node {node}; running {} again to make it",
+                "oxray: object {id} was lost with its node; running {} again to make it",
                 task.function
             );
             self.submitter.submit(self, task);
         }
-        // Bounded: each rebuild spends one of the task's retries.
-        self.object_bytes(id, timeout)
+        Ok(())
     }
 
     /// Gets a zero-copy view of an object.
@@ -604,7 +644,9 @@ impl CoreWorker {
     /// contained, and its borrow at the owner.
     pub(crate) fn release_freed(self: &Arc<Self>, freed: Freed) {
         if let Some((id, node)) = freed.delete_stored {
-            self.submitter.lineage.forget(id);
+            for dep in self.submitter.lineage.forget(id) {
+                self.release_task_ref(dep);
+            }
             let _ = self.raylet.send(&ToRaylet::Delete {
                 ids: vec![id],
                 node,

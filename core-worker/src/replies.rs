@@ -61,12 +61,12 @@ impl Source for Replies {
         self.stream.as_raw_fd()
     }
 
-    fn ready(&mut self) -> Next {
+    fn ready(&mut self, ended: bool) -> Next {
         let mut handled = 0;
         let mut failure = None;
         let mut going = false;
         let on_reply = &mut self.on_reply;
-        let read = self.reader.read(&mut DontWait(&self.stream), |payload| {
+        let on_frame = |payload: &[u8]| {
             match frame::decode::<FromWorker>(payload) {
                 Ok(msg) => {
                     if !on_reply(msg) {
@@ -81,7 +81,14 @@ impl Source for Replies {
             }
             handled += 1;
             handled < REPLIES_PER_TURN
-        });
+        };
+        // After the peer's close, read until the read says so (see `Source::ready`).
+        let mut stream = DontWait(&self.stream);
+        let read = if ended {
+            self.reader.read_to_block(&mut stream, on_frame)
+        } else {
+            self.reader.read(&mut stream, on_frame)
+        };
         if going {
             return self.end("the process is shutting down".into());
         }

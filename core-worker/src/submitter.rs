@@ -663,8 +663,8 @@ impl Submitter {
         }
         // Only results on another node can be lost while this process lives.
         let elsewhere = stored.is_some_and(|n| n != 0 && n != core.node_index);
-        if referenced && elsewhere && Lineage::rebuildable(&task) {
-            // Values only: nothing to release, the recipe keeps them.
+        if referenced && elsewhere && Lineage::rebuildable(&task, core.worker_id) {
+            // The recipe keeps the task's holds on its argument objects.
             self.lineage.record(task);
             return;
         }

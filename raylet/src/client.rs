@@ -116,12 +116,13 @@ impl Client {
         None
     }
 
-    /// Handles what a registered client sent.
-    fn messages(&mut self) -> Next {
+    /// Handles what a registered client sent (`ended`: read until the read says the stream is
+    /// empty or closed, see `Source::ready`).
+    fn messages(&mut self, ended: bool) -> Next {
         let (node, conn) = (&self.node, self.conn);
         let mut handled = 0;
         let mut malformed = None;
-        let read = self.reader.read(&mut DontWait(&self.stream), |payload| {
+        let on_frame = |payload: &[u8]| {
             match frame::decode::<ToRaylet>(payload) {
                 Ok(msg) => node.handle(conn, msg),
                 Err(e) => {
@@ -131,7 +132,13 @@ impl Client {
             }
             handled += 1;
             handled < FRAMES_PER_TURN
-        });
+        };
+        let mut stream = DontWait(&self.stream);
+        let read = if ended {
+            self.reader.read_to_block(&mut stream, on_frame)
+        } else {
+            self.reader.read(&mut stream, on_frame)
+        };
         match (read, malformed) {
             (Ok(ReadState::Drained), _) => Next::Keep,
             (Ok(ReadState::Stopped), None) => Next::WakeAt(Instant::now()),
@@ -163,14 +170,14 @@ impl Source for Client {
         self.stream.as_raw_fd()
     }
 
-    fn ready(&mut self) -> Next {
+    fn ready(&mut self, ended: bool) -> Next {
         if let Phase::First { deadline, .. } = self.phase {
             if let Some(next) = self.first(deadline) {
                 return next;
             }
         }
         match self.phase {
-            Phase::Registered => self.messages(),
+            Phase::Registered => self.messages(ended),
             _ => Next::Remove,
         }
     }

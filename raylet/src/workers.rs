@@ -220,7 +220,7 @@ impl Source for Exit {
         self.pidfd.as_raw_fd()
     }
 
-    fn ready(&mut self) -> Next {
+    fn ready(&mut self, _ended: bool) -> Next {
         let Some(child) = &self.child else {
             return Next::Remove;
         };
@@ -426,7 +426,7 @@ impl Source for Output {
         self.pipe.as_raw_fd()
     }
 
-    fn ready(&mut self) -> Next {
+    fn ready(&mut self, _ended: bool) -> Next {
         let mut buf = [0u8; 16 << 10];
         loop {
             if self.held_back() {

@@ -271,3 +271,52 @@ pub fn rebuild() -> oxray::Result<()> {
     println!("done");
     Ok(())
 }
+
+/// Adds one to every number, reading its argument in place.
+#[oxray::remote]
+fn plus_one(xs: ObjectView<Vec<u64>>) -> Vec<u64> {
+    xs.iter().map(|x| x.to_native().wrapping_add(1)).collect()
+}
+
+/// `cluster-rebuild-chain`: `a`, `b = plus_one(a)`, `c = plus_one(b)`, 8 MiB each, all needing
+/// resource `x` (so all on node b or c, together: each task goes where its argument is); says
+/// where each was made (`made-on` last, on which the test kills that node), then reads `c`:
+/// `a` and `b` are made again first, and `c` holds what it should.
+pub fn rebuild_chain() -> oxray::Result<()> {
+    let _cluster = oxray::init()?;
+    let n = 1 << 20;
+    let a = make_numbers::options()
+        .resource("x", 1.0)
+        .max_retries(2)
+        .remote(n, 5)?;
+    let b = plus_one::options()
+        .resource("x", 1.0)
+        .max_retries(2)
+        .remote(&a)?;
+    let c = plus_one::options()
+        .resource("x", 1.0)
+        .max_retries(2)
+        .remote(&b)?;
+    let on = |r: &ObjectRef<Vec<u64>>| -> oxray::Result<String> {
+        Ok(oxray::get(&checksum::options().resource("x", 1.0).remote(r)?)?.1)
+    };
+    println!("a-on {}", on(&a)?);
+    println!("b-on {}", on(&b)?);
+    println!("made-on {}", on(&c)?);
+    let alive =
+        || -> oxray::Result<usize> { Ok(oxray::nodes()?.iter().filter(|n| n.alive).count()) };
+    let started = std::time::Instant::now();
+    while alive()? > 2 && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("alive-after-kill {}", alive()?);
+    let numbers = oxray::get_timeout(&c, Duration::from_secs(90))?;
+    let want =
+        fold_sum((0..n).map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 5).wrapping_add(2)));
+    println!(
+        "rebuilt-sum-ok {}",
+        numbers.len() as u64 == n && fold_sum(numbers.into_iter()) == want
+    );
+    println!("done");
+    Ok(())
+}

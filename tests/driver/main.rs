@@ -103,6 +103,7 @@ fn main() {
         "named-elsewhere" => cluster_work::named_elsewhere(),
         "own-elsewhere" => cluster_work::own_elsewhere(),
         "cluster-rebuild" => cluster_work::rebuild(),
+        "cluster-rebuild-chain" => cluster_work::rebuild_chain(),
         "stalled" => node_core::stalled(),
         "busy" => node_core::busy(
             args.get(2).and_then(|n| n.parse().ok()).unwrap_or(200),

@@ -532,6 +532,54 @@ fn a_lost_task_result_is_made_again_by_its_task() {
     assert_eq!(value("rebuilt-on"), survivor, "{out}");
 }
 
+/// A chain `a -> b(a) -> c(b)` made on one node that is then killed: reading `c` makes `a`, `b`
+/// and `c` again on the other node, in order (lineage through object arguments), and `c` holds
+/// what it should.
+#[test]
+fn a_lost_chain_of_results_is_made_again_from_its_first_task() {
+    let _load = crate::no_cpu_hog();
+    let fast = ["period_ms=50", "threshold=12"];
+    let h = head("hq", &[&["cpus=1"][..], &fast[..]].concat());
+    let mut b = member(
+        "bq",
+        &h,
+        &[&["cpus=2", "resources=x:2"][..], &fast[..]].concat(),
+    );
+    let mut c = member(
+        "cq",
+        &h,
+        &[&["cpus=2", "resources=x:2"][..], &fast[..]].concat(),
+    );
+    let view = view_of(&h);
+    let (b_id, c_id) = (id_of(&view, &b), id_of(&view, &c));
+    let out = drive("cluster-rebuild-chain", &h, |line| {
+        if let Some(at) = line.strip_prefix("made-on ") {
+            let gone = if at == b_id { &mut b } else { &mut c };
+            let _ = gone.child.kill();
+            let _ = gone.child.wait();
+        }
+    });
+    let value = |k: &str| value_in(&out, k);
+    let made_on = value("made-on");
+    assert!(made_on == b_id || made_on == c_id, "{out}");
+    assert_eq!(
+        value("a-on"),
+        made_on,
+        "the chain was made on one node: {out}"
+    );
+    assert_eq!(
+        value("b-on"),
+        made_on,
+        "the chain was made on one node: {out}"
+    );
+    assert_eq!(value("alive-after-kill"), "2", "{out}");
+    assert_eq!(
+        value("rebuilt-sum-ok"),
+        "true",
+        "the chain ran again: {out}"
+    );
+}
+
 #[test]
 fn killing_a_node_mid_work_retries_its_tasks_restarts_its_actors_and_reports_its_objects_lost() {
     let _load = crate::no_cpu_hog();
