@@ -21,6 +21,9 @@
 //! num_cpus = 2                           # optional (the machine's CPUs)
 //! resources = { gpu = 1 }                # optional custom resources: name = amount
 //! object_store_memory = 200_000_000      # optional bytes (30% of RAM)
+//! spill_dir = "/scratch/oxray"           # optional: where objects spill when the store is full
+//!                                        #   (the node's session directory); `spilling = false`
+//!                                        #   turns spilling off
 //! session = "demo-head"                  # optional ("<cluster_name>-head", "<cluster_name>-node<i>";
 //!                                        #   the same characters as cluster_name)
 //! ssh = "ssh admin@{address}"            # optional: overrides the top-level template
@@ -83,6 +86,10 @@ pub struct NodeSpec {
     pub session: String,
     /// The ssh template for this node, overriding the file's.
     pub ssh: Option<String>,
+    /// Where objects spill (`None`: the node's session directory).
+    pub spill_dir: Option<String>,
+    /// Whether the node spills objects when its store is full (default: yes).
+    pub spilling: bool,
 }
 
 #[derive(Deserialize)]
@@ -110,6 +117,8 @@ struct RawNode {
     object_store_memory: Option<Spanned<u64>>,
     session: Option<Spanned<String>>,
     ssh: Option<String>,
+    spill_dir: Option<Spanned<String>>,
+    spilling: Option<bool>,
 }
 
 /// Turns byte offsets into line numbers and errors.
@@ -378,6 +387,16 @@ fn node(
         }
         None => session,
     };
+    let spill_dir = match raw.spill_dir {
+        Some(d) if d.get_ref().trim().is_empty() => {
+            return Err(src.error(
+                Some(d.span()),
+                "spill_dir is empty: name a directory, or leave it out".to_owned(),
+            ))
+        }
+        Some(d) => Some(d.into_inner()),
+        None => None,
+    };
     Ok(NodeSpec {
         address: address.into_inner().trim().to_owned(),
         port,
@@ -386,6 +405,8 @@ fn node(
         object_store_memory: raw.object_store_memory.map(Spanned::into_inner),
         session,
         ssh: raw.ssh,
+        spill_dir,
+        spilling: raw.spilling.unwrap_or(true),
     })
 }
 
@@ -436,6 +457,19 @@ mod tests {
         assert_eq!(f.head_address(), "127.0.0.1:6390");
         assert_eq!(f.head.session, "demo-head");
         assert_eq!(f.nodes[0].session, "demo-node1");
+    }
+
+    #[test]
+    fn spill_settings_per_node() {
+        let top = "cluster_name = \"c\"\nsecret = \"0123456789abcdef\"\n";
+        let f = parse(&format!(
+            "{top}{HEAD}spill_dir = \"/scratch/oxray\"\n[[node]]\naddress = \"127.0.0.1\"\nspilling = false\n"
+        ))
+        .expect("parses");
+        assert_eq!(f.head.spill_dir.as_deref(), Some("/scratch/oxray"));
+        assert!(f.head.spilling);
+        assert!(!f.nodes[0].spilling);
+        assert_eq!(f.nodes[0].spill_dir, None);
     }
 
     #[test]
@@ -491,6 +525,8 @@ mod tests {
         assert!(reason.contains("longer"), "{reason}");
         let (_, reason) = line_of(top);
         assert!(reason.contains("[head]"), "{reason}");
+        let (_, reason) = line_of(&format!("{top}{HEAD}spill_dir = \" \"\n"));
+        assert!(reason.contains("spill_dir is empty"), "{reason}");
     }
 
     #[test]

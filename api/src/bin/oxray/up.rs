@@ -29,8 +29,8 @@ fn start_args(file: &ClusterFile, node: &NodeSpec, is_head: bool) -> Vec<String>
         health_check_period_ms: Some(file.health_check_period.as_millis() as u64),
         health_check_failure_threshold: Some(file.health_check_failure_threshold),
         health_check_timeout_ms: Some(file.health_check_timeout.as_millis() as u64),
-        spill_dir: None,
-        no_spilling: false,
+        spill_dir: node.spill_dir.as_ref().map(std::path::PathBuf::from),
+        no_spilling: !node.spilling,
     };
     let mut all = vec!["start".to_owned()];
     all.extend(args.to_args());
