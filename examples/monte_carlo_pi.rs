@@ -1,12 +1,11 @@
 //! Estimating π with an embarrassingly parallel loop: each task draws points from its own seeded
-//! stream, so the answer is the same whatever the number of workers. A progress line shows tasks
-//! finishing as they come (`oxray::wait`).
+//! stream, so the answer is the same whatever the number of workers. `oxray::progress` hands the
+//! results back as tasks finish, with a progress bar (plain lines when not on a terminal).
 //!
 //! `cargo run --release --example monte_carlo_pi [-- TASKS SAMPLES_PER_TASK]` (default 200 tasks
 //! of 1 000 000 samples).
 
-use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use oxray::prelude::*;
 
@@ -51,26 +50,17 @@ fn main() -> oxray::Result<()> {
     println!("{tasks} tasks x {samples} samples on {cpus} CPUs");
 
     let t = Instant::now();
-    let mut pending: Vec<ObjectRef<u64>> = (0..tasks)
+    let refs: Vec<ObjectRef<u64>> = (0..tasks)
         .map(|i| hits::remote(i, samples))
         .collect::<Result<_>>()?;
     let mut inside = 0u64;
-    let mut done = 0;
-    while !pending.is_empty() {
-        let (ready, rest) = oxray::wait(&pending, 1, Some(Duration::from_secs(1)))?;
-        for r in &ready {
-            inside += oxray::get(r)?;
-            done += 1;
-        }
-        pending = rest;
-        if done % (tasks / 20).max(1) == 0 || pending.is_empty() {
-            print!("\r{done}/{tasks} tasks done");
-            let _ = std::io::stdout().flush();
-        }
+    // The refs back as their tasks finish, with a progress bar (plain lines when piped).
+    for r in oxray::progress("tasks", refs) {
+        inside += oxray::get(&r?)?;
     }
     let pi = 4.0 * inside as f64 / (tasks * samples) as f64;
     println!(
-        "\nπ ≈ {pi:.6} (error {:.2e}) in {:.2} s",
+        "π ≈ {pi:.6} (error {:.2e}) in {:.2} s",
         (pi - std::f64::consts::PI).abs(),
         t.elapsed().as_secs_f64()
     );

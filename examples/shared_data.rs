@@ -76,6 +76,10 @@ fn main() -> oxray::Result<()> {
     let parts: Vec<ObjectRef<(f64, f64)>> = (0..tasks)
         .map(|p| stats::remote(&big, p, tasks))
         .collect::<Result<_>>()?;
+    // Shown as they finish; the results are then read in submission order.
+    for r in oxray::progress("slices", parts.clone()) {
+        r?;
+    }
     let results = oxray::get_all(&parts)?;
     println!(
         "{tasks} tasks computed mean/sd of their slices in {:.2} s (first: mean {:.3}, sd {:.3})",

@@ -54,6 +54,7 @@
 
 mod config;
 mod memory;
+mod progress;
 mod runtime;
 
 pub use config::Config;
@@ -65,6 +66,7 @@ pub use oxray_core_worker::{
 };
 pub use oxray_macros::{actor, main, remote};
 pub use oxray_object_store::ObjectView;
+pub use progress::{progress, Progress};
 #[cfg(target_endian = "little")]
 pub use runtime::put_with_len;
 pub use runtime::{

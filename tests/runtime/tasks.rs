@@ -213,3 +213,32 @@ fn custom_resources_and_infeasible_requests() {
     assert_eq!(nodes.len(), 1);
     assert!(nodes[0].alive);
 }
+
+/// Sleeps longer for lower numbers, so tasks finish in roughly the reverse of submission order.
+#[oxray::remote]
+fn late_for_low(x: i64) -> i64 {
+    std::thread::sleep(Duration::from_millis(10 * (20 - x.clamp(0, 20)) as u64));
+    x
+}
+
+/// `progress` hands back every ref once, as its task finishes (not in submission order).
+#[test]
+fn progress_yields_every_ref_once_as_it_finishes() {
+    cluster();
+    let refs: Vec<ObjectRef<i64>> = (0..20)
+        .map(late_for_low::remote)
+        .collect::<oxray::Result<_>>()
+        .expect("submit");
+    let mut got = Vec::new();
+    for r in oxray::progress("test", refs) {
+        got.push(oxray::get(&r.expect("wait")).expect("get"));
+    }
+    let mut sorted = got.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..20).collect::<Vec<_>>(), "each once: {got:?}");
+    assert_ne!(
+        got,
+        (0..20).collect::<Vec<_>>(),
+        "in finishing order: {got:?}"
+    );
+}
