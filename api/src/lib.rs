@@ -40,8 +40,9 @@
 //!
 //! ## Values
 //!
-//! Anything that derives rkyv's `Archive`, `Serialize` and `Deserialize` (re-exported as
-//! [`rkyv`]; add `#[rkyv(crate = oxray::rkyv)]`) can be put, passed and returned. Values up to
+//! The standard types, and your own with [`macro@object`] on them (it derives rkyv's `Archive`,
+//! `Serialize` and `Deserialize` through oxray's re-export, [`rkyv`]), can be put, passed and
+//! returned. Values up to
 //! 100 KiB travel inline; larger ones live once in the node's object store. [`get`] returns an
 //! owned copy; [`get_view`] and `ObjectView<T>` parameters read in place. Archived numbers are
 //! little-endian wrappers: use `.to_native()` (e.g. `xs[i].to_native()`).
@@ -64,7 +65,7 @@ pub use oxray_core_worker::{
     ActorHandle, ActorId, ActorInfo, ActorOptions, ActorState, Error, IntoArg, Lifetime,
     NodeStatus, ObjectRef, Result, TaskOptions,
 };
-pub use oxray_macros::{actor, main, remote};
+pub use oxray_macros::{actor, main, object, remote};
 pub use oxray_object_store::ObjectView;
 pub use progress::{progress, Progress};
 #[cfg(target_endian = "little")]

@@ -31,6 +31,11 @@ pub enum ArgSpec {
 
 /// What can be passed where a task expects a `T`: the value itself, or a ref to an object
 /// holding a `T` (`&ObjectRef<T>` or `ObjectRef<T>`), which is resolved before the task runs.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be passed where the task expects a `{T}`",
+    label = "expected a `{T}`, or a ref to one (`&ObjectRef<{T}>`)",
+    note = "the argument types of a remote function must be storable: put `#[oxray::object]` on your own types"
+)]
 pub trait IntoArg<T> {
     /// Turns the argument into its submitted form.
     fn into_arg(self) -> Result<ArgSpec>;

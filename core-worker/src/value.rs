@@ -8,6 +8,11 @@ use oxray_object_store::{fingerprint, HeapBytes, Object, StoreError};
 pub const INLINE_MAX: usize = 100 * 1024;
 
 /// A task's return value with its type erased, so the executor can decide where it goes.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be returned from a task or stored by oxray",
+    label = "oxray cannot store this type",
+    note = "put `#[oxray::object]` on the type (it derives rkyv's Archive, Serialize and Deserialize with the right crate path), or derive them yourself with `#[rkyv(crate = oxray::rkyv)]`"
+)]
 pub trait ReturnValue: Send {
     /// The type fingerprint.
     fn fingerprint(&self) -> u64;

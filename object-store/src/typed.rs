@@ -32,6 +32,11 @@ impl<T: for<'a> Serialize<ObjectSerializer<'a>>> Encode for T {}
 /// Values that can be stored and read back: encodable, with an archived form that can be
 /// validated and deserialized. Implemented for every type deriving rkyv's `Archive`,
 /// `Serialize` and `Deserialize` (with `bytecheck`, rkyv's default).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be stored in an oxray object store",
+    label = "not storable",
+    note = "put `#[oxray::object]` on the type (it derives rkyv's Archive, Serialize and Deserialize with the right crate path), or derive them yourself with `#[rkyv(crate = oxray::rkyv)]`"
+)]
 pub trait Object: Encode + Archive + Sized {
     /// Validates `bytes` as an archived `Self` and returns a reference into them.
     fn access(bytes: &[u8]) -> Result<&Self::Archived, rancor::Error>;

@@ -51,6 +51,19 @@ fn last_segment(ty: &Type) -> Option<(String, Vec<Type>)> {
     Some((seg.ident.to_string(), args))
 }
 
+/// The owned type a borrowed parameter's users usually mean (`[f64]` → `Vec<f64>`, `str` →
+/// `String`), for the error message.
+fn owned_form(elem: &Type) -> String {
+    match elem {
+        Type::Slice(s) => {
+            let inner = &s.elem;
+            format!("Vec<{}>", quote!(#inner))
+        }
+        Type::Path(p) if p.path.is_ident("str") => "String".into(),
+        other => quote!(#other).to_string(),
+    }
+}
+
 fn expand_remote(f: &ItemFn) -> syn::Result<Tokens> {
     let sig = &f.sig;
     if !sig.generics.params.is_empty() {
@@ -78,6 +91,19 @@ fn expand_remote(f: &ItemFn) -> syn::Result<Tokens> {
             ));
         };
         let ty = &*pt.ty;
+        if let Type::Reference(r) = ty {
+            let elem = &r.elem;
+            return Err(syn::Error::new_spanned(
+                ty,
+                format!(
+                    "remote functions cannot take borrowed parameters: the value arrives from \
+                     another process. Take it owned (`{}`), or read a stored object in place with \
+                     `ObjectView<T>` (e.g. `xs: ObjectView<Vec<f64>>`, then `xs.as_slice()` for \
+                     a `&[f64]`)",
+                    owned_form(elem)
+                ),
+            ));
+        }
         let arg = format_ident!("__arg{}", i);
         match last_segment(ty) {
             Some((ident, args)) if ident == "ObjectView" && args.len() == 1 => {
@@ -180,6 +206,32 @@ fn expand_remote(f: &ItemFn) -> syn::Result<Tokens> {
             }
         }
     })
+}
+
+/// Makes a struct or enum storable and passable by oxray: adds rkyv's `Archive`, `Serialize`
+/// and `Deserialize` derives, with the crate path pointing at oxray's re-export (so the user's
+/// crate needs no rkyv dependency of its own).
+///
+/// ```ignore
+/// #[oxray::object]
+/// #[derive(Debug, Clone, PartialEq)]
+/// struct Sample { label: String, values: Vec<f64> }
+/// ```
+#[proc_macro_attribute]
+pub fn object(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        let attr = Tokens::from(attr);
+        return syn::Error::new_spanned(attr, "#[oxray::object] takes no arguments")
+            .to_compile_error()
+            .into();
+    }
+    let item = parse_macro_input!(item as syn::DeriveInput);
+    quote! {
+        #[derive(::oxray::rkyv::Archive, ::oxray::rkyv::Serialize, ::oxray::rkyv::Deserialize)]
+        #[rkyv(crate = ::oxray::rkyv)]
+        #item
+    }
+    .into()
 }
 
 /// Runs `main` with oxray initialized: `oxray::init()` first (an embedded node, or the cluster
