@@ -807,3 +807,60 @@ fn memory_lists_a_nodes_objects_and_groups_them() {
     assert!(!ok);
     assert!(out.contains("possible values: owner, node"), "{out}");
 }
+
+/// A background node writes a log with levels and times (`oxray logs` prints it; `OXRAY_LOG`
+/// filters it), and `logs --follow` prints what comes next until the node stops.
+#[test]
+fn logs_print_and_follow_a_nodes_log_with_levels_and_filters() {
+    let scratch = Scratch::new("logs");
+    let session = format!("logs{}", std::process::id());
+    let address = format!("unix:@{session}");
+    let (ok, out) = scratch.oxray(&["start", "--head", "--num-cpus", "1", "--session", &session]);
+    assert!(ok, "{out}");
+    let mut follow = Command::new(OXRAY)
+        .args(["logs", "--follow", "--address", &address])
+        .env("TMPDIR", &scratch.0)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run oxray logs --follow");
+    let (ok, out) = scratch.oxray(&["logs"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(" INFO ") && out.contains("node started"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("address={address}")), "{out}");
+    let (ok, stop_out) = scratch.oxray(&["stop", "--address", &address]);
+    assert!(ok, "{stop_out}");
+    // The follower ends by itself once the node is gone (it checks every second).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut stdout = follow.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+        let _ = tx.send(text);
+    });
+    let followed = rx.recv_timeout(Duration::from_secs(30));
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let followed = followed.expect("logs --follow did not end after the node stopped");
+    assert!(followed.contains("node stopped"), "{followed}");
+
+    // A filter that leaves out info lines.
+    let quiet = format!("logq{}", std::process::id());
+    let out = Command::new(OXRAY)
+        .args(["start", "--head", "--num-cpus", "1", "--session", &quiet])
+        .env("TMPDIR", &scratch.0)
+        .env("OXRAY_LOG", "warn")
+        .env_remove("OXRAY_ADDRESS")
+        .output()
+        .expect("start");
+    assert!(out.status.success(), "{out:?}");
+    let (ok, log) = scratch.oxray(&["logs", "--address", &format!("unix:@{quiet}")]);
+    let _ = scratch.oxray(&["stop", "--address", &format!("unix:@{quiet}")]);
+    assert!(ok, "{log}");
+    assert!(
+        !log.contains("node started"),
+        "OXRAY_LOG=warn let info through: {log}"
+    );
+}

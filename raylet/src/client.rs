@@ -153,7 +153,7 @@ impl Client {
     }
 
     fn log(&self, why: &str) {
-        eprintln!("[raylet] connection {}: {why}; dropped", self.conn);
+        tracing::warn!("connection {}: {why}; dropped", self.conn);
     }
 
     /// Ends the connection (the node lets go of it in [`Source::removed`]).

@@ -28,6 +28,7 @@ pub mod cluster_file;
 pub mod config;
 mod error;
 pub mod files;
+pub mod logging;
 mod node;
 mod outbox;
 pub mod server;
@@ -51,6 +52,8 @@ pub struct Raylet {
     node: Arc<node::Node>,
     acceptor: Option<JoinHandle<()>>,
     cluster: Option<cluster::Cluster>,
+    /// `shutdown` ran (it runs once; `drop` calls it too).
+    shut_down: bool,
 }
 
 impl Raylet {
@@ -59,6 +62,8 @@ impl Raylet {
     /// cluster (see [`files`]; directories of dead nodes are swept first), and serves clients on
     /// background threads. Session and cluster names are checked first ([`files::check_name`]).
     pub fn start(config: RayletConfig) -> Result<Raylet> {
+        // A driver's embedded node speaks up only for warnings; a standalone one logs its life.
+        logging::init(if config.embedded { "warn" } else { "info" });
         if config.num_cpus.is_nan() || config.num_cpus < 0.0 {
             return Err(RayletError::Config(format!(
                 "num_cpus must be zero or more, not {}",
@@ -97,7 +102,15 @@ impl Raylet {
                 .spawn(move || server::accept_loop(node, listener))
                 .map_err(|e| RayletError::io("starting the raylet", e))?
         };
+        tracing::info!(
+            address = %node.address,
+            pid = std::process::id(),
+            cpus = node.config.num_cpus,
+            store_bytes = node.config.object_store_memory,
+            "node started"
+        );
         Ok(Raylet {
+            shut_down: false,
             node,
             acceptor: Some(acceptor),
             cluster,
@@ -128,6 +141,10 @@ impl Raylet {
 
     /// Stops serving and kills every worker.
     pub fn shutdown(&mut self) {
+        if self.shut_down {
+            return;
+        }
+        self.shut_down = true;
         self.node.stopping.store(true, Ordering::SeqCst);
         server::wake_acceptor(&self.node.address);
         if let Some(a) = self.acceptor.take() {
@@ -140,6 +157,7 @@ impl Raylet {
         // Spill files go with the node.
         self.node.spill.stop();
         self.cluster = None;
+        tracing::info!(address = %self.node.address, "node stopped");
         let _ = std::fs::remove_dir_all(self.node.config.session_dir());
     }
 }

@@ -58,7 +58,7 @@ impl Outbox {
     /// write timeout to [`STALL_LIMIT`].
     pub(crate) fn new(conn: u64, stream: UnixStream) -> Arc<Outbox> {
         if let Err(e) = stream.set_write_timeout(Some(STALL_LIMIT)) {
-            eprintln!("[raylet] connection {conn}: cannot set a write timeout: {e}");
+            tracing::warn!("connection {conn}: cannot set a write timeout: {e}");
         }
         Arc::new(Outbox {
             conn,
@@ -92,8 +92,8 @@ impl Outbox {
         if inner.queued > MAX_QUEUED {
             let queued = inner.queued;
             drop(inner);
-            eprintln!(
-                "[raylet] connection {}: the client stopped reading ({} MiB queued); disconnected",
+            tracing::warn!(
+                "connection {}: the client stopped reading ({} MiB queued); disconnected",
                 self.conn,
                 queued >> 20
             );
@@ -118,10 +118,11 @@ impl Outbox {
         if inner.queued > SOFT_QUEUED {
             inner.dropped += 1;
             if inner.dropped.is_power_of_two() {
-                eprintln!(
-                    "[raylet] connection {}: the client reads slowly; {} lines of worker output \
+                tracing::warn!(
+                    "connection {}: the client reads slowly; {} lines of worker output \
                      dropped so far",
-                    self.conn, inner.dropped
+                    self.conn,
+                    inner.dropped
                 );
             }
             return false;
@@ -159,10 +160,7 @@ impl Outbox {
             .name("oxray-raylet-out".into())
             .spawn(move || outbox.write_loop());
         if let Err(e) = spawned {
-            eprintln!(
-                "[raylet] connection {}: cannot start its writer: {e}",
-                self.conn
-            );
+            tracing::warn!("connection {}: cannot start its writer: {e}", self.conn);
             self.close();
             return false;
         }
@@ -203,8 +201,8 @@ impl Outbox {
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) {
-                    eprintln!(
-                        "[raylet] connection {}: the client read nothing for {} s; disconnected",
+                    tracing::warn!(
+                        "connection {}: the client read nothing for {} s; disconnected",
                         self.conn,
                         STALL_LIMIT.as_secs()
                     );

@@ -156,18 +156,16 @@ pub(crate) fn accept_loop(node: Arc<Node>, listener: UnixListener) {
         // SAFETY: getuid cannot fail.
         let me = unsafe { libc::getuid() };
         let Some(cred) = peer_credentials(&stream).filter(|c| c.uid == me) else {
-            eprintln!("[raylet] refused a connection from another user");
+            tracing::warn!("refused a connection from another user");
             continue;
         };
         let Some(connection) = Counted::take() else {
-            eprintln!(
-                "[raylet] refused a connection: {MAX_CONNECTIONS} connections are open already"
-            );
+            tracing::warn!("refused a connection: {MAX_CONNECTIONS} connections are open already");
             continue;
         };
         let Some(unregistered) = Unregistered::take(cred.pid) else {
-            eprintln!(
-                "[raylet] refused a connection of process {}: it has \
+            tracing::warn!(
+                "refused a connection of process {}: it has \
                  {MAX_UNREGISTERED_PER_PROCESS} connections that sent nothing yet",
                 cred.pid
             );

@@ -396,7 +396,7 @@ impl Spiller {
                 Some(dir)
             }
             Err(e) => {
-                eprintln!("[raylet] cannot spill objects to disk: {e}");
+                tracing::warn!("cannot spill objects to disk: {e}");
                 None
             }
         }

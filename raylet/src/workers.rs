@@ -111,7 +111,7 @@ impl Processes {
         };
         if let Err(e) = watch_exit(self, node, worker, child) {
             // Nothing would notice its exit: end it now rather than leave it unwatched.
-            eprintln!("[raylet] cannot watch worker {pid}: {e}; killing it");
+            tracing::warn!("cannot watch worker {pid}: {e}; killing it");
             self.live().pids.remove(&worker);
             kill_pid(pid);
             if let Ok(pid) = i32::try_from(pid) {
@@ -322,7 +322,7 @@ fn start_process(node: &Node, req: &SpawnRequest) -> std::io::Result<Child> {
     for (which, fd) in (1..).zip(outputs) {
         let Some(fd) = fd else { continue };
         if let Err(e) = set_nonblocking(&fd) {
-            eprintln!("[raylet] cannot forward output of worker {pid}: {e}");
+            tracing::warn!("cannot forward output of worker {pid}: {e}");
             continue;
         }
         let pipe = Output {

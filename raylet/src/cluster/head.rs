@@ -175,8 +175,8 @@ pub(crate) async fn monitor(shared: Arc<Shared>) {
         }
         if checking {
             for n in table.check(config.health_check_failure_threshold) {
-                eprintln!(
-                    "oxray head: node {} ({}) missed {} health checks in a row (one every \
+                tracing::warn!(
+                    "node {} ({}) missed {} health checks in a row (one every \
                      {:?}): marked dead",
                     n.id,
                     n.peer_address,
@@ -232,8 +232,8 @@ fn start_proving(table: &Arc<std::sync::Mutex<Unproven>>, ip: std::net::IpAddr) 
     let from_ip = t.by_ip.get(&ip).copied().unwrap_or(0);
     if t.total >= MAX_UNAUTHENTICATED || from_ip >= MAX_UNAUTHENTICATED_PER_IP {
         if !std::mem::replace(&mut t.said, true) {
-            eprintln!(
-                "oxray raylet: refusing connections from {ip}: {} connections ({from_ip} from it) \
+            tracing::warn!(
+                "refusing connections from {ip}: {} connections ({from_ip} from it) \
                  have not proved the cluster secret yet (caps {MAX_UNAUTHENTICATED}, \
                  {MAX_UNAUTHENTICATED_PER_IP} per address)",
                 t.total
@@ -264,9 +264,9 @@ pub(crate) async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) 
             let remote = incoming.remote_address().to_string();
             match tokio::time::timeout(AUTH_DEADLINE, incoming).await {
                 Ok(Ok(conn)) => serve(conn, shared, remote, proving).await,
-                Ok(Err(e)) => eprintln!("oxray raylet: peer {remote}: handshake failed: {e}"),
-                Err(_) => eprintln!(
-                    "oxray raylet: peer {remote}: no TLS handshake within {} s; dropped",
+                Ok(Err(e)) => tracing::warn!("peer {remote}: handshake failed: {e}"),
+                Err(_) => tracing::warn!(
+                    "peer {remote}: no TLS handshake within {} s; dropped",
                     AUTH_DEADLINE.as_secs()
                 ),
             }
@@ -279,7 +279,7 @@ async fn serve(conn: quinn::Connection, shared: Arc<Shared>, remote: String, pro
     let proved = authenticate(&conn, &shared, &remote).await;
     drop(proving);
     if let Err(reason) = proved {
-        eprintln!("oxray raylet: refused peer {remote}: {reason}");
+        tracing::warn!("refused peer {remote}: {reason}");
         // Let the refusal reach the peer (it hangs up on reading it) before closing.
         let _ = tokio::time::timeout(Duration::from_secs(1), conn.closed()).await;
         conn.close(1u32.into(), b"refused");
@@ -454,9 +454,12 @@ fn register(shared: &Shared, mut info: NodeInfo) -> PeerReply {
             table.next_index - 1
         }
     };
-    eprintln!(
-        "oxray head: node {} joined from {} (session {}, {})",
-        info.id, info.peer_address, info.session, info.total
+    tracing::info!(
+        "node {} joined from {} (session {}, {})",
+        info.id,
+        info.peer_address,
+        info.session,
+        info.total
     );
     table.nodes.retain(|e| e.info.id != info.id);
     table.nodes.push(Entry {
@@ -476,7 +479,7 @@ fn leave(shared: &Shared, id: NodeId) -> PeerReply {
     let mut table = lock(shared);
     if let Some(e) = table.nodes.iter_mut().find(|e| e.info.id == id) {
         if e.info.alive {
-            eprintln!("oxray head: node {id} ({}) left", e.info.peer_address);
+            tracing::info!("node {id} ({}) left", e.info.peer_address);
         }
         e.info.alive = false;
         let index = e.info.index;

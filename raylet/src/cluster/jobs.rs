@@ -172,7 +172,7 @@ async fn run(
     let (mut send, mut recv, peer) = match attached {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("[raylet] cannot run job {job} on node {index}: {e}");
+            tracing::warn!("cannot run job {job} on node {index}: {e}");
             close(&shared, job, index, &proxy, &e.to_string(), false);
             return;
         }
@@ -368,9 +368,10 @@ pub(crate) async fn attach(
     let ours = match ready.await {
         Ok(ours) => ours,
         Err(e) => {
-            eprintln!(
-                "[raylet] refused job {} of node {} ({peer}): {e}",
-                origin.job, origin.node
+            tracing::warn!(
+                "refused job {} of node {} ({peer}): {e}",
+                origin.job,
+                origin.node
             );
             let reply = PeerReply::Error {
                 message: e.to_string(),
@@ -470,9 +471,10 @@ async fn ensure_exe(shared: &Arc<Shared>, origin: &Origin) -> Result<String> {
     file.sync_all()
         .and_then(|()| std::fs::rename(&partial, &path))
         .map_err(|e| RayletError::io(format!("installing {}", path.display()), e))?;
-    eprintln!(
-        "[raylet] fetched the executable of job {} from {} ({got} bytes)",
-        origin.job, origin.address
+    tracing::info!(
+        "fetched the executable of job {} from {} ({got} bytes)",
+        origin.job,
+        origin.address
     );
     Ok(path.display().to_string())
 }

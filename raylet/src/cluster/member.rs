@@ -33,8 +33,8 @@ pub(crate) fn join_when_up(
         match runtime.block_on(join(shared, node, head)) {
             Err(RayletError::Unreachable { reason, .. }) if Instant::now() < deadline => {
                 if !said {
-                    eprintln!(
-                        "oxray raylet: waiting for the head at {head} ({reason}); up to {} s",
+                    tracing::warn!(
+                        "waiting for the head at {head} ({reason}); up to {} s",
                         HEAD_WAIT.as_secs()
                     );
                     said = true;
@@ -194,8 +194,8 @@ impl Heartbeats {
                         }
                         Err(e) => {
                             if !std::mem::replace(&mut silent, true) {
-                                eprintln!(
-                                    "oxray raylet: the head at {head} does not answer ({e}); \
+                                tracing::warn!(
+                                    "the head at {head} does not answer ({e}); \
                                      retrying"
                                 );
                             }
@@ -261,7 +261,7 @@ impl Heartbeats {
             Ok(Ok(reply)) => reply,
             Ok(Err(e)) => {
                 if !std::mem::replace(silent, true) {
-                    eprintln!("oxray raylet: the head at {head} does not answer ({e}); retrying");
+                    tracing::warn!("the head at {head} does not answer ({e}); retrying");
                 }
                 // A closed connection is dialed again at the next tick.
                 if let Some(r) = rejoining.as_mut().filter(|_| answer.register) {
@@ -271,8 +271,8 @@ impl Heartbeats {
             }
             Err(_) => {
                 if !std::mem::replace(silent, true) {
-                    eprintln!(
-                        "oxray raylet: the head at {head} did not answer a heartbeat within {:?}; \
+                    tracing::warn!(
+                        "the head at {head} did not answer a heartbeat within {:?}; \
                          still trying",
                         self.shared.config.health_check_timeout
                     );
@@ -284,7 +284,7 @@ impl Heartbeats {
             }
         };
         if std::mem::replace(silent, false) {
-            eprintln!("oxray raylet: the head at {head} answers again");
+            tracing::info!("the head at {head} answers again");
         }
         match (answer.register, reply) {
             (false, PeerReply::View(view)) => {
@@ -315,24 +315,26 @@ impl Heartbeats {
                     .map_or(0, |n| n.index);
                 self.shared.sync.post_view(answer.seq, view);
                 if let Some(r) = rejoining.take() {
-                    eprintln!(
-                        "oxray raylet: joined the head at {head} again as node {} (index \
+                    tracing::info!(
+                        "joined the head at {head} again as node {} (index \
                          {index}); it had refused node {}: {}",
-                        answer.id, r.old, r.reason
+                        answer.id,
+                        r.old,
+                        r.reason
                     );
                 }
                 Next::Go
             }
             (true, PeerReply::Refused { reason } | PeerReply::Error { message: reason }) => {
-                eprintln!(
-                    "oxray raylet: the head at {head} refused to register this node again: \
+                tracing::warn!(
+                    "the head at {head} refused to register this node again: \
                      {reason}; stopping"
                 );
                 node.stop();
                 Next::Stop
             }
             (_, other) => {
-                eprintln!("oxray raylet: unexpected answer from the head at {head}: {other:?}");
+                tracing::warn!("unexpected answer from the head at {head}: {other:?}");
                 if let Some(r) = rejoining.as_mut().filter(|_| answer.register) {
                     r.sent = false;
                 }

@@ -90,7 +90,7 @@ pub(crate) fn release(shared: &Arc<Shared>, namespace: String, name: String, id:
             id,
         };
         if let Err(e) = ask_head(&shared, req).await {
-            eprintln!("[raylet] could not free actor {id}'s name at the head: {e}");
+            tracing::warn!("could not free actor {id}'s name at the head: {e}");
         }
     });
 }

@@ -197,7 +197,7 @@ impl Node {
                     }
                 }
                 Effect::DeleteOwnedBy(owner) => self.delete_owned_by(owner),
-                Effect::Log(line) => eprintln!("[raylet] {line}"),
+                Effect::Log(line) => tracing::warn!("{line}"),
                 Effect::Link(op) => {
                     if let Some(link) = self.link.get() {
                         link.carry_out(op);
@@ -273,7 +273,7 @@ impl Node {
         match frame::encode(msg) {
             Ok(buf) => outbox.push(buf),
             Err(e) => {
-                eprintln!("[raylet] connection {conn}: cannot encode a reply: {e}");
+                tracing::warn!("connection {conn}: cannot encode a reply: {e}");
                 true
             }
         }
@@ -313,7 +313,7 @@ impl Node {
             namespace,
         } = msg
         else {
-            eprintln!("[raylet] connection {conn}: first message was not Register; dropped");
+            tracing::warn!("connection {conn}: first message was not Register; dropped");
             return false;
         };
         // `/proc/<pid>/exe` names nothing once the driver exits: keep the real name.
@@ -479,7 +479,7 @@ impl Node {
 
     /// A message neither the store side nor the state handled (a bug, never a client's fault).
     fn log_unhandled(&self, conn: u64, msg: &ToRaylet) {
-        eprintln!("[raylet] connection {conn}: no handler for {msg:?}; ignored");
+        tracing::warn!("connection {conn}: no handler for {msg:?}; ignored");
     }
 
     /// A client's connection closed: release everything it held.
@@ -487,8 +487,8 @@ impl Node {
         let outbox = self.outboxes().remove(&conn);
         let (pins, aborted) = self.store.disconnect(ClientId(conn));
         if pins + aborted > 0 {
-            eprintln!(
-                "[raylet] connection {conn} left holding {pins} pins and {aborted} unsealed \
+            tracing::warn!(
+                "connection {conn} left holding {pins} pins and {aborted} unsealed \
                  objects; freed"
             );
         }
@@ -631,7 +631,7 @@ impl Node {
 
     /// Writes a line to the raylet's log (never under the state lock).
     pub(crate) fn log(&self, line: String) {
-        eprintln!("[raylet] {line}");
+        tracing::warn!("{line}");
     }
 
     /// Frees the objects `owner` owned in this store (spilled ones too), and the copies other

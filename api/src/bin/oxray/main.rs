@@ -24,6 +24,7 @@
 //! are checked before they name anything, and `--secret-file` must be `chmod 600`. `start`,
 //! `up` and `stop` remove the session directories of nodes that were killed.
 
+mod log_watch;
 mod node_args;
 mod up;
 
@@ -82,6 +83,15 @@ enum Cmd {
         /// Totals per owner process or per node instead of one line per object.
         #[arg(long, value_enum)]
         group_by: Option<GroupBy>,
+    },
+    /// Print a node's log (the nodes `oxray start` ran in the background write one each).
+    Logs {
+        /// The node's local address [default: as for status]
+        #[arg(long)]
+        address: Option<String>,
+        /// Keep printing what the node writes, until it stops.
+        #[arg(long, short)]
+        follow: bool,
     },
     /// Wait until the cluster has at least N live nodes.
     Wait {
@@ -160,6 +170,7 @@ fn main() {
         } => wait(nodes, timeout, address),
         Cmd::Stop { address } => stop(address),
         Cmd::Memory { address, group_by } => memory(address, group_by),
+        Cmd::Logs { address, follow } => logs(address, follow),
         Cmd::Up { file } => up::up(&file),
         Cmd::Down { file } => up::down(&file),
         Cmd::Completions { shell } => {
@@ -503,6 +514,45 @@ fn status(
         println!("    {}  {}", p.resources, p.reason);
     }
     Ok(())
+}
+
+/// `oxray logs`: the log file of the node at `address` (`$TMPDIR/oxray-<uid>/SESSION.log`);
+/// with `follow`, what the node writes next too, until it stops answering.
+fn logs(address: Option<String>, follow: bool) -> Result<(), String> {
+    let candidates = addresses(address)?;
+    let address = match &candidates[..] {
+        [one] => one.clone(),
+        _ => first_answering(&candidates)
+            .map(|(a, _)| a)
+            .unwrap_or_else(|_| candidates[0].clone()),
+    };
+    let session = address
+        .strip_prefix("unix:@")
+        .ok_or_else(|| format!("`{address}` is not a local node address (unix:@SESSION)"))?;
+    files::check_name("session", session)?;
+    let path = state_dir()?.join(format!("{session}.log"));
+    let mut file = std::fs::File::open(&path).map_err(|e| {
+        format!(
+            "no log for the node at {address} ({}: {e}); nodes started with --block or \
+             embedded in a driver log to their stderr",
+            path.display()
+        )
+    })?;
+    let mut out = std::io::stdout();
+    std::io::copy(&mut file, &mut out).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    if !follow {
+        return Ok(());
+    }
+    let changes = log_watch::Watch::new(&path)?;
+    loop {
+        // Woken by a write to the file, or once a second to see whether the node still runs.
+        let changed = changes.wait(std::time::Duration::from_secs(1))?;
+        std::io::copy(&mut file, &mut out)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        if !changed && tool::status(&address).is_err() {
+            return Ok(());
+        }
+    }
 }
 
 /// `oxray memory`: the objects of the node asked and of every other node of its cluster whose
