@@ -390,6 +390,8 @@ pub enum ErrorKind {
     ObjectNotFound,
     /// The request made no sense (e.g. unknown lease).
     BadRequest,
+    /// The object's owner exited, and its objects were freed with it.
+    OwnerDied,
 }
 
 /// A node's state, for `oxray status` and `oxray::available_resources`.

@@ -415,6 +415,10 @@ impl CoreWorker {
                 )?)
             }
             FromRaylet::Error {
+                kind: ErrorKind::OwnerDied,
+                ..
+            } => Err(Error::OwnerDied { id: id.to_string() }),
+            FromRaylet::Error {
                 kind: ErrorKind::ObjectNotFound,
                 message,
                 ..

@@ -95,6 +95,7 @@ fn main() {
         "kill-retry" => kill_worker_mid_task(3),
         "kill-noretry" => kill_worker_mid_task(0),
         "owner-died" => owner_died(),
+        "owner-died-stored" => owner_died_stored(),
         "detached-make" => detached_make(),
         "store-free" => store_free(),
         "detached-find" => detached_find(),
@@ -289,6 +290,37 @@ fn owner_died() -> oxray::Result<()> {
     std::thread::sleep(Duration::from_millis(200));
     match oxray::get_timeout(&refs[0], Duration::from_secs(20)) {
         Ok(v) => println!("result {v}"),
+        Err(e) => println!("get-error {e:?}"),
+    }
+    Ok(())
+}
+
+/// Puts an 8 MiB object in this worker, which owns it, and returns a ref to it with the pid.
+#[oxray::remote]
+fn owned_big_elsewhere() -> (u32, Vec<ObjectRef<Vec<u8>>>) {
+    (
+        std::process::id(),
+        vec![oxray::put(&vec![7u8; 8 << 20]).expect("put")],
+    )
+}
+
+/// `owner-died-stored`: a stored object owned by a worker, read once here (so its place is
+/// known), then its owner is killed: the next read says the owner died (`get-error`).
+fn owner_died_stored() -> oxray::Result<()> {
+    let _cluster = oxray::init_with(oxray::Config::new().num_cpus(2))?;
+    let (pid, refs) = oxray::get(&owned_big_elsewhere::remote()?)?;
+    println!("first-read {}", oxray::get_view(&refs[0])?.len());
+    let id = refs[0].id().to_string();
+    kill(pid);
+    // The node frees a dead owner's objects when it sees the process go.
+    let started = std::time::Instant::now();
+    while oxray::memory_summary()?.objects.iter().any(|o| o.id == id)
+        && started.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    match oxray::get(&refs[0]) {
+        Ok(v) => println!("result {}", v.len()),
         Err(e) => println!("get-error {e:?}"),
     }
     Ok(())

@@ -86,6 +86,20 @@ fn a_get_whose_owner_died_is_a_typed_error() {
     assert!(err.starts_with("OwnerDied"), "{err}");
 }
 
+/// A stored object whose owner died after this process read it once: the next read is
+/// `OwnerDied` (it said "not in the store (never created here, ...)" before).
+#[test]
+fn a_stored_object_whose_owner_died_is_owner_died() {
+    let out = crate::processes::run(&["owner-died-stored"], None);
+    assert_eq!(
+        crate::processes::value(&out, "first-read"),
+        Some((8 << 20).to_string().as_str()),
+        "{out}"
+    );
+    let err = crate::processes::value(&out, "get-error").unwrap_or_else(|| panic!("{out}"));
+    assert!(err.starts_with("OwnerDied"), "{err}");
+}
+
 #[test]
 fn an_unknown_function_is_a_typed_error() {
     cluster();

@@ -61,6 +61,29 @@ pub(crate) use dispatch::Registration;
 pub(crate) use effects::{Effect, LinkOp};
 pub(crate) use state::{NodeState, Setup};
 
+/// Exited owners remembered for `OwnerDied` answers.
+const GONE_OWNERS_KEPT: usize = 4096;
+
+/// The last [`GONE_OWNERS_KEPT`] processes whose objects were freed because they exited.
+#[derive(Default)]
+struct GoneOwners {
+    order: std::collections::VecDeque<WorkerId>,
+    set: std::collections::HashSet<WorkerId>,
+}
+
+impl GoneOwners {
+    fn add(&mut self, owner: WorkerId) {
+        if self.set.insert(owner) {
+            self.order.push_back(owner);
+            if self.order.len() > GONE_OWNERS_KEPT {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
 /// How long a stopping raylet waits for its killed workers to be reaped.
 const REAP_ON_STOP: Duration = Duration::from_secs(5);
 
@@ -87,6 +110,9 @@ pub(crate) struct Node {
     events: EventLoop,
     /// Spilling to disk and restoring.
     pub(crate) spill: Arc<Spiller>,
+    /// Processes whose objects were freed because they exited (the last few thousand), so a
+    /// late reader of one of them hears `OwnerDied`, not "not found".
+    gone_owners: Mutex<GoneOwners>,
     me: Weak<Node>,
 }
 
@@ -124,6 +150,7 @@ impl Node {
             procs: OnceLock::new(),
             events,
             spill,
+            gone_owners: Mutex::new(GoneOwners::default()),
             me: me.clone(),
         });
         node.spill.start(Arc::downgrade(&node))?;
@@ -427,6 +454,18 @@ impl Node {
                 Err(StoreError::ObjectNotFound(_)) if self.spill.restore_for(id, conn, req) => {
                     return;
                 }
+                // Freed with its owner.
+                Err(StoreError::ObjectNotFound(_)) if self.owner_gone(owner_of(id)) => {
+                    FromRaylet::Error {
+                        req,
+                        kind: ErrorKind::OwnerDied,
+                        message: format!(
+                            "the process that owned object {id} ({}) exited, and its objects \
+                             were freed with it",
+                            owner_of(id)
+                        ),
+                    }
+                }
                 // Not here, or being pulled here right now: (join the) pull.
                 Err(StoreError::ObjectNotFound(_) | StoreError::NotSealed(_))
                     if node != 0 && node != self.index() =>
@@ -624,6 +663,15 @@ impl Node {
         self.spill.forget(id);
     }
 
+    /// Whether the objects of process `owner` were freed because it exited.
+    fn owner_gone(&self, owner: WorkerId) -> bool {
+        self.gone_owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set
+            .contains(&owner)
+    }
+
     /// Whether connection `conn` is still registered.
     pub(crate) fn has_client(&self, conn: u64) -> bool {
         self.outboxes().contains_key(&conn)
@@ -637,6 +685,10 @@ impl Node {
     /// Frees the objects `owner` owned in this store (spilled ones too), and the copies other
     /// nodes pulled.
     pub(crate) fn delete_owned_by(&self, owner: WorkerId) {
+        self.gone_owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(owner);
         let mut owned: Vec<ObjectId> = self
             .store
             .object_ids()
