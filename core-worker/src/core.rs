@@ -169,8 +169,8 @@ impl CoreWorker {
                 .name("oxray-raylet-reader".into())
                 .spawn(move || reader_loop(reader, weak, kind))
                 .map_err(|e| Error::io("starting the raylet reader", e))?;
-            core.submitter.start_lease_reaper(Arc::downgrade(&core));
-            core.owners.start_flusher(Arc::downgrade(&core));
+            // The lease reaper and the release flusher start when first needed (an actor
+            // process may never lease a worker or borrow an object).
             if kind == ClientKind::Driver {
                 // Drivers answer owner requests (borrowers fetching values) on their own socket.
                 let name = worker_socket(&core.session, worker_id);
@@ -660,7 +660,7 @@ impl CoreWorker {
             self.release_reservation(id);
         }
         if let Some((owner, id)) = freed.borrowed_from {
-            self.owners.queue_release(owner, id, false);
+            self.owners.queue_release(self, owner, id, false);
         }
     }
 
@@ -671,7 +671,7 @@ impl CoreWorker {
             let freed = self.refs.unreserve(id);
             self.release_freed(freed);
         } else {
-            self.owners.queue_release(owner, id, true);
+            self.owners.queue_release(self, owner, id, true);
         }
     }
 

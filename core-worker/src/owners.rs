@@ -42,6 +42,8 @@ pub(crate) struct Owners {
     /// Borrowed refs dropped and reservations released, per owner, sent in batches by the
     /// flusher thread (which shares the queue but not the core worker).
     pending: Arc<ReleaseQueue>,
+    /// Started with the first queued release (most actor processes never queue one).
+    flusher: std::sync::OnceLock<()>,
 }
 
 impl Drop for Owners {
@@ -244,7 +246,15 @@ impl Owners {
 
     /// Queues a release (dropped borrow or reservation); the flusher sends it within
     /// [`RELEASE_BATCH_WINDOW`], batched with the others queued meanwhile.
-    pub fn queue_release(&self, owner: WorkerId, id: ObjectId, reservation: bool) {
+    pub fn queue_release(
+        &self,
+        core: &Arc<CoreWorker>,
+        owner: WorkerId,
+        id: ObjectId,
+        reservation: bool,
+    ) {
+        self.flusher
+            .get_or_init(|| self.start_flusher(Arc::downgrade(core)));
         self.pending.push(owner, id, reservation);
     }
 
@@ -266,9 +276,9 @@ impl Owners {
         }
     }
 
-    /// Starts the thread that sends queued releases. It sleeps until a release is queued and
-    /// never wakes while there is none.
-    pub fn start_flusher(&self, core: Weak<CoreWorker>) {
+    /// Starts the thread that sends queued releases (with the first one). It sleeps until a
+    /// release is queued and never wakes while there is none.
+    fn start_flusher(&self, core: Weak<CoreWorker>) {
         let queue = self.pending.clone();
         let _ = std::thread::Builder::new()
             .name("oxray-release-flusher".into())

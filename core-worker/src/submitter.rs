@@ -353,6 +353,8 @@ impl<C> Shared<C> {
 /// The submitter. One per core worker.
 pub(crate) struct Submitter {
     shared: Arc<Shared>,
+    /// The lease reaper starts with the first lease granted.
+    reaper: std::sync::OnceLock<()>,
     /// Recipes of stored results, to make them again if their node dies.
     pub lineage: crate::lineage::Lineage,
 }
@@ -361,6 +363,7 @@ impl Default for Submitter {
     fn default() -> Self {
         Submitter {
             shared: Arc::new(Shared::new()),
+            reaper: std::sync::OnceLock::new(),
             lineage: Default::default(),
         }
     }
@@ -557,6 +560,8 @@ impl Submitter {
                         return;
                     }
                 };
+                self.reaper
+                    .get_or_init(|| self.start_lease_reaper(Arc::downgrade(core)));
                 let mut st = self.lock();
                 st.queues
                     .lease_granted(&key, lease, worker, conn, Instant::now());
@@ -751,9 +756,10 @@ impl Submitter {
         }
     }
 
-    /// Starts the thread that returns idle leases. It sleeps while no lease is idle and
-    /// otherwise until the first idle lease is due back, so an idle process never wakes it.
-    pub fn start_lease_reaper(&self, core: Weak<CoreWorker>) {
+    /// Starts the thread that returns idle leases (with the first lease). It sleeps while no
+    /// lease is idle and otherwise until the first idle lease is due back, so an idle process
+    /// never wakes it.
+    fn start_lease_reaper(&self, core: Weak<CoreWorker>) {
         let shared = self.shared.clone();
         let _ = std::thread::Builder::new()
             .name("oxray-lease-reaper".into())

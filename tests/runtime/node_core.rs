@@ -654,7 +654,7 @@ fn two_hundred_actors_on_one_node_each_answer() {
     let out = run_to_end(&["many-actors", "200"], Duration::from_secs(120));
     assert_eq!(value(&out, "answered"), "200", "{out}");
     let threads: f64 = value(&out, "threads-per-actor").parse().expect("threads");
-    assert!(threads <= 6.0, "{threads} threads per actor: {out}");
+    assert!(threads <= 4.0, "{threads} threads per actor: {out}");
     let driver: u64 = value(&out, "driver-threads")
         .parse()
         .expect("driver threads");
