@@ -1,7 +1,8 @@
 //! # oxray
 //!
-//! Ray's model for Rust: remote tasks and immutable objects (actors and clusters are coming), with
-//! a shared-memory object store on every node so that tasks read large objects with zero copies.
+//! Ray's model for Rust: remote tasks, long-lived actors and immutable objects, on one machine or
+//! a cluster, with a shared-memory object store on every node so that tasks and actors read large
+//! objects with zero copies.
 //!
 //! ```no_run
 //! use oxray::prelude::*;
@@ -14,7 +15,7 @@
 //! #[oxray::remote]
 //! fn mean(xs: ObjectView<Vec<f64>>) -> f64 {
 //!     // `xs` reads the node's object store in place: no copy, whatever the size.
-//!     xs.iter().map(|x| x.to_native()).sum::<f64>() / xs.len() as f64
+//!     xs.as_slice().iter().sum::<f64>() / xs.len() as f64
 //! }
 //!
 //! fn main() -> oxray::Result<()> {
@@ -28,6 +29,33 @@
 //! }
 //! ```
 //!
+//! ## A tour
+//!
+//! - **Starting**: [`init`] (or [`init_with`] and a [`Config`]) attaches to the node at
+//!   `OXRAY_ADDRESS`, or embeds a single-node cluster in the program. It returns a [`Cluster`]
+//!   guard; oxray stops when the last guard drops, or at [`shutdown`].
+//! - **Tasks**: `#[oxray::remote]` on a function gives `f::remote(args)` returning an
+//!   [`ObjectRef`], and `f::options()` for resources, retries and names ([`TaskOptions`]).
+//!   Arguments are values or refs; [`get`], [`get_all`], [`get_timeout`], [`wait`], [`cancel`],
+//!   and [`progress`] to take results as they finish.
+//! - **Actors**: `#[oxray::actor]` on a struct and its impl gives `T::remote(ctor args)`
+//!   returning an [`ActorHandle`] whose methods submit calls, run in order in the actor's own
+//!   process; names, namespaces, detached lifetimes, restarts ([`ActorOptions`]), [`get_actor`],
+//!   [`kill`], [`exit_actor`], [`was_restarted`].
+//! - **Objects**: [`put`] stores a value once per node; [`get_view`] and `ObjectView<T>`
+//!   parameters read it in place (`as_slice()` gives `&[f64]` for vectors of numbers);
+//!   [`put_with_len`] builds a large array directly in the store. A full store spills objects
+//!   to disk and reads them back when used; [`memory_summary`] (and `oxray memory`) shows what
+//!   fills it.
+//! - **Clusters**: `oxray start --head --port P` and `oxray start --address HOST:P` (or
+//!   `oxray up CLUSTER.toml`) form a cluster over QUIC with a shared secret; the same program,
+//!   attached with `OXRAY_ADDRESS`, runs its tasks and actors on every node, moves objects where
+//!   they are read, and survives a node's death (tasks retried, actors restarted, lost results
+//!   made again from their tasks). [`nodes`], [`cluster_resources`], [`available_resources`],
+//!   [`status`].
+//! - **The `oxray` command**: `start`, `status`, `stop`, `wait`, `up`, `down`, `memory`, `logs`,
+//!   `completions`; `oxray --help` lists every flag.
+//!
 //! ## How it runs
 //!
 //! `init()` without `OXRAY_ADDRESS` starts a raylet inside the driver: workers are this same
@@ -36,22 +64,25 @@
 //! the [`Cluster`] `init` returned is dropped, or when the driver exits in any way: workers exit
 //! when their raylet connection closes, and the object store is a memfd, so no file is left.
 //! `init` from several threads (parallel `#[test]`s in one `cargo test` binary) shares one
-//! runtime: each caller gets a guard, and the last guard dropped shuts it down.
+//! runtime: each caller gets a guard, and the last guard dropped shuts it down. Logs go to
+//! stderr through `tracing` (`OXRAY_LOG` filters them; an embedded node logs warnings only).
 //!
 //! ## Values
 //!
 //! The standard types, and your own with [`macro@object`] on them (it derives rkyv's `Archive`,
 //! `Serialize` and `Deserialize` through oxray's re-export, [`rkyv`]), can be put, passed and
-//! returned. Values up to
-//! 100 KiB travel inline; larger ones live once in the node's object store. [`get`] returns an
-//! owned copy; [`get_view`] and `ObjectView<T>` parameters read in place. Archived numbers are
-//! little-endian wrappers: use `.to_native()` (e.g. `xs[i].to_native()`).
+//! returned. Values up to 100 KiB travel inline; larger ones live once in the node's object
+//! store. [`get`] returns an owned copy; [`get_view`] and `ObjectView<T>` parameters read in
+//! place. Inside archived values numbers are little-endian wrappers: use `.to_native()` (e.g.
+//! `xs[i].to_native()`), or `as_slice()` on a view of a vector of numbers.
 //!
 //! ## Errors
 //!
 //! A task's panic or `Err` becomes [`Error::TaskFailed`] at the caller's `get`; a worker that
 //! dies is retried (`max_retries`, default 3) and then [`Error::WorkerDied`]; `get` of the wrong
-//! type is [`Error::TypeMismatch`]; see [`Error`].
+//! type is [`Error::TypeMismatch`]; a result the store cannot hold is
+//! [`Error::ObjectStoreFull`]; an object lost with its node and not rebuildable is
+//! [`Error::ObjectLost`], one whose owner exited [`Error::OwnerDied`]; see [`Error`].
 
 mod config;
 mod memory;
