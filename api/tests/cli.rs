@@ -789,10 +789,20 @@ fn session_dirs_of_killed_nodes_are_swept_by_the_next_start() {
 #[test]
 fn memory_lists_a_nodes_objects_and_groups_them() {
     let scratch = Scratch::new("memory");
+    // A node killed earlier left its entry in the list of nodes started here.
+    std::fs::create_dir_all(scratch.state()).expect("state dir");
+    std::fs::set_permissions(scratch.state(), mode(0o700)).expect("chmod");
+    std::fs::write(scratch.state().join("nodes"), "unix:@killed-long-ago\n").expect("nodes");
     let session = format!("mem{}", std::process::id());
     let (ok, out) = scratch.oxray(&["start", "--head", "--num-cpus", "1", "--session", &session]);
     assert!(ok, "{out}");
     let address = format!("unix:@{session}");
+    let listed = std::fs::read_to_string(scratch.state().join("nodes")).expect("nodes");
+    assert_eq!(
+        listed.trim(),
+        address,
+        "dead entries are dropped when a node starts"
+    );
     let (ok, out) = scratch.oxray(&["memory"]);
     let (stop_ok, stop_out) = scratch.oxray(&["stop", "--address", &address]);
     assert!(ok, "{out}");

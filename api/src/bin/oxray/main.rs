@@ -303,6 +303,19 @@ fn start_node(
 
 /// The file listing the local addresses of the nodes this user started (oldest first).
 const NODES_FILE: &str = "nodes";
+/// Entries kept in [`NODES_FILE`] at most.
+const NODES_KEPT: usize = 64;
+
+/// The names of the abstract Unix sockets bound on this machine (`/proc/net/unix`).
+fn abstract_sockets() -> std::collections::HashSet<String> {
+    std::fs::read_to_string("/proc/net/unix")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(7))
+        .filter_map(|p| p.strip_prefix('@'))
+        .map(str::to_owned)
+        .collect()
+}
 
 /// The local addresses of the nodes this user started and did not stop, oldest first.
 fn started_nodes(dir: &Path) -> Vec<String> {
@@ -321,8 +334,18 @@ fn started_nodes(dir: &Path) -> Vec<String> {
 fn announce(dir: &Path, address: &str, what: String) {
     let _ = files::write_private(&dir.join("address"), address.as_bytes());
     let mut started = started_nodes(dir);
-    started.retain(|a| a != address);
+    // Nodes that were killed (not stopped) leave their entries: drop those whose socket is
+    // gone (read off /proc/net/unix: no connection, so no node logs a silent client), and
+    // keep the list short.
+    let listening = abstract_sockets();
+    started.retain(|a| {
+        a != address
+            && a.strip_prefix("unix:@")
+                .is_some_and(|name| listening.contains(name))
+    });
     started.push(address.to_owned());
+    let excess = started.len().saturating_sub(NODES_KEPT);
+    started.drain(..excess);
     let _ = files::write_private(&dir.join(NODES_FILE), started.join("\n").as_bytes());
     println!("{address}");
     eprintln!("{what}\nAttach drivers with: export OXRAY_ADDRESS={address}");
