@@ -873,4 +873,23 @@ fn logs_print_and_follow_a_nodes_log_with_levels_and_filters() {
         !log.contains("node started"),
         "OXRAY_LOG=warn let info through: {log}"
     );
+
+    // A malformed filter is reported, and the node runs with the default one.
+    let odd = format!("logm{}", std::process::id());
+    let out = Command::new(OXRAY)
+        .args(["start", "--head", "--num-cpus", "1", "--session", &odd])
+        .env("TMPDIR", &scratch.0)
+        .env("OXRAY_LOG", "oxray_raylet=loudest")
+        .env_remove("OXRAY_ADDRESS")
+        .output()
+        .expect("start");
+    assert!(out.status.success(), "{out:?}");
+    let (ok, log) = scratch.oxray(&["logs", "--address", &format!("unix:@{odd}")]);
+    let _ = scratch.oxray(&["stop", "--address", &format!("unix:@{odd}")]);
+    assert!(ok, "{log}");
+    assert!(log.contains("is not a log filter"), "{log}");
+    assert!(
+        log.contains("node started"),
+        "the default filter applies: {log}"
+    );
 }
