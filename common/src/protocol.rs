@@ -297,6 +297,15 @@ pub enum FromRaylet {
         /// The object already existed sealed (a retried task made it before): nothing to write.
         existed: bool,
     },
+    /// Reply to `Create` when the object cannot be in the store (larger than all of it, or no
+    /// room even after spilling): it is made as a file of exactly `len` bytes at `path`, which
+    /// the client maps, fills and then seals as usual.
+    CreatedInFile {
+        /// Request number.
+        req: u64,
+        /// The object's file (in the node's spill directory).
+        path: String,
+    },
     /// Reply to `Tunnel`: the far end is connected; raw bytes follow.
     TunnelOpen,
     /// Reply to `WorkerAddress`.
@@ -317,6 +326,19 @@ pub enum FromRaylet {
         req: u64,
         /// Block offset in the arena.
         block: u64,
+    },
+    /// Reply to `Pin` for an object kept in a file (spilled, or made there) that the store
+    /// has no room to read back: the client maps the file read-only. Nothing is pinned in the
+    /// store, so no `Release` follows.
+    PinnedInFile {
+        /// Request number.
+        req: u64,
+        /// The object's file.
+        path: String,
+        /// Payload bytes.
+        len: u64,
+        /// Type fingerprint.
+        fingerprint: u64,
     },
     /// A request failed.
     Error {

@@ -359,6 +359,10 @@ impl CoreWorker {
             match reply {
                 FromRaylet::Created { existed: true, .. } => return Ok(()),
                 FromRaylet::Created { block, .. } => break block,
+                // No room in the store (or larger than all of it): the raylet made a file.
+                FromRaylet::CreatedInFile { path, .. } => {
+                    return self.fill_file(id, std::path::Path::new(&path), len, value);
+                }
                 FromRaylet::Error {
                     kind: ErrorKind::ObjectStoreFull,
                     message,
@@ -397,10 +401,38 @@ impl CoreWorker {
         }
     }
 
-    /// Pins a stored object and returns its bytes in place; the pin is released when they drop.
+    /// Fills object `id`'s file (made by the raylet when the store had no room) and seals it.
+    fn fill_file(
+        &self,
+        id: ObjectId,
+        path: &std::path::Path,
+        len: usize,
+        value: &dyn ReturnValue,
+    ) -> Result<()> {
+        let written = oxray_object_store::FileWriter::open(path, len as u64)
+            .and_then(|mut file| value.encode_into(file.as_mut_slice()));
+        if let Err(e) = written {
+            // Sealing nothing: the raylet drops the file when told the object is gone.
+            let _ = self.raylet.send(&ToRaylet::Delete {
+                ids: vec![id],
+                node: 0,
+            });
+            return Err(e.into());
+        }
+        match self.raylet.request(|req| ToRaylet::Seal { req, id })? {
+            FromRaylet::Sealed { .. } => Ok(()),
+            FromRaylet::Error { message, .. } => Err(Error::ObjectStoreFull { message }),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Pins a stored object and returns its bytes in place; the pin is released when they drop.
     /// When the object lives on another node (`node`), the raylet first pulls a copy here.
     pub(crate) fn pin(self: &Arc<Self>, id: ObjectId, node: u16) -> Result<ObjectBytes> {
+        self.pin_try(id, node, 0)
+    }
+
+    fn pin_try(self: &Arc<Self>, id: ObjectId, node: u16, tries: u32) -> Result<ObjectBytes> {
         match self.raylet.request(|req| ToRaylet::Pin { req, id, node })? {
             FromRaylet::Pinned { block, .. } => {
                 let guard = PinGuard {
@@ -414,6 +446,27 @@ impl CoreWorker {
                     Box::new(guard),
                 )?)
             }
+            // Kept in a file the store has no room for: mapped read-only, nothing pinned. A
+            // restore may unlink the file between the answer and the open: ask again then.
+            FromRaylet::PinnedInFile {
+                path,
+                len,
+                fingerprint,
+                ..
+            } => match ObjectBytes::from_file(
+                std::path::Path::new(&path),
+                id,
+                len,
+                fingerprint,
+                Box::new(()),
+            ) {
+                Ok(bytes) => Ok(bytes),
+                Err(_) if tries < 3 => self.pin_try(id, node, tries + 1),
+                Err(e) => Err(Error::ObjectLost {
+                    id: id.to_string(),
+                    message: e.to_string(),
+                }),
+            },
             FromRaylet::Error {
                 kind: ErrorKind::OwnerDied,
                 ..

@@ -159,6 +159,8 @@ fn dispatch(core: &Arc<CoreWorker>, msg: FromRaylet) {
         | FromRaylet::ActorCreated { req }
         | FromRaylet::Actor { req, .. }
         | FromRaylet::Created { req, .. }
+        | FromRaylet::CreatedInFile { req, .. }
+        | FromRaylet::PinnedInFile { req, .. }
         | FromRaylet::Sealed { req }
         | FromRaylet::Pinned { req, .. }
         | FromRaylet::Error { req, .. }

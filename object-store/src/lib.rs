@@ -13,6 +13,8 @@
 //!   evictable objects. Pure bookkeeping, owned by one process.
 //! - [`Store`]: the arena and its table behind a mutex: raw operations for the raylet to serve
 //!   other processes, and typed `put`/`get_view` for the owner process.
+//! - [`file_object`]: objects kept in files (larger than the store, or no room left in it), mapped
+//!   by their writer and readers like the arena.
 //! - [`ObjectBytes`] and [`ObjectView`]: pinned, zero-copy read views; an `ObjectView<T>` derefs
 //!   to rkyv's archived `T` in place, after checking the type fingerprint in the object header.
 //!
@@ -35,6 +37,7 @@
 pub mod allocator;
 pub mod arena;
 mod error;
+pub mod file_object;
 mod header;
 mod id;
 pub mod native;
@@ -46,6 +49,7 @@ mod view;
 pub use allocator::{Allocator, ALIGNMENT};
 pub use arena::{Arena, ArenaOptions, Reserve};
 pub use error::{Result, StoreError};
+pub use file_object::{allocate_file, FileWriter};
 pub use header::HEADER_SIZE;
 pub use id::{ArchivedObjectId, ObjectId};
 #[cfg(target_endian = "little")]

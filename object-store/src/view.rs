@@ -100,6 +100,24 @@ impl ObjectBytes {
         }
     }
 
+    /// Bytes at `ptr..ptr + len` that `guard` keeps mapped, immutable and alive.
+    pub(crate) fn with_guard(
+        ptr: NonNull<u8>,
+        len: usize,
+        id: ObjectId,
+        fingerprint: u64,
+        guard: PinGuard,
+    ) -> ObjectBytes {
+        ObjectBytes {
+            ptr,
+            len,
+            id,
+            fingerprint,
+            arena: None,
+            guard,
+        }
+    }
+
     /// The object's id.
     pub fn id(&self) -> ObjectId {
         self.id
@@ -123,13 +141,13 @@ impl ObjectBytes {
     /// The payload, in place in shared memory (64-byte aligned).
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: `ptr..ptr + len` lies in the mapping (checked in `new`), which `self.arena`
-        // keeps alive, or in the heap buffer `guard` owns; the object is sealed (or the buffer
+        // keeps alive, or in the heap buffer or file mapping `guard` owns; the object is sealed (or the buffer
         // is shared read-only), so nobody writes it, and `guard` keeps it from being freed and
         // reused while `self` lives.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
-    /// The arena the bytes live in, or `None` for heap bytes.
+    /// The arena the bytes live in, or `None` for heap bytes and objects kept in files.
     pub fn arena(&self) -> Option<&Arc<Arena>> {
         self.arena.as_ref()
     }

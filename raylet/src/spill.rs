@@ -13,6 +13,13 @@
 //! so the batch is the object; small objects stay inline in their owners and never reach the
 //! store).
 //!
+//! Objects that cannot be in the store at all (larger than all of it, or no room even after
+//! spilling) are made in a file of the same directory instead (Ray's fallback allocation): the
+//! creator maps the file and fills it, and on `Seal` the object is simply a spilled one. A pin
+//! of a spilled object that cannot be read back (too large, or everything in the store in use)
+//! is answered with the file, which the reader maps read-only. A restore or a delete only
+//! unlinks a file, so readers that mapped it keep their pages.
+//!
 //! Consistency with readers: a spilled object is entered in the spilled table *before* it is
 //! freed from the arena, and freed only if nobody pinned it meanwhile, so a pin that misses the
 //! arena finds it here; a delete that arrives during a restore is remembered and applied once
@@ -26,7 +33,9 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, Weak};
 use oxray_common::ids::owner_of;
 use oxray_common::protocol::{ErrorKind, FromRaylet};
 use oxray_common::{ObjectId, WorkerId};
-use oxray_object_store::{ClientId, CreateOptions, StoreError, HEADER_SIZE};
+use oxray_object_store::{
+    allocate_file, ClientId, CreateOptions, FileWriter, ObjectBytes, StoreError, HEADER_SIZE,
+};
 
 use crate::node::Node;
 
@@ -36,12 +45,35 @@ const MIN_SPILL: u64 = 64 << 20;
 /// fragmented, or readers keep pinning what would be spilled).
 const MAX_ROUNDS: usize = 16;
 
-/// A spilled object.
+/// A spilled object, or one made in a file.
 #[derive(Debug, Clone)]
-struct Spilled {
-    path: PathBuf,
-    len: u64,
-    fingerprint: u64,
+pub(crate) struct Spilled {
+    /// Its file (the payload only).
+    pub(crate) path: PathBuf,
+    /// Payload bytes.
+    pub(crate) len: u64,
+    /// Type fingerprint.
+    pub(crate) fingerprint: u64,
+    /// Made in the file (it never fitted in the store), not spilled there.
+    pub(crate) made_in_file: bool,
+}
+
+/// An object being written in a file by its creator (not sealed yet).
+struct Unsealed {
+    /// The creating client's connection (0: this raylet, for a pull).
+    conn: u64,
+    file: Spilled,
+}
+
+/// How a restore ended.
+#[derive(Debug, Clone)]
+pub(crate) enum Restored {
+    /// Back in the store.
+    InStore,
+    /// The store has no room for it: read it from its file.
+    InFile(Spilled),
+    /// Not spilled here, or gone.
+    No(String),
 }
 
 /// Who waits for a restore.
@@ -49,7 +81,7 @@ enum Waiter {
     /// A client's `Pin` request.
     Client { conn: u64, req: u64 },
     /// A thread of the raylet (a pull from another node being served).
-    Thread(mpsc::Sender<bool>),
+    Thread(mpsc::Sender<Restored>),
 }
 
 enum Job {
@@ -61,11 +93,15 @@ enum Job {
         fingerprint: u64,
     },
     Restore(ObjectId),
+    /// Files of objects whose creators left before sealing them.
+    Discard(Vec<PathBuf>),
 }
 
 #[derive(Default)]
 struct State {
     spilled: HashMap<ObjectId, Spilled>,
+    /// Objects being written in files by their creators.
+    unsealed: HashMap<ObjectId, Unsealed>,
     restoring: HashMap<ObjectId, Vec<Waiter>>,
     /// Deleted while being restored: deleted again once the restore ends.
     deleted_while_restoring: HashSet<ObjectId>,
@@ -154,14 +190,115 @@ impl Spiller {
         self.restore(id, Waiter::Client { conn, req })
     }
 
-    /// If `id` is spilled here, restores it and waits for that (from a thread that may block);
-    /// true once it is back in the store.
-    pub(crate) fn restore_and_wait(&self, id: ObjectId) -> bool {
+    /// If `id` is spilled here, restores it and waits for that (from a thread that may block).
+    pub(crate) fn restore_and_wait(&self, id: ObjectId) -> Restored {
         let (tx, rx) = mpsc::channel();
         if !self.restore(id, Waiter::Thread(tx)) {
+            return Restored::No(format!("object {id} is not spilled here"));
+        }
+        rx.recv()
+            .unwrap_or_else(|_| Restored::No("the node is stopping".into()))
+    }
+
+    /// Whether `id` is spilled here (or kept in a file), sealed.
+    pub(crate) fn holds(&self, id: ObjectId) -> bool {
+        self.lock().spilled.contains_key(&id)
+    }
+
+    /// Maps the file of spilled object `id` read-only.
+    pub(crate) fn file_bytes(&self, id: ObjectId) -> Option<ObjectBytes> {
+        let s = self.lock().spilled.get(&id).cloned()?;
+        ObjectBytes::from_file(&s.path, id, s.len, s.fingerprint, Box::new(())).ok()
+    }
+
+    /// Client `conn` sealed `id`, which it wrote in a file: it is a spilled object from now on.
+    /// False when `conn` is not writing such an object.
+    pub(crate) fn seal_file(&self, id: ObjectId, conn: u64) -> bool {
+        let mut st = self.lock();
+        if st.unsealed.get(&id).is_none_or(|u| u.conn != conn) {
             return false;
         }
-        rx.recv().unwrap_or(false)
+        let Some(u) = st.unsealed.remove(&id) else {
+            return false;
+        };
+        st.spilled_bytes += u.file.len;
+        st.spilled.insert(id, u.file);
+        true
+    }
+
+    /// Client `conn` went away: the objects it was writing in files go.
+    pub(crate) fn disconnect(&self, conn: u64) {
+        let mut st = self.lock();
+        let ids: Vec<ObjectId> = st
+            .unsealed
+            .iter()
+            .filter(|(_, u)| u.conn == conn)
+            .map(|(id, _)| *id)
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let paths = ids
+            .iter()
+            .filter_map(|id| st.unsealed.remove(id))
+            .map(|u| u.file.path)
+            .collect();
+        st.jobs.push_back(Job::Discard(paths));
+        self.work.notify_one();
+    }
+
+    /// Makes a file for `id` for this raylet to fill (a pulled copy the store has no room
+    /// for); sealed with `seal_file(id, 0)`, or dropped with `discard(id)`.
+    pub(crate) fn file_for_pull(
+        &self,
+        id: ObjectId,
+        len: u64,
+        fingerprint: u64,
+    ) -> Result<FileWriter, String> {
+        let file = self.make_file(0, id, len, fingerprint)?;
+        FileWriter::open(&file, len).map_err(|e| {
+            self.discard(id);
+            e.to_string()
+        })
+    }
+
+    /// Drops the unsealed file object `id` this raylet was filling.
+    pub(crate) fn discard(&self, id: ObjectId) {
+        let gone = self.lock().unsealed.remove(&id);
+        if let Some(u) = gone {
+            let _ = std::fs::remove_file(u.file.path);
+        }
+    }
+
+    /// Makes the file of a new object `id` written by `conn` and returns its path.
+    fn make_file(
+        &self,
+        conn: u64,
+        id: ObjectId,
+        len: u64,
+        fingerprint: u64,
+    ) -> Result<PathBuf, String> {
+        let Some(dir) = self.dir() else {
+            return Err("the node's spill directory could not be made".into());
+        };
+        {
+            let st = self.lock();
+            if st.spilled.contains_key(&id) || st.unsealed.contains_key(&id) {
+                return Err(format!(
+                    "object {id} already exists (object ids must be unique)"
+                ));
+            }
+        }
+        let path = dir.join(id.to_string());
+        allocate_file(&path, len).map_err(|e| e.to_string())?;
+        let file = Spilled {
+            path: path.clone(),
+            len,
+            fingerprint,
+            made_in_file: true,
+        };
+        self.lock().unsealed.insert(id, Unsealed { conn, file });
+        Ok(path)
     }
 
     fn restore(&self, id: ObjectId, waiter: Waiter) -> bool {
@@ -185,6 +322,11 @@ impl Spiller {
             st.deleted_while_restoring.insert(id);
             return;
         }
+        if let Some(u) = st.unsealed.remove(&id) {
+            drop(st);
+            let _ = std::fs::remove_file(&u.file.path);
+            return;
+        }
         if let Some(s) = st.spilled.remove(&id) {
             st.spilled_bytes -= s.len;
             drop(st);
@@ -192,12 +334,12 @@ impl Spiller {
         }
     }
 
-    /// Every spilled object with its size.
-    pub(crate) fn listed(&self) -> Vec<(ObjectId, u64)> {
+    /// Every spilled object with its size and whether it was made in its file.
+    pub(crate) fn listed(&self) -> Vec<(ObjectId, u64, bool)> {
         self.lock()
             .spilled
             .iter()
-            .map(|(id, s)| (*id, s.len))
+            .map(|(id, s)| (*id, s.len, s.made_in_file))
             .collect()
     }
 
@@ -235,6 +377,7 @@ impl Spiller {
             let mut st = self.lock();
             st.stopped = true;
             st.spilled.clear();
+            st.unsealed.clear();
             st.spilled_bytes = 0;
             self.work.notify_all();
             st.dir.take()
@@ -268,11 +411,17 @@ impl Spiller {
                     fingerprint,
                 } => self.create(&node, conn, req, id, len, fingerprint),
                 Job::Restore(id) => self.restore_now(&node, id),
+                Job::Discard(paths) => {
+                    for p in paths {
+                        let _ = std::fs::remove_file(p);
+                    }
+                }
             }
         }
     }
 
-    /// Tries a queued create again, spilling until it fits (or nothing more can go).
+    /// Tries a queued create again, spilling until it fits; when nothing more can go (or it
+    /// can never fit), makes the object in a file.
     fn create(&self, node: &Node, conn: u64, req: u64, id: ObjectId, len: u64, fingerprint: u64) {
         let opts = CreateOptions {
             fingerprint,
@@ -308,11 +457,15 @@ impl Spiller {
                     return;
                 }
                 Err(e @ StoreError::ObjectStoreFull { .. }) => {
-                    if self.spill(node, len + HEADER_SIZE) == 0 {
-                        last = Some(e);
+                    let freed = self.spill(node, len + HEADER_SIZE);
+                    last = Some(e);
+                    if freed == 0 {
                         break;
                     }
+                }
+                Err(e @ StoreError::ObjectTooLarge { .. }) => {
                     last = Some(e);
+                    break;
                 }
                 Err(e) => {
                     node.send_to_client(conn, &crate::node::store_error(req, e));
@@ -320,8 +473,22 @@ impl Spiller {
                 }
             }
         }
-        if let Some(e) = last {
-            node.send_to_client(conn, &crate::node::store_error(req, e));
+        let reply = match self.make_file(conn, id, len, fingerprint) {
+            Ok(path) => FromRaylet::CreatedInFile {
+                req,
+                path: path.display().to_string(),
+            },
+            Err(why) => {
+                let store = last.map(|e| e.to_string()).unwrap_or_default();
+                FromRaylet::Error {
+                    req,
+                    kind: ErrorKind::ObjectStoreFull,
+                    message: format!("{store}; and it could not be made in a file: {why}"),
+                }
+            }
+        };
+        if !node.send_to_client(conn, &reply) {
+            self.forget(id);
         }
     }
 
@@ -351,6 +518,7 @@ impl Spiller {
                 path: path.clone(),
                 len: loc.len,
                 fingerprint,
+                made_in_file: false,
             };
             self.lock().spilled.insert(id, entry);
             match node.store.free_if_unpinned(id) {
@@ -405,7 +573,8 @@ impl Spiller {
     /// Reads a spilled object back into the store and answers whoever waits for it.
     fn restore_now(&self, node: &Node, id: ObjectId) {
         let Some(s) = self.lock().spilled.get(&id).cloned() else {
-            self.finish_restore(node, id, Err(format!("object {id} is not spilled here")));
+            let why = format!("object {id} is not spilled here");
+            self.finish_restore(node, id, Restored::No(why));
             return;
         };
         let opts = CreateOptions {
@@ -424,19 +593,17 @@ impl Spiller {
                         break;
                     }
                 }
+                // Never fits: read from its file.
+                Err(StoreError::ObjectTooLarge { .. }) => break,
                 Err(e) => {
-                    self.finish_restore(node, id, Err(e.to_string()));
+                    self.finish_restore(node, id, Restored::No(e.to_string()));
                     return;
                 }
             }
         }
         let Some(mut writer) = writer else {
-            let message = format!(
-                "object {id} ({} bytes) is spilled and the store has no room to read it back \
-                 (everything in it is in use)",
-                s.len
-            );
-            self.finish_restore(node, id, Err(message));
+            // No room (everything in the store is in use) or never any: readers map the file.
+            self.finish_restore(node, id, Restored::InFile(s));
             return;
         };
         let read =
@@ -444,11 +611,11 @@ impl Spiller {
         if let Err(e) = read {
             drop(writer); // aborts
             let message = format!("reading spilled object {id} from {}: {e}", s.path.display());
-            self.finish_restore(node, id, Err(message));
+            self.finish_restore(node, id, Restored::No(message));
             return;
         }
         if let Err(e) = writer.seal() {
-            self.finish_restore(node, id, Err(e.to_string()));
+            self.finish_restore(node, id, Restored::No(e.to_string()));
             return;
         }
         {
@@ -458,10 +625,10 @@ impl Spiller {
             st.restored_total += s.len;
         }
         let _ = std::fs::remove_file(&s.path);
-        self.finish_restore(node, id, Ok(()));
+        self.finish_restore(node, id, Restored::InStore);
     }
 
-    fn finish_restore(&self, node: &Node, id: ObjectId, outcome: Result<(), String>) {
+    fn finish_restore(&self, node: &Node, id: ObjectId, outcome: Restored) {
         let (waiters, deleted) = {
             let mut st = self.lock();
             let deleted = st.deleted_while_restoring.remove(&id);
@@ -475,17 +642,25 @@ impl Spiller {
             match w {
                 Waiter::Client { conn, req } => {
                     let reply = match (&outcome, deleted) {
-                        (Ok(()), false) => match node.store.pin_for(ClientId(conn), id) {
-                            Ok(loc) => FromRaylet::Pinned {
-                                req,
-                                block: loc.block,
-                            },
-                            Err(e) => crate::node::store_error(req, e),
+                        (Restored::InStore, false) => {
+                            match node.store.pin_for(ClientId(conn), id) {
+                                Ok(loc) => FromRaylet::Pinned {
+                                    req,
+                                    block: loc.block,
+                                },
+                                Err(e) => crate::node::store_error(req, e),
+                            }
+                        }
+                        (Restored::InFile(s), false) => FromRaylet::PinnedInFile {
+                            req,
+                            path: s.path.display().to_string(),
+                            len: s.len,
+                            fingerprint: s.fingerprint,
                         },
-                        (Ok(()), true) => {
+                        (Restored::InStore | Restored::InFile(_), true) => {
                             crate::node::store_error(req, StoreError::ObjectNotFound(id))
                         }
-                        (Err(message), _) => FromRaylet::Error {
+                        (Restored::No(message), _) => FromRaylet::Error {
                             req,
                             kind: ErrorKind::ObjectNotFound,
                             message: message.clone(),
@@ -498,7 +673,11 @@ impl Spiller {
                     }
                 }
                 Waiter::Thread(tx) => {
-                    let _ = tx.send(outcome.is_ok() && !deleted);
+                    let outcome = match deleted {
+                        true => Restored::No(format!("object {id} was freed")),
+                        false => outcome.clone(),
+                    };
+                    let _ = tx.send(outcome);
                 }
             }
         }

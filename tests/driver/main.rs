@@ -105,6 +105,7 @@ fn main() {
         "own-elsewhere" => cluster_work::own_elsewhere(),
         "cluster-rebuild" => cluster_work::rebuild(),
         "cluster-rebuild-chain" => cluster_work::rebuild_chain(),
+        "cluster-larger" => cluster_work::larger(),
         "stalled" => node_core::stalled(),
         "busy" => node_core::busy(
             args.get(2).and_then(|n| n.parse().ok()).unwrap_or(200),
@@ -131,6 +132,7 @@ fn main() {
         }
         "spill" => spill::spill(),
         "spill-off" => spill::spill_off(),
+        "larger" => spill::larger(),
         "memory" => spill::memory(),
         "cycles" => spill::cycles(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(5)),
         "probe-socket" => node_core::probe_socket(args.get(2).map(String::as_str).unwrap_or("")),

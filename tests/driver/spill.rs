@@ -253,3 +253,85 @@ pub fn memory() -> oxray::Result<()> {
     drop(view);
     Ok(())
 }
+
+/// Sums the numbers of a vector read in place (from the store, or mapped from a file).
+#[oxray::remote]
+fn total(xs: ObjectView<Vec<f64>>) -> f64 {
+    xs.as_slice().iter().sum()
+}
+
+/// A task whose result (`mib` MiB) is larger than the whole store.
+#[oxray::remote]
+fn make_big(mib: usize, seed: u8) -> Vec<u8> {
+    (0..mib << 20)
+        .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed) ^ ((i >> 17) as u8))
+        .collect()
+}
+
+/// `larger`: objects a 32 MiB store cannot hold at all. An 80 MiB vector built in place
+/// (`put_with_len`), read back through a view, by a task and in `memory_summary` (`in a
+/// file`); a 48 MiB task result; and, with every byte of the store pinned by views, a 6 MiB
+/// put that fits the store's size but not its free room. Prints whether each came back exact
+/// and the files left after the refs drop.
+pub fn larger() -> oxray::Result<()> {
+    let cluster = oxray::init_with(
+        oxray::Config::new()
+            .num_cpus(2.0)
+            .object_store_memory(32 << 20),
+    )?;
+    let n = 10 << 20; // 80 MiB of f64
+    let big = oxray::put_with_len::<f64>(n, |s| {
+        for (i, x) in s.iter_mut().enumerate() {
+            *x = (i % 1000) as f64;
+        }
+    })?;
+    let want: f64 = (0..n).map(|i| (i % 1000) as f64).sum();
+    {
+        let view = oxray::get_view(&big)?;
+        let s = view.as_slice();
+        let exact = s.len() == n && s.iter().enumerate().all(|(i, x)| *x == (i % 1000) as f64);
+        say(format!("put-exact {exact}"));
+    }
+    let got = oxray::get(&total::remote(&big)?)?;
+    say(format!("task-sum-ok {}", got == want));
+    let summary = oxray::memory_summary()?;
+    let place = summary
+        .objects
+        .iter()
+        .find(|o| o.id == big.id().to_string())
+        .map_or("none".to_owned(), |o| o.place.clone());
+    say(format!("place {}", place.replace(' ', "-")));
+
+    let made = make_big::remote(48, 3)?;
+    let bytes = oxray::get(&made)?;
+    let exact = bytes.len() == 48 << 20
+        && bytes
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == (i as u8).wrapping_mul(7).wrapping_add(3) ^ ((i >> 17) as u8));
+    say(format!("task-result-exact {exact}"));
+    drop(bytes);
+
+    // Every byte of the store pinned by views: nothing can be spilled, yet a put still lands.
+    let held: Vec<ObjectRef<Vec<u8>>> = (0..7)
+        .map(|i| oxray::put(&pattern(i as u8)))
+        .collect::<oxray::Result<_>>()?;
+    let views: Vec<_> = held
+        .iter()
+        .map(oxray::get_view)
+        .collect::<oxray::Result<_>>()?;
+    let extra = oxray::put(&pattern(9))?;
+    say(format!(
+        "pinned-full-put-exact {}",
+        oxray::get(&extra)? == pattern(9)
+    ));
+    let s = oxray::status()?;
+    say(format!("files-while-held {}", files_in(&s.spill_dir)));
+    drop(views);
+    drop((big, made, held, extra));
+    let s = oxray::status()?;
+    say(format!("spilled-after-drop {}", s.spilled_objects));
+    say(format!("files-after-drop {}", files_in(&s.spill_dir)));
+    drop(cluster);
+    Ok(())
+}

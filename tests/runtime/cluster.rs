@@ -580,6 +580,20 @@ fn a_lost_chain_of_results_is_made_again_from_its_first_task() {
     );
 }
 
+/// Objects larger than a node's whole store cross nodes: a 48 MiB put on the head is read by
+/// a task on a member whose store is 32 MiB (pulled into a file of its spill directory), and an
+/// 80 MiB result made there (in a file) is read by the driver on the head (64 MiB store).
+#[test]
+fn objects_larger_than_a_nodes_store_cross_nodes_through_files() {
+    let _load = crate::no_cpu_hog();
+    let h = head("hl", &["cpus=1", "store_mb=64"]);
+    let _m = member("ml", &h, &["cpus=1", "resources=x:1", "store_mb=32"]);
+    let out = drive("cluster-larger", &h, |_| {});
+    assert_eq!(value_in(&out, "pulled-sum-ok"), "true", "{out}");
+    assert_eq!(value_in(&out, "read-elsewhere"), "true", "{out}");
+    assert_eq!(value_in(&out, "made-elsewhere-exact"), "true", "{out}");
+}
+
 #[test]
 fn killing_a_node_mid_work_retries_its_tasks_restarts_its_actors_and_reports_its_objects_lost() {
     let _load = crate::no_cpu_hog();

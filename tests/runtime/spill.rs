@@ -93,3 +93,25 @@ fn memory_summary_lists_spilled_and_in_memory_objects_with_their_holders() {
     assert_eq!(value(&out, "sizes-ok"), "true", "{out}");
     assert_eq!(n("listed"), 10, "{out}");
 }
+
+/// Objects a 32 MiB store cannot hold are made in files of the spill directory and read in
+/// place from there (Ray's fallback allocation): an 80 MiB vector built with `put_with_len`,
+/// read through a view and by a task; a 48 MiB task result; a put while every byte of the
+/// store is pinned by views. Their files go with their refs.
+#[test]
+fn objects_larger_than_the_store_live_in_files_and_read_back_exactly() {
+    let out = run_to_end(&["larger"], Duration::from_secs(240));
+    assert_eq!(value(&out, "put-exact"), "true", "{out}");
+    assert_eq!(value(&out, "task-sum-ok"), "true", "{out}");
+    assert_eq!(value(&out, "place"), "in-a-file", "{out}");
+    assert_eq!(value(&out, "task-result-exact"), "true", "{out}");
+    assert_eq!(value(&out, "pinned-full-put-exact"), "true", "{out}");
+    let n = |key: &str| -> u64 {
+        value(&out, key)
+            .parse()
+            .unwrap_or_else(|_| panic!("{key}: {out}"))
+    };
+    assert!(n("files-while-held") >= 3, "{out}");
+    assert_eq!(n("spilled-after-drop"), 0, "{out}");
+    assert_eq!(n("files-after-drop"), 0, "{out}");
+}

@@ -15,10 +15,11 @@ use std::sync::{Arc, Mutex};
 use futures_util::stream::{self, StreamExt};
 use oxray_common::peer::{PeerReply, PeerRequest};
 use oxray_common::{ObjectId, WorkerId};
-use oxray_object_store::CreateOptions;
+use oxray_object_store::{CreateOptions, FileWriter, ObjectWriter, StoreError};
 
 use super::{lock, peers, wire, Shared};
 use crate::error::{RayletError, Result};
+use crate::spill::Restored;
 
 /// Bytes per chunk request.
 pub(crate) const CHUNK: usize = 8 << 20;
@@ -72,9 +73,25 @@ async fn fetch(shared: &Arc<Shared>, id: ObjectId, index: u16) -> Result<()> {
     // Creating the block maps all its pages, which the kernel zeroes the first time (0.5 to
     // 3.3 s for 1 GiB on the busy 2-core VM): not on one of the runtime's two threads, which
     // carry every other transfer and request meanwhile.
-    let mut writer = tokio::task::block_in_place(|| node.store.create(id, len, opts))?;
+    let created = tokio::task::block_in_place(|| match node.store.create(id, len, opts) {
+        Ok(writer) => Ok(Copy::Store(writer)),
+        // No room here: the copy goes to a file of the spill directory, readers map it.
+        Err(StoreError::ObjectStoreFull { .. } | StoreError::ObjectTooLarge { .. })
+            if node.spill.enabled() =>
+        {
+            node.spill
+                .file_for_pull(id, len, fingerprint)
+                .map(Copy::File)
+                .map_err(|why| RayletError::Peer {
+                    peer: peer.clone(),
+                    reason: format!("object {id} does not fit in this node's store: {why}"),
+                })
+        }
+        Err(e) => Err(e.into()),
+    });
+    let mut copy = created?;
     let failed: Mutex<Option<RayletError>> = Mutex::new(None);
-    stream::iter(writer.as_mut_slice().chunks_mut(CHUNK).enumerate())
+    stream::iter(copy.as_mut_slice().chunks_mut(CHUNK).enumerate())
         .for_each_concurrent(STREAMS, |(i, chunk)| {
             let (conn, peer, failed) = (&conn, &peer, &failed);
             async move {
@@ -89,11 +106,37 @@ async fn fetch(shared: &Arc<Shared>, id: ObjectId, index: u16) -> Result<()> {
         .await;
     if let Some(e) = lock(&failed).take() {
         // Dropping the writer unsealed frees the block.
+        if let Copy::File(_) = copy {
+            node.spill.discard(id);
+        }
         return Err(e);
     }
-    writer.seal()?;
-    node.store.set_evictable(id, true)?;
+    match copy {
+        Copy::Store(writer) => {
+            writer.seal()?;
+            node.store.set_evictable(id, true)?;
+        }
+        Copy::File(writer) => {
+            drop(writer);
+            node.spill.seal_file(id, 0);
+        }
+    }
     Ok(())
+}
+
+/// Where a pulled copy is written.
+enum Copy {
+    Store(ObjectWriter),
+    File(FileWriter),
+}
+
+impl Copy {
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        match self {
+            Copy::Store(w) => w.as_mut_slice(),
+            Copy::File(w) => w.as_mut_slice(),
+        }
+    }
 }
 
 async fn fetch_chunk(
@@ -129,18 +172,25 @@ pub(crate) fn info(shared: &Shared, id: ObjectId, from: SocketAddr) -> PeerReply
             message: "the node is stopping".into(),
         };
     };
-    let mut here = node.store.info(id);
-    if here.is_none() && tokio::task::block_in_place(|| node.spill.restore_and_wait(id)) {
-        // It was spilled: back in the store now, to be served from there.
-        here = node.store.info(id);
+    let mut here = node
+        .store
+        .info(id)
+        .map(|info| (info.sealed, info.location.len, info.fingerprint));
+    if here.is_none() {
+        // Spilled: read back to be served from the store, or served from its file.
+        here = match tokio::task::block_in_place(|| node.spill.restore_and_wait(id)) {
+            Restored::InStore => node
+                .store
+                .info(id)
+                .map(|info| (info.sealed, info.location.len, info.fingerprint)),
+            Restored::InFile(s) => Some((true, s.len, s.fingerprint)),
+            Restored::No(_) => None,
+        };
     }
     match here {
-        Some(info) if info.sealed => {
+        Some((true, len, fingerprint)) => {
             lock(&shared.pulled_by).entry(id).or_default().insert(from);
-            PeerReply::Object {
-                len: info.location.len,
-                fingerprint: info.fingerprint,
-            }
+            PeerReply::Object { len, fingerprint }
         }
         _ => PeerReply::Error {
             message: format!(
@@ -163,11 +213,12 @@ pub(crate) async fn serve_chunk(
     let Some(node) = shared.node.upgrade() else {
         return;
     };
-    let mut got = node.store.get(id);
-    if got.is_err() && tokio::task::block_in_place(|| node.spill.restore_and_wait(id)) {
-        // Spilled between two chunks of this pull: read back for the rest.
-        got = node.store.get(id);
-    }
+    // Spilled since `ObjectInfo` read it back, or kept in a file: served from the file (its
+    // pages are in the page cache; reading it back into the store would only evict others).
+    let got = node
+        .store
+        .get(id)
+        .or_else(|e| node.spill.file_bytes(id).ok_or(e));
     drop(node);
     let bytes = match got {
         Ok(b) => b,

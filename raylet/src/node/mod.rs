@@ -414,14 +414,27 @@ impl Node {
                     fingerprint,
                     evictable: false,
                 };
+                // Spilled (or kept in a file) already: a retried task made it before.
+                if self.spill.enabled() && self.spill.holds(id) {
+                    let reply = FromRaylet::Created {
+                        req,
+                        block: 0,
+                        existed: true,
+                    };
+                    self.send_to_client(conn, &reply);
+                    return;
+                }
                 match self.store.create_for(client, id, len, opts) {
                     Ok(loc) => FromRaylet::Created {
                         req,
                         block: loc.block,
                         existed: false,
                     },
-                    // Full: the spill thread frees room (if anything can go) and answers.
-                    Err(StoreError::ObjectStoreFull { .. }) if self.spill.enabled() => {
+                    // Full: the spill thread frees room (if anything can go) and answers; when
+                    // nothing can go, or it never fits, it makes the object in a file.
+                    Err(StoreError::ObjectStoreFull { .. } | StoreError::ObjectTooLarge { .. })
+                        if self.spill.enabled() =>
+                    {
                         self.spill.queue_create(conn, req, id, len, fingerprint);
                         return;
                     }
@@ -443,6 +456,9 @@ impl Node {
             }
             ToRaylet::Seal { req, id } => match self.store.seal(id) {
                 Ok(_) => FromRaylet::Sealed { req },
+                Err(StoreError::ObjectNotFound(_)) if self.spill.seal_file(id, conn) => {
+                    FromRaylet::Sealed { req }
+                }
                 Err(e) => store_error(req, e),
             },
             ToRaylet::Pin { req, id, node } => match self.store.pin_for(client, id) {
@@ -525,6 +541,7 @@ impl Node {
     pub(crate) fn disconnect(&self, conn: u64) {
         let outbox = self.outboxes().remove(&conn);
         let (pins, aborted) = self.store.disconnect(ClientId(conn));
+        self.spill.disconnect(conn);
         if pins + aborted > 0 {
             tracing::warn!(
                 "connection {conn} left holding {pins} pins and {aborted} unsealed \
@@ -613,6 +630,8 @@ impl Node {
                     req,
                     block: loc.block,
                 },
+                // Pulled into a file (no room in the store): answered from the spiller.
+                Err(_) if self.spill.restore_for(id, conn, req) => return,
                 Err(e) => FromRaylet::Error {
                     req,
                     kind: ErrorKind::ObjectNotFound,
@@ -743,10 +762,10 @@ impl Node {
             self.spill
                 .listed()
                 .into_iter()
-                .map(|(id, size)| StoredObject {
+                .map(|(id, size, made_in_file)| StoredObject {
                     id,
                     size,
-                    place: "spilled".into(),
+                    place: if made_in_file { "in a file" } else { "spilled" }.into(),
                     pins: 0,
                     primary: true,
                 }),
