@@ -523,6 +523,17 @@ pub enum ToWorker {
         /// The object.
         id: ObjectId,
     },
+    /// The sender (a borrower) found the copy of object `id` on node `node` lost: make it
+    /// again from its lineage if you can, and answer with its value (`Object`) once it is
+    /// ready, or with why not.
+    Rebuild {
+        /// Request number.
+        req: u64,
+        /// The object.
+        id: ObjectId,
+        /// Index of the node whose copy was lost.
+        node: u16,
+    },
     /// Keep these objects alive for the sender, which deserialized refs to them. Acked.
     AddBorrowers {
         /// Request number.

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use oxray_common::frame;
 use oxray_common::ids::{object_id, worker_socket};
-use oxray_common::protocol::{ClientKind, ErrorKind, FromRaylet, NodeStatus, ToRaylet};
+use oxray_common::protocol::{
+    ClientKind, ErrorKind, FromRaylet, NodeStatus, ObjectValue, ToRaylet,
+};
 use oxray_common::resources::Resources;
 use oxray_common::{JobId, NodeId, WorkerId};
 use oxray_object_store::{
@@ -518,8 +520,9 @@ impl CoreWorker {
         }
     }
 
-    /// A stored object of this process could not be read: when its node is dead and its task
-    /// can run again (see `lineage`), run it and wait for the new copy; otherwise `lost`.
+    /// A stored object could not be read: when its node is dead and its task can run again
+    /// (see `lineage`), run it and wait for the new copy; otherwise `lost`. A borrower asks the
+    /// object's owner to do that.
     fn rebuild(
         self: &Arc<Self>,
         id: ObjectId,
@@ -527,9 +530,79 @@ impl CoreWorker {
         lost: Error,
         timeout: Option<Duration>,
     ) -> Result<ObjectBytes> {
-        if oxray_common::ids::owner_of(id) != self.worker_id || node == 0 {
+        if node == 0 {
             return Err(lost);
         }
+        let owner = oxray_common::ids::owner_of(id);
+        if owner != self.worker_id {
+            return self.rebuild_at_owner(id, node, lost);
+        }
+        self.make_again(id, node, lost)?;
+        // Bounded: each rebuild spends one of the task's retries.
+        self.object_bytes(id, timeout)
+    }
+
+    /// A borrowed object's copy on `node` was lost: its owner makes it again (or says why it
+    /// cannot), and the new copy is read.
+    fn rebuild_at_owner(
+        self: &Arc<Self>,
+        id: ObjectId,
+        node: u16,
+        lost: Error,
+    ) -> Result<ObjectBytes> {
+        let owner = oxray_common::ids::owner_of(id);
+        let Ok(value) = self.owners.rebuild(self, owner, id, node) else {
+            return Err(Error::OwnerDied { id: id.to_string() });
+        };
+        let lost_because = |why: String| match &lost {
+            Error::ObjectLost { id, message } => Error::ObjectLost {
+                id: id.clone(),
+                message: format!("{message}; {why}"),
+            },
+            other => other.clone(),
+        };
+        match value {
+            ObjectValue::Stored { node: now } if now != node => {
+                self.refs
+                    .replace_lost(id, node, ObjState::Stored { node: now });
+                self.pin(id, now)
+            }
+            ObjectValue::Stored { .. } => Err(lost),
+            ObjectValue::Inline { fingerprint, bytes } => {
+                let bytes = Arc::new(crate::value::aligned_copy(&bytes));
+                self.refs.replace_lost(
+                    id,
+                    node,
+                    ObjState::Inline {
+                        fingerprint,
+                        bytes: bytes.clone(),
+                    },
+                );
+                Ok(ObjectBytes::from_heap(id, fingerprint, bytes))
+            }
+            ObjectValue::Failed { message } => Err(lost_because(format!("its owner: {message}"))),
+            ObjectValue::Unknown => Err(lost_because("its owner no longer holds it".into())),
+        }
+    }
+
+    /// Asked by a borrower that found the copy of `id` (owned here) on `node` lost: makes it
+    /// again, unless that already happened (the object is pending, or stored elsewhere now).
+    pub(crate) fn rebuild_for_borrower(self: &Arc<Self>, id: ObjectId, node: u16) -> Result<()> {
+        match self.refs.state(id) {
+            Some(ObjState::Stored { node: n }) if n == node && node != 0 => {
+                let lost = Error::ObjectLost {
+                    id: id.to_string(),
+                    message: format!("its copy on node index {node} was lost (a borrower read it)"),
+                };
+                self.make_again(id, node, lost)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Starts making `id` (owned here, lost with node `node`) again; `lost` (with why) when
+    /// that node is not dead or the task cannot run again.
+    fn make_again(self: &Arc<Self>, id: ObjectId, node: u16, lost: Error) -> Result<()> {
         let Some(resources) = self.submitter.lineage.resources(id) else {
             return Err(lost);
         };
@@ -567,8 +640,7 @@ impl CoreWorker {
                 message: format!("{message}; it cannot be made again: {why}"),
             });
         }
-        // Bounded: each rebuild spends one of the task's retries.
-        self.object_bytes(id, timeout)
+        Ok(())
     }
 
     /// Runs the task that made `id` again, after running again those of its argument objects

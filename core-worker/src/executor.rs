@@ -137,6 +137,10 @@ fn serve_conn(core: Arc<CoreWorker>, stream: UnixStream) {
                 serve_get(&core, &writer, req, id);
                 true
             }
+            ToWorker::Rebuild { req, id, node } => {
+                serve_rebuild(&core, &writer, req, id, node);
+                true
+            }
             ToWorker::AddBorrowers { req, ids } => {
                 core.refs.add_borrowers(&ids);
                 reply(&writer, &FromWorker::Ack { req })
@@ -168,18 +172,6 @@ fn serve_conn(core: Arc<CoreWorker>, stream: UnixStream) {
 /// Answers a borrower's `GetObject`: at once when the value is known, else from a thread that
 /// waits for it (so other requests on the connection are not held up).
 fn serve_get(core: &Arc<CoreWorker>, writer: &Writer, req: u64, id: ObjectId) {
-    let value_of = |state: Option<ObjState>| match state {
-        None => Some(ObjectValue::Unknown),
-        Some(ObjState::Pending) => None,
-        Some(ObjState::Inline { fingerprint, bytes }) => Some(ObjectValue::Inline {
-            fingerprint,
-            bytes: bytes.to_vec(),
-        }),
-        Some(ObjState::Stored { node }) => Some(ObjectValue::Stored { node }),
-        Some(ObjState::Failed(e)) => Some(ObjectValue::Failed {
-            message: e.to_string(),
-        }),
-    };
     if let Some(value) = value_of(core.refs.state(id)) {
         reply(writer, &FromWorker::Object { req, value });
         return;
@@ -192,6 +184,43 @@ fn serve_get(core: &Arc<CoreWorker>, writer: &Writer, req: u64, id: ObjectId) {
             let value = value_of(core.refs.state(id)).unwrap_or(ObjectValue::Unknown);
             reply(&writer, &FromWorker::Object { req, value });
         });
+}
+
+/// Answers a borrower that found the copy of `id` on `node` lost: the object is made again
+/// (as when this process finds it lost itself) and its new value sent once ready, from a
+/// thread of its own (the rebuild waits for the cluster view and the task).
+fn serve_rebuild(core: &Arc<CoreWorker>, writer: &Writer, req: u64, id: ObjectId, node: u16) {
+    let (core, writer) = (core.clone(), writer.clone());
+    let _ = std::thread::Builder::new()
+        .name("oxray-owner-rebuild".into())
+        .spawn(move || {
+            let value = match core.rebuild_for_borrower(id, node) {
+                Ok(()) => {
+                    core.refs.wait(&[id], 1, None, &mut |_| {});
+                    value_of(core.refs.state(id)).unwrap_or(ObjectValue::Unknown)
+                }
+                Err(e) => ObjectValue::Failed {
+                    message: e.to_string(),
+                },
+            };
+            reply(&writer, &FromWorker::Object { req, value });
+        });
+}
+
+/// What a borrower is told of an object in state `state` (`None`: not ready yet).
+fn value_of(state: Option<ObjState>) -> Option<ObjectValue> {
+    match state {
+        None => Some(ObjectValue::Unknown),
+        Some(ObjState::Pending) => None,
+        Some(ObjState::Inline { fingerprint, bytes }) => Some(ObjectValue::Inline {
+            fingerprint,
+            bytes: bytes.to_vec(),
+        }),
+        Some(ObjState::Stored { node }) => Some(ObjectValue::Stored { node }),
+        Some(ObjState::Failed(e)) => Some(ObjectValue::Failed {
+            message: e.to_string(),
+        }),
+    }
 }
 
 fn failure(kind: FailureKind, message: String, spec: &TaskSpec) -> TaskOutcome {

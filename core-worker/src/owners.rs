@@ -222,6 +222,21 @@ impl Owners {
         }
     }
 
+    /// Asks `owner` to make `id` again (its copy on node `node` was lost) and waits for the
+    /// new value, or why not; `Err` when the owner is gone.
+    pub fn rebuild(
+        &self,
+        core: &Arc<CoreWorker>,
+        owner: WorkerId,
+        id: ObjectId,
+        node: u16,
+    ) -> Result<ObjectValue> {
+        match self.request(core, owner, |req| ToWorker::Rebuild { req, id, node })? {
+            FromWorker::Object { value, .. } => Ok(value),
+            _ => Err(owner_died(owner)),
+        }
+    }
+
     /// Registers this process as a borrower of `ids` with their owner (and waits for the ack).
     pub fn add_borrowers(
         &self,

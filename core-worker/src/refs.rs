@@ -299,6 +299,17 @@ impl RefTable {
         }
     }
 
+    /// A borrowed object's copy on `node` was lost and its owner answered with `state`: kept
+    /// unless another thread updated it meanwhile.
+    pub fn replace_lost(&self, id: ObjectId, node: u16, state: ObjState) {
+        let mut inner = self.lock();
+        if let Some(e) = inner.entries.get_mut(&id) {
+            if matches!(e.state, ObjState::Stored { node: n } if n == node) {
+                e.state = state;
+            }
+        }
+    }
+
     /// The current state, or `None` for an unknown id.
     pub fn state(&self, id: ObjectId) -> Option<ObjState> {
         self.lock().entries.get(&id).map(|e| e.state.clone())

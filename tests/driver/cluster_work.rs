@@ -347,3 +347,45 @@ pub fn larger() -> oxray::Result<()> {
     println!("done");
     Ok(())
 }
+
+/// Reads a borrowed ref (its owner is the driver) and says what it found and where it ran.
+#[oxray::remote]
+fn read_borrowed(refs: Vec<ObjectRef<Vec<u64>>>) -> (bool, u64, String) {
+    let here = oxray::node_id().unwrap_or_default();
+    match refs.first().map(oxray::get) {
+        Some(Ok(xs)) => (true, fold_sum(xs.into_iter()), here),
+        Some(Err(e)) => {
+            eprintln!("read_borrowed: {e}");
+            (false, 0, here)
+        }
+        None => (false, 0, here),
+    }
+}
+
+/// `cluster-rebuild-borrowed`: makes an 8 MiB object with a task needing resource `x` (nodes b
+/// and c), says where (`made-on`; the test kills that node), then hands the ref, inside a
+/// vector, to a task on the head (resource `h`): that task is a borrower, and its read finds
+/// the copy lost, so it asks the driver (the owner) to make the object again. Prints whether
+/// the borrower read the right numbers.
+pub fn rebuild_borrowed() -> oxray::Result<()> {
+    let _cluster = oxray::init()?;
+    let n = 1 << 20;
+    let obj = make_numbers::options()
+        .resource("x", 1.0)
+        .max_retries(2)
+        .remote(n, 13)?;
+    let (_, at) = oxray::get(&checksum::options().resource("x", 1.0).remote(&obj)?)?;
+    println!("made-on {at}");
+    println!("alive-after-kill {}", alive_at_most(2)?);
+    let (ok, sum, on) = oxray::get_timeout(
+        &read_borrowed::options()
+            .resource("h", 1.0)
+            .remote(vec![obj.clone()])?,
+        Duration::from_secs(90),
+    )?;
+    println!("borrower-read {ok}");
+    println!("borrower-sum-ok {}", sum == sum_of(n, 13));
+    println!("borrower-on-head {}", on == oxray::node_id()?);
+    println!("done");
+    Ok(())
+}

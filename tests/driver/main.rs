@@ -106,6 +106,7 @@ fn main() {
         "cluster-rebuild" => cluster_work::rebuild(),
         "cluster-rebuild-chain" => cluster_work::rebuild_chain(),
         "cluster-larger" => cluster_work::larger(),
+        "cluster-rebuild-borrowed" => cluster_work::rebuild_borrowed(),
         "stalled" => node_core::stalled(),
         "busy" => node_core::busy(
             args.get(2).and_then(|n| n.parse().ok()).unwrap_or(200),

@@ -580,6 +580,48 @@ fn a_lost_chain_of_results_is_made_again_from_its_first_task() {
     );
 }
 
+/// A borrower's read triggers the rebuild: an object made on a node that is then killed is
+/// read, through a ref handed inside a vector, by a task on the head (a borrower, not the
+/// owner); the borrower asks the owner, which runs the object's task again on the surviving
+/// node, and the borrower reads the right numbers.
+#[test]
+fn a_borrowers_read_of_a_lost_object_has_its_owner_make_it_again() {
+    let _load = crate::no_cpu_hog();
+    let fast = ["period_ms=50", "threshold=12"];
+    let h = head(
+        "hb",
+        &[&["cpus=1", "resources=h:1"][..], &fast[..]].concat(),
+    );
+    let mut b = member(
+        "bb",
+        &h,
+        &[&["cpus=2", "resources=x:2"][..], &fast[..]].concat(),
+    );
+    let mut c = member(
+        "cb",
+        &h,
+        &[&["cpus=2", "resources=x:2"][..], &fast[..]].concat(),
+    );
+    let view = view_of(&h);
+    let (b_id, c_id) = (id_of(&view, &b), id_of(&view, &c));
+    let out = drive("cluster-rebuild-borrowed", &h, |line| {
+        if let Some(at) = line.strip_prefix("made-on ") {
+            let gone = if at == b_id { &mut b } else { &mut c };
+            let _ = gone.child.kill();
+            let _ = gone.child.wait();
+        }
+    });
+    let value = |k: &str| value_in(&out, k);
+    assert!(
+        value("made-on") == b_id || value("made-on") == c_id,
+        "{out}"
+    );
+    assert_eq!(value("alive-after-kill"), "2", "{out}");
+    assert_eq!(value("borrower-read"), "true", "{out}");
+    assert_eq!(value("borrower-sum-ok"), "true", "{out}");
+    assert_eq!(value("borrower-on-head"), "true", "{out}");
+}
+
 /// Objects larger than a node's whole store cross nodes: a 48 MiB put on the head is read by
 /// a task on a member whose store is 32 MiB (pulled into a file of its spill directory), and an
 /// 80 MiB result made there (in a file) is read by the driver on the head (64 MiB store).
