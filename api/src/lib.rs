@@ -91,6 +91,27 @@ mod runtime;
 
 pub use config::Config;
 pub use memory::{memory_summary, Holders, MemorySummary, ObjectMemory};
+/// A task's large `Vec<T>` result of plain numbers, written in place in the store: return
+/// `VecInPlace::new(n, fill)` from a remote function and its ref is an `ObjectRef<Vec<T>>`.
+///
+/// ```
+/// #[oxray::remote]
+/// fn squares(n: usize) -> oxray::VecInPlace<f64> {
+///     oxray::VecInPlace::new(n, |s| {
+///         for (i, x) in s.iter_mut().enumerate() {
+///             *x = (i * i) as f64;
+///         }
+///     })
+/// }
+/// # fn main() -> oxray::Result<()> {
+/// # let _cluster = oxray::init()?;
+/// let r: oxray::ObjectRef<Vec<f64>> = squares::remote(1 << 20)?; // 8 MiB, no heap copy
+/// assert_eq!(oxray::get_view(&r)?.as_slice()[3], 9.0);
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(target_endian = "little")]
+pub use oxray_core_worker::VecInPlace;
 pub use oxray_core_worker::{
     actor_info, exit_actor, get_actor, get_actor_in, kill, kill_with_restart, was_restarted, Actor,
     ActorHandle, ActorId, ActorInfo, ActorOptions, ActorState, Error, IntoArg, Lifetime,

@@ -53,6 +53,8 @@ pub use oxray_object_store::{ObjectId, ObjectView};
 pub use registry::{RemoteFunction, TaskError, REMOTE_FUNCTIONS};
 pub use task::{submit_task, TaskOptions};
 pub use value::ReturnValue;
+#[cfg(target_endian = "little")]
+pub use value::VecInPlace;
 pub use worker_mode::is_worker;
 
 /// Re-exports for the code the macros generate. Not a public API.

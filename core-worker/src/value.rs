@@ -88,3 +88,78 @@ where
         oxray_object_store::encode_vec_in_place::<T>(buf, self.n, fill)
     }
 }
+
+/// A task's large `Vec<T>` result of plain numbers, written in place in the store by `fill`
+/// (no heap vector, no copy). Return it from a remote function; the ref is an
+/// `ObjectRef<Vec<T>>` (this example runs in the `oxray` crate's docs):
+///
+/// ```ignore
+/// #[oxray::remote]
+/// fn squares(n: usize) -> oxray::VecInPlace<f64> {
+///     oxray::VecInPlace::new(n, |s| {
+///         for (i, x) in s.iter_mut().enumerate() {
+///             *x = (i * i) as f64;
+///         }
+///     })
+/// }
+/// # fn main() -> oxray::Result<()> {
+/// # let _cluster = oxray::init()?;
+/// let r: oxray::ObjectRef<Vec<f64>> = squares::remote(1 << 20)?;
+/// assert_eq!(oxray::get_view(&r)?.as_slice()[3], 9.0);
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(target_endian = "little")]
+pub struct VecInPlace<T> {
+    n: usize,
+    fill: std::sync::Mutex<Option<Box<dyn FnOnce(&mut [T]) + Send>>>,
+}
+
+#[cfg(target_endian = "little")]
+impl<T: oxray_object_store::Native> VecInPlace<T> {
+    /// A vector of `n` numbers that `fill` writes where the result is stored.
+    pub fn new(n: usize, fill: impl FnOnce(&mut [T]) + Send + 'static) -> Self {
+        VecInPlace {
+            n,
+            fill: std::sync::Mutex::new(Some(Box::new(fill))),
+        }
+    }
+
+    /// Its length.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+}
+
+#[cfg(target_endian = "little")]
+impl<T> ReturnValue for VecInPlace<T>
+where
+    T: oxray_object_store::Native,
+    Vec<T>: Object,
+{
+    fn fingerprint(&self) -> u64 {
+        fingerprint::<Vec<T>>()
+    }
+
+    fn encoded_len(&self) -> Result<usize, StoreError> {
+        Ok(oxray_object_store::vec_encoded_len::<T>(self.n))
+    }
+
+    fn encode_into(&self, buf: &mut [u8]) -> Result<(), StoreError> {
+        let fill = self
+            .fill
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| StoreError::Serialize {
+                ty: std::any::type_name::<Vec<T>>(),
+                reason: "the fill closure already ran".into(),
+            })?;
+        oxray_object_store::encode_vec_in_place::<T>(buf, self.n, fill)
+    }
+}

@@ -268,6 +268,16 @@ fn make_big(mib: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// A task whose result (`n` f64, more than the whole store) is written in place: in a file.
+#[oxray::remote]
+fn make_big_in_place(n: usize) -> oxray::VecInPlace<f64> {
+    oxray::VecInPlace::new(n, |s| {
+        for (i, x) in s.iter_mut().enumerate() {
+            *x = (i % 777) as f64;
+        }
+    })
+}
+
 /// `larger`: objects a 32 MiB store cannot hold at all. An 80 MiB vector built in place
 /// (`put_with_len`), read back through a view, by a task and in `memory_summary` (`in a
 /// file`); a 48 MiB task result; and, with every byte of the store pinned by views, a 6 MiB
@@ -311,6 +321,13 @@ pub fn larger() -> oxray::Result<()> {
             .all(|(i, b)| *b == (i as u8).wrapping_mul(7).wrapping_add(3) ^ ((i >> 17) as u8));
     say(format!("task-result-exact {exact}"));
     drop(bytes);
+    let in_place = make_big_in_place::remote(6 << 20)?; // 48 MiB
+    let view = oxray::get_view(&in_place)?;
+    let s = view.as_slice();
+    let exact = s.len() == 6 << 20 && s.iter().enumerate().all(|(i, x)| *x == (i % 777) as f64);
+    say(format!("in-place-result-exact {exact}"));
+    drop(view);
+    drop(in_place);
 
     // Every byte of the store pinned by views: nothing can be spilled, yet a put still lands.
     let held: Vec<ObjectRef<Vec<u8>>> = (0..7)

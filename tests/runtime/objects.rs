@@ -203,3 +203,54 @@ fn put_with_len_fills_the_object_in_place() {
         (0..10).map(|i| i * 3).collect::<Vec<u32>>()
     );
 }
+
+/// Sums a vector read in place.
+#[oxray::remote]
+fn sum_i64(xs: ObjectView<Vec<i64>>) -> i64 {
+    xs.as_slice().iter().sum()
+}
+
+/// A task returning `VecInPlace` of `n` numbers: written in place where the result is stored.
+#[oxray::remote]
+fn ramp(n: usize, step: i64) -> oxray::VecInPlace<i64> {
+    oxray::VecInPlace::new(n, move |s| {
+        for (i, x) in s.iter_mut().enumerate() {
+            *x = i as i64 * step;
+        }
+    })
+}
+
+/// The same, fallible: `Result<VecInPlace<T>, E>` gives an `ObjectRef<Vec<T>>` too.
+#[oxray::remote]
+fn ramp_checked(n: usize) -> Result<oxray::VecInPlace<u16>, String> {
+    if n > 1 << 24 {
+        return Err(format!("{n} numbers is too many"));
+    }
+    Ok(oxray::VecInPlace::new(n, |s| {
+        for (i, x) in s.iter_mut().enumerate() {
+            *x = i as u16;
+        }
+    }))
+}
+
+/// A task's large result written in place (`VecInPlace`) reads back as the vector the closure
+/// wrote, large (in the store) and small (inline), and through a fallible task.
+#[test]
+fn a_task_result_written_in_place_reads_back() {
+    cluster();
+    let big: ObjectRef<Vec<i64>> = ramp::remote(2_000_000, 3).expect("submit");
+    let want: Vec<i64> = (0..2_000_000).map(|i| i * 3).collect();
+    assert_eq!(oxray::get_view(&big).expect("view").as_slice(), &want[..]);
+    let small = ramp::remote(5, -2).expect("submit");
+    assert_eq!(oxray::get(&small).expect("get"), vec![0, -2, -4, -6, -8]);
+    let sum = oxray::get(&sum_i64::remote(&big).expect("submit")).expect("get");
+    assert_eq!(sum, want.iter().sum::<i64>());
+    let checked = ramp_checked::remote(70_000).expect("submit");
+    let got = oxray::get(&checked).expect("get");
+    assert!(got.len() == 70_000 && got.iter().enumerate().all(|(i, x)| *x == i as u16));
+    let refused = oxray::get(&ramp_checked::remote(1 << 25).expect("submit"));
+    assert!(
+        matches!(&refused, Err(oxray::Error::TaskFailed { message, .. }) if message.contains("too many")),
+        "{refused:?}"
+    );
+}

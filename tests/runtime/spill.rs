@@ -96,7 +96,8 @@ fn memory_summary_lists_spilled_and_in_memory_objects_with_their_holders() {
 
 /// Objects a 32 MiB store cannot hold are made in files of the spill directory and read in
 /// place from there (Ray's fallback allocation): an 80 MiB vector built with `put_with_len`,
-/// read through a view and by a task; a 48 MiB task result; a put while every byte of the
+/// read through a view and by a task; a 48 MiB task result, and one written in place
+/// (`VecInPlace`); a put while every byte of the
 /// store is pinned by views. Their files go with their refs.
 #[test]
 fn objects_larger_than_the_store_live_in_files_and_read_back_exactly() {
@@ -105,6 +106,7 @@ fn objects_larger_than_the_store_live_in_files_and_read_back_exactly() {
     assert_eq!(value(&out, "task-sum-ok"), "true", "{out}");
     assert_eq!(value(&out, "place"), "in-a-file", "{out}");
     assert_eq!(value(&out, "task-result-exact"), "true", "{out}");
+    assert_eq!(value(&out, "in-place-result-exact"), "true", "{out}");
     assert_eq!(value(&out, "pinned-full-put-exact"), "true", "{out}");
     let n = |key: &str| -> u64 {
         value(&out, key)

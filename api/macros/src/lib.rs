@@ -51,6 +51,18 @@ fn last_segment(ty: &Type) -> Option<(String, Vec<Type>)> {
     Some((seg.ident.to_string(), args))
 }
 
+/// The type of the object a task's result becomes: `Vec<T>` for `VecInPlace<T>` (written in
+/// place in the store), the type itself otherwise.
+fn stored_type(ty: Type) -> Type {
+    match last_segment(&ty) {
+        Some((ident, args)) if ident == "VecInPlace" && args.len() == 1 => {
+            let elem = &args[0];
+            syn::parse_quote!(::std::vec::Vec<#elem>)
+        }
+        _ => ty,
+    }
+}
+
 /// The owned type a borrowed parameter's users usually mean (`[f64]` → `Vec<f64>`, `str` →
 /// `String`), for the error message.
 fn owned_form(elem: &Type) -> String {
@@ -126,6 +138,7 @@ fn expand_remote(f: &ItemFn) -> syn::Result<Tokens> {
         Some((ident, args)) if ident == "Result" && !args.is_empty() => (args[0].clone(), true),
         _ => (ret.clone(), false),
     };
+    let ok_ty = stored_type(ok_ty);
     let call = quote! { super::#name(#(#arg_names),*) };
     let wrap = if fallible {
         quote! {
@@ -371,6 +384,7 @@ fn expand_actor_impl(imp: &ItemImpl) -> syn::Result<Tokens> {
             Some((ident, args)) if ident == "Result" && !args.is_empty() => (args[0].clone(), true),
             _ => (ret.clone(), false),
         };
+        let ok_ty = stored_type(ok_ty);
         let method_name = name.to_string();
         let call_fn = format_ident!("__oxray_call_{}", name);
         let reg = format_ident!("__OXRAY_METHOD_{}", name.to_string().to_uppercase());
