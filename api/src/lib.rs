@@ -130,6 +130,9 @@ pub use runtime::{
 
 /// The node's shared-memory object store (the `oxray-object-store` crate), for use on its own.
 pub use oxray_object_store as store;
+/// The `ndarray` version whose views `ObjectView<Vec<T>>::as_array` and `as_array2` return.
+#[cfg(feature = "ndarray")]
+pub use oxray_object_store::ndarray;
 /// rkyv, whose derives (`Archive`, `Serialize`, `Deserialize`) make user types storable.
 pub use oxray_object_store::rkyv;
 

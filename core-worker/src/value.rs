@@ -112,8 +112,12 @@ where
 #[cfg(target_endian = "little")]
 pub struct VecInPlace<T> {
     n: usize,
-    fill: std::sync::Mutex<Option<Box<dyn FnOnce(&mut [T]) + Send>>>,
+    fill: std::sync::Mutex<Option<Fill<T>>>,
 }
+
+/// The closure that writes a [`VecInPlace`]'s numbers.
+#[cfg(target_endian = "little")]
+type Fill<T> = Box<dyn FnOnce(&mut [T]) + Send>;
 
 #[cfg(target_endian = "little")]
 impl<T: oxray_object_store::Native> VecInPlace<T> {

@@ -55,6 +55,8 @@ pub use id::{ArchivedObjectId, ObjectId};
 #[cfg(target_endian = "little")]
 pub use native::encode_vec_in_place;
 pub use native::{vec_encoded_len, Native};
+#[cfg(feature = "ndarray")]
+pub use ndarray;
 pub use rkyv;
 pub use store::{ObjectWriter, Store};
 pub use table::{ClientId, CreateOptions, Location, ObjectInfo, ObjectTable, StoreStats};

@@ -62,6 +62,27 @@ where
     }
 }
 
+#[cfg(all(target_endian = "little", feature = "ndarray"))]
+impl<T: Native> ObjectView<Vec<T>>
+where
+    Vec<T>: Object<Archived = rkyv::vec::ArchivedVec<T::Archived>>,
+{
+    /// The numbers in place as a one-dimensional `ndarray` view (no copy).
+    pub fn as_array(&self) -> ndarray::ArrayView1<'_, T> {
+        ndarray::ArrayView1::from(self.as_slice())
+    }
+
+    /// The numbers in place as a `rows × cols` matrix in row-major order (no copy); an error
+    /// when `rows × cols` is not the vector's length.
+    pub fn as_array2(
+        &self,
+        rows: usize,
+        cols: usize,
+    ) -> Result<ndarray::ArrayView2<'_, T>, ndarray::ShapeError> {
+        ndarray::ArrayView2::from_shape((rows, cols), self.as_slice())
+    }
+}
+
 /// Bytes of the archived form of a `Vec<T>` of `n` numbers: the elements, padding to 8, then
 /// the vector's root (a 64-bit relative pointer and a 64-bit length).
 pub fn vec_encoded_len<T: Native>(n: usize) -> usize {

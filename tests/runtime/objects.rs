@@ -254,3 +254,33 @@ fn a_task_result_written_in_place_reads_back() {
         "{refused:?}"
     );
 }
+
+/// Sums the rows of a `rows × cols` matrix read in place through ndarray.
+#[oxray::remote]
+fn row_sums(m: ObjectView<Vec<f64>>, rows: usize, cols: usize) -> Vec<f64> {
+    match m.as_array2(rows, cols) {
+        Ok(a) => a.rows().into_iter().map(|r| r.sum()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// With the `ndarray` feature a stored vector reads as `ArrayView1`/`ArrayView2` in place,
+/// equal to the data put, in the driver and in a task; a wrong shape is an error.
+#[test]
+fn ndarray_views_of_stored_numbers() {
+    cluster();
+    let (rows, cols) = (300, 500);
+    let data: Vec<f64> = (0..rows * cols).map(|i| (i % 97) as f64).collect();
+    let r = oxray::put(&data).expect("put");
+    let view = oxray::get_view(&r).expect("view");
+    let a = view.as_array();
+    assert_eq!(a.len(), rows * cols);
+    assert_eq!(a.sum(), data.iter().sum::<f64>());
+    assert!(std::ptr::eq(a.as_ptr(), view.as_slice().as_ptr()), "copied");
+    let m = view.as_array2(rows, cols).expect("shape");
+    assert_eq!(m[[2, 7]], data[2 * cols + 7]);
+    assert!(view.as_array2(rows + 1, cols).is_err());
+    let want: Vec<f64> = data.chunks(cols).map(|c| c.iter().sum()).collect();
+    let got = oxray::get(&row_sums::remote(&r, rows, cols).expect("submit")).expect("get");
+    assert_eq!(got, want);
+}
