@@ -11,6 +11,7 @@ pub struct Config {
     pub(crate) address: Option<String>,
     pub(crate) resources: Vec<(String, f64)>,
     pub(crate) spilling: Option<bool>,
+    pub(crate) store_full_wait: Option<std::time::Duration>,
     pub(crate) spill_dir: Option<std::path::PathBuf>,
 }
 
@@ -36,6 +37,15 @@ impl Config {
     /// Off, a `put` that does not fit fails with `Error::ObjectStoreFull`.
     pub fn spilling(mut self, on: bool) -> Self {
         self.spilling = Some(on);
+        self
+    }
+
+    /// How long a `put` (or a task's result) waits for room in a full store before it fails
+    /// with `Error::ObjectStoreFull`, when spilling is off (default: 1 s; readers may release
+    /// what they hold meanwhile). With spilling on, an object that cannot fit is made in a
+    /// file instead, and nothing waits.
+    pub fn store_full_wait(mut self, wait: std::time::Duration) -> Self {
+        self.store_full_wait = Some(wait);
         self
     }
 

@@ -141,6 +141,9 @@ pub fn init_with(config: Config) -> Result<Cluster> {
                 rc.spilling = on;
             }
             rc.spill_dir = config.spill_dir.clone();
+            if let Some(wait) = config.store_full_wait {
+                rc.store_full_wait = wait;
+            }
             let raylet = Raylet::start(rc).map_err(|e| Error::Config {
                 message: format!("starting the embedded node: {e}"),
             })?;

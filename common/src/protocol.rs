@@ -274,6 +274,9 @@ pub enum FromRaylet {
         resources: Resources,
         /// The job's namespace for named actors.
         namespace: String,
+        /// How long a create waits for room in a full store before it is refused, in
+        /// milliseconds (with spilling on, a create that cannot fit is made in a file instead).
+        store_full_wait_ms: u64,
     },
     /// A worker is leased to the client.
     LeaseGranted {

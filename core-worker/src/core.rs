@@ -48,8 +48,6 @@ pub(crate) fn set_current(core: Option<Arc<CoreWorker>>) {
     *CURRENT.write().unwrap_or_else(|p| p.into_inner()) = core;
 }
 
-/// How long a `put` waits for room in a full store before failing with `ObjectStoreFull`.
-const PUT_FULL_WAIT: Duration = Duration::from_secs(1);
 /// The longest pause between two attempts of a `put` into a full store.
 const PUT_FULL_BACKOFF_MAX: Duration = Duration::from_millis(64);
 
@@ -73,6 +71,8 @@ pub struct CoreWorker {
     pub(crate) actors: crate::actor_handle::ActorCalls,
     total: Resources,
     seq: AtomicU64,
+    /// How long a create waits for room in a full store (the node's setting).
+    store_full_wait: Duration,
     shutting_down: AtomicBool,
     /// Serves the connections to leased workers and actors (started on first use; `None`
     /// if it could not start).
@@ -135,6 +135,7 @@ impl CoreWorker {
             session,
             resources,
             namespace,
+            store_full_wait_ms,
         } = reply
         else {
             return Err(Error::RayletDied {
@@ -159,6 +160,7 @@ impl CoreWorker {
             actors: crate::actor_handle::ActorCalls::default(),
             total: resources,
             seq: AtomicU64::new(1),
+            store_full_wait: Duration::from_millis(store_full_wait_ms),
             shutting_down: AtomicBool::new(false),
             events: OnceLock::new(),
         });
@@ -371,13 +373,13 @@ impl CoreWorker {
                     ..
                 } => {
                     let waited = started.elapsed();
-                    if waited >= PUT_FULL_WAIT {
+                    if waited >= self.store_full_wait {
                         return Err(Error::ObjectStoreFull { message });
                     }
                     // The raylet does not say when room frees up (objects released, deleted
                     // or evicted), so there is no event to wait on: ask again after a backoff
                     // (1, 2, 4 … 64 ms), never past the bounded wait.
-                    std::thread::sleep(backoff.min(PUT_FULL_WAIT - waited));
+                    std::thread::sleep(backoff.min(self.store_full_wait - waited));
                     backoff = (backoff * 2).min(PUT_FULL_BACKOFF_MAX);
                 }
                 FromRaylet::Error { message, .. } => {

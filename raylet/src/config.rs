@@ -31,7 +31,14 @@ pub struct RayletConfig {
     /// Where spilled objects go (default: the node's session directory). A directory of the
     /// node's own is made inside and removed when the node stops.
     pub spill_dir: Option<std::path::PathBuf>,
+    /// How long a `put` or a task result waits for room when the store is full and spilling
+    /// is off (readers may release what they hold) before it is `ObjectStoreFull` (default:
+    /// 1 s). With spilling on, a create that cannot fit is made in a file instead.
+    pub store_full_wait: std::time::Duration,
 }
+
+/// Default [`RayletConfig::store_full_wait`].
+pub const DEFAULT_STORE_FULL_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Default [`RayletConfig::max_dead_actors`].
 pub const DEFAULT_MAX_DEAD_ACTORS: usize = 1000;
@@ -51,6 +58,7 @@ impl Default for RayletConfig {
             max_dead_actors: DEFAULT_MAX_DEAD_ACTORS,
             spilling: true,
             spill_dir: None,
+            store_full_wait: DEFAULT_STORE_FULL_WAIT,
         }
     }
 }

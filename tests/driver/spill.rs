@@ -104,20 +104,24 @@ pub fn spill() -> oxray::Result<()> {
     Ok(())
 }
 
-/// `spill-off`: the same store with spilling off: puts beyond it fail with a typed error, and
-/// so does a task whose result does not fit.
+/// `spill-off`: the same store with spilling off and a 2.5 s wait for room: puts beyond it
+/// fail with a typed error (`full-wait-ms`: how long the failing put waited), and so does a
+/// task whose result does not fit.
 pub fn spill_off() -> oxray::Result<()> {
     let _cluster = oxray::init_with(
         oxray::Config::new()
             .num_cpus(1.0)
             .object_store_memory(32 << 20)
-            .spilling(false),
+            .spilling(false)
+            .store_full_wait(std::time::Duration::from_millis(2500)),
     )?;
     let mut held = Vec::new();
     for i in 0..COUNT {
+        let started = std::time::Instant::now();
         match oxray::put(&pattern(i as u8)) {
             Ok(r) => held.push(r),
             Err(oxray::Error::ObjectStoreFull { message }) => {
+                say(format!("full-wait-ms {}", started.elapsed().as_millis()));
                 say(format!("full-after {}", held.len()));
                 say(format!("message {message}"));
                 // A task's result that cannot be stored either: the same typed error at `get`.

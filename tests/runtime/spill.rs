@@ -46,6 +46,9 @@ fn with_spilling_off_a_full_store_is_a_typed_error() {
         value(&out, "message").contains("spilling to disk is off"),
         "{out}"
     );
+    // The configured wait for room (2.5 s, against the default 1 s) went by before the error.
+    let waited: u64 = value(&out, "full-wait-ms").parse().expect("a wait");
+    assert!(waited >= 2500, "{out}");
 }
 
 /// Five rounds of `init`, a 200 MB put read through a view, and `shutdown` in one process: each

@@ -96,6 +96,7 @@ impl NodeState {
             session: self.setup.session.clone(),
             resources: self.total().clone(),
             namespace,
+            store_full_wait_ms: self.setup.store_full_wait_ms,
         };
         self.send(conn, registered);
         if kind == ClientKind::Driver {

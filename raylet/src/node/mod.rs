@@ -134,6 +134,11 @@ impl Node {
             prestart_workers: config.prestart_workers,
             clustered: config.cluster.is_some(),
             max_dead_actors: config.max_dead_actors,
+            store_full_wait_ms: config
+                .store_full_wait
+                .as_millis()
+                .try_into()
+                .unwrap_or(u64::MAX),
         };
         let node = Arc::new_cyclic(|me| Node {
             address: config.address(),

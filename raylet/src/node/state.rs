@@ -26,6 +26,8 @@ pub(crate) struct Setup {
     pub clustered: bool,
     /// Dead actors kept in the table; older ones are forgotten.
     pub max_dead_actors: usize,
+    /// How long clients wait for room before a create is `ObjectStoreFull`, in milliseconds.
+    pub store_full_wait_ms: u64,
 }
 
 pub(crate) struct Client {

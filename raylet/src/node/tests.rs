@@ -39,6 +39,7 @@ impl Sim {
             prestart_workers: 0,
             clustered,
             max_dead_actors: 1000,
+            store_full_wait_ms: 1000,
         };
         Sim {
             st: NodeState::new(setup),

@@ -58,6 +58,10 @@ pub struct NodeArgs {
     /// Do not spill: a create that does not fit fails with ObjectStoreFull.
     #[arg(long, conflicts_with = "spill_dir")]
     pub no_spilling: bool,
+    /// How long a create waits for room in a full store (spilling off) before it fails with
+    /// ObjectStoreFull, in milliseconds [default: 1000]
+    #[arg(long, value_name = "MS")]
+    pub store_full_wait_ms: Option<u64>,
 }
 
 /// Custom resources from `--resources`.
@@ -157,6 +161,9 @@ impl NodeArgs {
         if let Some(d) = &self.spill_dir {
             push("--spill-dir", d.display().to_string());
         }
+        if let Some(ms) = self.store_full_wait_ms {
+            push("--store-full-wait-ms", ms.to_string());
+        }
         if self.no_spilling {
             args.push("--no-spilling".to_owned());
         }
@@ -196,6 +203,9 @@ impl NodeArgs {
         config.session = self.session();
         config.spilling = !self.no_spilling;
         config.spill_dir = self.spill_dir.clone();
+        if let Some(ms) = self.store_full_wait_ms {
+            config.store_full_wait = std::time::Duration::from_millis(ms);
+        }
         config.cluster = self.cluster_config()?;
         Ok(config)
     }

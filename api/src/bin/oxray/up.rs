@@ -31,6 +31,7 @@ fn start_args(file: &ClusterFile, node: &NodeSpec, is_head: bool) -> Vec<String>
         health_check_timeout_ms: Some(file.health_check_timeout.as_millis() as u64),
         spill_dir: node.spill_dir.as_ref().map(std::path::PathBuf::from),
         no_spilling: !node.spilling,
+        store_full_wait_ms: None,
     };
     let mut all = vec!["start".to_owned()];
     all.extend(args.to_args());
