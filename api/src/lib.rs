@@ -88,6 +88,7 @@ mod config;
 mod memory;
 mod progress;
 mod runtime;
+pub mod timeline;
 
 pub use config::Config;
 pub use memory::{memory_summary, Holders, MemorySummary, ObjectMemory};
@@ -127,6 +128,7 @@ pub use runtime::{
     init_with, is_initialized, node_id, nodes, put, shutdown, status, wait, Cluster, NodeInfo,
     WaitResult,
 };
+pub use timeline::timeline;
 
 /// The node's shared-memory object store (the `oxray-object-store` crate), for use on its own.
 pub use oxray_object_store as store;

@@ -893,3 +893,69 @@ fn logs_print_and_follow_a_nodes_log_with_levels_and_filters() {
         "the default filter applies: {log}"
     );
 }
+
+/// The quickstart example's executable (built by `cargo test --workspace` with the other
+/// targets; built here when this test runs alone).
+fn quickstart() -> std::path::PathBuf {
+    let dir = std::path::Path::new(OXRAY).parent().expect("target dir");
+    let exe = dir.join("examples").join("quickstart");
+    if !exe.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = Command::new(cargo)
+            .args(["build", "-p", "oxray-examples", "--example", "quickstart"])
+            .status()
+            .expect("run cargo");
+        assert!(built.success(), "building the quickstart failed");
+    }
+    exe
+}
+
+/// `oxray timeline` after the quickstart ran attached to a node: valid Chrome trace JSON with
+/// one complete event per task the quickstart submitted (10,011), each on a worker process,
+/// named after its function.
+#[test]
+fn timeline_of_the_quickstart_has_one_event_per_task() {
+    let scratch = Scratch::new("timeline");
+    let session = format!("tl{}", std::process::id());
+    let (ok, out) = scratch.oxray(&["start", "--head", "--num-cpus", "2", "--session", &session]);
+    assert!(ok, "{out}");
+    let address = format!("unix:@{session}");
+    let run = Command::new(quickstart())
+        .env("TMPDIR", &scratch.0)
+        .env("OXRAY_ADDRESS", &address)
+        .output()
+        .expect("run the quickstart");
+    let trace_path = scratch.0.join("trace.json");
+    let (tl_ok, tl_out) = scratch.oxray(&["timeline", "-o", trace_path.to_str().expect("path")]);
+    let (stop_ok, stop_out) = scratch.oxray(&["stop", "--address", &address]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(tl_ok, "{tl_out}");
+    assert!(stop_ok, "{stop_out}");
+    assert!(tl_out.contains("wrote 10011 task"), "{tl_out}");
+    let text = std::fs::read_to_string(&trace_path).expect("trace");
+    let trace: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let events = trace["traceEvents"].as_array().expect("traceEvents");
+    let runs: Vec<&serde_json::Value> = events.iter().filter(|e| e["ph"] == "X").collect();
+    assert_eq!(runs.len(), 10_011);
+    let named = |name: &str| runs.iter().filter(|e| e["name"] == name).count();
+    assert_eq!(named("quickstart::square"), 10_005, "{:?}", runs.first());
+    assert_eq!(named("quickstart::add"), 1);
+    assert_eq!(named("quickstart::mean"), 4);
+    assert_eq!(named("quickstart::checked_sqrt"), 1);
+    assert!(runs.iter().all(|e| e["cat"] == "task"
+        && e["ts"].as_u64().is_some()
+        && e["dur"].as_u64().is_some()
+        && e["tid"].as_u64().is_some_and(|pid| pid != 0)));
+    // The failing task is marked so.
+    assert!(runs
+        .iter()
+        .any(|e| e["name"] == "quickstart::checked_sqrt" && e["args"]["ok"] == false));
+    // One process per node, named.
+    assert!(events
+        .iter()
+        .any(|e| e["ph"] == "M" && e["name"] == "process_name"));
+}

@@ -133,6 +133,16 @@ pub enum ToRaylet {
         /// Request number.
         req: u64,
     },
+    /// Tasks and actor calls this worker ran since it last sent them (the timeline).
+    TaskEvents {
+        /// The events, oldest first.
+        events: Vec<TaskEvent>,
+    },
+    /// Asks for the node's recorded task events (`oxray timeline`).
+    Timeline {
+        /// Request number.
+        req: u64,
+    },
     /// Asks a standalone raylet to stop.
     Stop {
         /// Request number.
@@ -366,6 +376,15 @@ pub enum FromRaylet {
         /// Every object in the node's store or spilled from it.
         objects: Vec<StoredObject>,
     },
+    /// Reply to `Timeline`.
+    Timeline {
+        /// Request number.
+        req: u64,
+        /// The node.
+        node: NodeId,
+        /// Its recorded task events, oldest first.
+        events: Vec<TaskEvent>,
+    },
     /// Reply to `CreateActor`: registered (it starts in the background).
     ActorCreated {
         /// Request number.
@@ -458,6 +477,27 @@ pub struct NodeStatus {
     pub actors: Vec<ActorInfo>,
     /// Every node of the cluster this node belongs to (empty for a single node).
     pub cluster: crate::peer::ClusterView,
+}
+
+/// One task or actor call a worker ran, for the timeline (`oxray timeline`).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TaskEvent {
+    /// The task (or call) id, which is also its result's id.
+    pub id: ObjectId,
+    /// The function or `Class::method`.
+    pub function: String,
+    /// An actor method call (else a task).
+    pub actor_call: bool,
+    /// When it started running, in microseconds since the Unix epoch.
+    pub start_us: u64,
+    /// When it ended, likewise.
+    pub end_us: u64,
+    /// The process that ran it.
+    pub pid: u32,
+    /// Its worker id.
+    pub worker: WorkerId,
+    /// Whether it returned a value (else it failed).
+    pub ok: bool,
 }
 
 /// One object of a node's store (`oxray memory`).

@@ -73,6 +73,8 @@ pub struct CoreWorker {
     seq: AtomicU64,
     /// How long a create waits for room in a full store (the node's setting).
     store_full_wait: Duration,
+    /// Tasks and actor calls run here and not yet sent to the raylet (the timeline).
+    pub(crate) task_events: crate::task_events::TaskEvents,
     shutting_down: AtomicBool,
     /// Serves the connections to leased workers and actors (started on first use; `None`
     /// if it could not start).
@@ -161,6 +163,7 @@ impl CoreWorker {
             total: resources,
             seq: AtomicU64::new(1),
             store_full_wait: Duration::from_millis(store_full_wait_ms),
+            task_events: Default::default(),
             shutting_down: AtomicBool::new(false),
             events: OnceLock::new(),
         });
@@ -815,6 +818,23 @@ impl CoreWorker {
             if !deps.is_empty() {
                 self.submitter.on_dependency_done(self, deps);
             }
+        }
+    }
+
+    /// Sends the task events recorded here to the raylet (nothing when there are none).
+    pub(crate) fn flush_task_events(&self) {
+        let events = self.task_events.take();
+        if !events.is_empty() {
+            let _ = self.raylet.send(&ToRaylet::TaskEvents { events });
+        }
+    }
+
+    /// The tasks and actor calls this node's workers ran (the last 100,000), with the node's
+    /// id.
+    pub fn node_timeline(&self) -> Result<(NodeId, Vec<oxray_common::protocol::TaskEvent>)> {
+        match self.raylet.request(|req| ToRaylet::Timeline { req })? {
+            FromRaylet::Timeline { node, events, .. } => Ok((node, events)),
+            other => Err(unexpected(other)),
         }
     }
 

@@ -23,6 +23,7 @@ use crate::borrow::collect_contained;
 use crate::core::CoreWorker;
 use crate::refs::ObjState;
 use crate::registry::{self, TaskError};
+use crate::task_events::{now_us, Ran};
 use crate::value::{encode_heap, ReturnValue, INLINE_MAX};
 
 /// Serializes task execution in this worker.
@@ -90,6 +91,7 @@ fn serve_conn(core: Arc<CoreWorker>, stream: UnixStream) {
         };
         let ok = match msg {
             ToWorker::Task(spec) => {
+                let start_us = now_us();
                 let (outcome, contained) = if core.kind() == ClientKind::Worker {
                     execute(&core, &spec)
                 } else {
@@ -100,6 +102,19 @@ fn serve_conn(core: Arc<CoreWorker>, stream: UnixStream) {
                     );
                     (f, Vec::new())
                 };
+                let ran = Ran {
+                    id: spec.id,
+                    function: &spec.function,
+                    actor_call: false,
+                    start_us,
+                    ok: !matches!(outcome, TaskOutcome::Failed(_)),
+                };
+                // Sent before the reply when going idle: once the submitter has its last
+                // result it may end its job, and the raylet then kills this worker.
+                let full = core.task_events.record(ran, core.worker_id);
+                if full || reader.buffer().is_empty() {
+                    core.flush_task_events();
+                }
                 reply(
                     &writer,
                     &FromWorker::Done {
@@ -111,8 +126,23 @@ fn serve_conn(core: Arc<CoreWorker>, stream: UnixStream) {
             }
             ToWorker::ActorCall(call) => {
                 let (core2, writer2) = (core.clone(), writer.clone());
+                // Calls on the actor's pool end after the connection went idle: their events
+                // are sent at once; calls run here, when nothing more is buffered.
+                let concurrent = crate::actor_host::hosted().is_some_and(|h| h.max_concurrency > 1);
+                let idle = concurrent || reader.buffer().is_empty();
                 let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+                    let start_us = now_us();
                     let (outcome, contained) = execute_call(&core2, &call);
+                    let ran = Ran {
+                        id: call.id,
+                        function: &call.method,
+                        actor_call: true,
+                        start_us,
+                        ok: !matches!(outcome, TaskOutcome::Failed(_)),
+                    };
+                    if core2.task_events.record(ran, core2.worker_id) || idle {
+                        core2.flush_task_events();
+                    }
                     reply(
                         &writer2,
                         &FromWorker::Done {

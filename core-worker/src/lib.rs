@@ -31,6 +31,7 @@ pub mod registry;
 mod replies;
 mod submitter;
 pub mod task;
+mod task_events;
 pub mod value;
 mod worker_mode;
 

@@ -166,6 +166,7 @@ fn dispatch(core: &Arc<CoreWorker>, msg: FromRaylet) {
         | FromRaylet::Error { req, .. }
         | FromRaylet::Status { req, .. }
         | FromRaylet::Memory { req, .. }
+        | FromRaylet::Timeline { req, .. }
         | FromRaylet::Address { req, .. } => *req,
         FromRaylet::TunnelOpen => return,
         FromRaylet::WorkerOutput { pid, stream, line } => {

@@ -33,6 +33,7 @@ mod node;
 mod outbox;
 pub mod server;
 mod spill;
+mod timeline;
 pub mod tool;
 pub mod workers;
 

@@ -55,6 +55,16 @@ pub fn memory(address: &str) -> Result<Vec<oxray_common::protocol::StoredObject>
     }
 }
 
+/// The task events the node at `address` recorded (`oxray timeline`), with its id.
+pub fn timeline(
+    address: &str,
+) -> Result<(oxray_common::NodeId, Vec<oxray_common::protocol::TaskEvent>)> {
+    match ask(address, ToRaylet::Timeline { req: 1 })? {
+        FromRaylet::Timeline { node, events, .. } => Ok((node, events)),
+        other => Err(RayletError::Config(format!("unexpected answer {other:?}"))),
+    }
+}
+
 /// Asks the node at `address` to stop (its workers are killed).
 pub fn stop(address: &str) -> Result<()> {
     ask(address, ToRaylet::Stop { req: 1 }).map(|_| ())

@@ -113,6 +113,8 @@ pub(crate) struct Node {
     /// Processes whose objects were freed because they exited (the last few thousand), so a
     /// late reader of one of them hears `OwnerDied`, not "not found".
     gone_owners: Mutex<GoneOwners>,
+    /// Tasks and actor calls the node's workers ran (the timeline).
+    tasks: crate::timeline::TaskLog,
     me: Weak<Node>,
 }
 
@@ -156,6 +158,7 @@ impl Node {
             events,
             spill,
             gone_owners: Mutex::new(GoneOwners::default()),
+            tasks: crate::timeline::TaskLog::default(),
             me: me.clone(),
         });
         node.spill.start(Arc::downgrade(&node))?;
@@ -387,6 +390,8 @@ impl Node {
             | ToRaylet::Delete { .. }
             | ToRaylet::Status { .. }
             | ToRaylet::Memory { .. }
+            | ToRaylet::TaskEvents { .. }
+            | ToRaylet::Timeline { .. }
             | ToRaylet::Stop { .. } => msg,
             _ => {
                 if let Some(other) = self.run(|st| st.message(conn, msg)) {
@@ -523,6 +528,15 @@ impl Node {
             ToRaylet::Memory { req } => FromRaylet::Memory {
                 req,
                 objects: self.objects(),
+            },
+            ToRaylet::TaskEvents { events } => {
+                self.tasks.add(events);
+                return;
+            }
+            ToRaylet::Timeline { req } => FromRaylet::Timeline {
+                req,
+                node: self.id(),
+                events: self.tasks.all(),
             },
             ToRaylet::Stop { req } => {
                 self.send_to_client(conn, &FromRaylet::Sealed { req });

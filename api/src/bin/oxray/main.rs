@@ -84,6 +84,22 @@ enum Cmd {
         #[arg(long, value_enum)]
         group_by: Option<GroupBy>,
     },
+    /// Write which worker ran which task or actor call, and when, as Chrome trace JSON (open
+    /// it in https://ui.perfetto.dev or chrome://tracing): every node of the cluster that
+    /// answers from here, the last 100,000 runs each.
+    Timeline {
+        /// A node's local address [default: as for status]
+        #[arg(long)]
+        address: Option<String>,
+        /// Where to write the trace.
+        #[arg(
+            long,
+            short,
+            value_name = "FILE",
+            default_value = "oxray-timeline.json"
+        )]
+        output: PathBuf,
+    },
     /// Print a node's log (the nodes `oxray start` ran in the background write one each).
     Logs {
         /// The node's local address [default: as for status]
@@ -171,6 +187,7 @@ fn main() {
         Cmd::Stop { address } => stop(address),
         Cmd::Memory { address, group_by } => memory(address, group_by),
         Cmd::Logs { address, follow } => logs(address, follow),
+        Cmd::Timeline { address, output } => timeline(address, &output),
         Cmd::Up { file } => up::up(&file),
         Cmd::Down { file } => up::down(&file),
         Cmd::Completions { shell } => {
@@ -578,16 +595,49 @@ fn logs(address: Option<String>, follow: bool) -> Result<(), String> {
     }
 }
 
-/// `oxray memory`: the objects of the node asked and of every other node of its cluster whose
-/// local address answers from here (nodes on this machine).
-fn memory(address: Option<String>, group_by: Option<GroupBy>) -> Result<(), String> {
-    let (address, status) = first_answering(&addresses(address)?)?;
-    let mut nodes = vec![(status.node.to_string(), address.clone())];
+/// The node at `address` (answering with `status`) and every other live node of its cluster,
+/// as `(node id, local address)`, the asked node first.
+fn cluster_nodes(address: &str, status: &oxray_raylet::NodeStatus) -> Vec<(String, String)> {
+    let mut nodes = vec![(status.node.to_string(), address.to_owned())];
     for n in status.cluster.nodes.iter().filter(|n| n.alive) {
         if n.local_address != address {
             nodes.push((n.id.to_string(), n.local_address.clone()));
         }
     }
+    nodes
+}
+
+/// `oxray timeline`: the runs every node reachable from here recorded, as Chrome trace JSON.
+fn timeline(address: Option<String>, output: &std::path::Path) -> Result<(), String> {
+    let (address, status) = first_answering(&addresses(address)?)?;
+    let mut per_node = Vec::new();
+    for (node, at) in cluster_nodes(&address, &status) {
+        match tool::timeline(&at) {
+            Ok(recorded) => per_node.push(recorded),
+            Err(e) if at != address => {
+                println!("node {node} at {at}: not reachable from here ({e})")
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let runs: usize = per_node.iter().map(|(_, e)| e.len()).sum();
+    let trace = oxray::timeline::chrome_trace(&per_node);
+    std::fs::write(output, trace.to_string())
+        .map_err(|e| format!("writing {}: {e}", output.display()))?;
+    println!(
+        "wrote {runs} task and actor call runs of {} nodes to {} (open it in \
+         https://ui.perfetto.dev or chrome://tracing)",
+        per_node.len(),
+        output.display()
+    );
+    Ok(())
+}
+
+/// `oxray memory`: the objects of the node asked and of every other node of its cluster whose
+/// local address answers from here (nodes on this machine).
+fn memory(address: Option<String>, group_by: Option<GroupBy>) -> Result<(), String> {
+    let (address, status) = first_answering(&addresses(address)?)?;
+    let nodes = cluster_nodes(&address, &status);
     let mut per_owner: std::collections::BTreeMap<String, (u64, u64, u64)> = Default::default();
     for (node, at) in &nodes {
         let objects = match tool::memory(at) {
@@ -598,10 +648,11 @@ fn memory(address: Option<String>, group_by: Option<GroupBy>) -> Result<(), Stri
             }
             Err(e) => return Err(e.to_string()),
         };
+        // Objects made in files count as spilled: both are on disk.
         let total = |place: &str| -> f64 {
             objects
                 .iter()
-                .filter(|o| o.place == place)
+                .filter(|o| o.place == place || (place == "spilled" && o.place == "in a file"))
                 .map(|o| o.size)
                 .sum::<u64>() as f64
                 / 1e6
@@ -626,7 +677,7 @@ fn memory(address: Option<String>, group_by: Option<GroupBy>) -> Result<(), Stri
                 Some(GroupBy::Owner) => {
                     let e = per_owner.entry(owner).or_default();
                     e.0 += 1;
-                    if o.place == "spilled" {
+                    if o.place != "memory" {
                         e.2 += o.size;
                     } else {
                         e.1 += o.size;
