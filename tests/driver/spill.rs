@@ -131,6 +131,24 @@ pub fn spill_off() -> oxray::Result<()> {
                     }
                     other => say(format!("task-full no: {other:?}")),
                 }
+                // Larger than the whole store: refused at once, with the setting to change.
+                let started = std::time::Instant::now();
+                match oxray::put(&vec![0u8; (32 << 20) + 1]) {
+                    Err(oxray::Error::ObjectStoreFull { message }) => {
+                        say(format!("too-large-ms {}", started.elapsed().as_millis()));
+                        say(format!("too-large {message}"));
+                    }
+                    other => say(format!("too-large no: {other:?}")),
+                }
+                // Nothing acknowledged was lost to the failed creates.
+                let intact = held
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, r)| {
+                        oxray::get_view(r).is_ok_and(|v| v[..] == pattern(*i as u8)[..])
+                    })
+                    .count();
+                say(format!("intact {intact} of {}", held.len()));
                 return Ok(());
             }
             Err(e) => return Err(e),

@@ -136,17 +136,6 @@ fn store_memory_is_freed_when_the_last_ref_drops() {
     assert!(after <= before + (1 << 20), "store use did not drop: {out}");
 }
 
-#[test]
-fn a_full_store_is_a_typed_error_and_loses_nothing() {
-    cluster();
-    let keep = oxray::put(&vec![7u8; 1 << 20]).unwrap();
-    // Larger than the whole 1 GiB store.
-    let err = oxray::put(&vec![0u8; (1 << 30) + 1]).unwrap_err();
-    assert!(matches!(err, Error::ObjectStoreFull { .. }), "{err}");
-    assert!(err.to_string().contains("object_store_memory"), "{err}");
-    assert_eq!(oxray::get_view(&keep).unwrap()[12345], 7);
-}
-
 /// Reads its argument as a native `&[f64]` in place and returns what it saw: length, sum and
 /// whether the slice points into the store's mapping rather than a copy (its first element's
 /// address is the view's).

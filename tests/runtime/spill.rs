@@ -36,7 +36,8 @@ fn three_times_the_store_is_spilled_and_read_back_exactly() {
 }
 
 /// With spilling off, a put that does not fit is a typed `ObjectStoreFull` that says so, and
-/// so is the `get` of a task whose result does not fit (it was `TaskFailed`).
+/// so is the `get` of a task whose result does not fit (it was `TaskFailed`); a put larger than
+/// the whole store is refused at once; every object stored before reads back intact.
 #[test]
 fn with_spilling_off_a_full_store_is_a_typed_error() {
     let out = run_to_end(&["spill-off"], Duration::from_secs(120));
@@ -49,6 +50,22 @@ fn with_spilling_off_a_full_store_is_a_typed_error() {
     // The configured wait for room (2.5 s, against the default 1 s) went by before the error.
     let waited: u64 = value(&out, "full-wait-ms").parse().expect("a wait");
     assert!(waited >= 2500, "{out}");
+    assert!(
+        value(&out, "task-full").contains("spilling to disk is off"),
+        "{out}"
+    );
+    // An object larger than the store is refused without waiting for room that cannot come.
+    assert!(
+        value(&out, "too-large").contains("object_store_memory"),
+        "{out}"
+    );
+    let too_large_ms: u64 = value(&out, "too-large-ms").parse().expect("a time");
+    assert!(too_large_ms < 2500, "{out}");
+    assert_eq!(
+        value(&out, "intact"),
+        format!("{after} of {after}"),
+        "{out}"
+    );
 }
 
 /// Five rounds of `init`, a 200 MB put read through a view, and `shutdown` in one process: each
