@@ -13,6 +13,7 @@ pub struct Config {
     pub(crate) spilling: Option<bool>,
     pub(crate) store_full_wait: Option<std::time::Duration>,
     pub(crate) spill_dir: Option<std::path::PathBuf>,
+    pub(crate) dashboard_port: Option<u16>,
 }
 
 impl Config {
@@ -54,6 +55,15 @@ impl Config {
     /// shutdown.
     pub fn spill_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.spill_dir = Some(dir.into());
+        self
+    }
+
+    /// Serve the embedded node's dashboard on `127.0.0.1:port` (0: any free port; default:
+    /// none, so tests and scripts that start many embedded nodes do not fight over a port).
+    /// [`Cluster::dashboard`](crate::Cluster::dashboard) gives its address with its token.
+    /// Needs the `dashboard` feature (on by default).
+    pub fn dashboard(mut self, port: u16) -> Self {
+        self.dashboard_port = Some(port);
         self
     }
 

@@ -57,6 +57,16 @@ impl Cluster {
     pub fn is_embedded(&self) -> bool {
         self.embedded
     }
+
+    /// The address of the dashboard of the node this driver attached to, token included
+    /// (`None`: it serves none; an embedded node serves one when asked with
+    /// [`Config::dashboard`](crate::Config::dashboard)).
+    pub fn dashboard(&self) -> Option<String> {
+        oxray_raylet::tool::status(&self.address)
+            .ok()
+            .map(|s| s.dashboard)
+            .filter(|d| !d.is_empty())
+    }
 }
 
 impl Drop for Cluster {
@@ -144,6 +154,7 @@ pub fn init_with(config: Config) -> Result<Cluster> {
             if let Some(wait) = config.store_full_wait {
                 rc.store_full_wait = wait;
             }
+            rc.dashboard_port = config.dashboard_port;
             let raylet = Raylet::start(rc).map_err(|e| Error::Config {
                 message: format!("starting the embedded node: {e}"),
             })?;

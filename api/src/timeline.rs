@@ -6,45 +6,11 @@
 //! module); a trace has one process per node and one thread per worker process, each run a
 //! complete (`"ph": "X"`) event named after its function.
 
-use oxray_common::protocol::TaskEvent;
-use oxray_common::NodeId;
-use serde_json::{json, Value};
-
 use oxray_core_worker::{current, Error, Result};
 
-/// Chrome trace JSON of what each node's workers ran.
-pub fn chrome_trace(nodes: &[(NodeId, Vec<TaskEvent>)]) -> Value {
-    let mut events = Vec::new();
-    for (i, (node, runs)) in nodes.iter().enumerate() {
-        let pid = i + 1;
-        events.push(json!({
-            "name": "process_name", "ph": "M", "pid": pid,
-            "args": { "name": format!("node {node}") },
-        }));
-        let mut workers: Vec<u32> = runs.iter().map(|r| r.pid).collect();
-        workers.sort_unstable();
-        workers.dedup();
-        for w in workers {
-            events.push(json!({
-                "name": "thread_name", "ph": "M", "pid": pid, "tid": w,
-                "args": { "name": format!("worker pid {w}") },
-            }));
-        }
-        for r in runs {
-            events.push(json!({
-                "name": r.function,
-                "cat": if r.actor_call { "actor_call" } else { "task" },
-                "ph": "X",
-                "ts": r.start_us,
-                "dur": r.end_us.saturating_sub(r.start_us),
-                "pid": pid,
-                "tid": r.pid,
-                "args": { "id": r.id.to_string(), "ok": r.ok, "worker": r.worker.to_string() },
-            }));
-        }
-    }
-    json!({ "traceEvents": events, "displayTimeUnit": "ms" })
-}
+/// Chrome trace JSON of what each node's workers ran (see
+/// [`oxray_raylet::timeline::chrome_trace`]).
+pub use oxray_raylet::timeline::chrome_trace;
 
 /// Writes the timeline of this driver's node (the tasks and actor calls its workers ran, the
 /// last 100,000) to `path` as Chrome trace JSON; returns how many runs it holds. For every

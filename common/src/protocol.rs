@@ -367,7 +367,7 @@ pub enum FromRaylet {
         /// Request number.
         req: u64,
         /// The node's state.
-        status: NodeStatus,
+        status: Box<NodeStatus>,
     },
     /// Reply to `Memory`.
     Memory {
@@ -477,6 +477,28 @@ pub struct NodeStatus {
     pub actors: Vec<ActorInfo>,
     /// Every node of the cluster this node belongs to (empty for a single node).
     pub cluster: crate::peer::ClusterView,
+    /// Jobs whose driver attached to this node.
+    pub jobs: Vec<crate::peer::JobSummary>,
+    /// Runs of each function this node's workers reported since it started.
+    pub runs: Vec<FunctionRuns>,
+    /// The dashboard's address with its access token (empty: this node serves none).
+    pub dashboard: String,
+}
+
+/// How often one function (or actor method) ran on a node, for `oxray status` and the
+/// dashboard.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct FunctionRuns {
+    /// The function or `Class::method`.
+    pub function: String,
+    /// An actor method (else a task).
+    pub actor_call: bool,
+    /// Runs that returned a value.
+    pub ok: u64,
+    /// Runs that failed.
+    pub failed: u64,
+    /// Time spent in all runs, in microseconds.
+    pub total_us: u64,
 }
 
 /// One task or actor call a worker ran, for the timeline (`oxray timeline`).

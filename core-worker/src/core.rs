@@ -841,7 +841,7 @@ impl CoreWorker {
     /// The node's status, from its raylet.
     pub fn node_status(&self) -> Result<NodeStatus> {
         match self.raylet.request(|req| ToRaylet::Status { req })? {
-            FromRaylet::Status { status, .. } => Ok(status),
+            FromRaylet::Status { status, .. } => Ok(*status),
             other => Err(unexpected(other)),
         }
     }

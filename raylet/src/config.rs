@@ -35,6 +35,9 @@ pub struct RayletConfig {
     /// is off (readers may release what they hold) before it is `ObjectStoreFull` (default:
     /// 1 s). With spilling on, a create that cannot fit is made in a file instead.
     pub store_full_wait: std::time::Duration,
+    /// The port of the dashboard this node serves on 127.0.0.1 (`None`: no dashboard; 0: any
+    /// free port). The address with its token is in [`crate::NodeStatus::dashboard`].
+    pub dashboard_port: Option<u16>,
 }
 
 /// Default [`RayletConfig::store_full_wait`].
@@ -59,6 +62,7 @@ impl Default for RayletConfig {
             spilling: true,
             spill_dir: None,
             store_full_wait: DEFAULT_STORE_FULL_WAIT,
+            dashboard_port: None,
         }
     }
 }

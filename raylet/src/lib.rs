@@ -17,6 +17,8 @@
 //! - `outbox`: per-connection outboxes, so a client that stops reading stalls only itself.
 //! - `server`: the socket server; [`workers`]: starting, reaping and killing worker processes.
 //! - [`files`]: the state and session directories and how they are kept from other users.
+//! - [`dashboard`]: the head's web page and the cluster report behind it (and behind
+//!   `oxray status --json`); [`timeline`]: the runs workers report, as Chrome trace JSON.
 //! - [`cluster`]: QUIC to other raylets, and on the head the control service (node table,
 //!   health checks, cluster view); [`cluster_file`]: the TOML file `oxray up` reads.
 //!
@@ -26,6 +28,7 @@ mod client;
 pub mod cluster;
 pub mod cluster_file;
 pub mod config;
+pub mod dashboard;
 mod error;
 pub mod files;
 pub mod logging;
@@ -33,7 +36,7 @@ mod node;
 mod outbox;
 pub mod server;
 mod spill;
-mod timeline;
+pub mod timeline;
 pub mod tool;
 pub mod workers;
 
@@ -53,6 +56,8 @@ pub struct Raylet {
     node: Arc<node::Node>,
     acceptor: Option<JoinHandle<()>>,
     cluster: Option<cluster::Cluster>,
+    #[cfg(feature = "dashboard")]
+    dashboard: Option<dashboard::Server>,
     /// `shutdown` ran (it runs once; `drop` calls it too).
     shut_down: bool,
 }
@@ -112,6 +117,8 @@ impl Raylet {
         );
         Ok(Raylet {
             shut_down: false,
+            #[cfg(feature = "dashboard")]
+            dashboard: start_dashboard(&node),
             node,
             acceptor: Some(acceptor),
             cluster,
@@ -151,6 +158,8 @@ impl Raylet {
         if let Some(a) = self.acceptor.take() {
             let _ = a.join();
         }
+        #[cfg(feature = "dashboard")]
+        drop(self.dashboard.take());
         self.node.kill_all_workers();
         // After the workers are reaped (their exits are events on the loop): every connection
         // left is let go of.
@@ -160,6 +169,24 @@ impl Raylet {
         self.cluster = None;
         tracing::info!(address = %self.node.address, "node stopped");
         let _ = std::fs::remove_dir_all(self.node.config.session_dir());
+    }
+}
+
+/// Starts the dashboard if the node's configuration asks for one. A port in use is logged,
+/// not fatal: the node itself works without it.
+#[cfg(feature = "dashboard")]
+fn start_dashboard(node: &node::Node) -> Option<dashboard::Server> {
+    let port = node.config.dashboard_port?;
+    match dashboard::Server::start(port, &node.address) {
+        Ok(server) => {
+            let _ = node.dashboard.set(server.url().to_owned());
+            tracing::info!(url = server.url(), "dashboard serving");
+            Some(server)
+        }
+        Err(e) => {
+            tracing::warn!("no dashboard: {e}");
+            None
+        }
     }
 }
 

@@ -42,7 +42,7 @@ fn ask(address: &str, request: ToRaylet) -> Result<FromRaylet> {
 /// The state of the node at `address`.
 pub fn status(address: &str) -> Result<NodeStatus> {
     match ask(address, ToRaylet::Status { req: 1 })? {
-        FromRaylet::Status { status, .. } => Ok(status),
+        FromRaylet::Status { status, .. } => Ok(*status),
         other => Err(RayletError::Config(format!("unexpected answer {other:?}"))),
     }
 }

@@ -732,8 +732,11 @@ fn a_driver_gives_back_the_memory_of_a_burst() {
         kib("rss-kib-after-drop"),
     );
     assert!(queued > before, "{out}");
+    // The embedded node keeps the last 100,000 runs for the timeline by design (56 bytes each,
+    // bounded however many tasks run): that much is not part of the burst's high-water mark.
+    let timeline_kib = 100_000 * 56 / 1024;
     assert!(
-        after - before.min(after) < (queued - before) / 3,
+        after.saturating_sub(before + timeline_kib) < (queued - before) / 3,
         "after the burst the driver still holds {after} kB (queued: {queued} kB, before: {before} kB)"
     );
 }

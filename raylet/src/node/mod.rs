@@ -115,6 +115,8 @@ pub(crate) struct Node {
     gone_owners: Mutex<GoneOwners>,
     /// Tasks and actor calls the node's workers ran (the timeline).
     tasks: crate::timeline::TaskLog,
+    /// The dashboard's address with its token, once it serves.
+    pub(crate) dashboard: OnceLock<String>,
     me: Weak<Node>,
 }
 
@@ -159,6 +161,7 @@ impl Node {
             spill,
             gone_owners: Mutex::new(GoneOwners::default()),
             tasks: crate::timeline::TaskLog::default(),
+            dashboard: OnceLock::new(),
             me: me.clone(),
         });
         node.spill.start(Arc::downgrade(&node))?;
@@ -523,7 +526,7 @@ impl Node {
             }
             ToRaylet::Status { req } => FromRaylet::Status {
                 req,
-                status: self.status(),
+                status: Box::new(self.status()),
             },
             ToRaylet::Memory { req } => FromRaylet::Memory {
                 req,
@@ -809,6 +812,8 @@ impl Node {
         status.spilled_total = total;
         status.restored_total = restored;
         status.spill_dir = dir;
+        status.runs = self.tasks.runs();
+        status.dashboard = self.dashboard.get().cloned().unwrap_or_default();
         status
     }
 

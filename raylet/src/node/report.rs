@@ -22,19 +22,23 @@ impl NodeState {
                 .filter(|a| a.state != ActorState::Dead)
                 .count() as u32,
             pending: (self.pending.len() + self.pending_actors.len()) as u32,
-            jobs: self
-                .jobs
-                .iter()
-                .filter(|(_, j)| !j.remote)
-                .map(|(id, j)| JobSummary {
-                    job: *id,
-                    driver: j.driver.is_some(),
-                    namespace: j.namespace.clone(),
-                    program: j.program.clone(),
-                    workers: self.workers.values().filter(|w| w.job == *id).count() as u32,
-                })
-                .collect(),
+            jobs: self.job_summaries(),
         }
+    }
+
+    /// The jobs whose driver attached here (not those attached from other nodes).
+    fn job_summaries(&self) -> Vec<JobSummary> {
+        self.jobs
+            .iter()
+            .filter(|(_, j)| !j.remote)
+            .map(|(id, j)| JobSummary {
+                job: *id,
+                driver: j.driver.is_some(),
+                namespace: j.namespace.clone(),
+                program: j.program.clone(),
+                workers: self.workers.values().filter(|w| w.job == *id).count() as u32,
+            })
+            .collect()
     }
 
     /// The node's state for `oxray status` (the raylet's pid, address and the store's figures
@@ -100,6 +104,10 @@ impl NodeState {
                 .count() as u32,
             actors: self.actors.values().map(ActorEntry::info).collect(),
             cluster: self.view.clone(),
+            jobs: self.job_summaries(),
+            // Filled in by the node from its task log and dashboard.
+            runs: Vec::new(),
+            dashboard: String::new(),
         }
     }
 }

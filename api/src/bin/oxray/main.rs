@@ -73,6 +73,10 @@ enum Cmd {
         /// The cluster's name, for a HOST:PORT address.
         #[arg(long, value_name = "NAME", default_value = DEFAULT_CLUSTER)]
         cluster_name: String,
+        /// Print the cluster report the dashboard shows, as JSON (nodes, actors, tasks by
+        /// state and function, the largest objects, jobs).
+        #[arg(long, conflicts_with = "file")]
+        json: bool,
     },
     /// List the objects in the nodes' stores (and spilled from them), largest first, with their
     /// owners, readers' pins and totals.
@@ -178,7 +182,14 @@ fn main() {
             file,
             secret_file,
             cluster_name,
-        } => status(address, file, secret_file, &cluster_name),
+            json,
+        } => {
+            if json {
+                status_json(address)
+            } else {
+                status(address, file, secret_file, &cluster_name)
+            }
+        }
         Cmd::Wait {
             nodes,
             timeout,
@@ -272,6 +283,7 @@ fn start_node(
                 std::process::id()
             ),
         );
+        dashboard_hint(&raylet.status().dashboard);
         join_hint(cluster.as_ref(), node, made_secret);
         raylet.wait();
         return Ok(());
@@ -314,8 +326,18 @@ fn start_node(
             log_path.display()
         ),
     );
+    if let Ok(status) = tool::status(address) {
+        dashboard_hint(&status.dashboard);
+    }
     join_hint(config.cluster.as_ref(), node, made_secret);
     Ok(())
+}
+
+/// Says where the node's dashboard is, if it serves one.
+fn dashboard_hint(url: &str) {
+    if !url.is_empty() {
+        eprintln!("Dashboard (only for you: the address holds its token): {url}");
+    }
 }
 
 /// The file listing the local addresses of the nodes this user started (oldest first).
@@ -527,6 +549,9 @@ fn status(
             s.spill_dir
         );
     }
+    if !s.dashboard.is_empty() {
+        println!("  dashboard: {}", s.dashboard);
+    }
     println!("  drivers: {}", s.drivers);
     println!("  workers: {}", s.workers.len());
     for w in &s.workers {
@@ -553,6 +578,15 @@ fn status(
     for p in &s.pending {
         println!("    {}  {}", p.resources, p.reason);
     }
+    Ok(())
+}
+
+/// `oxray status --json`: the dashboard's report of the node asked and its cluster.
+fn status_json(address: Option<String>) -> Result<(), String> {
+    let (address, _) = first_answering(&addresses(address)?)?;
+    let report = oxray_raylet::dashboard::report::gather(&address).map_err(|e| e.to_string())?;
+    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    println!("{json}");
     Ok(())
 }
 
@@ -595,33 +629,16 @@ fn logs(address: Option<String>, follow: bool) -> Result<(), String> {
     }
 }
 
-/// The node at `address` (answering with `status`) and every other live node of its cluster,
-/// as `(node id, local address)`, the asked node first.
-fn cluster_nodes(address: &str, status: &oxray_raylet::NodeStatus) -> Vec<(String, String)> {
-    let mut nodes = vec![(status.node.to_string(), address.to_owned())];
-    for n in status.cluster.nodes.iter().filter(|n| n.alive) {
-        if n.local_address != address {
-            nodes.push((n.id.to_string(), n.local_address.clone()));
-        }
-    }
-    nodes
-}
-
 /// `oxray timeline`: the runs every node reachable from here recorded, as Chrome trace JSON.
 fn timeline(address: Option<String>, output: &std::path::Path) -> Result<(), String> {
-    let (address, status) = first_answering(&addresses(address)?)?;
-    let mut per_node = Vec::new();
-    for (node, at) in cluster_nodes(&address, &status) {
-        match tool::timeline(&at) {
-            Ok(recorded) => per_node.push(recorded),
-            Err(e) if at != address => {
-                println!("node {node} at {at}: not reachable from here ({e})")
-            }
-            Err(e) => return Err(e.to_string()),
-        }
+    let (address, _) = first_answering(&addresses(address)?)?;
+    let (per_node, unreachable) =
+        oxray_raylet::timeline::gather(&address).map_err(|e| e.to_string())?;
+    for line in unreachable {
+        println!("{line}");
     }
     let runs: usize = per_node.iter().map(|(_, e)| e.len()).sum();
-    let trace = oxray::timeline::chrome_trace(&per_node);
+    let trace = oxray_raylet::timeline::chrome_trace(&per_node);
     std::fs::write(output, trace.to_string())
         .map_err(|e| format!("writing {}: {e}", output.display()))?;
     println!(
@@ -637,7 +654,7 @@ fn timeline(address: Option<String>, output: &std::path::Path) -> Result<(), Str
 /// local address answers from here (nodes on this machine).
 fn memory(address: Option<String>, group_by: Option<GroupBy>) -> Result<(), String> {
     let (address, status) = first_answering(&addresses(address)?)?;
-    let nodes = cluster_nodes(&address, &status);
+    let nodes = oxray_raylet::dashboard::report::cluster_nodes(&address, &status);
     let mut per_owner: std::collections::BTreeMap<String, (u64, u64, u64)> = Default::default();
     for (node, at) in &nodes {
         let objects = match tool::memory(at) {

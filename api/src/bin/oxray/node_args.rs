@@ -62,6 +62,12 @@ pub struct NodeArgs {
     /// ObjectStoreFull, in milliseconds [default: 1000]
     #[arg(long, value_name = "MS")]
     pub store_full_wait_ms: Option<u64>,
+    /// The dashboard's port on 127.0.0.1, served by the head (0: any free port) [default: 8265]
+    #[arg(long, value_name = "PORT", conflicts_with_all = ["no_dashboard", "address"])]
+    pub dashboard_port: Option<u16>,
+    /// Serve no dashboard.
+    #[arg(long)]
+    pub no_dashboard: bool,
 }
 
 /// Custom resources from `--resources`.
@@ -164,8 +170,14 @@ impl NodeArgs {
         if let Some(ms) = self.store_full_wait_ms {
             push("--store-full-wait-ms", ms.to_string());
         }
+        if let Some(p) = self.dashboard_port {
+            push("--dashboard-port", p.to_string());
+        }
         if self.no_spilling {
             args.push("--no-spilling".to_owned());
+        }
+        if self.no_dashboard {
+            args.push("--no-dashboard".to_owned());
         }
         if self.head {
             args.push("--head".to_owned());
@@ -206,6 +218,11 @@ impl NodeArgs {
         if let Some(ms) = self.store_full_wait_ms {
             config.store_full_wait = std::time::Duration::from_millis(ms);
         }
+        // The head (or a node on its own) serves the dashboard; members joining it do not.
+        config.dashboard_port = (!self.no_dashboard && self.address.is_none()).then(|| {
+            self.dashboard_port
+                .unwrap_or(oxray_raylet::dashboard::DEFAULT_PORT)
+        });
         config.cluster = self.cluster_config()?;
         Ok(config)
     }

@@ -32,6 +32,8 @@ fn start_args(file: &ClusterFile, node: &NodeSpec, is_head: bool) -> Vec<String>
         spill_dir: node.spill_dir.as_ref().map(std::path::PathBuf::from),
         no_spilling: !node.spilling,
         store_full_wait_ms: None,
+        dashboard_port: None,
+        no_dashboard: false,
     };
     let mut all = vec!["start".to_owned()];
     all.extend(args.to_args());
