@@ -7,45 +7,14 @@
 //! Without it, the test says so and passes only outside CI (`CI` unset), so `cargo test` works
 //! on a machine with only Rust; under CI a missing browser fails it.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const OXRAY: &str = env!("CARGO_BIN_EXE_oxray");
-
-/// A temp dir of the test's own (`TMPDIR` for the CLI and the drivers), removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        let dir = std::env::temp_dir().join(format!("oxray-dashboard-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch(dir)
-    }
-
-    fn oxray(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(OXRAY)
-            .args(args)
-            .env("TMPDIR", &self.0)
-            .env_remove("OXRAY_ADDRESS")
-            .env_remove("OXRAY_CLUSTER_SECRET")
-            .output()
-            .expect("run oxray");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use support::{example, Scratch};
 
 /// Stops the node at `address` on drop, so a failing test leaves no node behind.
 struct Node<'a> {
@@ -57,21 +26,6 @@ impl Drop for Node<'_> {
     fn drop(&mut self) {
         let _ = self.scratch.oxray(&["stop", "--address", &self.address]);
     }
-}
-
-/// An example program `cargo test` built beside this test (built here if it is missing).
-fn example(name: &str) -> PathBuf {
-    let dir = Path::new(OXRAY).parent().expect("target dir");
-    let exe = dir.join("examples").join(name);
-    if !exe.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let built = Command::new(cargo)
-            .args(["build", "-p", "oxray-examples", "--example", name])
-            .status()
-            .expect("run cargo");
-        assert!(built.success(), "building the {name} example failed");
-    }
-    exe
 }
 
 /// The browser: Debian's `chromium` (or another Chromium or Chrome on the path).
@@ -169,9 +123,9 @@ impl Tally {
 
 #[test]
 fn the_dashboard_shows_nodes_tasks_actors_and_objects_in_a_browser() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("dashboard");
     let session = format!("db{}", std::process::id());
-    let (ok, out, err) = scratch.oxray(&[
+    let started = scratch.oxray(&[
         "start",
         "--head",
         "--num-cpus",
@@ -181,7 +135,8 @@ fn the_dashboard_shows_nodes_tasks_actors_and_objects_in_a_browser() {
         "--dashboard-port",
         "0",
     ]);
-    assert!(ok, "{out}{err}");
+    assert!(started.ok, "{}{}", started.stdout, started.stderr);
+    let err = started.stderr;
     let node = Node {
         scratch: &scratch,
         address: format!("unix:@{session}"),
@@ -237,9 +192,10 @@ fn the_dashboard_shows_nodes_tasks_actors_and_objects_in_a_browser() {
     let (code, body) = http_get(port, &format!("/api/cluster?token={token}"));
     assert_eq!(code, 200, "{body}");
     let api: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    let (ok, json, err) = scratch.oxray(&["status", "--json", "--address", &node.address]);
-    assert!(ok, "{err}");
-    let cli: serde_json::Value = serde_json::from_str(&json).expect("JSON from status --json");
+    let status = scratch.oxray(&["status", "--json", "--address", &node.address]);
+    assert!(status.ok, "{}", status.stderr);
+    let cli: serde_json::Value =
+        serde_json::from_str(&status.stdout).expect("JSON from status --json");
     for report in [&api, &cli] {
         assert_eq!(
             report["nodes"].as_array().map(Vec::len),

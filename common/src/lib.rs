@@ -9,6 +9,7 @@ pub mod event_loop;
 pub mod frame;
 pub mod frame_reader;
 pub mod ids;
+pub mod job_control;
 pub mod peer;
 pub mod protocol;
 pub mod resources;

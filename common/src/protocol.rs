@@ -56,6 +56,9 @@ pub enum ToRaylet {
         /// Where to connect.
         target: String,
     },
+    /// First message of a connection that controls submitted jobs (`oxray job ...`): from then
+    /// on it carries `job_control` frames, served off the node's event loop.
+    Jobs,
     /// Asks for the address of a core worker (the owner of objects), wherever it runs;
     /// answered with `Address`.
     WorkerAddress {

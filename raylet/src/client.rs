@@ -45,6 +45,8 @@ enum Phase {
     Registered,
     /// Asked for a tunnel: the stream goes to the cluster link once off the loop.
     Tunnel(String),
+    /// Controls submitted jobs: the stream goes to the job service once off the loop.
+    Jobs,
     /// Done with, nothing more to do.
     Gone,
 }
@@ -97,9 +99,16 @@ impl Client {
                 return Some(self.gone());
             }
         };
-        if let ToRaylet::Tunnel { target } = msg {
-            self.phase = Phase::Tunnel(target);
-            return Some(Next::Remove);
+        match msg {
+            ToRaylet::Tunnel { target } => {
+                self.phase = Phase::Tunnel(target);
+                return Some(Next::Remove);
+            }
+            ToRaylet::Jobs => {
+                self.phase = Phase::Jobs;
+                return Some(Next::Remove);
+            }
+            _ => {}
         }
         let Ok(write_half) = self.stream.try_clone() else {
             return Some(self.gone());
@@ -205,6 +214,7 @@ impl Source for Client {
                     let _ = frame::write(&mut &stream, &reply);
                 }
             },
+            Phase::Jobs => node.submitted_jobs.serve(stream),
             Phase::First { .. } | Phase::Gone => {}
         }
     }

@@ -33,6 +33,10 @@ pub enum RayletError {
     /// the path and the fix.
     #[error("{0}")]
     Files(String),
+    /// A request about submitted jobs was refused (an unknown job, a bad upload): the message
+    /// says why and what to do.
+    #[error("{0}")]
+    Job(String),
     /// The raylet is stopping.
     #[error("the raylet is stopping")]
     Stopping,

@@ -16,6 +16,7 @@
 //!   layer that runs each event under the state lock and carries out its effects after.
 //! - `outbox`: per-connection outboxes, so a client that stops reading stalls only itself.
 //! - `server`: the socket server; [`workers`]: starting, reaping and killing worker processes.
+//! - `submitted_jobs`: driver programs handed to the node with `oxray job submit`, run here.
 //! - [`files`]: the state and session directories and how they are kept from other users.
 //! - [`dashboard`]: the head's web page and the cluster report behind it (and behind
 //!   `oxray status --json`); [`timeline`]: the runs workers report, as Chrome trace JSON.
@@ -31,11 +32,14 @@ pub mod config;
 pub mod dashboard;
 mod error;
 pub mod files;
+pub mod job_client;
+pub mod log_watch;
 pub mod logging;
 mod node;
 mod outbox;
 pub mod server;
 mod spill;
+mod submitted_jobs;
 pub mod timeline;
 pub mod tool;
 pub mod workers;
@@ -160,6 +164,7 @@ impl Raylet {
         }
         #[cfg(feature = "dashboard")]
         drop(self.dashboard.take());
+        self.node.submitted_jobs.stop_all();
         self.node.kill_all_workers();
         // After the workers are reaped (their exits are events on the loop): every connection
         // left is let go of.

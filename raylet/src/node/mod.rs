@@ -117,6 +117,8 @@ pub(crate) struct Node {
     tasks: crate::timeline::TaskLog,
     /// The dashboard's address with its token, once it serves.
     pub(crate) dashboard: OnceLock<String>,
+    /// Jobs handed to this node with `oxray job submit`.
+    pub(crate) submitted_jobs: Arc<crate::submitted_jobs::SubmittedJobs>,
     me: Weak<Node>,
 }
 
@@ -130,6 +132,8 @@ impl Node {
             (None, true) => Some(SpillBase::Session),
         };
         let spill = Arc::new(Spiller::new(spill_base, &config.session));
+        let submitted_jobs =
+            crate::submitted_jobs::SubmittedJobs::new(&config.address(), &config.session);
         let setup = Setup {
             id,
             session: config.session.clone(),
@@ -162,6 +166,7 @@ impl Node {
             gone_owners: Mutex::new(GoneOwners::default()),
             tasks: crate::timeline::TaskLog::default(),
             dashboard: OnceLock::new(),
+            submitted_jobs,
             me: me.clone(),
         });
         node.spill.start(Arc::downgrade(&node))?;
@@ -385,6 +390,7 @@ impl Node {
         let msg = match msg {
             ToRaylet::Register { .. }
             | ToRaylet::Tunnel { .. }
+            | ToRaylet::Jobs
             | ToRaylet::WorkerAddress { .. }
             | ToRaylet::Create { .. }
             | ToRaylet::Seal { .. }
@@ -409,6 +415,7 @@ impl Node {
             ToRaylet::Tunnel { .. } => {
                 bad_request(0, "Tunnel must be the first message of a connection")
             }
+            ToRaylet::Jobs => bad_request(0, "Jobs must be the first message of a connection"),
             ToRaylet::WorkerAddress { req, worker } => match self.worker_address(worker) {
                 Ok(address) => FromRaylet::Address { req, address },
                 Err(message) => FromRaylet::Error {

@@ -24,7 +24,7 @@
 //! are checked before they name anything, and `--secret-file` must be `chmod 600`. `start`,
 //! `up` and `stop` remove the session directories of nodes that were killed.
 
-mod log_watch;
+mod job;
 mod node_args;
 mod up;
 
@@ -144,6 +144,11 @@ enum Cmd {
         #[arg(value_name = "CLUSTER.toml")]
         file: PathBuf,
     },
+    /// Submit a driver program to the cluster's head, and follow, list or stop submitted jobs.
+    Job {
+        #[command(subcommand)]
+        cmd: job::JobCmd,
+    },
     /// Print a shell completion script (e.g. `oxray completions bash > ~/.oxray.bash`).
     Completions {
         /// The shell.
@@ -199,6 +204,11 @@ fn main() {
         Cmd::Memory { address, group_by } => memory(address, group_by),
         Cmd::Logs { address, follow } => logs(address, follow),
         Cmd::Timeline { address, output } => timeline(address, &output),
+        Cmd::Job { cmd } => match job::run(cmd, job_node) {
+            Ok(0) => Ok(()),
+            Ok(code) => std::process::exit(code),
+            Err(e) => Err(e),
+        },
         Cmd::Up { file } => up::up(&file),
         Cmd::Down { file } => up::down(&file),
         Cmd::Completions { shell } => {
@@ -581,6 +591,27 @@ fn status(
     Ok(())
 }
 
+/// The node `oxray job` talks to: `explicit` if given, else the head of the cluster of the
+/// first node that answers (when the head answers here), else that node.
+fn job_node(explicit: Option<String>) -> Result<String, String> {
+    let given = explicit.is_some();
+    let (address, status) = first_answering(&addresses(explicit)?)?;
+    if given {
+        return Ok(address);
+    }
+    let head = status
+        .cluster
+        .nodes
+        .iter()
+        .find(|n| n.is_head && n.alive && !n.local_address.is_empty());
+    match head {
+        Some(h) if h.local_address != address && tool::status(&h.local_address).is_ok() => {
+            Ok(h.local_address.clone())
+        }
+        _ => Ok(address),
+    }
+}
+
 /// `oxray status --json`: the dashboard's report of the node asked and its cluster.
 fn status_json(address: Option<String>) -> Result<(), String> {
     let (address, _) = first_answering(&addresses(address)?)?;
@@ -617,7 +648,7 @@ fn logs(address: Option<String>, follow: bool) -> Result<(), String> {
     if !follow {
         return Ok(());
     }
-    let changes = log_watch::Watch::new(&path)?;
+    let changes = oxray_raylet::log_watch::Watch::new(&path)?;
     loop {
         // Woken by a write to the file, or once a second to see whether the node still runs.
         let changed = changes.wait(std::time::Duration::from_secs(1))?;

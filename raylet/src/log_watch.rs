@@ -1,4 +1,5 @@
-//! Waiting for a file to be written to (inotify), for `oxray logs --follow`.
+//! Waiting for a file to be written to (inotify), for `oxray logs --follow` and the logs of
+//! submitted jobs.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
