@@ -168,6 +168,19 @@ fn the_dashboard_shows_nodes_tasks_actors_and_objects_in_a_browser() {
         );
     }
 
+    // A program handed to the node with `oxray job submit`.
+    let echo = scratch.oxray(&[
+        "job",
+        "submit",
+        "--address",
+        &node.address,
+        "--",
+        "/bin/echo",
+        "dashboard says hi",
+    ]);
+    assert!(echo.ok, "{}", echo.stderr);
+    assert!(echo.stdout.contains("dashboard says hi"), "{}", echo.stdout);
+
     // This test is a driver too, while the page is looked at: a live job, a live named actor
     // and a 6 MB object in the store.
     let cluster = oxray::init_with(
@@ -245,6 +258,8 @@ fn the_dashboard_shows_nodes_tasks_actors_and_objects_in_a_browser() {
         );
     }
     assert_eq!(api["nodes"][0]["id"], cli["nodes"][0]["id"]);
+    assert_eq!(api["submitted"][0]["command"], "echo dashboard says hi");
+    assert_eq!(api["submitted"][0]["state"], "succeeded");
 
     // The timeline link serves Chrome trace JSON.
     let (code, trace) = http_get(port, &format!("/api/timeline?token={token}"));
@@ -282,6 +297,8 @@ fn the_dashboard_shows_nodes_tasks_actors_and_objects_in_a_browser() {
         "<span class=\"state-alive\">alive</span>",
         "6.0 MB",
         "running",
+        "echo dashboard says hi",
+        "<span class=\"state-succeeded\">succeeded</span>",
     ] {
         assert!(
             dom.contains(shown),

@@ -419,6 +419,8 @@ pub enum FromRaylet {
     WorkerOutput {
         /// The worker's pid.
         pid: u32,
+        /// The session name of the worker's node when it is in a cluster (else empty).
+        node: String,
         /// 1 for stdout, 2 for stderr.
         stream: u8,
         /// The line, without its newline.

@@ -169,11 +169,21 @@ fn dispatch(core: &Arc<CoreWorker>, msg: FromRaylet) {
         | FromRaylet::Timeline { req, .. }
         | FromRaylet::Address { req, .. } => *req,
         FromRaylet::TunnelOpen => return,
-        FromRaylet::WorkerOutput { pid, stream, line } => {
-            if *stream == 2 {
-                eprintln!("(pid={pid}) {line}");
+        FromRaylet::WorkerOutput {
+            pid,
+            node,
+            stream,
+            line,
+        } => {
+            let from = if node.is_empty() {
+                format!("pid={pid}")
             } else {
-                println!("(pid={pid}) {line}");
+                format!("pid={pid}, node={node}")
+            };
+            if *stream == 2 {
+                eprintln!("({from}) {line}");
+            } else {
+                println!("({from}) {line}");
             }
             return;
         }

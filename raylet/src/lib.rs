@@ -185,7 +185,9 @@ fn start_dashboard(node: &node::Node) -> Option<dashboard::Server> {
     match dashboard::Server::start(port, &node.address) {
         Ok(server) => {
             let _ = node.dashboard.set(server.url().to_owned());
-            tracing::info!(url = server.url(), "dashboard serving");
+            // The token stays out of the log: `oxray status` shows the whole address.
+            let at = server.url().split("/?").next().unwrap_or_default();
+            tracing::info!("dashboard serving at {at} (`oxray status` shows its address)");
             Some(server)
         }
         Err(e) => {

@@ -315,6 +315,12 @@ fn start_process(node: &Node, req: &SpawnRequest) -> std::io::Result<Child> {
         .stderr(Stdio::piped())
         .spawn()?;
     let pid = child.id();
+    // In a cluster, the driver shows which node a line came from (its session name).
+    let node_name = if node.index() != 0 {
+        node.config.session.clone()
+    } else {
+        String::new()
+    };
     let outputs = [
         child.stdout.take().map(OwnedFd::from),
         child.stderr.take().map(OwnedFd::from),
@@ -328,6 +334,7 @@ fn start_process(node: &Node, req: &SpawnRequest) -> std::io::Result<Child> {
         let pipe = Output {
             pipe: std::fs::File::from(fd),
             pid,
+            node: node_name.clone(),
             which,
             driver: req.driver.clone(),
             line: Vec::new(),
@@ -367,6 +374,8 @@ const BACKLOG_RETRY: Duration = Duration::from_millis(20);
 struct Output {
     pipe: std::fs::File,
     pid: u32,
+    /// The node's session name when it is in a cluster.
+    node: String,
     which: u8,
     driver: Option<Arc<Outbox>>,
     line: Vec<u8>,
@@ -379,6 +388,7 @@ impl Output {
         let line = String::from_utf8_lossy(line).into_owned();
         let msg = FromRaylet::WorkerOutput {
             pid: self.pid,
+            node: self.node.clone(),
             stream: self.which,
             line,
         };

@@ -14,6 +14,13 @@ fn where_am_i(ms: u64) -> String {
     oxray::node_id().expect("node id")
 }
 
+/// Prints a line, which reaches the driver prefixed with its pid and node.
+#[oxray::remote]
+fn say_hello() -> u32 {
+    println!("hello from the gpu node");
+    std::process::id()
+}
+
 /// A big object made where the task runs: `n` numbers from `seed`.
 #[oxray::remote]
 fn make_numbers(n: u64, seed: u64) -> Vec<u64> {
@@ -100,6 +107,8 @@ pub fn run() -> oxray::Result<()> {
     // A custom resource only one node has routes the work there.
     let gpu = where_am_i::options().resource("gpu", 1.0).remote(0)?;
     println!("gpu-node {}", oxray::get(&gpu)?);
+    let hello = say_hello::options().resource("gpu", 1.0).remote()?;
+    println!("hello-pid {}", oxray::get(&hello)?);
 
     // 256 MiB made on node b, read in place on node c, and fetched by the driver.
     let n = 32 << 20;

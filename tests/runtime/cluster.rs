@@ -412,6 +412,13 @@ fn work_spreads_routes_by_resource_and_objects_and_actors_cross_nodes() {
         assert!(spread.contains(&id.as_str()), "no task ran on {id}: {out}");
     }
     assert_eq!(value("gpu-node"), c_id, "only node c has a gpu: {out}");
+    // What a task on node c prints reaches the driver, saying which process and node.
+    let from = format!("(pid={}, node={}) ", value("hello-pid"), c.session);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&from) && l.ends_with("hello from the gpu node")),
+        "no line from {from}: {out}"
+    );
     // 256 MiB made on b, read in place on c and by the driver on the head, bit for bit.
     assert_eq!(value("big-read-on"), c_id, "{out}");
     assert_eq!(value("big-sum-ok"), "true", "{out}");

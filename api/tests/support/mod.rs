@@ -30,8 +30,14 @@ impl Scratch {
 
     /// Runs `oxray ARGS` with `TMPDIR` here and no address or secret in the environment.
     pub fn oxray(&self, args: &[&str]) -> Ran {
+        self.oxray_with(args, &[])
+    }
+
+    /// As [`Scratch::oxray`], with `env` set too.
+    pub fn oxray_with(&self, args: &[&str], env: &[(&str, &str)]) -> Ran {
         let out = Command::new(OXRAY)
             .args(args)
+            .envs(env.iter().copied())
             .env("TMPDIR", &self.0)
             .env_remove("OXRAY_ADDRESS")
             .env_remove("OXRAY_CLUSTER_SECRET")
@@ -43,6 +49,15 @@ impl Scratch {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+}
+
+impl Scratch {
+    /// The command's state directory under this `TMPDIR`.
+    pub fn state(&self) -> PathBuf {
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        self.0.join(format!("oxray-{uid}"))
     }
 }
 

@@ -36,6 +36,27 @@ pub struct Report {
     pub objects: ObjectReport,
     /// Jobs (drivers) of every node.
     pub jobs: Vec<JobReport>,
+    /// Programs submitted to the node asked with `oxray job submit`.
+    pub submitted: Vec<SubmittedReport>,
+}
+
+/// A program submitted with `oxray job submit`.
+#[derive(Serialize, Debug, Clone)]
+pub struct SubmittedReport {
+    /// Its id (`job-N`).
+    pub job: String,
+    /// The program and its arguments.
+    pub command: String,
+    /// `running`, `succeeded`, `failed` or `stopped`.
+    pub state: String,
+    /// Its process.
+    pub pid: u32,
+    /// When it started, in milliseconds since the Unix epoch.
+    pub started_ms: u64,
+    /// When it ended (0: it runs).
+    pub ended_ms: u64,
+    /// How it ended.
+    pub exit: String,
 }
 
 /// One node.
@@ -250,6 +271,22 @@ pub fn gather(address: &str) -> Result<Report> {
         .map(|(_, at)| at)
         .collect();
     reached.push((asked, objects));
+    let submitted = crate::job_client::list(address)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|j| SubmittedReport {
+            command: std::iter::once(j.program)
+                .chain(j.args)
+                .collect::<Vec<_>>()
+                .join(" "),
+            job: j.job,
+            state: j.state.as_str().to_owned(),
+            pid: j.pid,
+            started_ms: j.started_ms,
+            ended_ms: j.ended_ms,
+            exit: j.exit,
+        })
+        .collect();
     for at in others {
         // A node on another machine (or one that just died) does not answer here.
         if let Ok(status) = tool::status(&at) {
@@ -257,10 +294,13 @@ pub fn gather(address: &str) -> Result<Report> {
             reached.push((status, objects));
         }
     }
-    Ok(build(reached))
+    let mut report = build(reached);
+    report.submitted = submitted;
+    Ok(report)
 }
 
-/// The report of the nodes that answered, `reached[0]` being the one asked.
+/// The report of the nodes that answered, `reached[0]` being the one asked (without the
+/// submitted jobs, which [`gather`] adds).
 pub fn build(reached: Vec<(NodeStatus, Vec<StoredObject>)>) -> Report {
     let view = reached
         .first()
@@ -452,6 +492,7 @@ pub fn build(reached: Vec<(NodeStatus, Vec<StoredObject>)>) -> Report {
             largest: all_objects,
         },
         jobs,
+        submitted: Vec::new(),
     }
 }
 

@@ -456,6 +456,9 @@ fn wait(nodes: usize, seconds: f64, address: Option<String>) -> Result<(), Strin
 
 fn run_node(node: &NodeArgs) -> Result<(), String> {
     let config = node.config()?;
+    // `start` made this file the process's stderr; it is rotated by size from here on.
+    let log = state_dir()?.join(format!("{}.log", config.session));
+    oxray_raylet::logging::init_rotating("info", &log);
     let mut raylet = Raylet::start(config).map_err(|e| e.to_string())?;
     println!("{}", raylet.address());
     raylet.wait();
@@ -621,9 +624,11 @@ fn status_json(address: Option<String>) -> Result<(), String> {
     Ok(())
 }
 
-/// `oxray logs`: the log file of the node at `address` (`$TMPDIR/oxray-<uid>/SESSION.log`);
-/// with `follow`, what the node writes next too, until it stops answering.
+/// `oxray logs`: the log of the node at `address` (`$TMPDIR/oxray-<uid>/SESSION.log`, after
+/// its rotated files `SESSION.log.N` … `.1`, oldest first); with `follow`, what the node writes
+/// next too (across rotations), until it stops answering.
 fn logs(address: Option<String>, follow: bool) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
     let candidates = addresses(address)?;
     let address = match &candidates[..] {
         [one] => one.clone(),
@@ -636,24 +641,42 @@ fn logs(address: Option<String>, follow: bool) -> Result<(), String> {
         .ok_or_else(|| format!("`{address}` is not a local node address (unix:@SESSION)"))?;
     files::check_name("session", session)?;
     let path = state_dir()?.join(format!("{session}.log"));
-    let mut file = std::fs::File::open(&path).map_err(|e| {
-        format!(
-            "no log for the node at {address} ({}: {e}); nodes started with --block or \
-             embedded in a driver log to their stderr",
-            path.display()
-        )
-    })?;
+    let open = |path: &Path| {
+        std::fs::File::open(path).map_err(|e| {
+            format!(
+                "no log for the node at {address} ({}: {e}); nodes started with --block or \
+                 embedded in a driver log to their stderr",
+                path.display()
+            )
+        })
+    };
     let mut out = std::io::stdout();
-    std::io::copy(&mut file, &mut out).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let mut copy = |file: &mut std::fs::File, path: &Path| {
+        std::io::copy(file, &mut out)
+            .map(|_| ())
+            .map_err(|e| format!("reading {}: {e}", path.display()))
+    };
+    for old in oxray_raylet::logging::rotated(&path) {
+        copy(&mut open(&old)?, &old)?;
+    }
+    let mut file = open(&path)?;
+    copy(&mut file, &path)?;
     if !follow {
         return Ok(());
     }
-    let changes = oxray_raylet::log_watch::Watch::new(&path)?;
+    let mut changes = oxray_raylet::log_watch::Watch::new(&path)?;
     loop {
         // Woken by a write to the file, or once a second to see whether the node still runs.
         let changed = changes.wait(std::time::Duration::from_secs(1))?;
-        std::io::copy(&mut file, &mut out)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        copy(&mut file, &path)?;
+        // Rotated: the file read so far is now `.1` (read to its end above); go on with the new.
+        let current = std::fs::metadata(&path).map(|m| m.ino()).ok();
+        let reading = file.metadata().map(|m| m.ino()).ok();
+        if current.is_some() && current != reading {
+            file = open(&path)?;
+            changes = oxray_raylet::log_watch::Watch::new(&path)?;
+            copy(&mut file, &path)?;
+        }
         if !changed && tool::status(&address).is_err() {
             return Ok(());
         }
