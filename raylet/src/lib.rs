@@ -55,6 +55,17 @@ pub use error::{RayletError, Result};
 pub use oxray_common::peer::{self, ClusterView, NodeInfo, NodeLoad};
 pub use oxray_common::protocol::NodeStatus;
 
+/// The directory of a session's directory that holds its workers' output
+/// (`worker-PID.log` each), see [`worker_log`].
+pub const WORKER_LOGS: &str = "workers";
+
+/// Where the node of session `session` keeps the output of its worker `pid`.
+pub fn worker_log(session: &str, pid: u32) -> std::path::PathBuf {
+    files::session_dir(session)
+        .join(WORKER_LOGS)
+        .join(format!("worker-{pid}.log"))
+}
+
 /// A running raylet. Dropping it stops the raylet and kills its workers.
 pub struct Raylet {
     node: Arc<node::Node>,
@@ -93,11 +104,17 @@ impl Raylet {
         let node = node::Node::new(config, store)
             .map_err(|e| RayletError::io("starting the raylet's spawner and event loop", e))?;
         let listener = server::bind(&node.address)?;
-        // Only cluster nodes keep files (executables fetched from other nodes), so only they
-        // have a session directory (a driver's embedded node, often never shut down, leaves
-        // nothing). After binding: holding the session's socket makes this process its owner.
-        if node.config.cluster.is_some() {
-            files::claim_session_dir(&node.config.session, true).map_err(RayletError::Files)?;
+        // Cluster nodes keep files (executables fetched from other nodes), standalone nodes
+        // their workers' output and submitted jobs, so they have a session directory (a
+        // driver's embedded node, often never shut down, leaves nothing). After binding: holding the session's socket makes this process its owner.
+        if node.config.cluster.is_some() || !node.config.embedded {
+            let dir =
+                files::claim_session_dir(&node.config.session, true).map_err(RayletError::Files)?;
+            // A standalone node keeps each worker's output too (`oxray logs --worker PID`); a
+            // driver's embedded node prints it in the driver, which is where it is looked for.
+            let workers = dir.join(WORKER_LOGS);
+            files::private_dir(&workers).map_err(RayletError::Files)?;
+            let _ = node.worker_logs.set(workers);
         }
         // Joining happens after binding the local socket (so the advertised address works) and
         // before serving, so a refused node fails its start instead of running alone.

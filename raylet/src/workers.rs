@@ -12,7 +12,7 @@
 //! so a recycled pid is never signalled.
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -321,6 +321,13 @@ fn start_process(node: &Node, req: &SpawnRequest) -> std::io::Result<Child> {
     } else {
         String::new()
     };
+    let log = node.worker_logs.get().and_then(|dir| {
+        let path = dir.join(format!("worker-{pid}.log"));
+        // A pid used again replaces the older worker's file.
+        crate::files::open_private(&path, 0o600, false)
+            .map_err(|e| tracing::warn!("cannot keep the output of worker {pid}: {e}"))
+            .ok()
+    });
     let outputs = [
         child.stdout.take().map(OwnedFd::from),
         child.stderr.take().map(OwnedFd::from),
@@ -335,6 +342,9 @@ fn start_process(node: &Node, req: &SpawnRequest) -> std::io::Result<Child> {
             pipe: std::fs::File::from(fd),
             pid,
             node: node_name.clone(),
+            // Both pipes share one open file (and so its offset): their writes never overlap.
+            log: log.as_ref().and_then(|f| f.try_clone().ok()),
+            kept: 0,
             which,
             driver: req.driver.clone(),
             line: Vec::new(),
@@ -362,6 +372,8 @@ fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Bytes of each worker stream kept in its output file (all of it still reaches the driver).
+const MAX_WORKER_LOG: u64 = 64 << 20;
 /// The longest line forwarded whole; a longer one is cut into pieces of this size.
 const MAX_LINE: usize = 1 << 20;
 /// How soon a pipe is read again while its driver has much unread output.
@@ -376,6 +388,10 @@ struct Output {
     pid: u32,
     /// The node's session name when it is in a cluster.
     node: String,
+    /// The worker's output file (`oxray logs --worker PID`), standalone nodes only.
+    log: Option<std::fs::File>,
+    /// Bytes this pipe wrote to `log`.
+    kept: u64,
     which: u8,
     driver: Option<Arc<Outbox>>,
     line: Vec<u8>,
@@ -420,6 +436,28 @@ impl Output {
         }
     }
 
+    /// Appends what the worker wrote to its output file, up to [`MAX_WORKER_LOG`] per pipe.
+    fn keep(&mut self, bytes: &[u8]) {
+        let Some(file) = &mut self.log else { return };
+        let room = MAX_WORKER_LOG.saturating_sub(self.kept) as usize;
+        let kept = &bytes[..bytes.len().min(room)];
+        let mut written = file.write_all(kept);
+        self.kept += kept.len() as u64;
+        if kept.len() < bytes.len() {
+            written = written.and_then(|()| {
+                writeln!(
+                    file,
+                    "\n[oxray: more output of this worker went to its driver only: \
+                     {MAX_WORKER_LOG} bytes per stream are kept here]"
+                )
+            });
+            self.log = None;
+        }
+        if written.is_err() {
+            self.log = None;
+        }
+    }
+
     /// Whether to leave the pipe unread for now (the driver reads slowly).
     fn held_back(&mut self) -> bool {
         if !self.driver.as_ref().is_some_and(|d| d.backlogged()) {
@@ -451,6 +489,7 @@ impl Source for Output {
                     return Next::Remove;
                 }
                 Ok(n) => {
+                    self.keep(&buf[..n]);
                     self.line.extend_from_slice(&buf[..n]);
                     self.emit_lines();
                 }

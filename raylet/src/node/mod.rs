@@ -117,6 +117,9 @@ pub(crate) struct Node {
     tasks: crate::timeline::TaskLog,
     /// The dashboard's address with its token, once it serves.
     pub(crate) dashboard: OnceLock<String>,
+    /// Where each worker's output is kept (`SESSION_DIR/workers`), for nodes that are not
+    /// embedded in a driver (`oxray logs --worker PID`).
+    pub(crate) worker_logs: OnceLock<std::path::PathBuf>,
     /// Jobs handed to this node with `oxray job submit`.
     pub(crate) submitted_jobs: Arc<crate::submitted_jobs::SubmittedJobs>,
     me: Weak<Node>,
@@ -166,6 +169,7 @@ impl Node {
             gone_owners: Mutex::new(GoneOwners::default()),
             tasks: crate::timeline::TaskLog::default(),
             dashboard: OnceLock::new(),
+            worker_logs: OnceLock::new(),
             submitted_jobs,
             me: me.clone(),
         });

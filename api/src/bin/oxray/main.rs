@@ -112,6 +112,9 @@ enum Cmd {
         /// Keep printing what the node writes, until it stops.
         #[arg(long, short)]
         follow: bool,
+        /// Print what worker process PID of that node wrote (its stdout and stderr) instead.
+        #[arg(long, value_name = "PID")]
+        worker: Option<u32>,
     },
     /// Wait until the cluster has at least N live nodes.
     Wait {
@@ -202,7 +205,11 @@ fn main() {
         } => wait(nodes, timeout, address),
         Cmd::Stop { address } => stop(address),
         Cmd::Memory { address, group_by } => memory(address, group_by),
-        Cmd::Logs { address, follow } => logs(address, follow),
+        Cmd::Logs {
+            address,
+            follow,
+            worker,
+        } => logs(address, follow, worker),
         Cmd::Timeline { address, output } => timeline(address, &output),
         Cmd::Job { cmd } => match job::run(cmd, job_node) {
             Ok(0) => Ok(()),
@@ -626,8 +633,9 @@ fn status_json(address: Option<String>) -> Result<(), String> {
 
 /// `oxray logs`: the log of the node at `address` (`$TMPDIR/oxray-<uid>/SESSION.log`, after
 /// its rotated files `SESSION.log.N` … `.1`, oldest first); with `follow`, what the node writes
-/// next too (across rotations), until it stops answering.
-fn logs(address: Option<String>, follow: bool) -> Result<(), String> {
+/// next too (across rotations), until it stops answering. With `worker`, the output of that
+/// worker process of the node instead (`SESSION_DIR/workers/worker-PID.log`).
+fn logs(address: Option<String>, follow: bool, worker: Option<u32>) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
     let candidates = addresses(address)?;
     let address = match &candidates[..] {
@@ -640,14 +648,23 @@ fn logs(address: Option<String>, follow: bool) -> Result<(), String> {
         .strip_prefix("unix:@")
         .ok_or_else(|| format!("`{address}` is not a local node address (unix:@SESSION)"))?;
     files::check_name("session", session)?;
-    let path = state_dir()?.join(format!("{session}.log"));
+    let path = match worker {
+        Some(pid) => oxray_raylet::worker_log(session, pid),
+        None => state_dir()?.join(format!("{session}.log")),
+    };
     let open = |path: &Path| {
-        std::fs::File::open(path).map_err(|e| {
-            format!(
+        std::fs::File::open(path).map_err(|e| match worker {
+            Some(pid) => format!(
+                "no output of worker {pid} at the node at {address} ({}: {e}); `oxray status` \
+                 lists its workers (a driver's embedded node prints its workers' output in \
+                 the driver only)",
+                path.display()
+            ),
+            None => format!(
                 "no log for the node at {address} ({}: {e}); nodes started with --block or \
                  embedded in a driver log to their stderr",
                 path.display()
-            )
+            ),
         })
     };
     let mut out = std::io::stdout();
@@ -656,7 +673,11 @@ fn logs(address: Option<String>, follow: bool) -> Result<(), String> {
             .map(|_| ())
             .map_err(|e| format!("reading {}: {e}", path.display()))
     };
-    for old in oxray_raylet::logging::rotated(&path) {
+    let rotated = match worker {
+        Some(_) => Vec::new(),
+        None => oxray_raylet::logging::rotated(&path),
+    };
+    for old in rotated {
         copy(&mut open(&old)?, &old)?;
     }
     let mut file = open(&path)?;
