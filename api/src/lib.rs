@@ -38,6 +38,10 @@
 //!   [`ObjectRef`], and `f::options()` for resources, retries and names ([`TaskOptions`]).
 //!   Arguments are values or refs; [`get`], [`get_all`], [`get_timeout`], [`wait`], [`cancel`],
 //!   and [`progress`] to take results as they finish.
+//! - **Async**: an [`ObjectRef`] is a future (`r.await`, or `(&r).await` to keep the ref)
+//!   giving `Result<T>`; [`get_view_async`], [`get_all_async`] and [`wait_async`] are the async
+//!   forms of the blocking calls. They are woken by oxray's own events (no polling), work on any
+//!   executor, and may be dropped mid-wait.
 //! - **Actors**: `#[oxray::actor]` on a struct and its impl gives `T::remote(ctor args)`
 //!   returning an [`ActorHandle`] whose methods submit calls, run in order in the actor's own
 //!   process; names, namespaces, detached lifetimes, restarts ([`ActorOptions`]), [`get_actor`],
@@ -92,6 +96,7 @@ pub mod timeline;
 
 pub use config::Config;
 pub use memory::{memory_summary, Holders, MemorySummary, ObjectMemory};
+pub use oxray_core_worker::await_refs::{Get, GetAll, GetView, Wait};
 /// A task's large `Vec<T>` result of plain numbers, written in place in the store: return
 /// `VecInPlace::new(n, fill)` from a remote function and its ref is an `ObjectRef<Vec<T>>`.
 ///
@@ -124,9 +129,9 @@ pub use progress::{progress, Progress};
 #[cfg(target_endian = "little")]
 pub use runtime::put_with_len;
 pub use runtime::{
-    available_resources, cancel, cluster_resources, get, get_all, get_timeout, get_view, init,
-    init_with, is_initialized, node_id, nodes, put, shutdown, status, wait, Cluster, NodeInfo,
-    WaitResult,
+    available_resources, cancel, cluster_resources, get, get_all, get_all_async, get_timeout,
+    get_view, get_view_async, init, init_with, is_initialized, node_id, nodes, put, shutdown,
+    status, wait, wait_async, Cluster, NodeInfo, WaitResult,
 };
 pub use timeline::timeline;
 

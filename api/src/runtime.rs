@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use oxray_core_worker::await_refs::{GetAll, GetView, Wait};
 use oxray_core_worker::{
     current, ClientKind, CoreWorker, Error, NodeStatus, ObjectRef, Result, WorkerId,
 };
@@ -260,6 +261,25 @@ pub fn get_all<T: Object>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
 /// pins them), small ones from this process's memory.
 pub fn get_view<T: Object>(r: &ObjectRef<T>) -> Result<ObjectView<T>> {
     r_core(r)?.get_view(r, None)
+}
+
+/// The async form of [`get_view`]: a future of the view, woken when the object is ready.
+/// (For a value, await the ref itself: `r.await` or `(&r).await`.)
+pub fn get_view_async<T: Object>(r: &ObjectRef<T>) -> GetView<T> {
+    GetView::new(r)
+}
+
+/// The async form of [`get_all`]: a future of every value, in order.
+pub fn get_all_async<T: Object>(refs: &[ObjectRef<T>]) -> GetAll<T> {
+    GetAll::new(refs)
+}
+
+/// The async form of [`wait`]: a future of `(ready, not_ready)` once `num_returns` (at most
+/// all) of `refs` are ready or failed. It has no timeout of its own: race it with your
+/// executor's timer (`tokio::time::timeout(d, oxray::wait_async(&refs, 1))`); dropping it
+/// mid-wait is fine.
+pub fn wait_async<T>(refs: &[ObjectRef<T>], num_returns: usize) -> Wait<T> {
+    Wait::new(refs, num_returns)
 }
 
 fn r_core<T>(_r: &ObjectRef<T>) -> Result<Arc<CoreWorker>> {

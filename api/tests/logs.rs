@@ -96,9 +96,9 @@ fn a_workers_output_is_kept_by_its_node() {
     let file = {
         // SAFETY: getuid has no preconditions and cannot fail.
         let uid = unsafe { libc::getuid() };
-        scratch
-            .0
-            .join(format!("oxray-{uid}/sessions/{session}/workers/worker-{pid}.log"))
+        scratch.0.join(format!(
+            "oxray-{uid}/sessions/{session}/workers/worker-{pid}.log"
+        ))
     };
     let watch = oxray_raylet::log_watch::Watch::new(&file).expect("the worker's file");
     for _ in 0..30 {

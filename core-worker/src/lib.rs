@@ -4,6 +4,7 @@
 //!
 //! - [`core`]: the process's [`CoreWorker`]: its raylet connection, the owner's ref table, `put`,
 //!   `get`, `wait`;
+//! - [`await_refs`]: `ObjectRef<T>` as a future, and async `get_view`, `get_all`, `wait`;
 //! - `refs`: ownership and reference counting of the objects this process created;
 //! - `submitter`: dependency resolution, worker leases, and tasks pushed straight to leased
 //!   workers (the raylet is not on the per-task path);
@@ -18,6 +19,7 @@
 pub mod actor_handle;
 pub mod actor_host;
 pub mod args;
+pub mod await_refs;
 mod borrow;
 pub mod core;
 mod error;

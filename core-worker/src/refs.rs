@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use oxray_common::WorkerId;
@@ -85,6 +86,8 @@ pub(crate) struct Freed {
 #[derive(Default)]
 struct Inner {
     entries: HashMap<ObjectId, Entry>,
+    /// Futures waiting for pending objects (`ObjectRef::await`), woken when each settles.
+    wakers: HashMap<ObjectId, Vec<Waker>>,
     /// The most entries since the table last gave memory back (see [`Inner::after_remove`]).
     high_water: usize,
 }
@@ -281,8 +284,10 @@ impl RefTable {
         }
         e.state = state;
         let deps = std::mem::take(&mut e.dependents);
+        let wakers = inner.wakers.remove(&id);
         drop(inner);
         self.ready.notify_all();
+        wakers.into_iter().flatten().for_each(Waker::wake);
         Some(deps)
     }
 
@@ -313,6 +318,33 @@ impl RefTable {
     /// The current state, or `None` for an unknown id.
     pub fn state(&self, id: ObjectId) -> Option<ObjState> {
         self.lock().entries.get(&id).map(|e| e.state.clone())
+    }
+
+    /// Whether `id` is done (ready, failed or unknown); if not, `waker` is woken when it is.
+    pub fn poll_done(&self, id: ObjectId, waker: &Waker) -> bool {
+        let mut inner = self.lock();
+        let pending = inner
+            .entries
+            .get(&id)
+            .is_some_and(|e| matches!(e.state, ObjState::Pending));
+        if pending {
+            let list = inner.wakers.entry(id).or_default();
+            if !list.iter().any(|w| w.will_wake(waker)) {
+                list.push(waker.clone());
+            }
+        }
+        !pending
+    }
+
+    /// Forgets `waker`, registered for `id` by a future dropped before `id` was done.
+    pub fn forget_waker(&self, id: ObjectId, waker: &Waker) {
+        let mut inner = self.lock();
+        if let Some(list) = inner.wakers.get_mut(&id) {
+            list.retain(|w| !w.will_wake(waker));
+            if list.is_empty() {
+                inner.wakers.remove(&id);
+            }
+        }
     }
 
     /// Registers `task` as waiting for `id`; returns false when `id` is already done.
@@ -393,8 +425,10 @@ impl RefTable {
                 e.state = ObjState::Failed(error.clone());
             }
         }
+        let wakers: Vec<Waker> = inner.wakers.drain().flat_map(|(_, w)| w).collect();
         drop(inner);
         self.ready.notify_all();
+        wakers.into_iter().for_each(Waker::wake);
     }
 
     /// Number of objects held.
@@ -433,6 +467,47 @@ mod tests {
 
     fn nothing_to_release(f: &Freed) -> bool {
         f.delete_stored.is_none() && f.contained.is_empty() && f.borrowed_from.is_none()
+    }
+
+    /// Counts its wake-ups.
+    struct Counter(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn futures_are_woken_once_when_their_object_settles_and_forgotten_when_dropped() {
+        let t = RefTable::default();
+        let (a, b) = (id(1), id(2));
+        t.insert(a, ObjState::Pending);
+        t.insert(b, ObjState::Pending);
+        let counter = Arc::new(Counter(Default::default()));
+        let waker = Waker::from(counter.clone());
+        assert!(!t.poll_done(a, &waker));
+        // Registered once however often it is polled.
+        assert!(!t.poll_done(a, &waker));
+        assert!(!t.poll_done(b, &waker));
+        t.complete(a, inline(1));
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        assert!(t.poll_done(a, &waker));
+        // A future dropped before `b` settled takes its waker back: nothing is woken, and
+        // nothing is left behind.
+        t.forget_waker(b, &waker);
+        assert!(t.lock().wakers.is_empty());
+        t.complete(b, inline(2));
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        // A lost raylet wakes every waiter.
+        let c = id(3);
+        t.insert(c, ObjState::Pending);
+        assert!(!t.poll_done(c, &waker));
+        t.fail_all_pending(Error::RayletDied {
+            message: "gone".into(),
+        });
+        assert_eq!(counter.0.load(Ordering::SeqCst), 2);
+        assert!(t.poll_done(c, &waker));
     }
 
     #[test]

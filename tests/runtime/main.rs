@@ -5,6 +5,7 @@
 //! process of their own (shutdown, killed drivers, a standalone node) run `oxray-test-driver`.
 
 mod actors;
+mod async_refs;
 mod borrowing;
 mod cluster;
 mod failures;

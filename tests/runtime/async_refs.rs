@@ -1,0 +1,134 @@
+//! Awaiting refs: on a plain `block_on` and on tokio, many at once, failures, `wait_async`,
+//! views, and futures dropped mid-wait.
+
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use oxray::prelude::*;
+
+use crate::cluster;
+
+#[oxray::remote]
+fn slow_square(ms: u64, x: i64) -> i64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    x * x
+}
+
+#[oxray::remote]
+fn fails(why: String) -> Result<i64, String> {
+    Err(why)
+}
+
+#[oxray::remote]
+fn numbers(n: u64) -> Vec<f64> {
+    (0..n).map(|i| i as f64).collect()
+}
+
+/// Wakes a parked thread: the smallest executor there is.
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Runs `f` to completion on this thread, parking between polls (no timer, no runtime). It
+/// polls again only when woken: a future that is never woken fails the test after 60 s.
+fn block_on<F: Future>(f: F) -> F::Output {
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        let parked = std::time::Instant::now();
+        std::thread::park_timeout(Duration::from_secs(60));
+        assert!(
+            parked.elapsed() < Duration::from_secs(60),
+            "the future was never woken"
+        );
+    }
+}
+
+#[test]
+fn a_ref_is_a_future_on_any_executor() {
+    cluster();
+    let r = slow_square::remote(300, 7).expect("submit");
+    // Awaiting a borrow keeps the ref; awaiting it again gives the same value.
+    assert_eq!(block_on((&r).into_future()).expect("value"), 49);
+    assert_eq!(block_on(r.into_future()).expect("value"), 49);
+    let failed = fails::remote("no luck".to_owned()).expect("submit");
+    match block_on(failed.into_future()) {
+        Err(Error::TaskFailed { message, .. }) => assert!(message.contains("no luck"), "{message}"),
+        other => panic!("expected TaskFailed, got {other:?}"),
+    }
+}
+
+#[test]
+fn many_refs_awaited_at_once_on_tokio() {
+    cluster();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let refs: Vec<ObjectRef<i64>> = (0..40)
+        .map(|i| slow_square::remote(20, i))
+        .collect::<Result<_>>()
+        .expect("submit");
+    let sum: i64 = runtime.block_on(async {
+        // One tokio task per ref, all waiting at once on one thread.
+        let handles: Vec<_> = refs
+            .iter()
+            .cloned()
+            .map(|r| tokio::spawn(async move { r.await }))
+            .collect();
+        let mut sum = 0;
+        for h in handles {
+            sum += h.await.expect("join").expect("value");
+        }
+        sum
+    });
+    assert_eq!(sum, (0..40i64).map(|i| i * i).sum::<i64>());
+    let all = runtime
+        .block_on(oxray::get_all_async(&refs))
+        .expect("values");
+    assert_eq!(all, (0..40i64).map(|i| i * i).collect::<Vec<_>>());
+    // A view, awaited.
+    let big = numbers::remote(100_000).expect("submit");
+    let view = runtime.block_on(oxray::get_view_async(&big)).expect("view");
+    assert_eq!(view.as_slice()[99_999], 99_999.0);
+}
+
+#[test]
+fn wait_async_and_futures_dropped_mid_wait() {
+    cluster();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let slow = slow_square::remote(1500, 3).expect("submit");
+    // Given up on by a timeout: the future is dropped while the task runs (it sleeps 1.5 s
+    // once started, so 50 ms after its submission it cannot be done).
+    let early = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_millis(50), (&slow).into_future()).await
+    });
+    assert!(early.is_err(), "the slow task finished within 50 ms");
+    let quick: Vec<ObjectRef<i64>> = (0..2)
+        .map(|i| slow_square::remote(0, i))
+        .collect::<Result<_>>()
+        .expect("submit");
+    let all = vec![slow.clone(), quick[0].clone(), quick[1].clone()];
+    let (ready, not_ready) = runtime.block_on(oxray::wait_async(&all, 2));
+    // The two quick ones, unless the slow one finished first (a loaded machine).
+    assert_eq!(ready.len(), 2);
+    assert_eq!(not_ready.len(), 1);
+    assert!(ready.contains(&quick[0]) || ready.contains(&quick[1]));
+    // The ref given up on still works, awaited again to the end.
+    assert_eq!(runtime.block_on((&slow).into_future()).expect("value"), 9);
+    let (ready, not_ready) = runtime.block_on(oxray::wait_async(&all, 3));
+    assert_eq!((ready.len(), not_ready.len()), (3, 0));
+}
