@@ -19,6 +19,7 @@
 pub mod actor_handle;
 pub mod actor_host;
 pub mod args;
+mod async_tasks;
 pub mod await_refs;
 mod borrow;
 pub mod core;
@@ -46,6 +47,7 @@ pub use actor_host::{
     exit_actor, was_restarted, ActorClass, ActorInstance, ActorMethod, ACTOR_CLASSES, ACTOR_METHODS,
 };
 pub use args::{ArgSpec, IntoArg, TaskArgs};
+pub use async_tasks::block_on_task;
 pub use error::{Error, Result};
 pub use object_ref::ObjectRef;
 pub use oxray_common::protocol::{ActorInfo, ActorState};

@@ -132,3 +132,78 @@ fn wait_async_and_futures_dropped_mid_wait() {
     let (ready, not_ready) = runtime.block_on(oxray::wait_async(&all, 3));
     assert_eq!((ready.len(), not_ready.len()), (3, 0));
 }
+
+/// An async task: awaits a ref it was given and tokio's timer, on its worker's runtime.
+#[oxray::remote]
+async fn add_later(r: Vec<ObjectRef<i64>>, ms: u64) -> i64 {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    let mut sum = 0;
+    for x in r {
+        sum += x.await.expect("an argument's value");
+    }
+    sum
+}
+
+/// An async task that fails.
+#[oxray::remote]
+async fn fails_later(why: String) -> Result<u8, String> {
+    tokio::task::yield_now().await;
+    Err(why)
+}
+
+/// An actor with async methods beside a sync one.
+#[oxray::actor]
+pub struct Account {
+    balance: i64,
+}
+
+#[oxray::actor]
+impl Account {
+    fn new(balance: i64) -> Self {
+        Account { balance }
+    }
+
+    async fn deposit(&mut self, r: Vec<ObjectRef<i64>>) -> i64 {
+        for x in r {
+            self.balance += x.await.expect("an amount");
+        }
+        self.balance
+    }
+
+    async fn balance_after(&self, ms: u64) -> i64 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        self.balance
+    }
+
+    fn balance(&self) -> i64 {
+        self.balance
+    }
+}
+
+#[test]
+fn async_tasks_and_async_actor_methods_run_on_their_workers() {
+    cluster();
+    let parts: Vec<ObjectRef<i64>> = (1..=4)
+        .map(|i| slow_square::remote(10, i))
+        .collect::<Result<_>>()
+        .expect("submit");
+    let sum = add_later::remote(parts.clone(), 20).expect("submit");
+    assert_eq!(oxray::get(&sum).expect("sum"), 1 + 4 + 9 + 16);
+    match oxray::get(&fails_later::remote("later".to_owned()).expect("submit")) {
+        Err(Error::TaskFailed { message, .. }) => assert!(message.contains("later"), "{message}"),
+        other => panic!("expected TaskFailed, got {other:?}"),
+    }
+    let account = Account::remote(100).expect("an actor");
+    assert_eq!(
+        oxray::get(&account.deposit(parts).expect("call")).expect("balance"),
+        130
+    );
+    assert_eq!(
+        oxray::get(&account.balance_after(5).expect("call")).expect("balance"),
+        130
+    );
+    assert_eq!(
+        oxray::get(&account.balance().expect("call")).expect("balance"),
+        130
+    );
+}

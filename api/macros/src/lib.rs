@@ -15,7 +15,8 @@ use syn::{
 /// `f::remote(args..) -> oxray::Result<ObjectRef<R>>` and `f::options()`. Each argument may be a
 /// value or a ref (`&ObjectRef<T>`) to an object holding the parameter's type. A parameter of
 /// type `ObjectView<T>` reads its argument in place from the node's store. A function returning
-/// `Result<T, E>` gives an `ObjectRef<T>`; its `Err` becomes `Error::TaskFailed`.
+/// `Result<T, E>` gives an `ObjectRef<T>`; its `Err` becomes `Error::TaskFailed`. An `async fn`
+/// runs on a single-threaded tokio runtime in its worker thread (it may await refs, timers, I/O).
 #[proc_macro_attribute]
 pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
     if !attr.is_empty() {
@@ -84,12 +85,6 @@ fn expand_remote(f: &ItemFn) -> syn::Result<Tokens> {
             "remote functions cannot be generic: workers look them up by name",
         ));
     }
-    if sig.asyncness.is_some() {
-        return Err(syn::Error::new_spanned(
-            sig.asyncness,
-            "remote functions cannot be async",
-        ));
-    }
     let vis = &f.vis;
     let name = &sig.ident;
     let mut decode = Vec::new();
@@ -139,7 +134,12 @@ fn expand_remote(f: &ItemFn) -> syn::Result<Tokens> {
         _ => (ret.clone(), false),
     };
     let ok_ty = stored_type(ok_ty);
-    let call = quote! { super::#name(#(#arg_names),*) };
+    let call = if sig.asyncness.is_some() {
+        // Runs on the worker thread's async runtime (`oxray_core_worker::block_on_task`).
+        quote! { ::oxray::__private::block_on_task(super::#name(#(#arg_names),*))? }
+    } else {
+        quote! { super::#name(#(#arg_names),*) }
+    };
     let wrap = if fallible {
         quote! {
             match #call {
@@ -356,7 +356,7 @@ fn expand_actor_impl(imp: &ItemImpl) -> syn::Result<Tokens> {
         let ImplItem::Fn(f) = item else { continue };
         let sig = &f.sig;
         let name = &sig.ident;
-        if !sig.generics.params.is_empty() || sig.asyncness.is_some() {
+        if !sig.generics.params.is_empty() {
             continue;
         }
         let receiver = sig.receiver();
@@ -388,10 +388,16 @@ fn expand_actor_impl(imp: &ItemImpl) -> syn::Result<Tokens> {
         let method_name = name.to_string();
         let call_fn = format_ident!("__oxray_call_{}", name);
         let reg = format_ident!("__OXRAY_METHOD_{}", name.to_string().to_uppercase());
-        let access = if mutates {
-            quote! { __inst.with_mut::<#self_ty, _>(|__this| __this.#name(#(#names),*))? }
+        // An async method runs to completion on the worker thread's async runtime.
+        let invoke = if sig.asyncness.is_some() {
+            quote! { ::oxray::__private::block_on_task(__this.#name(#(#names),*)) }
         } else {
-            quote! { __inst.with_ref::<#self_ty, _>(|__this| __this.#name(#(#names),*))? }
+            quote! { ::std::result::Result::<_, ::oxray::__private::TaskError>::Ok(__this.#name(#(#names),*)) }
+        };
+        let access = if mutates {
+            quote! { __inst.with_mut::<#self_ty, _>(|__this| #invoke)?? }
+        } else {
+            quote! { __inst.with_ref::<#self_ty, _>(|__this| #invoke)?? }
         };
         let wrap = if fallible {
             quote! {
