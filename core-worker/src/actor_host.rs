@@ -10,6 +10,7 @@
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
@@ -153,6 +154,7 @@ fn construct(core: &Arc<CoreWorker>, spec: &ActorSpec, restarts: u32) -> Result<
         args: &spec.args,
         core,
     };
+    CONSTRUCTING_RESTART.store(restarts > 0, Ordering::SeqCst);
     let state = match catch_unwind(AssertUnwindSafe(|| construct(&args))) {
         Ok(Ok(s)) => s,
         Ok(Err(TaskError::App(m) | TaskError::BadArgument(m))) => return Err(m),
@@ -192,10 +194,18 @@ fn construct(core: &Arc<CoreWorker>, spec: &ActorSpec, restarts: u32) -> Result<
         .map_err(|_| "this worker already hosts an actor".to_string())
 }
 
-/// Inside an actor method: whether this actor process is a restart (after a crash or
-/// `kill_with_restart`). False outside actors.
+/// Whether the actor being constructed in this process is a restart (read by
+/// [`was_restarted`] before the actor is hosted).
+static CONSTRUCTING_RESTART: AtomicBool = AtomicBool::new(false);
+
+/// Inside an actor's constructor or methods: whether this actor process is a restart (after a
+/// crash or `kill_with_restart`), so the constructor can restore saved state. False outside
+/// actors.
 pub fn was_restarted() -> bool {
-    hosted().is_some_and(|h| h.restarted)
+    match hosted() {
+        Some(h) => h.restarted,
+        None => CONSTRUCTING_RESTART.load(Ordering::SeqCst),
+    }
 }
 
 /// Inside an actor method: ends the actor for good (no restart). The call that invokes it fails

@@ -392,3 +392,57 @@ fn infeasible_actor_resources_pend() {
     oxray::kill(&a).unwrap();
     assert!(matches!(oxray::get(&r), Err(Error::ActorDied { .. })));
 }
+
+/// An actor whose constructor may fail, and which notes whether it was built as a restart.
+#[oxray::actor]
+pub struct Picky {
+    built_as_restart: bool,
+}
+
+#[oxray::actor]
+impl Picky {
+    fn new(ok: bool) -> Result<Self, String> {
+        if ok {
+            Ok(Picky {
+                built_as_restart: oxray::was_restarted(),
+            })
+        } else {
+            Err("refusing to start: ok was false".into())
+        }
+    }
+
+    fn built_as_restart(&self) -> bool {
+        self.built_as_restart
+    }
+
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+}
+
+/// A constructor returning `Result<Self, E>`: `Ok` gives a working actor, `Err` ends it with
+/// `ActorDied` carrying the error's text (it used to fail every call with "another class").
+/// In a restarted actor's constructor `was_restarted()` is true (it was always false there).
+#[test]
+fn fallible_constructors_and_was_restarted_in_the_constructor() {
+    cluster();
+    let refused = Picky::remote(false).unwrap();
+    match oxray::get(&refused.pid().unwrap()) {
+        Err(Error::ActorDied { message }) => {
+            assert!(
+                message.contains("refusing to start: ok was false"),
+                "{message}"
+            )
+        }
+        other => panic!("expected ActorDied, got {other:?}"),
+    }
+    let p = Picky::options().max_restarts(1).remote(true).unwrap();
+    assert!(!oxray::get(&p.built_as_restart().unwrap()).unwrap());
+    let pid = oxray::get(&p.pid().unwrap()).unwrap();
+    oxray::kill_with_restart(&p).unwrap();
+    assert_ne!(oxray::get(&p.pid().unwrap()).unwrap(), pid);
+    assert!(
+        oxray::get(&p.built_as_restart().unwrap()).unwrap(),
+        "was_restarted() was false in the restarted actor's constructor"
+    );
+}

@@ -445,6 +445,38 @@ fn expand_actor_impl(imp: &ItemImpl) -> syn::Result<Tokens> {
     };
     let p = params_of(&ctor)?;
     let (decode, params, names) = (&p.decode, &p.params, &p.names);
+    // `fn new(..) -> Self`, or `-> Result<Self, E>`: an `Err` ends the actor (`ActorDied` at
+    // its callers, with the error's text).
+    let is_self = |t: &Type| {
+        matches!(t, Type::Path(p) if p.path.is_ident("Self"))
+            || last_segment(t).is_some_and(|(ident, args)| ident == type_name && args.is_empty())
+    };
+    let built = match &ctor.output {
+        ReturnType::Type(_, t) if is_self(t) => quote! {
+            ::std::result::Result::Ok(::std::boxed::Box::new(<#self_ty>::new(#(#names),*)))
+        },
+        ReturnType::Type(_, t)
+            if matches!(last_segment(t), Some((ident, args)) if ident == "Result"
+                && args.first().is_some_and(|a| is_self(a))) =>
+        {
+            quote! {
+                match <#self_ty>::new(#(#names),*) {
+                    ::std::result::Result::Ok(v) => ::std::result::Result::Ok(::std::boxed::Box::new(v)),
+                    ::std::result::Result::Err(e) => ::std::result::Result::Err(
+                        ::oxray::__private::TaskError::App(::std::string::ToString::to_string(&e))),
+                }
+            }
+        }
+        other => {
+            return Err(syn::Error::new_spanned(
+                other,
+                format!(
+                    "an actor's constructor returns `Self` (or `{type_name}`), or \
+                     `Result<Self, E>` whose `Err` ends the actor"
+                ),
+            ))
+        }
+    };
     let handle_doc = format!(
         "Handle methods of the `{type_name}` actor (`ActorHandle<{type_name}>` derefs to it)."
     );
@@ -465,7 +497,7 @@ fn expand_actor_impl(imp: &ItemImpl) -> syn::Result<Tokens> {
                 ::oxray::__private::TaskError,
             > {
                 #(#decode)*
-                ::std::result::Result::Ok(::std::boxed::Box::new(<#self_ty>::new(#(#names),*)))
+                #built
             }
 
             #(#registrations)*
