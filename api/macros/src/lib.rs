@@ -457,7 +457,7 @@ fn expand_actor_impl(imp: &ItemImpl) -> syn::Result<Tokens> {
         },
         ReturnType::Type(_, t)
             if matches!(last_segment(t), Some((ident, args)) if ident == "Result"
-                && args.first().is_some_and(|a| is_self(a))) =>
+                && args.first().is_some_and(is_self)) =>
         {
             quote! {
                 match <#self_ty>::new(#(#names),*) {
