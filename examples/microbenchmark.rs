@@ -7,6 +7,7 @@
 //! Each row runs a warm-up and then 3 trials of about a second, and prints the mean and standard
 //! deviation of the rate, like Ray's `timeit`.
 
+use std::future::Future;
 use std::hint::black_box;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -160,6 +161,17 @@ fn main() -> oxray::Result<()> {
     let value = oxray::put(&0i64)?;
     bench.timeit("single client get calls (Plasma Store)", 1.0, || {
         black_box(oxray::get(&value).expect("get"));
+    });
+    // The async path of the same read: `(&value).await` on a ready ref, polled once.
+    bench.timeit("await of a ready ref", 1.0, || {
+        let mut get = std::pin::pin!(std::future::IntoFuture::into_future(&value));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match get.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => {
+                black_box(v.expect("get"));
+            }
+            std::task::Poll::Pending => panic!("a ready ref was pending"),
+        }
     });
     bench.timeit("single client put calls (Plasma Store)", 1.0, || {
         black_box(oxray::put(&0i64).expect("put"));

@@ -96,7 +96,7 @@ pub mod timeline;
 
 pub use config::Config;
 pub use memory::{memory_summary, Holders, MemorySummary, ObjectMemory};
-pub use oxray_core_worker::await_refs::{Get, GetAll, GetView, Wait};
+pub use oxray_core_worker::await_refs::{Get, GetAll, GetRef, GetView, Wait};
 /// A task's large `Vec<T>` result of plain numbers, written in place in the store: return
 /// `VecInPlace::new(n, fill)` from a remote function and its ref is an `ObjectRef<Vec<T>>`.
 ///

@@ -119,17 +119,52 @@ impl Drop for Waiting {
     }
 }
 
+/// Waits on one id (no allocation: the common `r.await`).
+struct WaitOne {
+    started: bool,
+    /// The waker left in the ref table, taken back on drop.
+    waker: Option<Waker>,
+}
+
+impl WaitOne {
+    const fn new() -> WaitOne {
+        WaitOne {
+            started: false,
+            waker: None,
+        }
+    }
+
+    /// Whether `id` is done; if not, the task is woken when it is.
+    fn poll(&mut self, core: &Arc<CoreWorker>, id: ObjectId, cx: &Context<'_>) -> bool {
+        if !self.started {
+            self.started = true;
+            core.ensure_fetch(id);
+        }
+        let waker = cx.waker();
+        if let Some(old) = self.waker.take_if(|w| !w.will_wake(waker)) {
+            core.refs.forget_waker(id, &old);
+        }
+        if core.refs.poll_done(id, waker) {
+            self.waker = None;
+            return true;
+        }
+        if self.waker.is_none() {
+            self.waker = Some(waker.clone());
+        }
+        false
+    }
+
+    fn forget(&mut self, core: &Arc<CoreWorker>, id: ObjectId) {
+        if let Some(w) = self.waker.take() {
+            core.refs.forget_waker(id, &w);
+        }
+    }
+}
+
 /// `r.await`: the object's value (see the module docs).
 pub struct Get<T> {
     r: ObjectRef<T>,
-    waiting: Waiting,
-}
-
-impl<T> Get<T> {
-    fn new(r: ObjectRef<T>) -> Get<T> {
-        let waiting = Waiting::new(r.core.clone(), vec![r.id()]);
-        Get { r, waiting }
-    }
+    waiting: WaitOne,
 }
 
 impl<T: Object> Future for Get<T> {
@@ -137,10 +172,16 @@ impl<T: Object> Future for Get<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
         let this = self.get_mut();
-        if !this.waiting.poll_all(cx) {
+        if !this.waiting.poll(&this.r.core, this.r.id(), cx) {
             return Poll::Pending;
         }
         Poll::Ready(this.r.core.get(&this.r, None))
+    }
+}
+
+impl<T> Drop for Get<T> {
+    fn drop(&mut self) {
+        self.waiting.forget(&self.r.core, self.r.id());
     }
 }
 
@@ -149,23 +190,53 @@ impl<T: Object> IntoFuture for ObjectRef<T> {
     type IntoFuture = Get<T>;
 
     fn into_future(self) -> Get<T> {
-        Get::new(self)
+        Get {
+            r: self,
+            waiting: WaitOne::new(),
+        }
     }
 }
 
-impl<T: Object> IntoFuture for &ObjectRef<T> {
-    type Output = Result<T>;
-    type IntoFuture = Get<T>;
+/// `(&r).await`: the object's value, the ref kept by its owner (see the module docs).
+pub struct GetRef<'a, T> {
+    r: &'a ObjectRef<T>,
+    waiting: WaitOne,
+}
 
-    fn into_future(self) -> Get<T> {
-        Get::new(self.clone())
+impl<T: Object> Future for GetRef<'_, T> {
+    type Output = Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        let this = self.get_mut();
+        if !this.waiting.poll(&this.r.core, this.r.id(), cx) {
+            return Poll::Pending;
+        }
+        Poll::Ready(this.r.core.get(this.r, None))
+    }
+}
+
+impl<T> Drop for GetRef<'_, T> {
+    fn drop(&mut self) {
+        self.waiting.forget(&self.r.core, self.r.id());
+    }
+}
+
+impl<'a, T: Object> IntoFuture for &'a ObjectRef<T> {
+    type Output = Result<T>;
+    type IntoFuture = GetRef<'a, T>;
+
+    fn into_future(self) -> GetRef<'a, T> {
+        GetRef {
+            r: self,
+            waiting: WaitOne::new(),
+        }
     }
 }
 
 /// The async form of `get_view`: a zero-copy view once the object is ready.
 pub struct GetView<T> {
     r: ObjectRef<T>,
-    waiting: Waiting,
+    waiting: WaitOne,
 }
 
 impl<T> GetView<T> {
@@ -173,7 +244,7 @@ impl<T> GetView<T> {
     pub fn new(r: &ObjectRef<T>) -> GetView<T> {
         GetView {
             r: r.clone(),
-            waiting: Waiting::new(r.core.clone(), vec![r.id()]),
+            waiting: WaitOne::new(),
         }
     }
 }
@@ -183,10 +254,16 @@ impl<T: Object> Future for GetView<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if !this.waiting.poll_all(cx) {
+        if !this.waiting.poll(&this.r.core, this.r.id(), cx) {
             return Poll::Pending;
         }
         Poll::Ready(this.r.core.get_view(&this.r, None))
+    }
+}
+
+impl<T> Drop for GetView<T> {
+    fn drop(&mut self) {
+        self.waiting.forget(&self.r.core, self.r.id());
     }
 }
 
