@@ -119,9 +119,9 @@ pub use oxray_core_worker::await_refs::{Get, GetAll, GetRef, GetView, Wait};
 #[cfg(target_endian = "little")]
 pub use oxray_core_worker::VecInPlace;
 pub use oxray_core_worker::{
-    actor_info, exit_actor, get_actor, get_actor_in, kill, kill_with_restart, was_restarted, Actor,
-    ActorHandle, ActorId, ActorInfo, ActorOptions, ActorState, Error, IntoArg, Lifetime,
-    NodeStatus, ObjectRef, Result, TaskOptions,
+    actor_info, context, exit_actor, get_actor, get_actor_in, kill, kill_with_restart,
+    was_restarted, Actor, ActorHandle, ActorId, ActorInfo, ActorOptions, ActorState, Error,
+    IntoArg, Lifetime, NodeStatus, ObjectRef, Result, RuntimeContext, TaskOptions,
 };
 pub use oxray_macros::{actor, main, object, remote};
 pub use oxray_object_store::ObjectView;

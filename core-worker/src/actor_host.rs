@@ -155,6 +155,7 @@ fn construct(core: &Arc<CoreWorker>, spec: &ActorSpec, restarts: u32) -> Result<
         core,
     };
     CONSTRUCTING_RESTART.store(restarts > 0, Ordering::SeqCst);
+    let _ = ACTOR_ID.set(spec.id);
     let state = match catch_unwind(AssertUnwindSafe(|| construct(&args))) {
         Ok(Ok(s)) => s,
         Ok(Err(TaskError::App(m) | TaskError::BadArgument(m))) => return Err(m),
@@ -192,6 +193,14 @@ fn construct(core: &Arc<CoreWorker>, spec: &ActorSpec, restarts: u32) -> Result<
     HOSTED
         .set(hosted)
         .map_err(|_| "this worker already hosts an actor".to_string())
+}
+
+/// The actor this process hosts or is constructing, if any.
+static ACTOR_ID: OnceLock<ActorId> = OnceLock::new();
+
+/// The actor this process hosts (or is constructing), for the runtime context.
+pub(crate) fn hosted_id() -> Option<ActorId> {
+    ACTOR_ID.get().copied()
 }
 
 /// Whether the actor being constructed in this process is a restart (read by

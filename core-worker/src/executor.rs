@@ -265,6 +265,7 @@ fn failure(kind: FailureKind, message: String, spec: &TaskSpec) -> TaskOutcome {
 /// Runs one task; says how it ended and which refs its result contains (reserved already).
 pub(crate) fn execute(core: &Arc<CoreWorker>, spec: &TaskSpec) -> (TaskOutcome, Vec<ObjectId>) {
     let _running = EXEC.lock().unwrap_or_else(|p| p.into_inner());
+    let _task = crate::context::Running::start(spec.id);
     let value = match run(core, spec) {
         Ok(v) => v,
         Err(failed) => return (failed, Vec::new()),
@@ -301,6 +302,7 @@ fn execute_call(core: &Arc<CoreWorker>, call: &ActorCall) -> (TaskOutcome, Vec<O
         args: &call.args,
         core,
     };
+    let _call = crate::context::Running::start(call.id);
     let value = match catch_unwind(AssertUnwindSafe(|| method(&hosted.instance, &args))) {
         Ok(Ok(v)) => v,
         Ok(Err(TaskError::App(m))) => return fail(FailureKind::Error, m),

@@ -22,6 +22,7 @@ pub mod args;
 mod async_tasks;
 pub mod await_refs;
 mod borrow;
+mod context;
 pub mod core;
 mod error;
 mod executor;
@@ -48,6 +49,7 @@ pub use actor_host::{
 };
 pub use args::{ArgSpec, IntoArg, TaskArgs};
 pub use async_tasks::block_on_task;
+pub use context::{context, RuntimeContext};
 pub use error::{Error, Result};
 pub use object_ref::ObjectRef;
 pub use oxray_common::protocol::{ActorInfo, ActorState};

@@ -446,3 +446,34 @@ fn fallible_constructors_and_was_restarted_in_the_constructor() {
         "was_restarted() was false in the restarted actor's constructor"
     );
 }
+
+/// An actor that reports the runtime context of its calls.
+#[oxray::actor]
+pub struct Introspect {}
+
+#[oxray::actor]
+impl Introspect {
+    fn new() -> Self {
+        Introspect {}
+    }
+
+    /// [actor id, task id].
+    fn who(&self) -> Vec<String> {
+        let c = oxray::context().expect("context");
+        vec![
+            c.actor_id.map(|a| a.to_string()).unwrap_or_default(),
+            c.task_id.map(|t| t.to_string()).unwrap_or_default(),
+        ]
+    }
+}
+
+/// Inside an actor call the context names the actor and the call.
+#[test]
+fn the_runtime_context_names_the_actor_and_the_call() {
+    cluster();
+    let a = Introspect::remote().unwrap();
+    let r = a.who().unwrap();
+    let seen = oxray::get(&r).unwrap();
+    assert_eq!(seen[0], oxray::actor_info(&a).unwrap().id.to_string());
+    assert_eq!(seen[1], r.id().to_string());
+}

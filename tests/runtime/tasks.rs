@@ -242,3 +242,35 @@ fn progress_yields_every_ref_once_as_it_finishes() {
         "in finishing order: {got:?}"
     );
 }
+
+/// What `oxray::context()` says inside a task: [task id, job, worker, node, driver?, actor].
+#[oxray::remote]
+fn my_context() -> Vec<String> {
+    let c = oxray::context().expect("context");
+    vec![
+        c.task_id.map(|t| t.to_string()).unwrap_or_default(),
+        c.job_id.to_string(),
+        c.worker_id.to_string(),
+        c.node_id.to_string(),
+        c.is_driver.to_string(),
+        c.actor_id.map(|a| a.to_string()).unwrap_or_default(),
+    ]
+}
+
+/// The runtime context: in the driver no task and `is_driver`; in a task its own id (its
+/// result's), the driver's job and node, a worker of its own, no actor.
+#[test]
+fn the_runtime_context_says_who_runs() {
+    cluster();
+    let me = oxray::context().expect("context");
+    assert!(me.is_driver);
+    assert_eq!((me.task_id, me.actor_id), (None, None));
+    let r = my_context::remote().expect("submit");
+    let seen = oxray::get(&r).expect("context");
+    assert_eq!(seen[0], r.id().to_string());
+    assert_eq!(seen[1], me.job_id.to_string());
+    assert_ne!(seen[2], me.worker_id.to_string());
+    assert_eq!(seen[3], me.node_id.to_string());
+    assert_eq!(seen[4], "false");
+    assert_eq!(seen[5], "");
+}

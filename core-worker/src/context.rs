@@ -1,0 +1,63 @@
+//! The runtime context (`oxray::context()`, Ray's `get_runtime_context()`): which job, node
+//! and process the caller is, and inside a task or actor call which one.
+
+use std::cell::Cell;
+
+use oxray_common::{ActorId, JobId, NodeId, WorkerId};
+use oxray_object_store::ObjectId;
+
+use crate::core::current;
+use crate::error::Result;
+
+thread_local! {
+    /// The task or actor call this thread runs now.
+    static RUNNING: Cell<Option<ObjectId>> = const { Cell::new(None) };
+}
+
+/// Where and as what the caller runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeContext {
+    /// The job (a driver and everything it started).
+    pub job_id: JobId,
+    /// The node this process runs on.
+    pub node_id: NodeId,
+    /// This process (driver or worker).
+    pub worker_id: WorkerId,
+    /// Inside a task or actor call: its id (also the id of its result).
+    pub task_id: Option<ObjectId>,
+    /// Inside an actor (its constructor or methods): the actor.
+    pub actor_id: Option<ActorId>,
+    /// The namespace of named actors.
+    pub namespace: String,
+    /// Whether this process is the driver (else a worker).
+    pub is_driver: bool,
+}
+
+/// The caller's runtime context.
+pub fn context() -> Result<RuntimeContext> {
+    let core = current()?;
+    Ok(RuntimeContext {
+        job_id: core.job,
+        node_id: core.node_id(),
+        worker_id: core.worker_id,
+        task_id: RUNNING.with(Cell::get),
+        actor_id: crate::actor_host::hosted_id(),
+        namespace: core.namespace.clone(),
+        is_driver: core.kind == oxray_common::protocol::ClientKind::Driver,
+    })
+}
+
+/// Marks this thread as running task (or call) `id` until dropped.
+pub(crate) struct Running(Option<ObjectId>);
+
+impl Running {
+    pub(crate) fn start(id: ObjectId) -> Running {
+        Running(RUNNING.with(|r| r.replace(Some(id))))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.with(|r| r.set(self.0));
+    }
+}
