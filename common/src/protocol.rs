@@ -441,6 +441,8 @@ pub enum ErrorKind {
     BadRequest,
     /// The object's owner exited, and its objects were freed with it.
     OwnerDied,
+    /// A live actor of the namespace has the name asked for.
+    NameTaken,
 }
 
 /// A node's state, for `oxray status` and `oxray::available_resources`.

@@ -18,8 +18,8 @@ use std::time::Duration;
 use oxray_common::frame;
 use oxray_common::ids::ArchivedActorId;
 use oxray_common::protocol::{
-    ActorCall, ActorInfo, ActorSpec, ActorState, FromRaylet, FromWorker, TaskArg, TaskOutcome,
-    ToRaylet, ToWorker,
+    ActorCall, ActorInfo, ActorSpec, ActorState, ErrorKind, FromRaylet, FromWorker, TaskArg,
+    TaskOutcome, ToRaylet, ToWorker,
 };
 use oxray_common::resources::{Resources, CPU};
 use oxray_common::ActorId;
@@ -178,6 +178,7 @@ pub struct ActorOptions {
     max_task_retries: i64,
     max_concurrency: u32,
     lifetime: Lifetime,
+    get_if_exists: bool,
 }
 
 impl ActorOptions {
@@ -193,6 +194,7 @@ impl ActorOptions {
             max_task_retries: 0,
             max_concurrency: 1,
             lifetime: Lifetime::NonDetached,
+            get_if_exists: false,
         }
     }
 
@@ -246,6 +248,14 @@ impl ActorOptions {
         self
     }
 
+    /// With a name: if a live actor of the namespace has it already, return a handle to that
+    /// one instead of failing (Ray's `get_if_exists`); its class must be this one. Several
+    /// drivers racing to create it get the same actor.
+    pub fn get_if_exists(mut self, yes: bool) -> Self {
+        self.get_if_exists = yes;
+        self
+    }
+
     /// `Lifetime::Detached` to outlive the creator.
     pub fn lifetime(mut self, lifetime: Lifetime) -> Self {
         self.lifetime = lifetime;
@@ -256,6 +266,35 @@ impl ActorOptions {
     /// once; calls wait until the actor has started.
     pub fn create<T: Actor>(self, args: Vec<Result<ArgSpec>>) -> Result<ActorHandle<T>> {
         let core = current()?;
+        if !self.get_if_exists || self.name.is_empty() {
+            return self.create_new(&core, args);
+        }
+        let namespace = self
+            .namespace
+            .clone()
+            .unwrap_or_else(|| core.namespace().to_owned());
+        // Found, or made here; a name freed between the refusal and the lookup (its actor
+        // died) is tried again, a few times.
+        let mut args = Some(args);
+        for _ in 0..3 {
+            if let Ok(found) = get_actor_in::<T>(&self.name, &namespace) {
+                return Ok(found);
+            }
+            let Some(a) = args.take() else { break };
+            match self.clone().create_new(&core, a) {
+                Err(Error::NameTaken { .. }) => continue,
+                made => return made,
+            }
+        }
+        get_actor_in::<T>(&self.name, &namespace)
+    }
+
+    fn create_new<T: Actor>(
+        self,
+        core: &Arc<CoreWorker>,
+        args: Vec<Result<ArgSpec>>,
+    ) -> Result<ActorHandle<T>> {
+        let core = core.clone();
         let specs = crate::task::collect_args(&core, args)?;
         // Constructor arguments must be values for restarts: resolve refs now.
         let ref_ids: Vec<ObjectId> = specs
@@ -309,6 +348,11 @@ impl ActorOptions {
             .request(|req| ToRaylet::CreateActor { req, spec })?
         {
             FromRaylet::ActorCreated { .. } => {}
+            FromRaylet::Error {
+                kind: ErrorKind::NameTaken,
+                message,
+                ..
+            } => return Err(Error::NameTaken { message }),
             FromRaylet::Error { message, .. } => return Err(Error::Config { message }),
             other => {
                 return Err(Error::RayletDied {

@@ -80,6 +80,13 @@ pub enum Error {
         /// The name looked for.
         name: String,
     },
+    /// A live actor of the namespace already has the name asked for (use
+    /// `options().get_if_exists(true)` to get it instead, or `get_actor`).
+    #[error("{message}")]
+    NameTaken {
+        /// Which name, in which namespace.
+        message: String,
+    },
     /// Bad configuration or arguments.
     #[error("configuration: {message}")]
     Config {

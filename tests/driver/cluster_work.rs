@@ -236,6 +236,13 @@ pub fn named_elsewhere() -> oxray::Result<()> {
         Ok(_) => println!("clash-made"),
         Err(e) => println!("clash-refused {e}"),
     }
+    // get_if_exists: the actor made on the head, found from this node (42 + 1).
+    let same = Keeper::options()
+        .name("keeper")
+        .namespace("shared")
+        .get_if_exists(true)
+        .remote(0)?;
+    println!("if-exists {}", oxray::get(&same.add(1)?)?);
     oxray::kill(&keeper)?;
     match oxray::get_actor_in::<Keeper>("keeper", "shared") {
         Ok(_) => println!("after-kill found"),

@@ -247,9 +247,17 @@ fn named_actors_in_namespaces() {
         .unwrap();
     let found_b = oxray::get_actor_in::<Counter>("named-a", "other").unwrap();
     assert_eq!(oxray::get(&found_b.incr(1).unwrap()).unwrap(), 21);
-    // A taken name is refused clearly.
+    // A taken name is refused clearly, with its own error.
     let err = Counter::options().name("named-a").remote(0).unwrap_err();
+    assert!(matches!(err, Error::NameTaken { .. }), "{err}");
     assert!(err.to_string().contains("already exists"), "{err}");
+    // Unless the live one is wanted: get_if_exists gives it (its state shows: 11, not 0).
+    let same = Counter::options()
+        .name("named-a")
+        .get_if_exists(true)
+        .remote(0)
+        .unwrap();
+    assert_eq!(oxray::get(&same.incr(1).unwrap()).unwrap(), 12);
     // The wrong class is a type error, an unknown name an error.
     assert!(matches!(
         oxray::get_actor::<Latch>("named-a"),

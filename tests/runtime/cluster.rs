@@ -462,6 +462,7 @@ fn named_actors_are_unique_and_found_from_every_node() {
         value("clash-refused").contains("already exists"),
         "a name is unique across the cluster: {out}"
     );
+    assert_eq!(value("if-exists"), "43", "get_if_exists found it: {out}");
     assert!(value("after-kill-error").contains("no live actor"), "{out}");
     assert_eq!(
         value("retaken"),

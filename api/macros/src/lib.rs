@@ -545,6 +545,8 @@ fn expand_actor_impl(imp: &ItemImpl) -> syn::Result<Tokens> {
             pub fn max_concurrency(self, n: u32) -> Self { #options(self.0.max_concurrency(n)) }
             /// `Lifetime::Detached` to outlive the creator.
             pub fn lifetime(self, l: ::oxray::Lifetime) -> Self { #options(self.0.lifetime(l)) }
+            /// With a name: return the live actor that has it, if any, instead of failing.
+            pub fn get_if_exists(self, yes: bool) -> Self { #options(self.0.get_if_exists(yes)) }
             /// Creates the actor.
             pub fn remote(self, #(#params),*) -> ::oxray::Result<::oxray::ActorHandle<#self_ty>> {
                 self.0.create::<#self_ty>(::std::vec![#(::oxray::IntoArg::into_arg(#names)),*])

@@ -41,31 +41,35 @@ pub(crate) fn claim_then_create(shared: &Arc<Shared>, conn: u64, req: u64, spec:
             name: spec.name.clone(),
             id: spec.id,
         };
+        let bad = ErrorKind::BadRequest;
         let refusal = match ask_head(&shared, claim).await {
             Ok(PeerReply::Named(Some(holder))) if holder == spec.id => None,
-            Ok(PeerReply::Named(_)) => Some(format!(
-                "an actor named {:?} already exists in namespace {:?} (on another node); pick \
-                 another name or get it with get_actor",
-                spec.name, spec.namespace
+            Ok(PeerReply::Named(_)) => Some((
+                ErrorKind::NameTaken,
+                format!(
+                    "an actor named {:?} already exists in namespace {:?} (on another node); \
+                     pick another name or get it with get_actor",
+                    spec.name, spec.namespace
+                ),
             )),
-            Ok(PeerReply::Error { message }) => Some(message),
-            Ok(other) => Some(unexpected(&shared, other).to_string()),
-            Err(e) => Some(format!(
-                "could not reserve the actor's name at the head: {e}"
+            Ok(PeerReply::Error { message }) => Some((bad, message)),
+            Ok(other) => Some((bad, unexpected(&shared, other).to_string())),
+            Err(e) => Some((
+                bad,
+                format!("could not reserve the actor's name at the head: {e}"),
             )),
         };
         match (refusal, shared.node.upgrade()) {
             (None, Some(node)) => node.create_actor(conn, req, spec, true),
-            (Some(message), _) => refuse(&shared, conn, req, message),
+            (Some((kind, message)), _) => refuse(&shared, conn, req, kind, message),
             (None, None) => {}
         }
     });
 }
 
 /// Answers local client `(conn, req)` with an error.
-fn refuse(shared: &Shared, conn: u64, req: u64, message: String) {
+fn refuse(shared: &Shared, conn: u64, req: u64, kind: ErrorKind, message: String) {
     if let Some(node) = shared.node.upgrade() {
-        let kind = ErrorKind::BadRequest;
         node.send_to_client(conn, &FromRaylet::Error { req, kind, message });
     }
 }
@@ -129,6 +133,6 @@ pub(crate) fn lookup(
             Ok(other) => unexpected(&shared, other).to_string(),
             Err(e) => format!("could not ask the head for actor {name:?}: {e}"),
         };
-        refuse(&shared, conn, req, message);
+        refuse(&shared, conn, req, ErrorKind::BadRequest, message);
     });
 }

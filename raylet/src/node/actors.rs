@@ -28,7 +28,7 @@ impl NodeState {
                      or get it with get_actor",
                     spec.name, spec.namespace
                 );
-                let kind = ErrorKind::BadRequest;
+                let kind = ErrorKind::NameTaken;
                 self.send(conn, FromRaylet::Error { req, kind, message });
                 return;
             }
