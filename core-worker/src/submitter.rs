@@ -357,11 +357,18 @@ pub(crate) struct Submitter {
     reaper: std::sync::OnceLock<()>,
     /// Recipes of stored results, to make them again if their node dies.
     pub lineage: crate::lineage::Lineage,
+    /// The names given to tasks (`options().name(..)`), until they finish: an error names
+    /// the task by them. Kept aside, so unnamed tasks cost nothing.
+    names: Mutex<HashMap<ObjectId, String>>,
+    /// Whether any task was named (else finishing a task takes no look at `names`).
+    any_named: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Submitter {
     fn default() -> Self {
         Submitter {
+            names: Mutex::new(HashMap::new()),
+            any_named: std::sync::atomic::AtomicBool::new(false),
             shared: Arc::new(Shared::new()),
             reaper: std::sync::OnceLock::new(),
             lineage: Default::default(),
@@ -643,8 +650,27 @@ impl Submitter {
         self.finish(core, task, state);
     }
 
+    /// Names task `id` in its errors.
+    pub fn name_task(&self, id: ObjectId, name: String) {
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        names.insert(id, name);
+        self.any_named
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Records a task's result and releases what it held.
-    fn finish(&self, core: &Arc<CoreWorker>, task: Task, state: ObjState) {
+    fn finish(&self, core: &Arc<CoreWorker>, task: Task, mut state: ObjState) {
+        if self.any_named.load(std::sync::atomic::Ordering::Relaxed) {
+            let name = {
+                let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+                names.remove(&task.id)
+            };
+            if let (Some(name), ObjState::Failed(e)) = (name, &mut state) {
+                if let Error::TaskFailed { function, .. } | Error::WorkerDied { function, .. } = e {
+                    *function = format!("{name:?} ({function})");
+                }
+            }
+        }
         let stored = match state {
             ObjState::Stored { node } => Some(node),
             _ => None,

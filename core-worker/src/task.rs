@@ -65,7 +65,7 @@ impl TaskOptions {
         self
     }
 
-    /// A name for the task, shown in errors and status.
+    /// A name for the task: its errors say `task "NAME" (function) failed ...`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
@@ -122,6 +122,9 @@ pub fn submit_task<R>(opts: TaskOptions, args: Vec<Result<ArgSpec>>) -> Result<O
         attempt: 0,
     };
     let r = ObjectRef::adopt(id, core.clone());
+    if let Some(name) = opts.name {
+        core.submitter.name_task(id, name);
+    }
     core.submitter.submit(&core, task);
     Ok(r)
 }

@@ -274,3 +274,28 @@ fn the_runtime_context_says_who_runs() {
     assert_eq!(seen[4], "false");
     assert_eq!(seen[5], "");
 }
+
+#[oxray::remote]
+fn always_fails() -> Result<i64, String> {
+    Err("as planned".into())
+}
+
+/// A task's name (`options().name(..)`) is in its error, beside its function.
+#[test]
+fn a_named_task_is_named_in_its_error() {
+    cluster();
+    let r = always_fails::options()
+        .name("nightly report")
+        .remote()
+        .unwrap();
+    match oxray::get(&r) {
+        Err(e @ Error::TaskFailed { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("\"nightly report\" (") && text.contains("always_fails"),
+                "{text}"
+            );
+        }
+        other => panic!("expected TaskFailed, got {other:?}"),
+    }
+}
