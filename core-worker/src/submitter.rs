@@ -665,10 +665,14 @@ impl Submitter {
                 let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
                 names.remove(&task.id)
             };
-            if let (Some(name), ObjState::Failed(e)) = (name, &mut state) {
-                if let Error::TaskFailed { function, .. } | Error::WorkerDied { function, .. } = e {
-                    *function = format!("{name:?} ({function})");
-                }
+            if let (
+                Some(name),
+                ObjState::Failed(
+                    Error::TaskFailed { function, .. } | Error::WorkerDied { function, .. },
+                ),
+            ) = (name, &mut state)
+            {
+                *function = format!("{name:?} ({function})");
             }
         }
         let stored = match state {
