@@ -45,7 +45,8 @@
 //! - **Actors**: `#[oxray::actor]` on a struct and its impl gives `T::remote(ctor args)`
 //!   returning an [`ActorHandle`] whose methods submit calls, run in order in the actor's own
 //!   process; names, namespaces, detached lifetimes, restarts ([`ActorOptions`]), [`get_actor`],
-//!   [`kill`], [`exit_actor`], [`was_restarted`].
+//!   [`kill`], [`exit_actor`], [`was_restarted`]; [`ActorPool`] spreads work over a set of
+//!   actors.
 //! - **Objects**: [`put`] stores a value once per node; [`get_view`] and `ObjectView<T>`
 //!   parameters read it in place (`as_slice()` gives `&[f64]` for vectors of numbers);
 //!   [`put_with_len`] builds a large array directly in the store. A full store spills objects
@@ -88,12 +89,14 @@
 //! [`Error::ObjectStoreFull`]; an object lost with its node and not rebuildable is
 //! [`Error::ObjectLost`], one whose owner exited [`Error::OwnerDied`]; see [`Error`].
 
+mod actor_pool;
 mod config;
 mod memory;
 mod progress;
 mod runtime;
 pub mod timeline;
 
+pub use actor_pool::ActorPool;
 pub use config::Config;
 pub use memory::{memory_summary, Holders, MemorySummary, ObjectMemory};
 pub use oxray_core_worker::await_refs::{Get, GetAll, GetRef, GetView, Wait};

@@ -485,3 +485,64 @@ fn the_runtime_context_names_the_actor_and_the_call() {
     assert_eq!(seen[0], oxray::actor_info(&a).unwrap().id.to_string());
     assert_eq!(seen[1], r.id().to_string());
 }
+
+/// A worker for the pool test: doubles, slowly, and says which process did it.
+#[oxray::actor]
+pub struct Doubler {}
+
+#[oxray::actor]
+impl Doubler {
+    fn new() -> Self {
+        Doubler {}
+    }
+
+    /// (2x, pid).
+    fn double(&self, x: i64) -> (i64, u32) {
+        std::thread::sleep(Duration::from_millis(20));
+        (2 * x, std::process::id())
+    }
+}
+
+/// `ActorPool` over 4 actors: `map` gives 20 results in order, using every actor; unordered
+/// gives the same set; `submit`/`get_next` with more calls than actors queue the rest.
+#[test]
+fn an_actor_pool_spreads_calls_and_keeps_order() {
+    cluster();
+    let actors: Vec<_> = (0..4).map(|_| Doubler::remote().unwrap()).collect();
+    let mut pool = oxray::ActorPool::new(actors);
+    let results: Vec<(i64, u32)> = pool
+        .map(|a, x| a.double(x), 0..20)
+        .unwrap()
+        .collect::<Result<_>>()
+        .unwrap();
+    assert_eq!(
+        results.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (0..20).map(|x| 2 * x).collect::<Vec<_>>()
+    );
+    let pids: std::collections::BTreeSet<u32> = results.iter().map(|r| r.1).collect();
+    assert_eq!(pids.len(), 4, "every actor took work: {pids:?}");
+    let mut unordered: Vec<i64> = pool
+        .map_unordered(|a, x| a.double(x), 100..110)
+        .unwrap()
+        .map(|r| r.unwrap().0)
+        .collect();
+    unordered.sort_unstable();
+    assert_eq!(unordered, (100..110).map(|x| 2 * x).collect::<Vec<_>>());
+    for x in 0..6 {
+        pool.submit(move |a| a.double(x)).unwrap();
+    }
+    // One taken out of order, then the rest in order around it.
+    let any = pool.get_next_unordered().unwrap().unwrap().0;
+    let mut rest = Vec::new();
+    while let Some(r) = pool.get_next() {
+        rest.push(r.unwrap().0);
+    }
+    assert!(
+        rest.windows(2).all(|w| w[0] < w[1]),
+        "out of order: {rest:?}"
+    );
+    rest.push(any);
+    rest.sort_unstable();
+    assert_eq!(rest, vec![0, 2, 4, 6, 8, 10]);
+    assert!(!pool.has_next());
+}
