@@ -132,9 +132,9 @@ pub use progress::{progress, Progress};
 #[cfg(target_endian = "little")]
 pub use runtime::put_with_len;
 pub use runtime::{
-    available_resources, cancel, cluster_resources, get, get_all, get_all_async, get_timeout,
-    get_view, get_view_async, init, init_with, is_initialized, node_id, nodes, put, shutdown,
-    status, wait, wait_async, Cluster, NodeInfo, WaitResult,
+    available_resources, cancel, cancel_with, cluster_resources, get, get_all, get_all_async,
+    get_timeout, get_view, get_view_async, init, init_with, is_initialized, node_id, nodes, put,
+    shutdown, status, wait, wait_async, CancelOptions, Cluster, NodeInfo, WaitResult,
 };
 pub use timeline::timeline;
 

@@ -318,9 +318,37 @@ pub fn wait<T>(
 }
 
 /// Cancels a task that has not finished: its `get` fails with [`Error::Cancelled`]. A task
-/// already running keeps its worker until it ends; its result is dropped.
+/// already running keeps its worker until it ends; its result is dropped. To stop a running
+/// task, use [`cancel_with`] and `force`.
 pub fn cancel<T>(r: &ObjectRef<T>) -> Result<()> {
-    current()?.cancel(r.id());
+    current()?.cancel(r.id(), false);
+    Ok(())
+}
+
+/// How [`cancel_with`] cancels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CancelOptions {
+    /// Also stop the task if it runs: its worker process is killed (and the task not retried),
+    /// which frees the CPU it held at once. Tasks only; an actor call is not force-cancelled
+    /// (kill the actor instead).
+    pub force: bool,
+}
+
+/// Cancels a task as [`cancel`] does; with `force`, a running task's worker is killed too.
+///
+/// ```no_run
+/// # use oxray::prelude::*;
+/// # #[oxray::remote] fn forever() -> u8 { loop { std::thread::park() } }
+/// # fn main() -> oxray::Result<()> {
+/// # let _cluster = oxray::init()?;
+/// let r = forever::remote()?;
+/// oxray::cancel_with(&r, oxray::CancelOptions { force: true })?;
+/// assert!(matches!(oxray::get(&r), Err(oxray::Error::Cancelled)));
+/// # Ok(())
+/// # }
+/// ```
+pub fn cancel_with<T>(r: &ObjectRef<T>, options: CancelOptions) -> Result<()> {
+    current()?.cancel(r.id(), options.force);
     Ok(())
 }
 

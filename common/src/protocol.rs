@@ -586,6 +586,13 @@ pub struct ActorCall {
 pub enum ToWorker {
     /// Run a task.
     Task(TaskSpec),
+    /// Force-cancel task `id` if this worker runs it now: the worker process exits (its
+    /// caller sees the task cancelled, not retried). Sent on a connection of its own, since the
+    /// task's connection is not read while the task runs.
+    CancelTask {
+        /// The task.
+        id: ObjectId,
+    },
     /// Call a method of the actor this worker hosts.
     ActorCall(ActorCall),
     /// Send the value of an object you own, once it is ready.

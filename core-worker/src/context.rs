@@ -2,6 +2,7 @@
 //! and process the caller is, and inside a task or actor call which one.
 
 use std::cell::Cell;
+use std::sync::Mutex;
 
 use oxray_common::{ActorId, JobId, NodeId, WorkerId};
 use oxray_object_store::ObjectId;
@@ -12,6 +13,30 @@ use crate::error::Result;
 thread_local! {
     /// The task or actor call this thread runs now.
     static RUNNING: Cell<Option<ObjectId>> = const { Cell::new(None) };
+}
+
+/// The task (not actor call) this worker process runs now, for a force-cancel.
+static RUNNING_TASK: Mutex<Option<ObjectId>> = Mutex::new(None);
+
+/// The task this worker process runs now, if any.
+pub(crate) fn running_task() -> Option<ObjectId> {
+    *RUNNING_TASK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Marks this process as running task `id` (a worker runs one task at a time) until dropped.
+pub(crate) struct TaskRunning;
+
+impl TaskRunning {
+    pub(crate) fn start(id: ObjectId) -> TaskRunning {
+        *RUNNING_TASK.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
+        TaskRunning
+    }
+}
+
+impl Drop for TaskRunning {
+    fn drop(&mut self) {
+        *RUNNING_TASK.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
 }
 
 /// Where and as what the caller runs.

@@ -124,6 +124,14 @@ fn serve_conn(core: Arc<CoreWorker>, stream: UnixStream) {
                     },
                 )
             }
+            ToWorker::CancelTask { id } => {
+                if crate::context::running_task() == Some(id) {
+                    eprintln!("oxray: task {id} was force-cancelled; its worker exits");
+                    std::process::exit(1);
+                }
+                // Finished (or never here): nothing to stop.
+                true
+            }
             ToWorker::ActorCall(call) => {
                 let (core2, writer2) = (core.clone(), writer.clone());
                 // Calls on the actor's pool end after the connection went idle: their events
@@ -266,6 +274,7 @@ fn failure(kind: FailureKind, message: String, spec: &TaskSpec) -> TaskOutcome {
 pub(crate) fn execute(core: &Arc<CoreWorker>, spec: &TaskSpec) -> (TaskOutcome, Vec<ObjectId>) {
     let _running = EXEC.lock().unwrap_or_else(|p| p.into_inner());
     let _task = crate::context::Running::start(spec.id);
+    let _cancellable = crate::context::TaskRunning::start(spec.id);
     let value = match run(core, spec) {
         Ok(v) => v,
         Err(failed) => return (failed, Vec::new()),

@@ -247,6 +247,24 @@ impl<C> Queues<C> {
         None
     }
 
+    /// Task `id` runs on a leased worker and is being cancelled by force: it must not be
+    /// retried when its worker dies. Returns that worker's connection.
+    fn disarm_running(&mut self, id: ObjectId) -> Option<C>
+    where
+        C: Clone,
+    {
+        for ks in self.keys.values_mut() {
+            for l in &mut ks.leases {
+                if let Some(t) = l.running.as_mut().filter(|t| t.id == id) {
+                    t.retries_left = 0;
+                    t.retry_exceptions = false;
+                    return Some(l.conn.clone());
+                }
+            }
+        }
+        None
+    }
+
     /// Takes task `id` out of the ready queues (cancelled before it was sent).
     fn remove_ready(&mut self, id: ObjectId) -> Option<Task> {
         for ks in self.keys.values_mut() {
@@ -385,6 +403,8 @@ impl Drop for Submitter {
 /// A connection to a leased worker.
 pub(crate) struct WorkerConn {
     writer: Mutex<UnixStream>,
+    /// The worker's address (a force-cancel reaches it on a connection of its own).
+    address: String,
 }
 
 /// The connection's lifetime is the lease's: letting the lease go closes the socket (both
@@ -748,11 +768,19 @@ impl Submitter {
     }
 
     /// Cancels a task that has not finished.
-    pub fn cancel(&self, core: &Arc<CoreWorker>, id: ObjectId) {
+    pub fn cancel(&self, core: &Arc<CoreWorker>, id: ObjectId, force: bool) {
+        let mut running_on = None;
         let queued = {
             let mut st = self.lock();
             match st.waiting.remove(&id) {
                 Some(task) => Some(task),
+                None if force && {
+                    running_on = st.queues.disarm_running(id);
+                    running_on.is_some()
+                } =>
+                {
+                    None
+                }
                 None => {
                     let found = st.queues.remove_ready(id);
                     // A key left with no queued task returns its idle leases.
@@ -771,6 +799,17 @@ impl Submitter {
                 if let Some(deps) = core.refs.complete(id, ObjState::Failed(Error::Cancelled)) {
                     self.on_dependency_done(core, deps);
                 }
+            }
+        }
+        if let Some(conn) = running_on {
+            // The worker's process ends; its death then ends the task here (not retried) and
+            // frees its lease's resources at the raylet.
+            let stopped = core.connect_to(&conn.address).and_then(|mut stream| {
+                let msg = frame::encode(&ToWorker::CancelTask { id })?;
+                stream.write_all(&msg)
+            });
+            if let Err(e) = stopped {
+                eprintln!("oxray: could not reach the worker of cancelled task {id}: {e}");
             }
         }
     }
@@ -852,6 +891,7 @@ fn connect_worker(
     let reader = stream.try_clone()?;
     let conn = Arc::new(WorkerConn {
         writer: Mutex::new(stream),
+        address: address.to_owned(),
     });
     let (weak, gone) = (Arc::downgrade(core), Arc::downgrade(core));
     let mine = Arc::downgrade(&conn);

@@ -95,6 +95,7 @@ fn main() {
         "kill-retry" => kill_worker_mid_task(3),
         "kill-noretry" => kill_worker_mid_task(0),
         "owner-died" => owner_died(),
+        "force-cancel" => force_cancel(),
         "owner-died-stored" => owner_died_stored(),
         "detached-make" => detached_make(),
         "store-free" => store_free(),
@@ -254,6 +255,83 @@ fn nap_and_report() -> oxray::Result<()> {
 fn kill(pid: u32) {
     // SAFETY: kill(2) on the pid of a worker of this driver's own node.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+/// Two parties meet: each call returns once both are inside, with both callers' pids.
+#[oxray::actor]
+pub struct Gate {
+    pids: std::sync::Mutex<Vec<u32>>,
+    barrier: std::sync::Barrier,
+}
+
+#[oxray::actor]
+impl Gate {
+    fn new() -> Self {
+        Gate {
+            pids: std::sync::Mutex::new(Vec::new()),
+            barrier: std::sync::Barrier::new(2),
+        }
+    }
+
+    fn meet(&self, pid: u32) -> Vec<u32> {
+        self.pids.lock().expect("lock").push(pid);
+        self.barrier.wait();
+        self.pids.lock().expect("lock").clone()
+    }
+}
+
+/// Meets the driver at `gate`, then works for 10 s.
+#[oxray::remote]
+fn gated_sleep(gate: ActorHandle<Gate>) -> u32 {
+    oxray::get(&gate.meet(std::process::id()).expect("call")).expect("met");
+    std::thread::sleep(Duration::from_secs(10));
+    std::process::id()
+}
+
+/// Force-cancels a running 10 s task on a one-CPU node: reports how its get ended, how soon
+/// the next task had the CPU, and whether the task's worker process is gone.
+fn force_cancel() -> oxray::Result<()> {
+    let _cluster = oxray::init_with(oxray::Config::new().num_cpus(1))?;
+    let gate = Gate::options().max_concurrency(2).remote()?;
+    let r = gated_sleep::remote(gate.clone())?;
+    // Returns once the task is inside its run.
+    let pids = oxray::get(&gate.meet(0)?)?;
+    let victim = pids.into_iter().find(|p| *p != 0).unwrap_or(0);
+    let cancelled = std::time::Instant::now();
+    oxray::cancel_with(&r, oxray::CancelOptions { force: true })?;
+    match oxray::get(&r) {
+        Err(oxray::Error::Cancelled) => println!("get cancelled"),
+        other => println!("get {other:?}"),
+    }
+    // The only CPU is free again: the next task runs now, not in 10 s.
+    let next = square::remote(7)?;
+    println!("next {}", oxray::get(&next)?);
+    println!("next-after-ms {}", cancelled.elapsed().as_millis());
+    println!(
+        "victim-gone {}",
+        victim != 0 && pid_exits_within(victim, Duration::from_secs(10))
+    );
+    Ok(())
+}
+
+/// Whether process `pid` (not our child) exits within `limit` (pidfd; gone already: true).
+fn pid_exits_within(pid: u32, limit: Duration) -> bool {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as i32, 0) };
+    if fd < 0 {
+        return true;
+    }
+    let mut p = libc::pollfd {
+        fd: fd as i32,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd on a descriptor we own, closed right after.
+    unsafe {
+        let n = libc::poll(&mut p, 1, limit.as_millis() as i32);
+        libc::close(fd as i32);
+        n == 1
+    }
 }
 
 /// Runs a task, kills its worker mid-task, and reports how the get ended.

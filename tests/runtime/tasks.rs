@@ -299,3 +299,23 @@ fn a_named_task_is_named_in_its_error() {
         other => panic!("expected TaskFailed, got {other:?}"),
     }
 }
+
+/// A running 10 s task force-cancelled (`cancel_with(force)`): its get is `Cancelled`, it is
+/// not retried, its worker process is gone, and the node's only CPU runs the next task at once
+/// (in a driver of its own: the shared test cluster's CPUs are busy with other tests).
+#[test]
+fn force_cancel_stops_a_running_task_and_frees_its_cpu() {
+    let out = crate::node_core::run_to_end(&["force-cancel"], Duration::from_secs(120));
+    let value = |k: &str| {
+        crate::processes::value(&out, k)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(value("get"), "cancelled", "{out}");
+    assert_eq!(value("next"), "49", "{out}");
+    assert_eq!(value("victim-gone"), "true", "{out}");
+    // Well before the 10 s the task would have held the CPU (a loose bound: timing belongs in
+    // benchmarks, but this is the feature).
+    let after: u64 = value("next-after-ms").parse().expect("a time");
+    assert!(after < 8_000, "{out}");
+}
