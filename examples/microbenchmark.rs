@@ -59,6 +59,25 @@ impl Server {
     }
 }
 
+/// An async actor (Ray's `async def` methods): its calls run interleaved on an event loop.
+#[oxray::actor]
+pub struct AsyncServer;
+
+#[oxray::actor]
+impl AsyncServer {
+    fn new() -> Self {
+        AsyncServer
+    }
+
+    async fn small_value(&self) -> Vec<u8> {
+        b"ok".to_vec()
+    }
+
+    async fn small_value_with_arg(&self, x: i64) -> i64 {
+        x
+    }
+}
+
 /// An actor that calls other actors (Ray's `Client`).
 #[oxray::actor]
 pub struct Client {
@@ -487,6 +506,21 @@ fn actor_rows(bench: &Bench) -> oxray::Result<()> {
     let a = Server::options().max_concurrency(16).remote()?;
     bench.timeit("1:1 actor calls concurrent", 1000.0, || {
         let refs: Vec<_> = (0..1000).map(|_| a.small_value().expect("call")).collect();
+        oxray::get_all(&refs).expect("get");
+    });
+    oxray::kill(&a)?;
+    let a = AsyncServer::remote()?;
+    bench.timeit("1:1 async-actor calls sync", 1.0, || {
+        oxray::get(&a.small_value().expect("call")).expect("get");
+    });
+    bench.timeit("1:1 async-actor calls async", 1000.0, || {
+        let refs: Vec<_> = (0..1000).map(|_| a.small_value().expect("call")).collect();
+        oxray::get_all(&refs).expect("get");
+    });
+    bench.timeit("1:1 async-actor calls with args async", 1000.0, || {
+        let refs: Vec<_> = (0..1000)
+            .map(|i| a.small_value_with_arg(i).expect("call"))
+            .collect();
         oxray::get_all(&refs).expect("get");
     });
     oxray::kill(&a)?;

@@ -156,8 +156,8 @@ pub mod prelude {
 pub mod __private {
     pub use oxray_core_worker::__private::linkme;
     pub use oxray_core_worker::{
-        block_on_task, submit_task, ActorClass, ActorInstance, ActorMethod, RawActorHandle,
-        RemoteFunction, ReturnValue, TaskArgs, TaskError, ACTOR_CLASSES, ACTOR_METHODS,
-        REMOTE_FUNCTIONS,
+        block_on_task, submit_task, ActorClass, ActorInstance, ActorMethod, LocalCall,
+        RawActorHandle, RemoteFunction, ReturnValue, TaskArgs, TaskError, ACTOR_CLASSES,
+        ACTOR_METHODS, REMOTE_FUNCTIONS,
     };
 }

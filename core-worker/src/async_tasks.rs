@@ -3,9 +3,9 @@
 //! function's future runs to completion on it. Inside, refs can be awaited (see
 //! [`crate::await_refs`]) and tokio's timers and I/O work as in any tokio program.
 //!
-//! A call holds its worker thread until its future completes, so an actor's async methods run
-//! as its sync ones do: one at a time, or up to `max_concurrency` on as many threads. (Ray runs
-//! an async actor's calls interleaved on one event loop; that is not built yet.)
+//! A task holds its worker thread until its future completes. An actor's `async fn(&mut self)`
+//! methods run this way too (one at a time); its `async fn(&self)` methods run interleaved on
+//! the actor's event loop instead (see `actor_host`).
 
 use std::cell::OnceCell;
 use std::future::Future;

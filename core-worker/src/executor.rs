@@ -132,6 +132,30 @@ fn serve_conn(core: Arc<CoreWorker>, stream: UnixStream) {
                 // Finished (or never here): nothing to stop.
                 true
             }
+            ToWorker::ActorCall(call) if is_async_call(&call) => {
+                let (core2, writer2) = (core.clone(), writer.clone());
+                let job: crate::actor_host::LoopJob = Box::new(move |on_loop| {
+                    if !on_loop {
+                        // No event loop: the call runs here, to its end.
+                        let (outcome, contained) = execute_call(&core2, &call);
+                        reply_call(&core2, &writer2, &call, now_us(), outcome, contained);
+                        return;
+                    }
+                    tokio::task::spawn_local(async move {
+                        // In arrival order, at most `max_concurrency` at once.
+                        let _place = crate::actor_host::call_place().await;
+                        let start_us = now_us();
+                        let (outcome, contained) = execute_async_call(&core2, &call).await;
+                        reply_call(&core2, &writer2, &call, start_us, outcome, contained);
+                    });
+                });
+                if let Some(h) = crate::actor_host::hosted() {
+                    if let Some(job) = h.on_event_loop(job) {
+                        job(false);
+                    }
+                }
+                true
+            }
             ToWorker::ActorCall(call) => {
                 let (core2, writer2) = (core.clone(), writer.clone());
                 // Calls on the actor's pool end after the connection went idle: their events
@@ -322,6 +346,92 @@ fn execute_call(core: &Arc<CoreWorker>, call: &ActorCall) -> (TaskOutcome, Vec<O
                 format!("panicked: {}", panic_message(&*panic)),
             )
         }
+    };
+    finish(core, call.id, &call.method, value)
+}
+
+/// Whether `call` is an `async fn(&self)` call of an async actor (it runs on the event loop).
+fn is_async_call(call: &ActorCall) -> bool {
+    crate::actor_host::hosted().is_some_and(|h| h.is_async)
+        && crate::actor_host::lookup_async(&call.method).is_some()
+}
+
+/// Records an actor call's run and answers its caller (calls on the event loop or a pool end
+/// after their connection went idle: their events are sent at once).
+fn reply_call(
+    core: &Arc<CoreWorker>,
+    writer: &Writer,
+    call: &ActorCall,
+    start_us: u64,
+    outcome: TaskOutcome,
+    contained: Vec<ObjectId>,
+) {
+    let ran = Ran {
+        id: call.id,
+        function: &call.method,
+        actor_call: true,
+        start_us,
+        ok: !matches!(outcome, TaskOutcome::Failed(_)),
+    };
+    core.task_events.record(ran, core.worker_id);
+    core.flush_task_events();
+    reply(
+        writer,
+        &FromWorker::Done {
+            id: call.id,
+            outcome,
+            contained,
+        },
+    );
+}
+
+/// Runs an `async fn(&self)` call on the event loop: its future is spawned on its own, so a
+/// panic inside is this call's failure only.
+async fn execute_async_call(
+    core: &Arc<CoreWorker>,
+    call: &ActorCall,
+) -> (TaskOutcome, Vec<ObjectId>) {
+    let fail = |kind, message: String| {
+        (
+            TaskOutcome::Failed(TaskFailure {
+                kind,
+                message,
+                function: call.method.clone(),
+                pid: std::process::id(),
+            }),
+            Vec::new(),
+        )
+    };
+    let (Some(hosted), Some(start)) = (
+        crate::actor_host::hosted(),
+        crate::actor_host::lookup_async(&call.method),
+    ) else {
+        return fail(
+            FailureKind::Error,
+            "this worker hosts no async actor".into(),
+        );
+    };
+    let args = TaskArgs {
+        args: &call.args,
+        core,
+    };
+    let future = match start(&hosted.instance, &args) {
+        Ok(f) => f,
+        Err(TaskError::App(m)) => return fail(FailureKind::Error, m),
+        Err(TaskError::BadArgument(m)) => return fail(FailureKind::BadArgument, m),
+    };
+    let value = match tokio::task::spawn_local(future).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(TaskError::App(m))) => return fail(FailureKind::Error, m),
+        Ok(Err(TaskError::BadArgument(m))) => return fail(FailureKind::BadArgument, m),
+        Err(e) if e.is_panic() => {
+            let panic = e.into_panic();
+            return fail(
+                FailureKind::Panic,
+                format!("panicked: {}", panic_message(&*panic)),
+            );
+        }
+        Err(e) => return fail(FailureKind::Error, format!("the call was dropped: {e}")),
     };
     finish(core, call.id, &call.method, value)
 }

@@ -45,7 +45,8 @@ pub use actor_handle::{
     Lifetime, RawActorHandle,
 };
 pub use actor_host::{
-    exit_actor, was_restarted, ActorClass, ActorInstance, ActorMethod, ACTOR_CLASSES, ACTOR_METHODS,
+    exit_actor, was_restarted, ActorClass, ActorInstance, ActorMethod, LocalCall, ACTOR_CLASSES,
+    ACTOR_METHODS,
 };
 pub use args::{ArgSpec, IntoArg, TaskArgs};
 pub use async_tasks::block_on_task;

@@ -207,3 +207,92 @@ fn async_tasks_and_async_actor_methods_run_on_their_workers() {
         130
     );
 }
+
+/// An async actor whose calls wait for each other: they can only all finish if they run at
+/// the same time.
+#[oxray::actor]
+pub struct Rendezvous {
+    arrived: tokio::sync::watch::Sender<u32>,
+}
+
+#[oxray::actor]
+impl Rendezvous {
+    fn new() -> Self {
+        Rendezvous {
+            arrived: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// Arrives, then waits up to `ms` for `parties` arrivals in all; whether they came.
+    async fn arrive(&self, parties: u32, ms: u64) -> bool {
+        self.arrived.send_modify(|n| *n += 1);
+        let mut seen = self.arrived.subscribe();
+        let all_came =
+            tokio::time::timeout(Duration::from_millis(ms), seen.wait_for(|n| *n >= parties))
+                .await
+                .is_ok();
+        all_came
+    }
+
+    /// A sync method beside the async ones.
+    fn arrivals(&self) -> u32 {
+        *self.arrived.borrow()
+    }
+
+    /// An async method that fails, and one that panics: each fails its own call only.
+    async fn refuse(&self) -> Result<u32, String> {
+        tokio::task::yield_now().await;
+        Err("not today".into())
+    }
+
+    async fn explode(&self) -> u32 {
+        tokio::task::yield_now().await;
+        panic!("boom in an async method")
+    }
+}
+
+/// 100 calls of an async actor wait for one another (a latch only they can open): they run
+/// interleaved on its event loop, not one at a time; a sync method runs beside them; errors
+/// and panics fail their own calls; `max_concurrency` bounds how many run at once.
+#[test]
+fn an_async_actor_runs_its_calls_concurrently() {
+    cluster();
+    let r = Rendezvous::remote().expect("an actor");
+    let calls: Vec<ObjectRef<bool>> = (0..100)
+        .map(|_| r.arrive(100, 30_000))
+        .collect::<Result<_>>()
+        .expect("submit");
+    let met = oxray::get_all(&calls).expect("results");
+    assert!(met.iter().all(|m| *m), "not all 100 calls ran at once");
+    assert_eq!(
+        oxray::get(&r.arrivals().expect("call")).expect("count"),
+        100
+    );
+    match oxray::get(&r.refuse().expect("call")) {
+        Err(Error::TaskFailed { message, .. }) => assert!(message.contains("not today")),
+        other => panic!("expected TaskFailed, got {other:?}"),
+    }
+    match oxray::get(&r.explode().expect("call")) {
+        Err(Error::TaskFailed { message, .. }) => assert!(message.contains("boom"), "{message}"),
+        other => panic!("expected TaskFailed, got {other:?}"),
+    }
+    // Still serving after both.
+    assert_eq!(
+        oxray::get(&r.arrivals().expect("call")).expect("count"),
+        100
+    );
+
+    // At most 10 at once: the first 10 of 11 parties wait in vain (300 ms), then the 11th
+    // gets in and sees all 11 arrivals.
+    let limited = Rendezvous::options()
+        .max_concurrency(10)
+        .remote()
+        .expect("an actor");
+    let calls: Vec<ObjectRef<bool>> = (0..11)
+        .map(|_| limited.arrive(11, 300))
+        .collect::<Result<_>>()
+        .expect("submit");
+    let met = oxray::get_all(&calls).expect("results");
+    assert_eq!(met.iter().filter(|m| **m).count(), 1, "{met:?}");
+    assert!(met[10], "{met:?}");
+}

@@ -350,6 +350,7 @@ fn expand_actor_impl(imp: &ItemImpl) -> syn::Result<Tokens> {
     let options = format_ident!("{}Options", type_name);
     let class = quote! { ::std::concat!(::std::module_path!(), "::", #type_name) };
     let mut ctor = None;
+    let mut is_async_class = false;
     let mut registrations = Vec::new();
     let mut handle_methods = Vec::new();
     for item in &imp.items {
@@ -412,11 +413,64 @@ fn expand_actor_impl(imp: &ItemImpl) -> syn::Result<Tokens> {
         };
         let full =
             quote! { ::std::concat!(::std::module_path!(), "::", #type_name, "::", #method_name) };
+        // `async fn(&self)`: also an entry point that runs interleaved on the actor's event
+        // loop (arguments decoded first; the instance shared across the awaits).
+        let shared_async = sig.asyncness.is_some() && !mutates;
+        is_async_class |= shared_async;
+        let async_fn = format_ident!("__oxray_call_async_{}", name);
+        let call_async = if shared_async {
+            quote! { ::std::option::Option::Some(#async_fn) }
+        } else {
+            quote! { ::std::option::Option::None }
+        };
+        if shared_async {
+            let value = if fallible {
+                quote! {
+                    match __this.#name(#(#names),*).await {
+                        ::std::result::Result::Ok(v) => ::std::result::Result::Ok(
+                            ::std::boxed::Box::new(v) as ::std::boxed::Box<dyn ::oxray::__private::ReturnValue>),
+                        ::std::result::Result::Err(e) => ::std::result::Result::Err(
+                            ::oxray::__private::TaskError::App(::std::string::ToString::to_string(&e))),
+                    }
+                }
+            } else {
+                quote! {
+                    ::std::result::Result::Ok(::std::boxed::Box::new(__this.#name(#(#names),*).await)
+                        as ::std::boxed::Box<dyn ::oxray::__private::ReturnValue>)
+                }
+            };
+            registrations.push(quote! {
+                // The read guard is held across the method's awaits on purpose: it is what
+                // shares the instance between interleaved calls, and a `&mut self` call waiting
+                // for the lock makes new shared calls yield, not block (`ActorInstance::shared`).
+                #[allow(clippy::await_holding_lock)]
+                fn #async_fn(
+                    __inst: &'static ::oxray::__private::ActorInstance,
+                    __args: &::oxray::__private::TaskArgs<'_>,
+                ) -> ::std::result::Result<
+                    ::oxray::__private::LocalCall,
+                    ::oxray::__private::TaskError,
+                > {
+                    #(#decode)*
+                    ::std::result::Result::Ok(::std::boxed::Box::pin(async move {
+                        let __guard = __inst.shared().await;
+                        let __this = __guard.downcast_ref::<#self_ty>().ok_or_else(|| {
+                            ::oxray::__private::TaskError::BadArgument(
+                                "the actor hosted here is of another class".into())
+                        })?;
+                        #value
+                    }))
+                }
+            });
+        }
         registrations.push(quote! {
             #[::oxray::__private::linkme::distributed_slice(::oxray::__private::ACTOR_METHODS)]
             #[linkme(crate = ::oxray::__private::linkme)]
-            static #reg: ::oxray::__private::ActorMethod =
-                ::oxray::__private::ActorMethod { name: #full, call: #call_fn };
+            static #reg: ::oxray::__private::ActorMethod = ::oxray::__private::ActorMethod {
+                name: #full,
+                call: #call_fn,
+                call_async: #call_async,
+            };
 
             fn #call_fn(
                 __inst: &::oxray::__private::ActorInstance,
@@ -477,6 +531,8 @@ fn expand_actor_impl(imp: &ItemImpl) -> syn::Result<Tokens> {
             ))
         }
     };
+    // Async actors run up to 1000 `async fn(&self)` calls at once by default, as Ray's do.
+    let default_concurrency: u32 = if is_async_class { 1000 } else { 1 };
     let handle_doc = format!(
         "Handle methods of the `{type_name}` actor (`ActorHandle<{type_name}>` derefs to it)."
     );
@@ -488,7 +544,11 @@ fn expand_actor_impl(imp: &ItemImpl) -> syn::Result<Tokens> {
             #[::oxray::__private::linkme::distributed_slice(::oxray::__private::ACTOR_CLASSES)]
             #[linkme(crate = ::oxray::__private::linkme)]
             static __OXRAY_CLASS: ::oxray::__private::ActorClass =
-                ::oxray::__private::ActorClass { name: #class, construct: __oxray_construct };
+                ::oxray::__private::ActorClass {
+                    name: #class,
+                    construct: __oxray_construct,
+                    is_async: #is_async_class,
+                };
 
             fn __oxray_construct(
                 __args: &::oxray::__private::TaskArgs<'_>,
@@ -561,7 +621,8 @@ fn expand_actor_impl(imp: &ItemImpl) -> syn::Result<Tokens> {
 
             /// Options for creating the actor: `options().name(..).max_restarts(..).remote(..)`.
             pub fn options() -> #options {
-                #options(::oxray::ActorOptions::new(<#self_ty as ::oxray::Actor>::CLASS))
+                #options(::oxray::ActorOptions::new(<#self_ty as ::oxray::Actor>::CLASS)
+                    .max_concurrency(#default_concurrency))
             }
         }
     })
