@@ -1,7 +1,11 @@
 //! The `oxray` command: start a node, inspect it, stop it; bad input is refused clearly.
 
+mod support;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+use support::{free_port, wait_gone};
 
 const OXRAY: &str = env!("CARGO_BIN_EXE_oxray");
 
@@ -264,14 +268,6 @@ fn help_lists_every_subcommand_and_flag_and_completions_come_out() {
     assert!(ok && out.contains("#compdef oxray"), "{out}");
 }
 
-/// A free UDP port on loopback for a head (QUIC is UDP).
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 #[test]
 fn up_status_down_from_a_config_file() {
     let _logs = NodeLogs;
@@ -348,27 +344,6 @@ object_store_memory = 100_000_000
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Blocks until process `pid` (not our child: a node the CLI started) has exited, or `limit`.
-fn wait_gone(pid: i32, limit: Duration) -> bool {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return true; // already gone
-    }
-    let mut p = libc::pollfd {
-        fd: fd as i32,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: `p` is one valid pollfd; the descriptor is ours and closed right after.
-    let ready = unsafe {
-        let n = libc::poll(&mut p, 1, limit.as_millis() as i32);
-        libc::close(fd as i32);
-        n
-    };
-    ready == 1
 }
 
 /// `oxray status` and `stop` without an address ask the nodes started here, last first: when

@@ -306,19 +306,26 @@ pub(crate) fn execute(core: &Arc<CoreWorker>, spec: &TaskSpec) -> (TaskOutcome, 
     finish(core, spec.id, &spec.function, value)
 }
 
+/// How an actor call that failed ends.
+fn call_failed(
+    call: &ActorCall,
+    kind: FailureKind,
+    message: String,
+) -> (TaskOutcome, Vec<ObjectId>) {
+    (
+        TaskOutcome::Failed(TaskFailure {
+            kind,
+            message,
+            function: call.method.clone(),
+            pid: std::process::id(),
+        }),
+        Vec::new(),
+    )
+}
+
 /// Runs one actor method call.
 fn execute_call(core: &Arc<CoreWorker>, call: &ActorCall) -> (TaskOutcome, Vec<ObjectId>) {
-    let fail = |kind, message: String| {
-        (
-            TaskOutcome::Failed(TaskFailure {
-                kind,
-                message,
-                function: call.method.clone(),
-                pid: std::process::id(),
-            }),
-            Vec::new(),
-        )
-    };
+    let fail = |kind, message| call_failed(call, kind, message);
     let Some(hosted) = crate::actor_host::hosted() else {
         return fail(FailureKind::Error, "this worker hosts no actor".into());
     };
@@ -391,17 +398,7 @@ async fn execute_async_call(
     core: &Arc<CoreWorker>,
     call: &ActorCall,
 ) -> (TaskOutcome, Vec<ObjectId>) {
-    let fail = |kind, message: String| {
-        (
-            TaskOutcome::Failed(TaskFailure {
-                kind,
-                message,
-                function: call.method.clone(),
-                pid: std::process::id(),
-            }),
-            Vec::new(),
-        )
-    };
+    let fail = |kind, message| call_failed(call, kind, message);
     let (Some(hosted), Some(start)) = (
         crate::actor_host::hosted(),
         crate::actor_host::lookup_async(&call.method),
