@@ -59,6 +59,12 @@ impl Server {
     }
 }
 
+/// A streaming task of `n` small items (the `streaming items` row).
+#[oxray::remote]
+fn many_items(n: u64) -> impl Iterator<Item = u64> {
+    0..n
+}
+
 /// An async actor (Ray's `async def` methods): its calls run interleaved on an event loop.
 #[oxray::actor]
 pub struct AsyncServer;
@@ -191,6 +197,15 @@ fn main() -> oxray::Result<()> {
             }
             std::task::Poll::Pending => panic!("a ready ref was pending"),
         }
+    });
+    bench.timeit("streaming items", 100_000.0, || {
+        let stream = many_items::remote(100_000).expect("submit");
+        let mut n = 0u64;
+        for item in stream {
+            black_box(item.expect("item"));
+            n += 1;
+        }
+        assert_eq!(n, 100_000);
     });
     bench.timeit("single client put calls (Plasma Store)", 1.0, || {
         black_box(oxray::put(&0i64).expect("put"));

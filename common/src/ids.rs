@@ -101,6 +101,16 @@ pub fn object_id(owner: WorkerId, seq: u64) -> ObjectId {
     ObjectId::from_u128((u128::from(owner.0) << 64) | u128::from(seq))
 }
 
+/// The id of item `index` of streaming task `task`: the task's id with `index + 1` in bits
+/// 40..64 of its sequence number (a process makes fewer than 2^40 objects, a stream at most
+/// 2^24 - 1 items), so it has the task's owner.
+pub fn item_id(task: ObjectId, index: u64) -> ObjectId {
+    ObjectId::from_u128(task.as_u128() + (u128::from(index + 1) << 40))
+}
+
+/// Items a stream may yield (see [`item_id`]).
+pub const MAX_STREAM_ITEMS: u64 = (1 << 24) - 1;
+
 /// The worker that owns (created) an object.
 pub fn owner_of(id: ObjectId) -> WorkerId {
     WorkerId((id.as_u128() >> 64) as u64)

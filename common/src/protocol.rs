@@ -716,6 +716,18 @@ pub enum FromWorker {
         /// The value.
         value: ObjectValue,
     },
+    /// A streaming task yielded item `index`, stored under `ids::item_id(task, index)` (sent
+    /// before the task's `Done`, whose value is the number of items).
+    Item {
+        /// The task.
+        task: ObjectId,
+        /// The item's place in the stream, from 0.
+        index: u64,
+        /// How it was stored.
+        outcome: TaskOutcome,
+        /// Objects whose refs the item contains (reserved, as for `Done`).
+        contained: Vec<ObjectId>,
+    },
     /// Reply to `AddBorrowers` and `Reserve`.
     Ack {
         /// Request number.

@@ -93,7 +93,9 @@ fn serve_conn(core: Arc<CoreWorker>, stream: UnixStream) {
             ToWorker::Task(spec) => {
                 let start_us = now_us();
                 let (outcome, contained) = if core.kind() == ClientKind::Worker {
-                    execute(&core, &spec)
+                    execute(&core, &spec, &mut |item| {
+                        reply(&writer, &item);
+                    })
                 } else {
                     let f = failure(
                         FailureKind::Error,
@@ -294,16 +296,68 @@ fn failure(kind: FailureKind, message: String, spec: &TaskSpec) -> TaskOutcome {
     })
 }
 
-/// Runs one task; says how it ended and which refs its result contains (reserved already).
-pub(crate) fn execute(core: &Arc<CoreWorker>, spec: &TaskSpec) -> (TaskOutcome, Vec<ObjectId>) {
+/// Runs one task; says how it ended and which refs its result contains (reserved already). A
+/// streaming task's items are stored and reported through `send` as they come.
+pub(crate) fn execute(
+    core: &Arc<CoreWorker>,
+    spec: &TaskSpec,
+    send: &mut dyn FnMut(FromWorker),
+) -> (TaskOutcome, Vec<ObjectId>) {
     let _running = EXEC.lock().unwrap_or_else(|p| p.into_inner());
     let _task = crate::context::Running::start(spec.id);
     let _cancellable = crate::context::TaskRunning::start(spec.id);
-    let value = match run(core, spec) {
+    let mut value = match run(core, spec) {
         Ok(v) => v,
         Err(failed) => return (failed, Vec::new()),
     };
+    if let Some(items) = value.take_items() {
+        return stream(core, spec, items, send);
+    }
     finish(core, spec.id, &spec.function, value)
+}
+
+/// Runs a streaming task's iterator: each item is stored under its own id and reported at
+/// once; the task's own value is the number of items. A panic or an item that cannot be
+/// stored ends the stream with that error, after the items before it.
+fn stream(
+    core: &Arc<CoreWorker>,
+    spec: &TaskSpec,
+    mut items: crate::value::ItemIter,
+    send: &mut dyn FnMut(FromWorker),
+) -> (TaskOutcome, Vec<ObjectId>) {
+    let mut index = 0u64;
+    loop {
+        let item = match catch_unwind(AssertUnwindSafe(|| items.next())) {
+            Ok(Some(item)) => item,
+            Ok(None) => break,
+            Err(panic) => {
+                let message = format!("panicked after {index} items: {}", panic_message(&*panic));
+                return (failure(FailureKind::Panic, message, spec), Vec::new());
+            }
+        };
+        if index >= oxray_common::ids::MAX_STREAM_ITEMS {
+            let message = format!(
+                "yielded more than {} items",
+                oxray_common::ids::MAX_STREAM_ITEMS
+            );
+            return (failure(FailureKind::Error, message, spec), Vec::new());
+        }
+        let id = oxray_common::ids::item_id(spec.id, index);
+        let (outcome, contained) = finish(core, id, &spec.function, item);
+        let stored = !matches!(outcome, TaskOutcome::Failed(_));
+        send(FromWorker::Item {
+            task: spec.id,
+            index,
+            outcome,
+            contained,
+        });
+        if !stored {
+            let message = format!("item {index} could not be stored");
+            return (failure(FailureKind::Error, message, spec), Vec::new());
+        }
+        index += 1;
+    }
+    finish(core, spec.id, &spec.function, Box::new(index))
 }
 
 /// How an actor call that failed ends.

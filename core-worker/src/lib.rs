@@ -33,6 +33,7 @@ mod raylet_client;
 mod refs;
 pub mod registry;
 mod replies;
+pub mod stream;
 mod submitter;
 pub mod task;
 mod task_events;
@@ -59,10 +60,11 @@ pub use oxray_common::resources::Resources;
 pub use oxray_common::{ActorId, JobId, NodeId, WorkerId};
 pub use oxray_object_store::{ObjectId, ObjectView};
 pub use registry::{RemoteFunction, TaskError, REMOTE_FUNCTIONS};
+pub use stream::{submit_stream, ObjectRefStream};
 pub use task::{submit_task, TaskOptions};
-pub use value::ReturnValue;
 #[cfg(target_endian = "little")]
 pub use value::VecInPlace;
+pub use value::{Items, ReturnValue};
 pub use worker_mode::is_worker;
 
 /// Re-exports for the code the macros generate. Not a public API.

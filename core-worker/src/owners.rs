@@ -324,7 +324,7 @@ fn reader_loop(stream: UnixStream, conn: Arc<OwnerConn>, core: Weak<CoreWorker>,
     while let Ok(msg) = frame::read::<FromWorker, _>(&mut reader, &mut buf) {
         let req = match &msg {
             FromWorker::Object { req, .. } | FromWorker::Ack { req } => *req,
-            FromWorker::Done { .. } => continue,
+            FromWorker::Done { .. } | FromWorker::Item { .. } => continue,
         };
         let waiter = lock(&conn.waiters).remove(&req);
         match (waiter, msg) {

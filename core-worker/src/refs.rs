@@ -147,6 +147,40 @@ impl RefTable {
         inner.high_water = inner.high_water.max(inner.entries.len());
     }
 
+    /// A streaming task's item arrived: settles the entry a reader waits on, or makes it (one
+    /// local handle, the stream's until it yields the item).
+    pub fn settle_or_insert(&self, id: ObjectId, state: ObjState) {
+        let mut inner = self.lock();
+        let wakers = match inner.entries.get_mut(&id) {
+            Some(e) if matches!(e.state, ObjState::Pending) => {
+                e.state = state;
+                inner.wakers.remove(&id)
+            }
+            Some(_) => None,
+            None => {
+                inner.entries.insert(id, Entry::new(state, None));
+                inner.high_water = inner.high_water.max(inner.entries.len());
+                None
+            }
+        };
+        drop(inner);
+        self.ready.notify_all();
+        wakers.into_iter().flatten().for_each(Waker::wake);
+    }
+
+    /// Makes a pending entry for `id` (one local handle) unless it exists; whether it did.
+    pub fn insert_pending_if_absent(&self, id: ObjectId) -> bool {
+        let mut inner = self.lock();
+        if inner.entries.contains_key(&id) {
+            return false;
+        }
+        inner
+            .entries
+            .insert(id, Entry::new(ObjState::Pending, None));
+        inner.high_water = inner.high_water.max(inner.entries.len());
+        true
+    }
+
     /// A deserialized ref to an object `owner` owns: one more local handle. Returns true when
     /// the entry is new (the caller must register as a borrower with the owner).
     pub fn insert_borrowed(&self, id: ObjectId, owner: WorkerId) -> bool {

@@ -378,6 +378,9 @@ pub(crate) struct Submitter {
     /// The names given to tasks (`options().name(..)`), until they finish: an error names
     /// the task by them. Kept aside, so unnamed tasks cost nothing.
     names: Mutex<HashMap<ObjectId, String>>,
+    /// Streaming tasks whose stream (`ObjectRefStream`) lives: their items are kept for it;
+    /// items of others are freed as they come.
+    pub(crate) streams: Mutex<std::collections::HashSet<ObjectId>>,
     /// Whether any task was named (else finishing a task takes no look at `names`).
     any_named: std::sync::atomic::AtomicBool,
 }
@@ -386,6 +389,7 @@ impl Default for Submitter {
     fn default() -> Self {
         Submitter {
             names: Mutex::new(HashMap::new()),
+            streams: Mutex::new(std::collections::HashSet::new()),
             any_named: std::sync::atomic::AtomicBool::new(false),
             shared: Arc::new(Shared::new()),
             reaper: std::sync::OnceLock::new(),
@@ -670,6 +674,51 @@ impl Submitter {
         self.finish(core, task, state);
     }
 
+    /// Item `index` of streaming task `task` was stored: kept for its stream, or freed when
+    /// the stream is gone.
+    fn on_item(
+        &self,
+        core: &Arc<CoreWorker>,
+        task: ObjectId,
+        index: u64,
+        outcome: TaskOutcome,
+        contained: Vec<ObjectId>,
+    ) {
+        let id = oxray_common::ids::item_id(task, index);
+        let state = match outcome {
+            TaskOutcome::Inline { fingerprint, bytes } => ObjState::Inline {
+                fingerprint,
+                bytes: Arc::new(aligned_copy(&bytes)),
+            },
+            TaskOutcome::Stored { node } => ObjState::Stored { node },
+            TaskOutcome::Failed(f) => ObjState::Failed(Error::TaskFailed {
+                message: f.message,
+                function: f.function,
+                pid: f.pid,
+            }),
+        };
+        // Under the registry's lock, so a stream dropped meanwhile frees this item too.
+        let streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if streams.contains(&task) {
+            core.refs.settle_or_insert(id, state);
+            if !contained.is_empty() {
+                let freed = core.refs.set_contained(id, contained);
+                core.release_freed(freed);
+            }
+            return;
+        }
+        drop(streams);
+        if let ObjState::Stored { node } = state {
+            let _ = core.raylet.send(&ToRaylet::Delete {
+                ids: vec![id],
+                node,
+            });
+        }
+        for c in contained {
+            core.release_reservation(c);
+        }
+    }
+
     /// Names task `id` in its errors.
     pub fn name_task(&self, id: ObjectId, name: String) {
         let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
@@ -896,6 +945,19 @@ fn connect_worker(
     let (weak, gone) = (Arc::downgrade(core), Arc::downgrade(core));
     let mine = Arc::downgrade(&conn);
     let on_reply = Box::new(move |msg| {
+        if let FromWorker::Item {
+            task,
+            index,
+            outcome,
+            contained,
+        } = msg
+        {
+            if let Some(core) = weak.upgrade() {
+                core.submitter
+                    .on_item(&core, task, index, outcome, contained);
+            }
+            return true;
+        }
         let FromWorker::Done {
             id,
             outcome,

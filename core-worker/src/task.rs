@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use oxray_common::resources::{Resources, CPU};
+use oxray_object_store::ObjectId;
 
 use crate::args::ArgSpec;
 use crate::core::{current, CoreWorker};
@@ -103,6 +104,15 @@ pub(crate) fn collect_args(
 
 /// Submits a task (called by the code `#[oxray::remote]` generates).
 pub fn submit_task<R>(opts: TaskOptions, args: Vec<Result<ArgSpec>>) -> Result<ObjectRef<R>> {
+    submit_task_with(opts, args, |_, _| {})
+}
+
+/// Submits a task, calling `before(core, id)` with its id before it can start.
+pub(crate) fn submit_task_with<R>(
+    opts: TaskOptions,
+    args: Vec<Result<ArgSpec>>,
+    before: impl FnOnce(&Arc<CoreWorker>, ObjectId),
+) -> Result<ObjectRef<R>> {
     let core = current()?;
     let specs = collect_args(&core, args)?;
     if opts.resources.get(CPU) < 0.0 {
@@ -122,6 +132,7 @@ pub fn submit_task<R>(opts: TaskOptions, args: Vec<Result<ArgSpec>>) -> Result<O
         attempt: 0,
     };
     let r = ObjectRef::adopt(id, core.clone());
+    before(&core, id);
     if let Some(name) = opts.name {
         core.submitter.name_task(id, name);
     }

@@ -20,6 +20,49 @@ pub trait ReturnValue: Send {
     fn encoded_len(&self) -> Result<usize, StoreError>;
     /// Encodes into `buf` (exactly `encoded_len` bytes, 16-byte aligned).
     fn encode_into(&self, buf: &mut [u8]) -> Result<(), StoreError>;
+    /// A streaming task's items (see [`Items`]); `None` for a plain value.
+    fn take_items(&mut self) -> Option<ItemIter> {
+        None
+    }
+}
+
+/// The items of a streaming task, each stored as an object of its own.
+pub type ItemIter = Box<dyn Iterator<Item = Box<dyn ReturnValue>> + Send>;
+
+/// What a streaming task (`#[oxray::remote] fn f(..) -> impl Iterator<Item = T>`) returns to
+/// the worker: the iterator, run item by item as each is stored and reported.
+pub struct Items(Option<ItemIter>);
+
+impl Items {
+    /// Wraps a task's iterator.
+    pub fn new<T: Object + Send + 'static>(
+        items: impl Iterator<Item = T> + Send + 'static,
+    ) -> Items {
+        Items(Some(Box::new(
+            items.map(|x| Box::new(x) as Box<dyn ReturnValue>),
+        )))
+    }
+}
+
+impl ReturnValue for Items {
+    fn fingerprint(&self) -> u64 {
+        0
+    }
+
+    fn encoded_len(&self) -> Result<usize, StoreError> {
+        Err(StoreError::Serialize {
+            ty: "a stream",
+            reason: "a stream is not a value: its items are stored one by one".into(),
+        })
+    }
+
+    fn encode_into(&self, _buf: &mut [u8]) -> Result<(), StoreError> {
+        self.encoded_len().map(|_| ())
+    }
+
+    fn take_items(&mut self) -> Option<ItemIter> {
+        self.0.take()
+    }
 }
 
 impl<T: Object + Send> ReturnValue for T {

@@ -14,6 +14,7 @@ mod node_core;
 mod objects;
 mod processes;
 mod spill;
+mod streams;
 mod tasks;
 
 use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};

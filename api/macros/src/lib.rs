@@ -77,6 +77,29 @@ fn owned_form(elem: &Type) -> String {
     }
 }
 
+/// `T` when `ret` is `impl Iterator<Item = T>` (a streaming task).
+fn stream_item(ret: &Type) -> Option<Type> {
+    let Type::ImplTrait(it) = ret else {
+        return None;
+    };
+    it.bounds.iter().find_map(|b| {
+        let syn::TypeParamBound::Trait(t) = b else {
+            return None;
+        };
+        let seg = t.path.segments.last()?;
+        if seg.ident != "Iterator" {
+            return None;
+        }
+        let syn::PathArguments::AngleBracketed(a) = &seg.arguments else {
+            return None;
+        };
+        a.args.iter().find_map(|g| match g {
+            syn::GenericArgument::AssocType(at) if at.ident == "Item" => Some(at.ty.clone()),
+            _ => None,
+        })
+    })
+}
+
 fn expand_remote(f: &ItemFn) -> syn::Result<Tokens> {
     let sig = &f.sig;
     if !sig.generics.params.is_empty() {
@@ -134,13 +157,35 @@ fn expand_remote(f: &ItemFn) -> syn::Result<Tokens> {
         _ => (ret.clone(), false),
     };
     let ok_ty = stored_type(ok_ty);
+    let item_ty = stream_item(&ret);
+    if item_ty.is_some() && sig.asyncness.is_some() {
+        return Err(syn::Error::new_spanned(
+            sig.asyncness,
+            "a streaming task (returning `impl Iterator<Item = T>`) cannot be async",
+        ));
+    }
     let call = if sig.asyncness.is_some() {
         // Runs on the worker thread's async runtime (`oxray_core_worker::block_on_task`).
         quote! { ::oxray::__private::block_on_task(super::#name(#(#arg_names),*))? }
     } else {
         quote! { super::#name(#(#arg_names),*) }
     };
-    let wrap = if fallible {
+    // A streaming task gives an `ObjectRefStream` of its items; others an `ObjectRef`.
+    let (returns, submit) = match &item_ty {
+        Some(item) => (
+            quote! { ::oxray::ObjectRefStream<#item> },
+            quote! { ::oxray::__private::submit_stream },
+        ),
+        None => (
+            quote! { ::oxray::ObjectRef<#ok_ty> },
+            quote! { ::oxray::__private::submit_task },
+        ),
+    };
+    let wrap = if item_ty.is_some() {
+        quote! {
+            ::std::result::Result::Ok(::std::boxed::Box::new(::oxray::__private::Items::new(#call)))
+        }
+    } else if fallible {
         quote! {
             match #call {
                 ::std::result::Result::Ok(v) => ::std::result::Result::Ok(::std::boxed::Box::new(v)),
@@ -177,7 +222,7 @@ fn expand_remote(f: &ItemFn) -> syn::Result<Tokens> {
             }
 
             #[doc = #remote_doc]
-            pub fn remote(#(#params),*) -> ::oxray::Result<::oxray::ObjectRef<#ok_ty>> {
+            pub fn remote(#(#params),*) -> ::oxray::Result<#returns> {
                 options().remote(#(#arg_names),*)
             }
 
@@ -210,8 +255,8 @@ fn expand_remote(f: &ItemFn) -> syn::Result<Tokens> {
                     Options(self.0.name(name))
                 }
                 #[doc = #remote_doc]
-                pub fn remote(self, #(#params),*) -> ::oxray::Result<::oxray::ObjectRef<#ok_ty>> {
-                    ::oxray::__private::submit_task(
+                pub fn remote(self, #(#params),*) -> ::oxray::Result<#returns> {
+                    #submit(
                         self.0,
                         ::std::vec![#(::oxray::IntoArg::into_arg(#arg_names)),*],
                     )
