@@ -182,6 +182,12 @@ pub enum ToRaylet {
         /// Restart it (within `max_restarts`).
         restart: bool,
     },
+    /// Every handle to this (non-detached) actor in its creator is gone and none was passed
+    /// on: it ends (no reply), as Ray's actors do when their last reference goes.
+    ReleaseActor {
+        /// The actor.
+        id: ActorId,
+    },
     /// From an actor's worker: the constructor returned.
     ActorReady {
         /// The actor.

@@ -48,6 +48,33 @@ pub trait Actor: Send + Sync + Sized + 'static {
 pub struct RawActorHandle {
     id: ActorId,
     core: Arc<CoreWorker>,
+    /// In the creator of a non-detached, unnamed actor: shared by all its handles there, so
+    /// the actor ends when the last one goes (see [`HandleLife`]).
+    life: Option<Arc<HandleLife>>,
+}
+
+/// The life of a non-detached actor as its creator's handles see it: when the last of them is
+/// dropped, and none was ever passed on (to a task, an actor, a stored value), the actor ends
+/// once its pending calls have returned, as Ray's actors do when their last reference goes.
+/// A handle passed on keeps the actor until its creator exits (the handles elsewhere are not
+/// counted: Ray counts them; we keep such actors rather than end one still in use).
+struct HandleLife {
+    id: ActorId,
+    core: Weak<CoreWorker>,
+    escaped: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for HandleLife {
+    fn drop(&mut self) {
+        if self.escaped.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        if let Some(core) = self.core.upgrade() {
+            if !core.is_shutting_down() {
+                core.actors.release(&core, self.id);
+            }
+        }
+    }
 }
 
 impl RawActorHandle {
@@ -141,6 +168,11 @@ where
     ActorId: Serialize<S>,
 {
     fn serialize(&self, serializer: &mut S) -> Result<Self::Resolver, S::Error> {
+        // Passed on: another process may hold it now, so dropping ours no longer ends it.
+        if let Some(life) = &self.raw().life {
+            life.escaped
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         self.id().serialize(serializer)
     }
 }
@@ -153,7 +185,11 @@ where
     fn deserialize(&self, _: &mut D) -> Result<ActorHandle<T>, D::Error> {
         let core = current().map_err(D::Error::new)?;
         let id = ActorId(self.0.to_native());
-        Ok(ActorHandle::from_raw(RawActorHandle { id, core }))
+        Ok(ActorHandle::from_raw(RawActorHandle {
+            id,
+            core,
+            life: None,
+        }))
     }
 }
 
@@ -329,6 +365,8 @@ impl ActorOptions {
             });
         }
         let id = ActorId::random().with_node(core.node_index);
+        let detached = self.lifetime == Lifetime::Detached;
+        let named = self.name.clone();
         let spec = ActorSpec {
             id,
             class: self.class.to_string(),
@@ -362,7 +400,14 @@ impl ActorOptions {
         }
         // Stored constructor arguments stay referenced while the actor may restart.
         core.actors.created(id, self.max_task_retries, specs);
-        Ok(ActorHandle::from_raw(RawActorHandle { id, core }))
+        let life = (!detached && named.is_empty()).then(|| {
+            Arc::new(HandleLife {
+                id,
+                core: Arc::downgrade(&core),
+                escaped: std::sync::atomic::AtomicBool::new(false),
+            })
+        });
+        Ok(ActorHandle::from_raw(RawActorHandle { id, core, life }))
     }
 }
 
@@ -379,7 +424,11 @@ pub fn get_actor_in<T: Actor>(name: &str, namespace: &str) -> Result<ActorHandle
             ),
         });
     }
-    Ok(ActorHandle::from_raw(RawActorHandle { id: info.id, core }))
+    Ok(ActorHandle::from_raw(RawActorHandle {
+        id: info.id,
+        core,
+        life: None,
+    }))
 }
 
 /// Finds a live actor by name in this driver's namespace.
@@ -474,9 +523,18 @@ struct PerActor {
     lost: Vec<Call>,
     resolving: bool,
     dead: Option<String>,
+    /// Its creator dropped every handle: it ends once nothing is pending.
+    release_when_idle: bool,
     max_task_retries: i64,
     /// Constructor arguments (kept for restarts).
     ctor_args: Vec<ArgSpec>,
+}
+
+impl PerActor {
+    /// No call queued, in flight or lost.
+    fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.inflight.is_empty() && self.lost.is_empty()
+    }
 }
 
 /// Per-actor call state of this process.
@@ -501,6 +559,44 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl ActorCalls {
+    /// The creator dropped its last handle to `id`: the actor ends now, or once the calls
+    /// still pending have returned.
+    fn release(&self, core: &Arc<CoreWorker>, id: ActorId) {
+        let waiting_for_args = lock(&self.waiting).values().any(|a| *a == id);
+        let now = {
+            let mut actors = lock(&self.actors);
+            match actors.get_mut(&id) {
+                Some(a) if a.dead.is_some() => false,
+                Some(a) if waiting_for_args || !a.is_idle() => {
+                    a.release_when_idle = true;
+                    false
+                }
+                _ => true,
+            }
+        };
+        if now {
+            let _ = core.raylet.send(&ToRaylet::ReleaseActor { id });
+        }
+    }
+
+    /// After a call returned: ends an actor released meanwhile whose calls are all done.
+    fn release_if_idle(&self, core: &Arc<CoreWorker>, id: ActorId) {
+        let waiting_for_args = lock(&self.waiting).values().any(|a| *a == id);
+        let now = {
+            let mut actors = lock(&self.actors);
+            match actors.get_mut(&id) {
+                Some(a) if a.release_when_idle && !waiting_for_args && a.is_idle() => {
+                    a.release_when_idle = false;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if now {
+            let _ = core.raylet.send(&ToRaylet::ReleaseActor { id });
+        }
+    }
+
     /// Records actor `id` dead with `cause`: its connection and constructor arguments go, and
     /// the oldest dead entries beyond [`DEAD_ACTORS_KEPT`] with nothing pending are forgotten.
     fn mark_dead(&self, id: ActorId, cause: String) {
@@ -772,6 +868,7 @@ impl ActorCalls {
             }),
         };
         finish_call(core, call, state);
+        self.release_if_idle(core, actor);
     }
 
     /// Forgets the current connection as if it had closed (its calls in flight are lost or

@@ -546,3 +546,90 @@ fn an_actor_pool_spreads_calls_and_keeps_order() {
     assert_eq!(rest, vec![0, 2, 4, 6, 8, 10]);
     assert!(!pool.has_next());
 }
+
+/// Takes a handle (so it was passed on) and calls it.
+#[oxray::remote]
+fn bump(c: ActorHandle<Counter>) -> i64 {
+    oxray::get(&c.incr(1).expect("call")).expect("value")
+}
+
+/// Waits (pidfd, bounded) for process `pid` to exit; whether it did.
+fn exits_within(pid: u32, limit: Duration) -> bool {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as i32, 0) };
+    if fd < 0 {
+        return true;
+    }
+    let mut p = libc::pollfd {
+        fd: fd as i32,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd on a descriptor we own, closed right after.
+    unsafe {
+        let n = libc::poll(&mut p, 1, limit.as_millis() as i32);
+        libc::close(fd as i32);
+        n == 1
+    }
+}
+
+/// Ray's actor lifetime: when its creator drops every handle (none passed on), a
+/// non-detached actor ends, after its pending calls returned; a detached one, and one whose
+/// handle was passed to a task, stay.
+#[test]
+fn an_actor_ends_when_its_creator_drops_every_handle() {
+    cluster();
+    // A temporary handle with a call pending: the call still returns.
+    assert_eq!(
+        oxray::get(&Counter::remote(5).unwrap().incr(1).unwrap()).unwrap(),
+        6
+    );
+    let name = format!("kept-{}", std::process::id());
+    let detached = Counter::options()
+        .name(name.clone())
+        .lifetime(oxray::Lifetime::Detached)
+        .remote(0)
+        .unwrap();
+    let detached_id = oxray::actor_info(&detached).unwrap().id;
+    let shared = Counter::remote(10).unwrap();
+    let shared_id = oxray::actor_info(&shared).unwrap().id;
+    assert_eq!(
+        oxray::get(&bump::remote(shared.clone()).unwrap()).unwrap(),
+        11
+    );
+    let plain = Counter::remote(0).unwrap();
+    let plain_id = oxray::actor_info(&plain).unwrap().id;
+    let copy = plain.clone();
+    let plain_pid = oxray::get(&plain.pid().unwrap()).unwrap();
+    drop(detached);
+    drop(shared);
+    drop(plain);
+    assert!(alive(plain_pid), "a clone still holds it");
+    drop(copy);
+    assert!(
+        exits_within(plain_pid, Duration::from_secs(20)),
+        "the actor outlived its last handle"
+    );
+    // The raylet took the releases in order: by now the others would have ended too.
+    let status = oxray::status().unwrap();
+    let actor = |id| {
+        status
+            .actors
+            .iter()
+            .find(|a| a.id == id)
+            .cloned()
+            .expect("listed")
+    };
+    assert_eq!(actor(detached_id).state, ActorState::Alive);
+    assert_eq!(actor(shared_id).state, ActorState::Alive);
+    let ended = actor(plain_id);
+    assert_eq!(ended.state, ActorState::Dead);
+    assert!(
+        ended.death.contains("dropped every handle"),
+        "{}",
+        ended.death
+    );
+    // Clean up the detached one.
+    let kept = oxray::get_actor::<Counter>(&name).unwrap();
+    oxray::kill(&kept).unwrap();
+}

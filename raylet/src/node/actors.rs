@@ -186,6 +186,19 @@ impl NodeState {
 
     /// A client's `KillActor`: kill (and maybe restart) an actor here, or ask the node that
     /// knows it.
+    /// The actor's creator let go of every handle: it ends for good. An actor on another node
+    /// is killed there (its cause then reads as a kill).
+    pub fn release_actor(&mut self, conn: u64, id: ActorId) {
+        if self.actors.contains_key(&id) {
+            let cause = "its creator dropped every handle to it".to_string();
+            self.actor_process_lost(id, Some(cause), true);
+            self.schedule();
+        } else {
+            // No reply is awaited: request 0 is answered to nobody.
+            self.kill_actor(conn, 0, id, false);
+        }
+    }
+
     pub fn kill_actor(&mut self, conn: u64, req: u64, id: ActorId, restart: bool) {
         if !self.actors.contains_key(&id) {
             if let Some(index) = self.actor_home(id).filter(|_| self.setup.clustered) {

@@ -144,6 +144,7 @@ impl NodeState {
                 wait_alive,
             } => self.get_actor(conn, req, id, &name, &namespace, wait_alive),
             ToRaylet::KillActor { req, id, restart } => self.kill_actor(conn, req, id, restart),
+            ToRaylet::ReleaseActor { id } => self.release_actor(conn, id),
             ToRaylet::ActorReady { id } => self.actor_ready(conn, id),
             ToRaylet::ActorFailed { id, message } => self.actor_failed(id, &message),
             ToRaylet::ActorExiting { id } => self.actor_exiting(id),
