@@ -592,6 +592,14 @@ pub struct ActorCall {
 pub enum ToWorker {
     /// Run a task.
     Task(TaskSpec),
+    /// The caller of streaming task `task` has taken `taken` of its items (`u64::MAX`: it
+    /// dropped the stream, so the task stops making items). Sent on a connection of its own.
+    StreamTaken {
+        /// The task.
+        task: ObjectId,
+        /// Items taken so far.
+        taken: u64,
+    },
     /// Force-cancel task `id` if this worker runs it now: the worker process exits (its
     /// caller sees the task cancelled, not retried). Sent on a connection of its own, since the
     /// task's connection is not read while the task runs.
@@ -680,6 +688,9 @@ pub struct TaskSpec {
     pub args: Vec<TaskArg>,
     /// 0 on the first try.
     pub attempt: u32,
+    /// A streaming task's window: it makes at most this many items its caller has not taken
+    /// yet, then waits (`ToWorker::StreamTaken`); 0: no bound.
+    pub stream_window: u64,
 }
 
 /// One argument of a task.

@@ -126,6 +126,10 @@ fn serve_conn(core: Arc<CoreWorker>, stream: UnixStream) {
                     },
                 )
             }
+            ToWorker::StreamTaken { task, taken } => {
+                stream_window::taken(task, taken);
+                true
+            }
             ToWorker::CancelTask { id } => {
                 if crate::context::running_task() == Some(id) {
                     eprintln!("oxray: task {id} was force-cancelled; its worker exits");
@@ -326,7 +330,12 @@ fn stream(
     send: &mut dyn FnMut(FromWorker),
 ) -> (TaskOutcome, Vec<ObjectId>) {
     let mut index = 0u64;
+    let _window = stream_window::Open::new(spec.id);
     loop {
+        // With a window, wait until the caller has taken enough (or dropped the stream).
+        if spec.stream_window > 0 && !stream_window::wait(spec.id, index, spec.stream_window) {
+            break;
+        }
         let item = match catch_unwind(AssertUnwindSafe(|| items.next())) {
             Ok(Some(item)) => item,
             Ok(None) => break,
@@ -409,6 +418,67 @@ fn execute_call(core: &Arc<CoreWorker>, call: &ActorCall) -> (TaskOutcome, Vec<O
         }
     };
     finish(core, call.id, &call.method, value)
+}
+
+/// The windows of the streaming tasks this worker runs: how many items each caller took.
+mod stream_window {
+    use std::collections::HashMap;
+    use std::sync::{Condvar, Mutex};
+
+    use oxray_object_store::ObjectId;
+
+    static TAKEN: Mutex<Option<HashMap<ObjectId, u64>>> = Mutex::new(None);
+    static MOVED: Condvar = Condvar::new();
+
+    /// The caller of `task` took `taken` items (`u64::MAX`: it dropped the stream).
+    pub(super) fn taken(task: ObjectId, taken: u64) {
+        let mut all = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = all.get_or_insert_with(HashMap::new).get_mut(&task) {
+            *n = (*n).max(taken);
+        }
+        drop(all);
+        MOVED.notify_all();
+    }
+
+    /// Waits until item `index` is within `window` of those taken; false when the caller
+    /// dropped the stream (the task stops making items).
+    pub(super) fn wait(task: ObjectId, index: u64, window: u64) -> bool {
+        let mut all = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let taken = all
+                .as_ref()
+                .and_then(|m| m.get(&task))
+                .copied()
+                .unwrap_or(0);
+            if taken == u64::MAX {
+                return false;
+            }
+            if index < taken.saturating_add(window) {
+                return true;
+            }
+            all = MOVED.wait(all).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// A streaming task's entry, for the time it runs.
+    pub(super) struct Open(ObjectId);
+
+    impl Open {
+        pub(super) fn new(task: ObjectId) -> Open {
+            let mut all = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+            all.get_or_insert_with(HashMap::new).insert(task, 0);
+            Open(task)
+        }
+    }
+
+    impl Drop for Open {
+        fn drop(&mut self) {
+            let mut all = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(m) = all.as_mut() {
+                m.remove(&self.0);
+            }
+        }
+    }
 }
 
 /// Whether `call` is an `async fn(&self)` call of an async actor (it runs on the event loop).

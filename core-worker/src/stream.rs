@@ -7,10 +7,14 @@
 //! in its ref table for the stream until they are taken; a stream dropped early frees those, and
 //! items reported after it was dropped are freed as they come.
 //!
-//! Not built yet: backpressure (a bound on items made but not taken, Ray's
-//! `_generator_backpressure_num_objects`): the worker runs ahead of a slow reader; and retries:
-//! a streaming task is not retried when its worker dies (the stream then ends with the error
-//! after the items it had).
+//! Backpressure (Ray's `_generator_backpressure_num_objects`, off by default there too):
+//! `options().stream_window(n)` makes the task wait once it has made `n` items its caller has
+//! not taken; the stream tells the worker how many it took, every half window, on a connection
+//! of its own (the task's connection is not read while the task runs). A stream dropped early
+//! tells the worker to stop making items.
+//!
+//! Not built yet: retries. A streaming task is not retried when its worker dies (the stream
+//! then ends with the error after the items it had).
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -33,6 +37,10 @@ pub struct ObjectRefStream<T> {
     task: ObjectRef<u64>,
     next: u64,
     ended: bool,
+    /// The most items the task makes ahead of the ones taken (0: no bound).
+    window: u64,
+    /// The connection to the task's worker that carries how many items were taken.
+    worker: Option<std::os::unix::net::UnixStream>,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -40,6 +48,11 @@ impl<T> ObjectRefStream<T> {
     /// The streaming task's id.
     pub fn task_id(&self) -> ObjectId {
         self.task.id()
+    }
+
+    /// A ref to the number of items the task made, ready once it has ended.
+    pub fn total(&self) -> ObjectRef<u64> {
+        self.task.clone()
     }
 
     /// Items taken so far.
@@ -66,6 +79,10 @@ impl<T> Iterator for ObjectRefStream<T> {
         core.wait_ids(&[id, self.task.id()], 1, None);
         if !matches!(core.refs.state(id), Some(ObjState::Pending)) {
             self.next += 1;
+            // Half a window taken: the task may make that many more.
+            if self.window > 0 && self.next.is_multiple_of((self.window / 2).max(1)) {
+                tell_taken(&core, self.task.id(), self.next, &mut self.worker);
+            }
             return Some(Ok(ObjectRef::adopt(id, core)));
         }
         // The task ended first: items come before its end, so there is no such item.
@@ -109,6 +126,10 @@ impl<T> Drop for ObjectRefStream<T> {
         for id in kept {
             core.release_local(id);
         }
+        if !self.ended {
+            // Nobody reads on: a task waiting for its window stops making items.
+            tell_taken(&core, self.task.id(), u64::MAX, &mut self.worker);
+        }
     }
 }
 
@@ -129,19 +150,42 @@ pub fn submit_stream<T>(
     opts: TaskOptions,
     args: Vec<Result<ArgSpec>>,
 ) -> Result<ObjectRefStream<T>> {
+    let window = opts.window();
     let opts = opts.max_retries(0).retry_exceptions(false);
     let task: ObjectRef<u64> = crate::task::submit_task_with(opts, args, |core, id| {
-        let mut streams = core
-            .submitter
-            .streams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        streams.insert(id);
+        core.submitter.add_stream(id, window);
     })?;
     Ok(ObjectRefStream {
         task,
         next: 0,
         ended: false,
+        window,
+        worker: None,
         _type: PhantomData,
     })
+}
+
+/// Tells the worker of `task` how many items were taken, on a connection of its own (made on
+/// first use and kept; the task's connection is not read while it runs).
+fn tell_taken(
+    core: &Arc<CoreWorker>,
+    task: ObjectId,
+    taken: u64,
+    worker: &mut Option<std::os::unix::net::UnixStream>,
+) {
+    use std::io::Write;
+    if worker.is_none() {
+        *worker = core
+            .submitter
+            .running_worker_address(task)
+            .and_then(|address| core.connect_to(&address).ok());
+    }
+    let Some(stream) = worker else { return };
+    let sent =
+        oxray_common::frame::encode(&oxray_common::protocol::ToWorker::StreamTaken { task, taken })
+            .and_then(|msg| stream.write_all(&msg));
+    if sent.is_err() {
+        // The task ended (or its worker did): nothing waits for this any more.
+        *worker = None;
+    }
 }

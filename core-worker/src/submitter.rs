@@ -247,6 +247,15 @@ impl<C> Queues<C> {
         None
     }
 
+    /// The connection of the leased worker running task `id`, if one does.
+    fn running_conn(&self, id: ObjectId) -> Option<&C> {
+        self.keys
+            .values()
+            .flat_map(|ks| ks.leases.iter())
+            .find(|l| l.running.as_ref().is_some_and(|t| t.id == id))
+            .map(|l| &l.conn)
+    }
+
     /// Task `id` runs on a leased worker and is being cancelled by force: it must not be
     /// retried when its worker dies. Returns that worker's connection.
     fn disarm_running(&mut self, id: ObjectId) -> Option<C>
@@ -380,7 +389,9 @@ pub(crate) struct Submitter {
     names: Mutex<HashMap<ObjectId, String>>,
     /// Streaming tasks whose stream (`ObjectRefStream`) lives: their items are kept for it;
     /// items of others are freed as they come.
-    pub(crate) streams: Mutex<std::collections::HashSet<ObjectId>>,
+    pub(crate) streams: Mutex<HashMap<ObjectId, u64>>,
+    /// Whether any streaming task was submitted (else a task spec takes no look at `streams`).
+    any_stream: std::sync::atomic::AtomicBool,
     /// Whether any task was named (else finishing a task takes no look at `names`).
     any_named: std::sync::atomic::AtomicBool,
 }
@@ -389,8 +400,9 @@ impl Default for Submitter {
     fn default() -> Self {
         Submitter {
             names: Mutex::new(HashMap::new()),
-            streams: Mutex::new(std::collections::HashSet::new()),
+            streams: Mutex::new(HashMap::new()),
             any_named: std::sync::atomic::AtomicBool::new(false),
+            any_stream: std::sync::atomic::AtomicBool::new(false),
             shared: Arc::new(Shared::new()),
             reaper: std::sync::OnceLock::new(),
             lineage: Default::default(),
@@ -553,12 +565,38 @@ impl Submitter {
                 },
             })
             .collect();
+        let submitter = &core.submitter;
+        let stream_window = if submitter
+            .any_stream
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            let streams = submitter.streams.lock().unwrap_or_else(|p| p.into_inner());
+            streams.get(&task.id).copied().unwrap_or(0)
+        } else {
+            0
+        };
         TaskSpec {
             id: task.id,
             function: task.function.clone(),
             args,
             attempt: task.attempt,
+            stream_window,
         }
+    }
+
+    /// Registers streaming task `id` (its items are kept for its stream) with its window.
+    pub(crate) fn add_stream(&self, id: ObjectId, window: u64) {
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        streams.insert(id, window);
+        self.any_stream
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The address of the worker running task `id`, if one does (the stream's window is
+    /// moved there on a connection of its own).
+    pub(crate) fn running_worker_address(&self, id: ObjectId) -> Option<String> {
+        let st = self.lock();
+        st.queues.running_conn(id).map(|c| c.address.clone())
     }
 
     /// Sends ready tasks of `key` to idle leased workers and asks for leases for the rest.
@@ -699,7 +737,7 @@ impl Submitter {
         };
         // Under the registry's lock, so a stream dropped meanwhile frees this item too.
         let streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
-        if streams.contains(&task) {
+        if streams.contains_key(&task) {
             core.refs.settle_or_insert(id, state);
             if !contained.is_empty() {
                 let freed = core.refs.set_contained(id, contained);

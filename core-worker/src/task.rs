@@ -20,6 +20,7 @@ pub struct TaskOptions {
     max_retries: u32,
     retry_exceptions: bool,
     name: Option<String>,
+    stream_window: u64,
 }
 
 impl TaskOptions {
@@ -31,6 +32,7 @@ impl TaskOptions {
             max_retries: 3,
             retry_exceptions: false,
             name: None,
+            stream_window: 0,
         }
     }
 
@@ -66,10 +68,22 @@ impl TaskOptions {
         self
     }
 
+    /// For a streaming task: make at most `n` items ahead of those the caller has taken,
+    /// then wait (default 0: no bound).
+    pub fn stream_window(mut self, n: u64) -> Self {
+        self.stream_window = n;
+        self
+    }
+
     /// A name for the task: its errors say `task "NAME" (function) failed ...`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
+    }
+
+    /// The window of a streaming task (see [`TaskOptions::stream_window`]).
+    pub(crate) fn window(&self) -> u64 {
+        self.stream_window
     }
 
     /// The registered function name.

@@ -93,3 +93,65 @@ fn a_stream_whose_task_panics_midway() {
     }
     assert!(stream.next().is_none());
 }
+
+/// Counts up, recording in a file how far it got (its progress is visible while it runs).
+#[oxray::remote]
+fn counted(n: u64, progress: String) -> impl Iterator<Item = u64> {
+    (0..n).inspect(move |i| {
+        // Written aside and renamed over, so a reader never sees a half-written number.
+        let aside = format!("{progress}.part");
+        let _ = std::fs::write(&aside, (i + 1).to_string());
+        let _ = std::fs::rename(&aside, &progress);
+    })
+}
+
+/// With a window of 4, the task makes at most 4 items ahead of those taken: after taking 2 it
+/// has made at most 6; reading on gets all 100 in order; a stream dropped while its task waits
+/// on its window lets the task end.
+#[test]
+fn a_stream_window_bounds_the_items_made_ahead() {
+    cluster();
+    let progress = std::env::temp_dir().join(format!("oxray-window-{}", std::process::id()));
+    let _ = std::fs::remove_file(&progress);
+    let path = progress.display().to_string();
+    let mut stream = counted::options()
+        .stream_window(4)
+        .remote(100, path.clone())
+        .expect("submit");
+    let first: Vec<u64> = (0..2)
+        .map(|_| oxray::get(&stream.next().expect("item").expect("ok")).expect("value"))
+        .collect();
+    assert_eq!(first, vec![0, 1]);
+    // The window lets the task make items up to index 5 now (taken 2 + window 4), never more
+    // until we take more.
+    let made: u64 = std::fs::read_to_string(&progress)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        (2..=6).contains(&made),
+        "made {made} items ahead of 2 taken"
+    );
+    let rest: Vec<u64> = stream
+        .map(|r| oxray::get(&r.expect("ok")).expect("value"))
+        .collect();
+    assert_eq!(rest, (2..100).collect::<Vec<_>>());
+    // Dropped while its task waits on its window: the task stops (its count is small).
+    let mut stream = counted::options()
+        .stream_window(2)
+        .remote(1_000_000, path.clone())
+        .expect("submit");
+    assert_eq!(
+        oxray::get(&stream.next().expect("item").expect("ok")).expect("value"),
+        0
+    );
+    let total = stream.total();
+    drop(stream);
+    let made = oxray::get(&total).expect("the task ended");
+    assert!(
+        made < 10,
+        "the task made {made} items after its stream was dropped"
+    );
+    let _ = std::fs::remove_file(&progress);
+    let _ = std::fs::remove_file(format!("{path}.part"));
+}

@@ -254,6 +254,8 @@ fn expand_remote(f: &ItemFn) -> syn::Result<Tokens> {
                 pub fn name(self, name: impl ::std::convert::Into<::std::string::String>) -> Self {
                     Options(self.0.name(name))
                 }
+                /// A streaming task makes at most `n` items ahead of those taken (0: no bound).
+                pub fn stream_window(self, n: u64) -> Self { Options(self.0.stream_window(n)) }
                 #[doc = #remote_doc]
                 pub fn remote(self, #(#params),*) -> ::oxray::Result<#returns> {
                     #submit(
