@@ -116,6 +116,24 @@ impl Client {
     }
 }
 
+/// Calls `n` async-actor methods spread over `servers` and waits (the n:n async-actor row).
+#[oxray::remote]
+fn call_async_actors(servers: Vec<oxray::ActorHandle<AsyncServer>>, n: u32) {
+    let refs: Vec<_> = (0..n as usize)
+        .map(|i| servers[i % servers.len()].small_value().expect("call"))
+        .collect();
+    oxray::get_all(&refs).expect("get");
+}
+
+/// Submits `n` small tasks and waits for them (one client of `multi client tasks async`).
+#[oxray::remote]
+fn submit_tasks(n: u32) {
+    let refs: Vec<_> = (0..n)
+        .map(|_| small_value::remote().expect("submit"))
+        .collect();
+    oxray::get_all(&refs).expect("get");
+}
+
 /// A task calling actors round robin (Ray's `work` in "n:n actor calls async").
 #[oxray::remote]
 fn call_actors(servers: Vec<oxray::ActorHandle<Server>>, n: u32) {
@@ -270,6 +288,14 @@ fn main() -> oxray::Result<()> {
     bench.timeit("single client tasks async", 1000.0, || {
         let refs: Vec<_> = (0..1000)
             .map(|_| small_value::remote().expect("submit"))
+            .collect();
+        oxray::get_all(&refs).expect("get");
+    });
+
+    // Ray's: several clients each submitting tasks and waiting for them.
+    bench.timeit("multi client tasks async", 4.0 * 1000.0, || {
+        let refs: Vec<_> = (0..4)
+            .map(|_| submit_tasks::remote(1000).expect("submit"))
             .collect();
         oxray::get_all(&refs).expect("get");
     });
@@ -539,6 +565,28 @@ fn actor_rows(bench: &Bench) -> oxray::Result<()> {
         oxray::get_all(&refs).expect("get");
     });
     oxray::kill(&a)?;
+    let async_servers: Vec<_> = (0..n_servers)
+        .map(|_| AsyncServer::remote())
+        .collect::<oxray::Result<_>>()?;
+    bench.timeit("1:n async-actor calls async", 1000.0, || {
+        let refs: Vec<_> = (0..1000)
+            .map(|i| {
+                async_servers[i % async_servers.len()]
+                    .small_value()
+                    .expect("call")
+            })
+            .collect();
+        oxray::get_all(&refs).expect("get");
+    });
+    bench.timeit("n:n async-actor calls async", 4.0 * 1000.0, || {
+        let refs: Vec<_> = (0..4)
+            .map(|_| call_async_actors::remote(async_servers.clone(), 1000).expect("submit"))
+            .collect();
+        oxray::get_all(&refs).expect("get");
+    });
+    for s in &async_servers {
+        oxray::kill(s)?;
+    }
 
     let n = 5000;
     let servers: Vec<_> = (0..n_servers)
