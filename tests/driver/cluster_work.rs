@@ -405,3 +405,20 @@ pub fn rebuild_borrowed() -> oxray::Result<()> {
     println!("done");
     Ok(())
 }
+
+/// `if-exists NAME [kill]`: gets or makes the detached actor NAME in namespace "race" with
+/// `get_if_exists`, prints its id and the value of one `add(1)`; with `kill`, kills it.
+pub fn if_exists(name: &str, kill: bool) -> oxray::Result<()> {
+    let _cluster = oxray::init_with(oxray::Config::new().namespace("race"))?;
+    let t = Tally::options()
+        .name(name)
+        .lifetime(oxray::Lifetime::Detached)
+        .get_if_exists(true)
+        .remote(0)?;
+    println!("actor {}", oxray::actor_info(&t)?.id);
+    println!("added {}", oxray::get(&t.add(1)?)?);
+    if kill {
+        oxray::kill(&t)?;
+    }
+    Ok(())
+}

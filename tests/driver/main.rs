@@ -103,6 +103,10 @@ fn main() {
         "cluster-work" => cluster_work::run(),
         "cluster-fault" => cluster_work::fault(),
         "named-elsewhere" => cluster_work::named_elsewhere(),
+        "if-exists" => cluster_work::if_exists(
+            args.get(2).map(String::as_str).unwrap_or("racer"),
+            args.get(3).is_some_and(|a| a == "kill"),
+        ),
         "own-elsewhere" => cluster_work::own_elsewhere(),
         "cluster-rebuild" => cluster_work::rebuild(),
         "cluster-rebuild-chain" => cluster_work::rebuild_chain(),

@@ -633,3 +633,34 @@ fn an_actor_ends_when_its_creator_drops_every_handle() {
     let kept = oxray::get_actor::<Counter>(&name).unwrap();
     oxray::kill(&kept).unwrap();
 }
+
+/// Two drivers racing to make the same named actor with `get_if_exists` get one actor: both
+/// see the same id, and their two `add(1)` calls land on it (1 and 2).
+#[test]
+fn get_if_exists_from_two_racing_drivers_gives_one_actor() {
+    cluster();
+    let guard = oxray::init().unwrap();
+    let address = guard.address().to_owned();
+    let name = format!("racer-{}", std::process::id());
+    let outs: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| crate::processes::run(&["if-exists", &name], Some(&address))))
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().expect("driver"))
+            .collect()
+    });
+    let value = |out: &str, key: &str| crate::processes::value(out, key).unwrap_or("").to_owned();
+    assert_eq!(
+        value(&outs[0], "actor"),
+        value(&outs[1], "actor"),
+        "{outs:?}"
+    );
+    let mut added: Vec<String> = outs.iter().map(|o| value(o, "added")).collect();
+    added.sort();
+    assert_eq!(added, vec!["1", "2"], "{outs:?}");
+    // Found once more, then killed (it is detached).
+    let last = crate::processes::run(&["if-exists", &name, "kill"], Some(&address));
+    assert_eq!(value(&last, "added"), "3", "{last}");
+    drop(guard);
+}
