@@ -317,21 +317,33 @@ pub fn wait<T>(
     Ok((ready, pending))
 }
 
-/// Cancels a task that has not finished: its `get` fails with [`Error::Cancelled`]. A task
-/// already running keeps its worker until it ends; its result is dropped. To stop a running
-/// task, use [`cancel_with`] and `force`.
+/// Cancels a task that has not finished: its `get` fails with [`Error::Cancelled`], and so do
+/// the tasks it submitted while running (recursively), as Ray's `cancel` does by default. A
+/// task already running keeps its worker until it ends; its result is dropped. To stop a
+/// running task, use [`cancel_with`] and `force`.
 pub fn cancel<T>(r: &ObjectRef<T>) -> Result<()> {
-    current()?.cancel(r.id(), false);
+    current()?.cancel(r.id(), false, true);
     Ok(())
 }
 
-/// How [`cancel_with`] cancels.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How [`cancel_with`] cancels (the default: not by force, recursively, as [`cancel`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CancelOptions {
     /// Also stop the task if it runs: its worker process is killed (and the task not retried),
     /// which frees the CPU it held at once. Tasks only; an actor call is not force-cancelled
     /// (kill the actor instead).
     pub force: bool,
+    /// Also cancel the tasks it submitted while running, and theirs.
+    pub recursive: bool,
+}
+
+impl Default for CancelOptions {
+    fn default() -> Self {
+        CancelOptions {
+            force: false,
+            recursive: true,
+        }
+    }
 }
 
 /// Cancels a task as [`cancel`] does; with `force`, a running task's worker is killed too.
@@ -342,13 +354,13 @@ pub struct CancelOptions {
 /// # fn main() -> oxray::Result<()> {
 /// # let _cluster = oxray::init()?;
 /// let r = forever::remote()?;
-/// oxray::cancel_with(&r, oxray::CancelOptions { force: true })?;
+/// oxray::cancel_with(&r, oxray::CancelOptions { force: true, ..Default::default() })?;
 /// assert!(matches!(oxray::get(&r), Err(oxray::Error::Cancelled)));
 /// # Ok(())
 /// # }
 /// ```
 pub fn cancel_with<T>(r: &ObjectRef<T>, options: CancelOptions) -> Result<()> {
-    current()?.cancel(r.id(), options.force);
+    current()?.cancel(r.id(), options.force, options.recursive);
     Ok(())
 }
 

@@ -600,6 +600,12 @@ pub enum ToWorker {
         /// Items taken so far.
         taken: u64,
     },
+    /// Cancel the tasks this worker submitted while running task `parent` (and, recursively,
+    /// theirs): `parent` was cancelled. Sent on a connection of its own.
+    CancelChildren {
+        /// The cancelled task.
+        parent: ObjectId,
+    },
     /// Force-cancel task `id` if this worker runs it now: the worker process exits (its
     /// caller sees the task cancelled, not retried). Sent on a connection of its own, since the
     /// task's connection is not read while the task runs.

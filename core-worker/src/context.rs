@@ -15,6 +15,11 @@ thread_local! {
     static RUNNING: Cell<Option<ObjectId>> = const { Cell::new(None) };
 }
 
+/// The task or actor call this thread runs now, if any (its submissions are its children).
+pub(crate) fn current_task() -> Option<ObjectId> {
+    RUNNING.with(Cell::get)
+}
+
 /// The task (not actor call) this worker process runs now, for a force-cancel.
 static RUNNING_TASK: Mutex<Option<ObjectId>> = Mutex::new(None);
 

@@ -758,8 +758,8 @@ impl CoreWorker {
     }
 
     /// Cancels the task that makes `id` (see `oxray::cancel`).
-    pub fn cancel(self: &Arc<Self>, id: ObjectId, force: bool) {
-        self.submitter.cancel(self, id, force);
+    pub fn cancel(self: &Arc<Self>, id: ObjectId, force: bool, recursive: bool) {
+        self.submitter.cancel(self, id, force, recursive);
     }
 
     /// A local ref was dropped.

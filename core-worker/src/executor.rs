@@ -126,6 +126,10 @@ fn serve_conn(core: Arc<CoreWorker>, stream: UnixStream) {
                     },
                 )
             }
+            ToWorker::CancelChildren { parent } => {
+                core.submitter.cancel_children(&core, parent);
+                true
+            }
             ToWorker::StreamTaken { task, taken } => {
                 stream_window::taken(task, taken);
                 true
@@ -310,7 +314,10 @@ pub(crate) fn execute(
     let _running = EXEC.lock().unwrap_or_else(|p| p.into_inner());
     let _task = crate::context::Running::start(spec.id);
     let _cancellable = crate::context::TaskRunning::start(spec.id);
-    let mut value = match run(core, spec) {
+    let ran = run(core, spec);
+    // Its children are no longer its to cancel.
+    core.submitter.forget_children(spec.id);
+    let mut value = match ran {
         Ok(v) => v,
         Err(failed) => return (failed, Vec::new()),
     };
@@ -406,7 +413,9 @@ fn execute_call(core: &Arc<CoreWorker>, call: &ActorCall) -> (TaskOutcome, Vec<O
         core,
     };
     let _call = crate::context::Running::start(call.id);
-    let value = match catch_unwind(AssertUnwindSafe(|| method(&hosted.instance, &args))) {
+    let ran = catch_unwind(AssertUnwindSafe(|| method(&hosted.instance, &args)));
+    core.submitter.forget_children(call.id);
+    let value = match ran {
         Ok(Ok(v)) => v,
         Ok(Err(TaskError::App(m))) => return fail(FailureKind::Error, m),
         Ok(Err(TaskError::BadArgument(m))) => return fail(FailureKind::BadArgument, m),

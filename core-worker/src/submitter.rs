@@ -390,6 +390,9 @@ pub(crate) struct Submitter {
     /// Streaming tasks whose stream (`ObjectRefStream`) lives: their items are kept for it;
     /// items of others are freed as they come.
     pub(crate) streams: Mutex<HashMap<ObjectId, u64>>,
+    /// Tasks submitted by each task this worker runs, while it runs (a recursive cancel of it
+    /// cancels them).
+    children: Mutex<HashMap<ObjectId, Vec<ObjectId>>>,
     /// Whether any streaming task was submitted (else a task spec takes no look at `streams`).
     any_stream: std::sync::atomic::AtomicBool,
     /// Whether any task was named (else finishing a task takes no look at `names`).
@@ -401,6 +404,7 @@ impl Default for Submitter {
         Submitter {
             names: Mutex::new(HashMap::new()),
             streams: Mutex::new(HashMap::new()),
+            children: Mutex::new(HashMap::new()),
             any_named: std::sync::atomic::AtomicBool::new(false),
             any_stream: std::sync::atomic::AtomicBool::new(false),
             shared: Arc::new(Shared::new()),
@@ -581,6 +585,29 @@ impl Submitter {
             args,
             attempt: task.attempt,
             stream_window,
+        }
+    }
+
+    /// Task `child` was submitted while this thread ran task `parent`.
+    pub(crate) fn add_child(&self, parent: ObjectId, child: ObjectId) {
+        let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
+        children.entry(parent).or_default().push(child);
+    }
+
+    /// Task `parent` ended here: its children are no longer its to cancel.
+    pub(crate) fn forget_children(&self, parent: ObjectId) {
+        let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
+        children.remove(&parent);
+    }
+
+    /// Cancels the tasks `parent` submitted (recursively; not by force).
+    pub(crate) fn cancel_children(&self, core: &Arc<CoreWorker>, parent: ObjectId) {
+        let kids = {
+            let children = self.children.lock().unwrap_or_else(|p| p.into_inner());
+            children.get(&parent).cloned().unwrap_or_default()
+        };
+        for child in kids {
+            self.cancel(core, child, false, true);
         }
     }
 
@@ -855,11 +882,12 @@ impl Submitter {
     }
 
     /// Cancels a task that has not finished.
-    pub fn cancel(&self, core: &Arc<CoreWorker>, id: ObjectId, force: bool) {
+    pub fn cancel(&self, core: &Arc<CoreWorker>, id: ObjectId, force: bool, recursive: bool) {
         let mut running_on = None;
-        let queued = {
+        let (queued, running) = {
             let mut st = self.lock();
-            match st.waiting.remove(&id) {
+            let running = st.queues.running_conn(id).cloned();
+            let queued = match st.waiting.remove(&id) {
                 Some(task) => Some(task),
                 None if force && {
                     running_on = st.queues.disarm_running(id);
@@ -877,7 +905,8 @@ impl Submitter {
                     }
                     found
                 }
-            }
+            };
+            (queued, running)
         };
         match queued {
             Some(task) => self.finish(core, task, ObjState::Failed(Error::Cancelled)),
@@ -888,14 +917,24 @@ impl Submitter {
                 }
             }
         }
-        if let Some(conn) = running_on {
-            // The worker's process ends; its death then ends the task here (not retried) and
-            // frees its lease's resources at the raylet.
-            let stopped = core.connect_to(&conn.address).and_then(|mut stream| {
-                let msg = frame::encode(&ToWorker::CancelTask { id })?;
-                stream.write_all(&msg)
+        // A running task's worker hears, on a connection of its own: cancel its children
+        // (recursive), then exit (force; its death then ends the task here, not retried, and
+        // frees its lease's resources at the raylet).
+        let mut to_worker = Vec::new();
+        if recursive {
+            to_worker.push(ToWorker::CancelChildren { parent: id });
+        }
+        if running_on.is_some() {
+            to_worker.push(ToWorker::CancelTask { id });
+        }
+        if let (Some(conn), false) = (running_on.or(running), to_worker.is_empty()) {
+            let sent = core.connect_to(&conn.address).and_then(|mut stream| {
+                for msg in &to_worker {
+                    stream.write_all(&frame::encode(msg)?)?;
+                }
+                Ok(())
             });
-            if let Err(e) = stopped {
+            if let Err(e) = sent {
                 eprintln!("oxray: could not reach the worker of cancelled task {id}: {e}");
             }
         }

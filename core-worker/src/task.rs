@@ -147,6 +147,10 @@ pub(crate) fn submit_task_with<R>(
     };
     let r = ObjectRef::adopt(id, core.clone());
     before(&core, id);
+    // Submitted from inside a task: a recursive cancel of that task cancels this one.
+    if let Some(parent) = crate::context::current_task() {
+        core.submitter.add_child(parent, id);
+    }
     if let Some(name) = opts.name {
         core.submitter.name_task(id, name);
     }

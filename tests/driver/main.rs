@@ -302,7 +302,13 @@ fn force_cancel() -> oxray::Result<()> {
     let pids = oxray::get(&gate.meet(0)?)?;
     let victim = pids.into_iter().find(|p| *p != 0).unwrap_or(0);
     let cancelled = std::time::Instant::now();
-    oxray::cancel_with(&r, oxray::CancelOptions { force: true })?;
+    oxray::cancel_with(
+        &r,
+        oxray::CancelOptions {
+            force: true,
+            ..Default::default()
+        },
+    )?;
     match oxray::get(&r) {
         Err(oxray::Error::Cancelled) => println!("get cancelled"),
         other => println!("get {other:?}"),

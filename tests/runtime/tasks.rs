@@ -319,3 +319,112 @@ fn force_cancel_stops_a_running_task_and_frees_its_cpu() {
     let after: u64 = value("next-after-ms").parse().expect("a time");
     assert!(after < 8_000, "{out}");
 }
+
+/// Holds tasks until released, and takes one report (every wait bounded by a minute).
+#[oxray::actor]
+pub struct Holdout {
+    open: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+    report: std::sync::Mutex<Option<u32>>,
+    reported: std::sync::Condvar,
+    met: std::sync::Barrier,
+}
+
+#[oxray::actor]
+impl Holdout {
+    fn new() -> Self {
+        Holdout {
+            open: std::sync::Mutex::new(false),
+            opened: std::sync::Condvar::new(),
+            report: std::sync::Mutex::new(None),
+            reported: std::sync::Condvar::new(),
+            met: std::sync::Barrier::new(2),
+        }
+    }
+
+    /// Returns once two callers are in.
+    fn meet(&self) -> bool {
+        self.met.wait();
+        true
+    }
+
+    /// Returns once released (or after a minute).
+    fn hold(&self) -> bool {
+        let open = self.open.lock().expect("lock");
+        let (open, _) = self
+            .opened
+            .wait_timeout_while(open, Duration::from_secs(60), |o| !*o)
+            .expect("lock");
+        *open
+    }
+
+    fn release(&self) {
+        *self.open.lock().expect("lock") = true;
+        self.opened.notify_all();
+    }
+
+    fn report(&self, n: u32) {
+        *self.report.lock().expect("lock") = Some(n);
+        self.reported.notify_all();
+    }
+
+    /// The report, once made (u32::MAX if none came within a minute).
+    fn reported(&self) -> u32 {
+        let r = self.report.lock().expect("lock");
+        let (r, _) = self
+            .reported
+            .wait_timeout_while(r, Duration::from_secs(60), |r| r.is_none())
+            .expect("lock");
+        r.unwrap_or(u32::MAX)
+    }
+}
+
+/// Waits at the holdout.
+#[oxray::remote]
+fn held(h: ActorHandle<Holdout>) -> bool {
+    oxray::get(&h.hold().expect("call")).expect("held")
+}
+
+/// Submits two held children, meets the driver, then reports how many of its children were
+/// cancelled.
+#[oxray::remote]
+fn parent_of_two(h: ActorHandle<Holdout>) -> u32 {
+    let kids: Vec<ObjectRef<bool>> = (0..2)
+        .map(|_| {
+            held::options()
+                .num_cpus(0.0)
+                .remote(h.clone())
+                .expect("submit")
+        })
+        .collect();
+    oxray::get(&h.meet().expect("call")).expect("met");
+    let cancelled = kids
+        .iter()
+        .filter(|k| matches!(oxray::get(k), Err(Error::Cancelled)))
+        .count() as u32;
+    oxray::get(&h.report(cancelled).expect("call")).expect("reported");
+    cancelled
+}
+
+/// `cancel` is recursive (as Ray's): the tasks a cancelled running task submitted are
+/// cancelled too, so its waits for them end at once.
+#[test]
+fn cancelling_a_running_task_cancels_the_tasks_it_submitted() {
+    cluster();
+    let h = Holdout::options().max_concurrency(8).remote().unwrap();
+    let parent = parent_of_two::options()
+        .num_cpus(0.0)
+        .remote(h.clone())
+        .unwrap();
+    // Its two children are submitted once it meets us.
+    assert!(oxray::get(&h.meet().unwrap()).unwrap());
+    oxray::cancel(&parent).unwrap();
+    assert!(matches!(oxray::get(&parent), Err(Error::Cancelled)));
+    let cancelled = oxray::get(&h.reported().unwrap()).unwrap();
+    // Let the children (abandoned, still waiting) end.
+    oxray::get(&h.release().unwrap()).unwrap();
+    assert_eq!(
+        cancelled, 2,
+        "children cancelled (u32::MAX: no report within a minute)"
+    );
+}
