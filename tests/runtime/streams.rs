@@ -114,6 +114,15 @@ fn a_stream_window_bounds_the_items_made_ahead() {
     let progress = std::env::temp_dir().join(format!("oxray-window-{}", std::process::id()));
     let _ = std::fs::remove_file(&progress);
     let path = progress.display().to_string();
+    /// Removes the progress files however the test ends.
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+            let _ = std::fs::remove_file(format!("{}.part", self.0));
+        }
+    }
+    let _cleanup = Cleanup(path.clone());
     let mut stream = counted::options()
         .stream_window(4)
         .remote(100, path.clone())
@@ -152,6 +161,4 @@ fn a_stream_window_bounds_the_items_made_ahead() {
         made < 10,
         "the task made {made} items after its stream was dropped"
     );
-    let _ = std::fs::remove_file(&progress);
-    let _ = std::fs::remove_file(format!("{path}.part"));
 }
