@@ -8,6 +8,8 @@ use oxray::prelude::*;
 
 mod cluster_work;
 mod node_core;
+#[path = "../pid_exit.rs"]
+mod pid_exit;
 mod spill;
 
 #[oxray::remote]
@@ -319,29 +321,9 @@ fn force_cancel() -> oxray::Result<()> {
     println!("next-after-ms {}", cancelled.elapsed().as_millis());
     println!(
         "victim-gone {}",
-        victim != 0 && pid_exits_within(victim, Duration::from_secs(10))
+        victim != 0 && crate::pid_exit::exits_within(victim, Duration::from_secs(10))
     );
     Ok(())
-}
-
-/// Whether process `pid` (not our child) exits within `limit` (pidfd; gone already: true).
-fn pid_exits_within(pid: u32, limit: Duration) -> bool {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as i32, 0) };
-    if fd < 0 {
-        return true;
-    }
-    let mut p = libc::pollfd {
-        fd: fd as i32,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd on a descriptor we own, closed right after.
-    unsafe {
-        let n = libc::poll(&mut p, 1, limit.as_millis() as i32);
-        libc::close(fd as i32);
-        n == 1
-    }
 }
 
 /// Runs a task, kills its worker mid-task, and reports how the get ended.

@@ -553,26 +553,6 @@ fn bump(c: ActorHandle<Counter>) -> i64 {
     oxray::get(&c.incr(1).expect("call")).expect("value")
 }
 
-/// Waits (pidfd, bounded) for process `pid` to exit; whether it did.
-fn exits_within(pid: u32, limit: Duration) -> bool {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as i32, 0) };
-    if fd < 0 {
-        return true;
-    }
-    let mut p = libc::pollfd {
-        fd: fd as i32,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd on a descriptor we own, closed right after.
-    unsafe {
-        let n = libc::poll(&mut p, 1, limit.as_millis() as i32);
-        libc::close(fd as i32);
-        n == 1
-    }
-}
-
 /// Ray's actor lifetime: when its creator drops every handle (none passed on), a
 /// non-detached actor ends, after its pending calls returned; a detached one, and one whose
 /// handle was passed to a task, stay.
@@ -607,7 +587,7 @@ fn an_actor_ends_when_its_creator_drops_every_handle() {
     assert!(alive(plain_pid), "a clone still holds it");
     drop(copy);
     assert!(
-        exits_within(plain_pid, Duration::from_secs(20)),
+        crate::pid_exit::exits_within(plain_pid, Duration::from_secs(20)),
         "the actor outlived its last handle"
     );
     // The raylet took the releases in order: by now the others would have ended too.

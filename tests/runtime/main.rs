@@ -12,6 +12,8 @@ mod failures;
 mod hostile;
 mod node_core;
 mod objects;
+#[path = "../pid_exit.rs"]
+mod pid_exit;
 mod processes;
 mod spill;
 mod streams;
