@@ -39,7 +39,10 @@
 //!   Arguments are values or refs; [`get`], [`get_all`], [`get_timeout`], [`wait`], [`cancel`],
 //!   and [`progress`] to take results as they finish.
 //! - **Streams**: a task returning `impl Iterator<Item = T>` gives an [`ObjectRefStream`] that
-//!   yields each item's ref as soon as it is stored, while the task makes the next.
+//!   yields each item's ref as soon as it is stored, while the task makes the next (blocking,
+//!   or awaited with `next_async`, or as a `futures::Stream` with `into_async`); a retried
+//!   stream gives each item once. `#[oxray::remote(num_returns = n)]` gives a ref for each of
+//!   a function's `n` returns.
 //! - **Async**: an [`ObjectRef`] is a future (`r.await`, or `(&r).await` to keep the ref)
 //!   giving `Result<T>`; [`get_view_async`], [`get_all_async`] and [`wait_async`] are the async
 //!   forms of the blocking calls. They are woken by oxray's own events (no polling), work on any
@@ -125,8 +128,9 @@ pub use oxray_core_worker::await_refs::{Get, GetAll, GetRef, GetView, Wait};
 pub use oxray_core_worker::VecInPlace;
 pub use oxray_core_worker::{
     actor_info, context, exit_actor, get_actor, get_actor_in, kill, kill_with_restart,
-    was_restarted, Actor, ActorHandle, ActorId, ActorInfo, ActorOptions, ActorState, Error,
-    IntoArg, Lifetime, NodeStatus, ObjectRef, ObjectRefStream, Result, RuntimeContext, TaskOptions,
+    was_restarted, Actor, ActorHandle, ActorId, ActorInfo, ActorOptions, ActorState,
+    AsyncObjectRefStream, Error, IntoArg, Lifetime, NodeStatus, ObjectRef, ObjectRefStream, Result,
+    RuntimeContext, TaskOptions,
 };
 pub use oxray_macros::{actor, main, object, remote};
 pub use oxray_object_store::ObjectView;
@@ -158,8 +162,8 @@ pub mod prelude {
 pub mod __private {
     pub use oxray_core_worker::__private::linkme;
     pub use oxray_core_worker::{
-        block_on_task, submit_stream, submit_task, ActorClass, ActorInstance, ActorMethod, Items,
-        LocalCall, RawActorHandle, RemoteFunction, ReturnValue, TaskArgs, TaskError, ACTOR_CLASSES,
-        ACTOR_METHODS, REMOTE_FUNCTIONS,
+        block_on_task, submit_returns, submit_stream, submit_task, ActorClass, ActorInstance,
+        ActorMethod, Items, LocalCall, RawActorHandle, RemoteFunction, ReturnValue, TaskArgs,
+        TaskError, ACTOR_CLASSES, ACTOR_METHODS, REMOTE_FUNCTIONS,
     };
 }

@@ -697,6 +697,11 @@ pub struct TaskSpec {
     /// A streaming task's window: it makes at most this many items its caller has not taken
     /// yet, then waits (`ToWorker::StreamTaken`); 0: no bound.
     pub stream_window: u64,
+    /// A retried streaming task: the items its caller has already. The task makes them again
+    /// (items must not depend on the attempt) but neither stores nor reports them.
+    pub stream_skip: u64,
+    /// A retried streaming task: the items its caller had taken (where its window starts).
+    pub stream_taken: u64,
 }
 
 /// One argument of a task.

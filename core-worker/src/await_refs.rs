@@ -25,7 +25,7 @@ use crate::object_ref::ObjectRef;
 
 /// Waits on a set of ids: asks their owners once (borrowed ones), then leaves the task's
 /// waker on ids still pending.
-struct Waiting {
+pub(crate) struct Waiting {
     core: Arc<CoreWorker>,
     ids: Vec<ObjectId>,
     /// Ids known done (done is final while a ref is held).
@@ -40,7 +40,7 @@ struct Waiting {
 }
 
 impl Waiting {
-    fn new(core: Arc<CoreWorker>, ids: Vec<ObjectId>) -> Waiting {
+    pub(crate) fn new(core: Arc<CoreWorker>, ids: Vec<ObjectId>) -> Waiting {
         let n = ids.len();
         Waiting {
             core,
@@ -94,7 +94,7 @@ impl Waiting {
     }
 
     /// How many are done now; the task is woken when another one is.
-    fn poll_count(&mut self, cx: &Context<'_>) -> usize {
+    pub(crate) fn poll_count(&mut self, cx: &Context<'_>) -> usize {
         self.begin(cx.waker());
         (0..self.ids.len())
             .filter(|&i| self.check(i, cx.waker()))

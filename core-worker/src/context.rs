@@ -91,3 +91,29 @@ impl Drop for Running {
         RUNNING.with(|r| r.set(self.0));
     }
 }
+
+/// A call's future that marks its thread as running the call while it is polled: the calls of
+/// an async actor interleave on one thread, so each poll says which one runs (for `context()`
+/// and for the tasks it submits, which are its children).
+pub(crate) struct InCall<F> {
+    id: ObjectId,
+    future: F,
+}
+
+impl<F> InCall<F> {
+    pub(crate) fn new(id: ObjectId, future: F) -> InCall<F> {
+        InCall { id, future }
+    }
+}
+
+impl<F: std::future::Future + Unpin> std::future::Future for InCall<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let _running = Running::start(self.id);
+        std::pin::Pin::new(&mut self.future).poll(cx)
+    }
+}

@@ -337,10 +337,13 @@ fn stream(
     send: &mut dyn FnMut(FromWorker),
 ) -> (TaskOutcome, Vec<ObjectId>) {
     let mut index = 0u64;
-    let _window = stream_window::Open::new(spec.id);
+    let _window = stream_window::Open::new(spec.id, spec.stream_taken);
     loop {
         // With a window, wait until the caller has taken enough (or dropped the stream).
-        if spec.stream_window > 0 && !stream_window::wait(spec.id, index, spec.stream_window) {
+        if index >= spec.stream_skip
+            && spec.stream_window > 0
+            && !stream_window::wait(spec.id, index, spec.stream_window)
+        {
             break;
         }
         let item = match catch_unwind(AssertUnwindSafe(|| items.next())) {
@@ -357,6 +360,12 @@ fn stream(
                 oxray_common::ids::MAX_STREAM_ITEMS
             );
             return (failure(FailureKind::Error, message, spec), Vec::new());
+        }
+        if index < spec.stream_skip {
+            // A retry: the caller has this item from an earlier attempt.
+            drop(item);
+            index += 1;
+            continue;
         }
         let id = oxray_common::ids::item_id(spec.id, index);
         let (outcome, contained) = finish(core, id, &spec.function, item);
@@ -431,18 +440,32 @@ fn execute_call(core: &Arc<CoreWorker>, call: &ActorCall) -> (TaskOutcome, Vec<O
 
 /// The windows of the streaming tasks this worker runs: how many items each caller took.
 mod stream_window {
-    use std::collections::HashMap;
+    use std::collections::{HashMap, VecDeque};
     use std::sync::{Condvar, Mutex};
 
     use oxray_object_store::ObjectId;
 
-    static TAKEN: Mutex<Option<HashMap<ObjectId, u64>>> = Mutex::new(None);
+    /// How many items each caller took, by task: from when the task is dispatched here (a
+    /// caller may tell before the task starts) to its end.
+    #[derive(Default)]
+    struct Windows {
+        taken: HashMap<ObjectId, u64>,
+        /// Tasks that ended lately: a late word about one is dropped, not kept forever.
+        ended: VecDeque<ObjectId>,
+    }
+
+    /// How many ended tasks are remembered.
+    const ENDED_KEPT: usize = 256;
+
+    static WINDOWS: Mutex<Option<Windows>> = Mutex::new(None);
     static MOVED: Condvar = Condvar::new();
 
     /// The caller of `task` took `taken` items (`u64::MAX`: it dropped the stream).
     pub(super) fn taken(task: ObjectId, taken: u64) {
-        let mut all = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = all.get_or_insert_with(HashMap::new).get_mut(&task) {
+        let mut all = WINDOWS.lock().unwrap_or_else(|p| p.into_inner());
+        let w = all.get_or_insert_with(Windows::default);
+        if !w.ended.contains(&task) {
+            let n = w.taken.entry(task).or_insert(0);
             *n = (*n).max(taken);
         }
         drop(all);
@@ -452,11 +475,11 @@ mod stream_window {
     /// Waits until item `index` is within `window` of those taken; false when the caller
     /// dropped the stream (the task stops making items).
     pub(super) fn wait(task: ObjectId, index: u64, window: u64) -> bool {
-        let mut all = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = WINDOWS.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             let taken = all
                 .as_ref()
-                .and_then(|m| m.get(&task))
+                .and_then(|w| w.taken.get(&task))
                 .copied()
                 .unwrap_or(0);
             if taken == u64::MAX {
@@ -473,18 +496,26 @@ mod stream_window {
     pub(super) struct Open(ObjectId);
 
     impl Open {
-        pub(super) fn new(task: ObjectId) -> Open {
-            let mut all = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
-            all.get_or_insert_with(HashMap::new).insert(task, 0);
+        /// Task `task` starts, its caller having taken `taken` items (more if it said so).
+        pub(super) fn new(task: ObjectId, taken: u64) -> Open {
+            let mut all = WINDOWS.lock().unwrap_or_else(|p| p.into_inner());
+            let w = all.get_or_insert_with(Windows::default);
+            w.ended.retain(|t| *t != task);
+            let n = w.taken.entry(task).or_insert(0);
+            *n = (*n).max(taken);
             Open(task)
         }
     }
 
     impl Drop for Open {
         fn drop(&mut self) {
-            let mut all = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(m) = all.as_mut() {
-                m.remove(&self.0);
+            let mut all = WINDOWS.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(w) = all.as_mut() {
+                w.taken.remove(&self.0);
+                if w.ended.len() >= ENDED_KEPT {
+                    w.ended.pop_front();
+                }
+                w.ended.push_back(self.0);
             }
         }
     }
@@ -550,6 +581,7 @@ async fn execute_async_call(
         Err(TaskError::App(m)) => return fail(FailureKind::Error, m),
         Err(TaskError::BadArgument(m)) => return fail(FailureKind::BadArgument, m),
     };
+    let future = crate::context::InCall::new(call.id, future);
     let value = match tokio::task::spawn_local(future).await {
         Ok(Ok(v)) => v,
         Ok(Err(TaskError::App(m))) => return fail(FailureKind::Error, m),
@@ -563,6 +595,7 @@ async fn execute_async_call(
         }
         Err(e) => return fail(FailureKind::Error, format!("the call was dropped: {e}")),
     };
+    core.submitter.forget_children(call.id);
     finish(core, call.id, &call.method, value)
 }
 

@@ -60,7 +60,7 @@ pub use oxray_common::resources::Resources;
 pub use oxray_common::{ActorId, JobId, NodeId, WorkerId};
 pub use oxray_object_store::{ObjectId, ObjectView};
 pub use registry::{RemoteFunction, TaskError, REMOTE_FUNCTIONS};
-pub use stream::{submit_stream, ObjectRefStream};
+pub use stream::{submit_returns, submit_stream, AsyncObjectRefStream, ObjectRefStream, Returns};
 pub use task::{submit_task, TaskOptions};
 #[cfg(target_endian = "little")]
 pub use value::VecInPlace;

@@ -13,16 +13,28 @@
 //! of its own (the task's connection is not read while the task runs). A stream dropped early
 //! tells the worker to stop making items.
 //!
-//! Not built yet: retries. A streaming task is not retried when its worker dies (the stream
-//! then ends with the error after the items it had).
+//! Retries (as Ray's generators): a streaming task whose worker dies is run again (up to its
+//! `max_retries`), and the new attempt makes the items its caller already has without storing
+//! or reporting them (`TaskSpec::stream_skip`), so each item reaches the stream once. Items
+//! must therefore not depend on the attempt.
+//!
+//! The stream is an `Iterator` (each `next` blocks); `next_async` awaits an item instead,
+//! woken by its arrival, and `into_async` makes it a `futures_core::Stream`.
+//!
+//! Several returns (`#[oxray::remote(num_returns = n)]`, [`submit_returns`]) ride on the same
+//! path: the task's value is split into `n` items, whose refs the caller holds from the start.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use oxray_common::ids::item_id;
 use oxray_object_store::ObjectId;
 
 use crate::args::ArgSpec;
+use crate::await_refs::Waiting;
 use crate::core::CoreWorker;
 use crate::error::{Error, Result};
 use crate::object_ref::ObjectRef;
@@ -39,8 +51,14 @@ pub struct ObjectRefStream<T> {
     ended: bool,
     /// The most items the task makes ahead of the ones taken (0: no bound).
     window: u64,
-    /// The connection to the task's worker that carries how many items were taken.
-    worker: Option<std::os::unix::net::UnixStream>,
+    /// The connection to the task's worker that carries how many items were taken, and the
+    /// worker's address (a retry runs elsewhere).
+    worker: Option<(String, std::os::unix::net::UnixStream)>,
+    /// Waiting for item `next`: whether this stream made its pending entry (released if the
+    /// task ends without it).
+    waiting: Option<bool>,
+    /// An async wait for item `next` (or the task's end).
+    waiter: Option<Waiting>,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -65,18 +83,21 @@ impl<T> ObjectRefStream<T> {
     }
 }
 
-impl<T> Iterator for ObjectRefStream<T> {
-    type Item = Result<ObjectRef<T>>;
-
-    fn next(&mut self) -> Option<Result<ObjectRef<T>>> {
-        if self.ended {
-            return None;
+impl<T> ObjectRefStream<T> {
+    /// Starts waiting for item `next`: its ref entry is made (pending) unless it came already.
+    fn begin(&mut self) -> ObjectId {
+        let id = item_id(self.task.id(), self.next);
+        if self.waiting.is_none() {
+            self.waiting = Some(self.core().refs.insert_pending_if_absent(id));
         }
+        id
+    }
+
+    /// Item `next` came, or the task ended: what the stream gives.
+    fn settle(&mut self) -> Option<Result<ObjectRef<T>>> {
         let core = self.core().clone();
         let id = item_id(self.task.id(), self.next);
-        // Waited on here; the item's arrival settles it (or it is here already).
-        let waiting = core.refs.insert_pending_if_absent(id);
-        core.wait_ids(&[id, self.task.id()], 1, None);
+        let made_entry = self.waiting.take().unwrap_or(false);
         if !matches!(core.refs.state(id), Some(ObjState::Pending)) {
             self.next += 1;
             // Half a window taken: the task may make that many more.
@@ -86,7 +107,7 @@ impl<T> Iterator for ObjectRefStream<T> {
             return Some(Ok(ObjectRef::adopt(id, core)));
         }
         // The task ended first: items come before its end, so there is no such item.
-        if waiting {
+        if made_entry {
             core.release_local(id);
         }
         self.ended = true;
@@ -105,8 +126,95 @@ impl<T> Iterator for ObjectRefStream<T> {
     }
 }
 
+impl<T> Iterator for ObjectRefStream<T> {
+    type Item = Result<ObjectRef<T>>;
+
+    fn next(&mut self) -> Option<Result<ObjectRef<T>>> {
+        if self.ended {
+            return None;
+        }
+        let id = self.begin();
+        // The item's arrival settles it (or it is here already), or the task's end does.
+        self.core().clone().wait_ids(&[id, self.task.id()], 1, None);
+        self.settle()
+    }
+}
+
+impl<T> ObjectRefStream<T> {
+    /// The next item, awaited: woken by its arrival (or the task's end), never polled for.
+    /// `None` after the last one (or after the task's error, given once).
+    pub fn next_async(
+        &mut self,
+    ) -> impl std::future::Future<Output = Option<Result<ObjectRef<T>>>> + '_ {
+        std::future::poll_fn(move |cx| self.poll_item(cx))
+    }
+
+    /// The stream as a `futures_core::Stream`, for `futures::StreamExt` and friends (the
+    /// stream is also an `Iterator`, so the two `next`s would clash on one type).
+    pub fn into_async(self) -> AsyncObjectRefStream<T> {
+        AsyncObjectRefStream(self)
+    }
+
+    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<ObjectRef<T>>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let id = self.begin();
+        let task = self.task.id();
+        let core = self.core().clone();
+        let waiter = self
+            .waiter
+            .get_or_insert_with(|| Waiting::new(core, vec![id, task]));
+        if waiter.poll_count(cx) == 0 {
+            return Poll::Pending;
+        }
+        self.waiter = None;
+        Poll::Ready(self.settle())
+    }
+}
+
+/// An [`ObjectRefStream`] as an async `Stream` (from [`ObjectRefStream::into_async`]): each
+/// item awaited, woken by its arrival. Use it with `futures::StreamExt`
+/// (`while let Some(r) = s.next().await`).
+pub struct AsyncObjectRefStream<T>(ObjectRefStream<T>);
+
+impl<T> AsyncObjectRefStream<T> {
+    /// The stream it wraps (items taken so far stay taken).
+    pub fn into_inner(self) -> ObjectRefStream<T> {
+        self.0
+    }
+
+    /// The stream it wraps.
+    pub fn get_ref(&self) -> &ObjectRefStream<T> {
+        &self.0
+    }
+}
+
+impl<T> futures_core::Stream for AsyncObjectRefStream<T> {
+    type Item = Result<ObjectRef<T>>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // No field is pinned: the stream moves freely.
+        self.get_mut().0.poll_item(cx)
+    }
+}
+
+impl<T> futures_core::FusedStream for AsyncObjectRefStream<T> {
+    fn is_terminated(&self) -> bool {
+        self.0.ended
+    }
+}
+
+impl<T> std::fmt::Debug for AsyncObjectRefStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 impl<T> Drop for ObjectRefStream<T> {
     fn drop(&mut self) {
+        // Its waker goes first (the entries it waits on are released below).
+        self.waiter = None;
         let core = self.core().clone();
         // Under the registry's lock, the items kept so far are listed and the stream is
         // unregistered: a later item is freed as it comes. They are released after (releasing
@@ -145,15 +253,15 @@ impl<T> std::fmt::Debug for ObjectRefStream<T> {
 }
 
 /// Submits a streaming task (called by the code `#[oxray::remote]` generates for a function
-/// returning `impl Iterator<Item = T>`). It is not retried (see the module docs).
+/// returning `impl Iterator<Item = T>`). A retry (its worker died) skips the items the stream
+/// has (see the module docs).
 pub fn submit_stream<T>(
     opts: TaskOptions,
     args: Vec<Result<ArgSpec>>,
 ) -> Result<ObjectRefStream<T>> {
     let window = opts.window();
-    let opts = opts.max_retries(0).retry_exceptions(false);
     let task: ObjectRef<u64> = crate::task::submit_task_with(opts, args, |core, id| {
-        core.submitter.add_stream(id, window);
+        core.submitter.add_stream(id, window, None);
     })?;
     Ok(ObjectRefStream {
         task,
@@ -161,26 +269,79 @@ pub fn submit_stream<T>(
         ended: false,
         window,
         worker: None,
+        waiting: None,
+        waiter: None,
         _type: PhantomData,
     })
 }
 
+/// The refs of a task with several returns, taken one by one in their types (the code
+/// `#[oxray::remote(num_returns = n)]` generates does it).
+pub struct Returns {
+    task: ObjectId,
+    core: Arc<CoreWorker>,
+    n: u64,
+    taken: u64,
+}
+
+impl Returns {
+    /// The ref of return `i` (taken in order, each once), as a `T`.
+    pub fn take<T>(&mut self) -> ObjectRef<T> {
+        let id = item_id(self.task, self.taken);
+        self.taken += 1;
+        ObjectRef::adopt(id, self.core.clone())
+    }
+}
+
+impl Drop for Returns {
+    fn drop(&mut self) {
+        // Returns not taken are the caller's no more.
+        for i in self.taken..self.n {
+            self.core.release_local(item_id(self.task, i));
+        }
+    }
+}
+
+/// Submits a task whose value is `n` returns (items `0..n`), each with a ref of its own held
+/// from the start; they fail with the task if it fails.
+pub fn submit_returns(opts: TaskOptions, args: Vec<Result<ArgSpec>>, n: u64) -> Result<Returns> {
+    let task: ObjectRef<u64> = crate::task::submit_task_with(opts, args, |core, id| {
+        for i in 0..n {
+            core.refs.insert_pending_if_absent(item_id(id, i));
+        }
+        core.submitter.add_stream(id, 0, Some(n));
+    })?;
+    Ok(Returns {
+        task: task.id(),
+        core: task.core.clone(),
+        n,
+        taken: 0,
+    })
+}
+
 /// Tells the worker of `task` how many items were taken, on a connection of its own (made on
-/// first use and kept; the task's connection is not read while it runs).
+/// first use and kept while the task runs on that worker; the task's connection is not read
+/// while it runs). The count is noted first, so a retry that starts later starts there.
 fn tell_taken(
     core: &Arc<CoreWorker>,
     task: ObjectId,
     taken: u64,
-    worker: &mut Option<std::os::unix::net::UnixStream>,
+    worker: &mut Option<(String, std::os::unix::net::UnixStream)>,
 ) {
     use std::io::Write;
-    if worker.is_none() {
+    core.submitter.note_taken(task, taken);
+    let Some(address) = core.submitter.running_worker_address(task) else {
+        // Not running (ended, or a retry not started yet: it starts from the noted count).
+        *worker = None;
+        return;
+    };
+    if worker.as_ref().is_none_or(|(a, _)| *a != address) {
         *worker = core
-            .submitter
-            .running_worker_address(task)
-            .and_then(|address| core.connect_to(&address).ok());
+            .connect_to(&address)
+            .ok()
+            .map(|conn| (address.clone(), conn));
     }
-    let Some(stream) = worker else { return };
+    let Some((_, stream)) = worker else { return };
     let sent =
         oxray_common::frame::encode(&oxray_common::protocol::ToWorker::StreamTaken { task, taken })
             .and_then(|msg| stream.write_all(&msg));

@@ -377,6 +377,21 @@ impl<C> Shared<C> {
     }
 }
 
+/// What the submitter knows of a streaming task (or one with several returns).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct StreamEntry {
+    /// The most items made ahead of those taken (0: no bound).
+    pub window: u64,
+    /// Items reported so far (they come in order): a retry makes them again without storing
+    /// or reporting them, so the caller sees each once.
+    pub received: u64,
+    /// Items the caller took, as last told to the worker (a retry starts its window there).
+    pub taken: u64,
+    /// A task with a fixed number of returns: its items' refs are the caller's from the
+    /// start (pending until they come), and they fail with the task.
+    pub returns: Option<u64>,
+}
+
 /// The submitter. One per core worker.
 pub(crate) struct Submitter {
     shared: Arc<Shared>,
@@ -387,9 +402,9 @@ pub(crate) struct Submitter {
     /// The names given to tasks (`options().name(..)`), until they finish: an error names
     /// the task by them. Kept aside, so unnamed tasks cost nothing.
     names: Mutex<HashMap<ObjectId, String>>,
-    /// Streaming tasks whose stream (`ObjectRefStream`) lives: their items are kept for it;
-    /// items of others are freed as they come.
-    pub(crate) streams: Mutex<HashMap<ObjectId, u64>>,
+    /// Streaming tasks whose stream (`ObjectRefStream`) lives, and tasks with several returns
+    /// until they end: their items are kept; items of others are freed as they come.
+    pub(crate) streams: Mutex<HashMap<ObjectId, StreamEntry>>,
     /// Tasks submitted by each task this worker runs, while it runs (a recursive cancel of it
     /// cancels them).
     children: Mutex<HashMap<ObjectId, Vec<ObjectId>>>,
@@ -570,21 +585,23 @@ impl Submitter {
             })
             .collect();
         let submitter = &core.submitter;
-        let stream_window = if submitter
+        let stream = if submitter
             .any_stream
             .load(std::sync::atomic::Ordering::Relaxed)
         {
             let streams = submitter.streams.lock().unwrap_or_else(|p| p.into_inner());
-            streams.get(&task.id).copied().unwrap_or(0)
+            streams.get(&task.id).copied().unwrap_or_default()
         } else {
-            0
+            StreamEntry::default()
         };
         TaskSpec {
             id: task.id,
             function: task.function.clone(),
             args,
             attempt: task.attempt,
-            stream_window,
+            stream_window: stream.window,
+            stream_skip: stream.received,
+            stream_taken: stream.taken,
         }
     }
 
@@ -611,12 +628,28 @@ impl Submitter {
         }
     }
 
-    /// Registers streaming task `id` (its items are kept for its stream) with its window.
-    pub(crate) fn add_stream(&self, id: ObjectId, window: u64) {
+    /// Registers streaming task `id` (its items are kept for its stream, or are the caller's
+    /// `returns` refs) with its window.
+    pub(crate) fn add_stream(&self, id: ObjectId, window: u64, returns: Option<u64>) {
         let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
-        streams.insert(id, window);
+        streams.insert(
+            id,
+            StreamEntry {
+                window,
+                returns,
+                ..StreamEntry::default()
+            },
+        );
         self.any_stream
             .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The caller of streaming task `id` took `taken` items (a retry's window starts there).
+    pub(crate) fn note_taken(&self, id: ObjectId, taken: u64) {
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = streams.get_mut(&id) {
+            e.taken = e.taken.max(taken);
+        }
     }
 
     /// The address of the worker running task `id`, if one does (the stream's window is
@@ -763,24 +796,98 @@ impl Submitter {
             }),
         };
         // Under the registry's lock, so a stream dropped meanwhile frees this item too.
-        let streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
-        if streams.contains_key(&task) {
-            core.refs.settle_or_insert(id, state);
-            if !contained.is_empty() {
-                let freed = core.refs.set_contained(id, contained);
-                core.release_freed(freed);
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        match streams.get_mut(&task) {
+            // Reported by an attempt before this one: the caller has it already (and it is
+            // the same object in the store), so this report is dropped.
+            Some(e) if index < e.received => {
+                drop(streams);
+                for c in contained {
+                    core.release_reservation(c);
+                }
             }
+            Some(e) => {
+                e.received = index + 1;
+                let fixed = e.returns.is_some();
+                drop(streams);
+                let stored = match state {
+                    ObjState::Stored { node } => Some(node),
+                    _ => None,
+                };
+                if !fixed {
+                    core.refs.settle_or_insert(id, state);
+                } else {
+                    // One of several returns: the caller's ref waits for it (tasks too).
+                    match core.refs.complete(id, state) {
+                        Some(deps) if !deps.is_empty() => self.on_dependency_done(core, deps),
+                        Some(_) => {}
+                        None => {
+                            // Its ref was dropped already.
+                            if let Some(node) = stored {
+                                let _ = core.raylet.send(&ToRaylet::Delete {
+                                    ids: vec![id],
+                                    node,
+                                });
+                            }
+                            for c in contained {
+                                core.release_reservation(c);
+                            }
+                            return;
+                        }
+                    }
+                }
+                if !contained.is_empty() {
+                    let freed = core.refs.set_contained(id, contained);
+                    core.release_freed(freed);
+                }
+            }
+            None => {
+                drop(streams);
+                if let ObjState::Stored { node } = state {
+                    let _ = core.raylet.send(&ToRaylet::Delete {
+                        ids: vec![id],
+                        node,
+                    });
+                }
+                for c in contained {
+                    core.release_reservation(c);
+                }
+            }
+        }
+    }
+
+    /// Task `id` ended with `state`: if it had several returns, those that never came fail
+    /// with its error (all came before its end when it succeeded).
+    fn end_returns(&self, core: &Arc<CoreWorker>, id: ObjectId, state: &ObjState) {
+        let entry = {
+            let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+            match streams.get(&id) {
+                Some(e) if e.returns.is_some() => streams.remove(&id),
+                _ => None,
+            }
+        };
+        let Some(StreamEntry {
+            returns: Some(n),
+            received,
+            ..
+        }) = entry
+        else {
             return;
-        }
-        drop(streams);
-        if let ObjState::Stored { node } = state {
-            let _ = core.raylet.send(&ToRaylet::Delete {
-                ids: vec![id],
-                node,
-            });
-        }
-        for c in contained {
-            core.release_reservation(c);
+        };
+        let error = match state {
+            ObjState::Failed(e) => e.clone(),
+            _ => Error::ObjectLost {
+                id: id.to_string(),
+                message: format!("task {id} ended after {received} of its {n} returns"),
+            },
+        };
+        for i in received..n {
+            let item = oxray_common::ids::item_id(id, i);
+            if let Some(deps) = core.refs.complete(item, ObjState::Failed(error.clone())) {
+                if !deps.is_empty() {
+                    self.on_dependency_done(core, deps);
+                }
+            }
         }
     }
 
@@ -808,6 +915,9 @@ impl Submitter {
             {
                 *function = format!("{name:?} ({function})");
             }
+        }
+        if self.any_stream.load(std::sync::atomic::Ordering::Relaxed) {
+            self.end_returns(core, task.id, &state);
         }
         let stored = match state {
             ObjState::Stored { node } => Some(node),

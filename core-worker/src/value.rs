@@ -44,6 +44,13 @@ impl Items {
     }
 }
 
+impl Items {
+    /// The returns of a task with several (`num_returns`), each stored as an object of its own.
+    pub fn returns(values: Vec<Box<dyn ReturnValue>>) -> Items {
+        Items(Some(Box::new(values.into_iter())))
+    }
+}
+
 impl ReturnValue for Items {
     fn fingerprint(&self) -> u64 {
         0

@@ -234,6 +234,16 @@ impl Rendezvous {
         all_came
     }
 
+    /// Arrives, waits for `parties` arrivals, then says which call it is (`context()`).
+    async fn arrive_and_say(&self, parties: u32) -> String {
+        self.arrived.send_modify(|n| *n += 1);
+        let mut seen = self.arrived.subscribe();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(30), seen.wait_for(|n| *n >= parties)).await;
+        let c = oxray::context().expect("context");
+        c.task_id.map(|t| t.to_string()).unwrap_or_default()
+    }
+
     /// A sync method beside the async ones.
     fn arrivals(&self) -> u32 {
         *self.arrived.borrow()
@@ -295,4 +305,19 @@ fn an_async_actor_runs_its_calls_concurrently() {
     let met = oxray::get_all(&calls).expect("results");
     assert_eq!(met.iter().filter(|m| **m).count(), 1, "{met:?}");
     assert!(met[10], "{met:?}");
+}
+
+/// Calls of an async actor interleave on one thread, and each still sees its own task id in
+/// `context()` after an await.
+#[test]
+fn async_actor_calls_each_see_their_own_context() {
+    cluster();
+    let r = Rendezvous::remote().expect("an actor");
+    let calls: Vec<ObjectRef<String>> = (0..3)
+        .map(|_| r.arrive_and_say(3))
+        .collect::<Result<_>>()
+        .expect("submit");
+    for call in &calls {
+        assert_eq!(oxray::get(call).expect("a task id"), call.id().to_string());
+    }
 }

@@ -162,3 +162,143 @@ fn a_stream_window_bounds_the_items_made_ahead() {
         "the task made {made} items after its stream was dropped"
     );
 }
+
+/// Each item says which process made it: (pid, index).
+#[oxray::remote]
+fn pid_and_index(n: u64) -> impl Iterator<Item = (u32, u64)> {
+    let pid = std::process::id();
+    (0..n).map(move |i| (pid, i))
+}
+
+/// A streaming task whose worker is killed mid-way is run again, and the stream gives each
+/// item once, in order: the items after the kill come from another process.
+#[test]
+fn a_stream_whose_worker_is_killed_is_retried_without_duplicates() {
+    cluster();
+    // A window of 4 holds the task at the 5th item ahead, so it is killed mid-stream.
+    let mut stream = pid_and_index::options()
+        .stream_window(4)
+        .remote(40)
+        .expect("submit");
+    let mut seen: Vec<(u32, u64)> = (0..6)
+        .map(|_| oxray::get(&stream.next().expect("an item").expect("ok")).expect("value"))
+        .collect();
+    let first_pid = seen[0].0;
+    // SAFETY: kill(2) on the worker process this test's task runs in.
+    assert_eq!(unsafe { libc::kill(first_pid as i32, libc::SIGKILL) }, 0);
+    for r in stream.by_ref() {
+        seen.push(oxray::get(&r.expect("an item")).expect("value"));
+    }
+    let indexes: Vec<u64> = seen.iter().map(|(_, i)| *i).collect();
+    assert_eq!(
+        indexes,
+        (0..40).collect::<Vec<_>>(),
+        "items lost or repeated"
+    );
+    assert!(
+        seen.iter().any(|(pid, _)| *pid != first_pid),
+        "no item came from the retry: {seen:?}"
+    );
+    assert_eq!(oxray::get(&stream.total()).expect("count"), 40);
+}
+
+/// Streams are awaited item by item (here on tokio): as a `Stream` (`into_async`), in order,
+/// and with `next_async`, the task's error after the items before it.
+#[test]
+fn a_stream_is_awaited_item_by_item() {
+    use futures_util::StreamExt;
+    cluster();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let mut stream = count_up::remote(1_000).expect("submit").into_async();
+        let mut values = Vec::new();
+        while let Some(r) = stream.next().await {
+            values.push(r.expect("an item").await.expect("value"));
+        }
+        assert_eq!(values, (0..1_000).collect::<Vec<u64>>());
+        // Fused: asked again after the end, it stays ended.
+        assert!(stream.next().await.is_none());
+
+        // Without `StreamExt`: `next_async`.
+        let mut broken = breaks_at::remote(3).expect("submit");
+        for i in 0..3 {
+            let r = broken.next_async().await.expect("an item").expect("ok");
+            assert_eq!(r.await.expect("value"), i);
+        }
+        match broken.next_async().await {
+            Some(Err(Error::TaskFailed { message, .. })) => {
+                assert!(message.contains("broke at 3"), "{message}")
+            }
+            other => panic!("expected the task's error, got {other:?}"),
+        }
+        assert!(broken.next_async().await.is_none());
+    });
+}
+
+/// Three returns of different types, each a ref of its own.
+#[oxray::remote(num_returns = 3)]
+fn stats(xs: Vec<f64>) -> (f64, f64, usize) {
+    let sum: f64 = xs.iter().sum();
+    let max = xs.iter().copied().fold(f64::MIN, f64::max);
+    (sum, max, xs.len())
+}
+
+/// `n` returns of one type, from a `Vec`; `Err` fails every one of them.
+#[oxray::remote(num_returns = 4)]
+fn quarters(n: u64, fail: bool) -> Result<Vec<Vec<u64>>, String> {
+    if fail {
+        return Err("no quarters today".into());
+    }
+    // A `Vec` of the wrong length is a failure too.
+    let parts = if n == 0 { 3 } else { 4 };
+    Ok((0..parts).map(|q| (q * n..(q + 1) * n).collect()).collect())
+}
+
+#[oxray::remote]
+fn add_up(x: f64, n: usize) -> f64 {
+    x + n as f64
+}
+
+/// `num_returns`: each return is its own object, usable alone (even as another task's
+/// argument before it is ready); a failed task fails all of them.
+#[test]
+fn a_task_with_several_returns_gives_a_ref_for_each() {
+    cluster();
+    let (sum, max, len) = stats::remote(vec![1.0, 5.0, 2.5]).expect("submit");
+    // Passed on before it is ready: the next task waits for this one return.
+    let later = add_up::remote(&sum, &len).expect("submit");
+    assert_eq!(oxray::get(&max).expect("max"), 5.0);
+    assert_eq!(oxray::get(&len).expect("len"), 3);
+    assert_eq!(oxray::get(&sum).expect("sum"), 8.5);
+    assert_eq!(oxray::get(&later).expect("sum + len"), 11.5);
+    assert_ne!(sum.id(), max.id());
+
+    let parts = quarters::remote(50_000, false).expect("submit");
+    assert_eq!(parts.len(), 4);
+    // Large returns go to the store, one object each.
+    for (q, r) in parts.iter().enumerate().rev() {
+        let v = oxray::get_view(r).expect("a quarter");
+        let q = q as u64;
+        assert_eq!(
+            v.as_slice(),
+            &(q * 50_000..(q + 1) * 50_000).collect::<Vec<u64>>()[..]
+        );
+    }
+    for parts in [
+        quarters::remote(1, true).expect("submit"),
+        quarters::remote(0, false).expect("submit"),
+    ] {
+        for r in &parts {
+            match oxray::get(r) {
+                Err(Error::TaskFailed { message, .. }) => assert!(
+                    message.contains("no quarters") || message.contains("num_returns is 4"),
+                    "{message}"
+                ),
+                other => panic!("expected the task's error, got {other:?}"),
+            }
+        }
+    }
+}

@@ -17,20 +17,63 @@ use syn::{
 /// type `ObjectView<T>` reads its argument in place from the node's store. A function returning
 /// `Result<T, E>` gives an `ObjectRef<T>`; its `Err` becomes `Error::TaskFailed`. An `async fn`
 /// runs on a single-threaded tokio runtime in its worker thread (it may await refs, timers, I/O).
+/// A function returning `impl Iterator<Item = T>` is a streaming task: `f::remote` gives an
+/// `ObjectRefStream<T>`. `#[oxray::remote(num_returns = n)]` on a function returning a tuple of
+/// `n` values (or a `Vec<T>` of `n`) gives a ref for each: `(ObjectRef<A>, ObjectRef<B>, ..)`
+/// (or `Vec<ObjectRef<T>>`).
 #[proc_macro_attribute]
 pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
-    if !attr.is_empty() {
-        return syn::Error::new(
-            proc_macro2::Span::call_site(),
-            "#[oxray::remote] takes no arguments; set options per call with f::options()",
-        )
-        .to_compile_error()
-        .into();
-    }
+    let mut num_returns: Option<u64> = None;
+    let parser = syn::meta::parser(|meta| {
+        if meta.path.is_ident("num_returns") {
+            let n: syn::LitInt = meta.value()?.parse()?;
+            let n: u64 = n.base10_parse()?;
+            if n < 2 {
+                return Err(meta.error(
+                    "num_returns must be at least 2 (every task has one return without it)",
+                ));
+            }
+            num_returns = Some(n);
+            Ok(())
+        } else {
+            Err(meta.error(
+                "#[oxray::remote] takes only `num_returns = n`; set other options per call with \
+                 f::options()",
+            ))
+        }
+    });
+    parse_macro_input!(attr with parser);
     let f = parse_macro_input!(item as ItemFn);
-    match expand_remote(&f) {
+    match expand_remote(&f, num_returns) {
         Ok(t) => t.into(),
         Err(e) => e.to_compile_error().into(),
+    }
+}
+
+/// How a task with `num_returns = n` splits its value: the types of its returns (a tuple of
+/// `n`), or one type for all (a `Vec<T>` of `n`).
+enum Split {
+    Tuple(Vec<Type>),
+    Vec(Type),
+}
+
+fn split_of(ok_ty: &Type, n: u64) -> syn::Result<Split> {
+    match ok_ty {
+        Type::Tuple(t) if t.elems.len() as u64 == n => {
+            Ok(Split::Tuple(t.elems.iter().cloned().collect()))
+        }
+        _ => match last_segment(ok_ty) {
+            Some((ident, args)) if ident == "Vec" && args.len() == 1 => {
+                Ok(Split::Vec(args[0].clone()))
+            }
+            _ => Err(syn::Error::new_spanned(
+                ok_ty,
+                format!(
+                    "with num_returns = {n} the function returns a tuple of {n} values, or a \
+                     `Vec<T>` of {n}: each becomes an object with a ref of its own"
+                ),
+            )),
+        },
     }
 }
 
@@ -100,7 +143,7 @@ fn stream_item(ret: &Type) -> Option<Type> {
     })
 }
 
-fn expand_remote(f: &ItemFn) -> syn::Result<Tokens> {
+fn expand_remote(f: &ItemFn, num_returns: Option<u64>) -> syn::Result<Tokens> {
     let sig = &f.sig;
     if !sig.generics.params.is_empty() {
         return Err(syn::Error::new_spanned(
@@ -170,31 +213,88 @@ fn expand_remote(f: &ItemFn) -> syn::Result<Tokens> {
     } else {
         quote! { super::#name(#(#arg_names),*) }
     };
-    // A streaming task gives an `ObjectRefStream` of its items; others an `ObjectRef`.
-    let (returns, submit) = match &item_ty {
-        Some(item) => (
+    if item_ty.is_some() && num_returns.is_some() {
+        return Err(syn::Error::new_spanned(
+            &ret,
+            "a streaming task (returning `impl Iterator<Item = T>`) has no num_returns: each \
+             item is a return of its own already",
+        ));
+    }
+    let split = num_returns.map(|n| split_of(&ok_ty, n)).transpose()?;
+    // A streaming task gives an `ObjectRefStream` of its items; one with several returns a
+    // ref for each; others an `ObjectRef`.
+    let (returns, submit) = match (&item_ty, &split, num_returns) {
+        (Some(item), _, _) => (
             quote! { ::oxray::ObjectRefStream<#item> },
-            quote! { ::oxray::__private::submit_stream },
+            quote! { ::oxray::__private::submit_stream(self.0, __args) },
         ),
-        None => (
+        (None, Some(Split::Tuple(tys)), Some(n)) => {
+            let takes = tys.iter().map(|_| quote! { __r.take() });
+            (
+                quote! { (#(::oxray::ObjectRef<#tys>),*) },
+                quote! {
+                    let mut __r = ::oxray::__private::submit_returns(self.0, __args, #n)?;
+                    ::std::result::Result::Ok((#(#takes),*))
+                },
+            )
+        }
+        (None, Some(Split::Vec(elem)), Some(n)) => (
+            quote! { ::std::vec::Vec<::oxray::ObjectRef<#elem>> },
+            quote! {
+                let mut __r = ::oxray::__private::submit_returns(self.0, __args, #n)?;
+                ::std::result::Result::Ok((0..#n).map(|_| __r.take()).collect())
+            },
+        ),
+        _ => (
             quote! { ::oxray::ObjectRef<#ok_ty> },
-            quote! { ::oxray::__private::submit_task },
+            quote! { ::oxray::__private::submit_task(self.0, __args) },
         ),
     };
-    let wrap = if item_ty.is_some() {
-        quote! {
-            ::std::result::Result::Ok(::std::boxed::Box::new(::oxray::__private::Items::new(#call)))
-        }
-    } else if fallible {
+    let value = if fallible {
         quote! {
             match #call {
-                ::std::result::Result::Ok(v) => ::std::result::Result::Ok(::std::boxed::Box::new(v)),
+                ::std::result::Result::Ok(v) => ::std::result::Result::Ok(v),
                 ::std::result::Result::Err(e) => ::std::result::Result::Err(
                     ::oxray::__private::TaskError::App(::std::string::ToString::to_string(&e))),
             }
         }
     } else {
-        quote! { ::std::result::Result::Ok(::std::boxed::Box::new(#call)) }
+        quote! { ::std::result::Result::<_, ::oxray::__private::TaskError>::Ok(#call) }
+    };
+    let wrap = if item_ty.is_some() {
+        quote! {
+            ::std::result::Result::Ok(::std::boxed::Box::new(::oxray::__private::Items::new(#call)))
+        }
+    } else if let Some(split) = &split {
+        let n = num_returns.unwrap_or(0);
+        let parts = match split {
+            Split::Tuple(tys) => {
+                let idx = (0..tys.len()).map(syn::Index::from);
+                quote! {
+                    ::std::vec![#(::std::boxed::Box::new(__v.#idx) as ::std::boxed::Box<dyn ::oxray::__private::ReturnValue>),*]
+                }
+            }
+            Split::Vec(_) => quote! {{
+                if __v.len() as u64 != #n {
+                    return ::std::result::Result::Err(::oxray::__private::TaskError::App(
+                        ::std::format!("returned {} values; num_returns is {}", __v.len(), #n)));
+                }
+                __v.into_iter()
+                    .map(|x| ::std::boxed::Box::new(x) as ::std::boxed::Box<dyn ::oxray::__private::ReturnValue>)
+                    .collect()
+            }},
+        };
+        quote! {{
+            let __v = (#value)?;
+            ::std::result::Result::Ok(::std::boxed::Box::new(::oxray::__private::Items::returns(#parts)))
+        }}
+    } else {
+        quote! {
+            match #value {
+                ::std::result::Result::Ok(v) => ::std::result::Result::Ok(::std::boxed::Box::new(v)),
+                ::std::result::Result::Err(e) => ::std::result::Result::Err(e),
+            }
+        }
     };
     let doc = format!("Remote calls of [`{name}`](fn@super::{name}).");
     let remote_doc = format!("Submits `{name}(..)` as a task; arguments are values or refs.");
@@ -258,10 +358,8 @@ fn expand_remote(f: &ItemFn) -> syn::Result<Tokens> {
                 pub fn stream_window(self, n: u64) -> Self { Options(self.0.stream_window(n)) }
                 #[doc = #remote_doc]
                 pub fn remote(self, #(#params),*) -> ::oxray::Result<#returns> {
-                    #submit(
-                        self.0,
-                        ::std::vec![#(::oxray::IntoArg::into_arg(#arg_names)),*],
-                    )
+                    let __args = ::std::vec![#(::oxray::IntoArg::into_arg(#arg_names)),*];
+                    #submit
                 }
             }
         }
