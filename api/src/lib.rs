@@ -129,8 +129,8 @@ pub use oxray_core_worker::VecInPlace;
 pub use oxray_core_worker::{
     actor_info, context, exit_actor, get_actor, get_actor_in, kill, kill_with_restart,
     was_restarted, Actor, ActorHandle, ActorId, ActorInfo, ActorOptions, ActorState,
-    AsyncObjectRefStream, Error, IntoArg, Lifetime, NodeStatus, ObjectRef, ObjectRefStream, Result,
-    RuntimeContext, TaskOptions,
+    AsyncObjectRefStream, Error, IntoArg, Lifetime, NodeId, NodeStatus, ObjectRef, ObjectRefStream,
+    Result, RuntimeContext, SchedulingStrategy, TaskOptions,
 };
 pub use oxray_macros::{actor, main, object, remote};
 pub use oxray_object_store::ObjectView;

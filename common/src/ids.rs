@@ -18,6 +18,15 @@ macro_rules! id_type {
                 write!(f, "{:x}", self.0)
             }
         }
+
+        /// Parses the form `Display` prints (hex), e.g. a node id from `oxray::nodes()`.
+        impl std::str::FromStr for $name {
+            type Err = std::num::ParseIntError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                <$inner>::from_str_radix(s.trim(), 16).map($name)
+            }
+        }
     };
 }
 

@@ -76,6 +76,8 @@ pub enum ToRaylet {
         /// Index of another node that holds the work's large arguments: preferred over this
         /// one when it has room (0: none).
         near: u16,
+        /// Where the work may run.
+        strategy: Strategy,
     },
     /// Gives a leased worker back.
     ReturnLease {
@@ -231,6 +233,27 @@ pub struct ActorSpec {
     /// Restarts so far: 0 when the owner creates it; more when its node died and the node
     /// that placed it starts it again elsewhere.
     pub restarts: u32,
+    /// Where the actor may run.
+    pub strategy: Strategy,
+}
+
+/// Where a task or actor may run (Ray's scheduling strategies).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Strategy {
+    /// Near the work's large arguments when that node has room, else this node, else the
+    /// node with the most room.
+    #[default]
+    Default,
+    /// Round-robin over the alive nodes that have the resources (those with room now first).
+    Spread,
+    /// On one node. Hard (`soft: false`): the work fails with `Unschedulable` if that node is
+    /// dead or never has the resources. Soft: it then runs as `Default`.
+    NodeAffinity {
+        /// The node (from `oxray::nodes()` or `oxray::context()`).
+        node_id: NodeId,
+        /// Fall back to `Default` when the node is dead or never fits.
+        soft: bool,
+    },
 }
 
 /// States of an actor.
@@ -449,6 +472,8 @@ pub enum ErrorKind {
     OwnerDied,
     /// A live actor of the namespace has the name asked for.
     NameTaken,
+    /// The work's scheduling strategy names a node that is dead or never has its resources.
+    Unschedulable,
 }
 
 /// A node's state, for `oxray status` and `oxray::available_resources`.

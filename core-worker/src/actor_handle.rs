@@ -18,8 +18,8 @@ use std::time::Duration;
 use oxray_common::frame;
 use oxray_common::ids::ArchivedActorId;
 use oxray_common::protocol::{
-    ActorCall, ActorInfo, ActorSpec, ActorState, ErrorKind, FromRaylet, FromWorker, TaskArg,
-    TaskOutcome, ToRaylet, ToWorker,
+    ActorCall, ActorInfo, ActorSpec, ActorState, ErrorKind, FromRaylet, FromWorker, Strategy,
+    TaskArg, TaskOutcome, ToRaylet, ToWorker,
 };
 use oxray_common::resources::{Resources, CPU};
 use oxray_common::ActorId;
@@ -215,6 +215,7 @@ pub struct ActorOptions {
     max_concurrency: u32,
     lifetime: Lifetime,
     get_if_exists: bool,
+    strategy: Strategy,
 }
 
 impl ActorOptions {
@@ -231,7 +232,17 @@ impl ActorOptions {
             max_concurrency: 1,
             lifetime: Lifetime::NonDetached,
             get_if_exists: false,
+            strategy: Strategy::Default,
         }
+    }
+
+    /// Where the actor may run: `SchedulingStrategy::Spread` round-robins over the nodes,
+    /// `NodeAffinity { node_id, soft }` pins it to one (a hard one fails creation with
+    /// `Error::Unschedulable` if that node is dead or never fits, and the actor dies with its
+    /// node).
+    pub fn scheduling_strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
     }
 
     /// CPUs held while the actor lives.
@@ -380,6 +391,7 @@ impl ActorOptions {
             detached: self.lifetime == Lifetime::Detached,
             max_concurrency: self.max_concurrency,
             restarts: 0,
+            strategy: self.strategy,
         };
         match core
             .raylet
@@ -391,6 +403,11 @@ impl ActorOptions {
                 message,
                 ..
             } => return Err(Error::NameTaken { message }),
+            FromRaylet::Error {
+                kind: ErrorKind::Unschedulable,
+                message,
+                ..
+            } => return Err(Error::Unschedulable { message }),
             FromRaylet::Error { message, .. } => return Err(Error::Config { message }),
             other => {
                 return Err(Error::RayletDied {

@@ -87,6 +87,14 @@ pub enum Error {
         /// Which name, in which namespace.
         message: String,
     },
+    /// The work's scheduling strategy names a node that is dead, unknown, or never has the
+    /// resources it needs (a hard `NodeAffinity`): pick a live node from `oxray::nodes()`, or
+    /// make the affinity soft.
+    #[error("unschedulable: {message}")]
+    Unschedulable {
+        /// Which node, and why it cannot run the work.
+        message: String,
+    },
     /// Bad configuration or arguments.
     #[error("configuration: {message}")]
     Config {

@@ -54,7 +54,7 @@ pub use async_tasks::block_on_task;
 pub use context::{context, RuntimeContext};
 pub use error::{Error, Result};
 pub use object_ref::ObjectRef;
-pub use oxray_common::protocol::{ActorInfo, ActorState};
+pub use oxray_common::protocol::{ActorInfo, ActorState, Strategy as SchedulingStrategy};
 pub use oxray_common::protocol::{ClientKind, NodeStatus};
 pub use oxray_common::resources::Resources;
 pub use oxray_common::{ActorId, JobId, NodeId, WorkerId};

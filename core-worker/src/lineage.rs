@@ -102,6 +102,7 @@ impl Lineage {
             resources: r.resources,
             retries_left: r.retries_left - 1,
             retry_exceptions: false,
+            strategy: oxray_common::protocol::Strategy::Default,
             attempt: r.attempt + 1,
         })
     }

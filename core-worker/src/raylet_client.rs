@@ -77,6 +77,7 @@ impl RayletClient {
             req,
             resources: key.resources.clone(),
             near: key.near,
+            strategy: key.strategy,
         };
         self.lock_waiters().insert(req, Waiter::Lease(key));
         let r = self.send(&msg);

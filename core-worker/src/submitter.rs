@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use oxray_common::frame;
 use oxray_common::ids::node_of;
 use oxray_common::protocol::{
-    FailureKind, FromRaylet, FromWorker, TaskArg, TaskOutcome, TaskSpec, ToRaylet, ToWorker,
+    ErrorKind, FailureKind, FromRaylet, FromWorker, Strategy, TaskArg, TaskOutcome, TaskSpec,
+    ToRaylet, ToWorker,
 };
 use oxray_common::resources::Resources;
 use oxray_common::WorkerId;
@@ -49,6 +50,8 @@ const SHRINK_ABOVE: usize = 4096;
 pub(crate) struct SchedulingKey {
     pub resources: Resources,
     pub near: u16,
+    /// Where the tasks may run.
+    pub strategy: Strategy,
 }
 
 /// A submitted task and what the submitter needs to finish it.
@@ -60,6 +63,7 @@ pub(crate) struct Task {
     pub retries_left: u32,
     pub retry_exceptions: bool,
     pub attempt: u32,
+    pub strategy: Strategy,
 }
 
 impl Task {
@@ -527,7 +531,13 @@ impl Submitter {
         }
         let key = SchedulingKey {
             resources: task.resources.clone(),
-            near: Self::near(core, &task),
+            // A strategy chooses the node itself.
+            near: if task.strategy == Strategy::Default {
+                Self::near(core, &task)
+            } else {
+                0
+            },
+            strategy: task.strategy,
         };
         let mut st = self.lock();
         st.queues.push_ready(&key, task);
@@ -696,19 +706,21 @@ impl Submitter {
                     .lease_granted(&key, lease, worker, conn, Instant::now());
                 self.dispatch(core, &mut st, &key);
             }
-            FromRaylet::Error { message, .. } => {
+            FromRaylet::Error { kind, message, .. } => {
                 let failed = self.lock().queues.lease_refused(&key);
                 for task in failed {
-                    let function = task.function.clone();
-                    self.finish(
-                        core,
-                        task,
-                        ObjState::Failed(Error::WorkerDied {
-                            function,
+                    let error = if kind == ErrorKind::Unschedulable {
+                        Error::Unschedulable {
+                            message: format!("task {}: {message}", task.function),
+                        }
+                    } else {
+                        Error::WorkerDied {
+                            function: task.function.clone(),
                             attempts: 0,
                             message: message.clone(),
-                        }),
-                    );
+                        }
+                    };
+                    self.finish(core, task, ObjState::Failed(error));
                 }
             }
             _ => {}
@@ -1187,6 +1199,7 @@ mod tests {
         SchedulingKey {
             resources: Resources::cpus(cpus),
             near,
+            strategy: Strategy::Default,
         }
     }
 
@@ -1198,6 +1211,7 @@ mod tests {
             resources: Resources::cpus(1.0),
             retries_left: 0,
             retry_exceptions: false,
+            strategy: Strategy::Default,
             attempt: 0,
         }
     }
@@ -1429,6 +1443,7 @@ mod reaper_tests {
         SchedulingKey {
             resources: Resources::cpus(1.0),
             near: 0,
+            strategy: Strategy::Default,
         }
     }
 

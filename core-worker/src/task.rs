@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use oxray_common::protocol::Strategy;
 use oxray_common::resources::{Resources, CPU};
 use oxray_object_store::ObjectId;
 
@@ -21,6 +22,7 @@ pub struct TaskOptions {
     retry_exceptions: bool,
     name: Option<String>,
     stream_window: u64,
+    strategy: Strategy,
 }
 
 impl TaskOptions {
@@ -33,6 +35,7 @@ impl TaskOptions {
             retry_exceptions: false,
             name: None,
             stream_window: 0,
+            strategy: Strategy::Default,
         }
     }
 
@@ -72,6 +75,14 @@ impl TaskOptions {
     /// then wait (default 0: no bound).
     pub fn stream_window(mut self, n: u64) -> Self {
         self.stream_window = n;
+        self
+    }
+
+    /// Where the task may run: `SchedulingStrategy::Spread` round-robins over the nodes,
+    /// `NodeAffinity { node_id, soft }` pins it to one (default: near its arguments, else
+    /// here, else the node with most room).
+    pub fn scheduling_strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
         self
     }
 
@@ -143,6 +154,7 @@ pub(crate) fn submit_task_with<R>(
         resources: opts.resources,
         retries_left: opts.max_retries,
         retry_exceptions: opts.retry_exceptions,
+        strategy: opts.strategy,
         attempt: 0,
     };
     let r = ObjectRef::adopt(id, core.clone());

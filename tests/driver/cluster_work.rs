@@ -422,3 +422,70 @@ pub fn if_exists(name: &str, kill: bool) -> oxray::Result<()> {
     }
     Ok(())
 }
+
+/// `strategies B C`: SPREAD and node affinity on a three-node cluster whose head has room for
+/// all the work (so only SPREAD sends it elsewhere); the test kills node `B` (its id) when this
+/// prints `kill-b`.
+pub fn strategies(b: &str, c: &str) -> oxray::Result<()> {
+    use oxray::SchedulingStrategy;
+    let _cluster = oxray::init()?;
+    let parse = |id: &str| -> oxray::Result<oxray::NodeId> {
+        id.parse().map_err(|e| oxray::Error::Config {
+            message: format!("not a node id: {id}: {e}"),
+        })
+    };
+    let (b, c) = (parse(b)?, parse(c)?);
+    let pin = |node_id, soft| SchedulingStrategy::NodeAffinity { node_id, soft };
+    // Pinned to b and to c though the driver's node has room (this also brings the driver's
+    // executable to both, so the SPREAD work below starts as fast there as here).
+    let on_b = where_am_i::options()
+        .scheduling_strategy(pin(b, false))
+        .remote(0)?;
+    let on_c = where_am_i::options()
+        .scheduling_strategy(pin(c, true))
+        .remote(0)?;
+    println!("pinned-on {}", oxray::get(&on_b)?);
+    println!("soft-pinned-on {}", oxray::get(&on_c)?);
+    let spread: Vec<_> = (0..30)
+        .map(|_| {
+            where_am_i::options()
+                .scheduling_strategy(SchedulingStrategy::Spread)
+                .remote(200)
+        })
+        .collect::<oxray::Result<_>>()?;
+    let ran: BTreeSet<String> = oxray::get_all(&spread)?.into_iter().collect();
+    println!("spread {}", ran.into_iter().collect::<Vec<_>>().join(","));
+    let pin = |soft| SchedulingStrategy::NodeAffinity { node_id: b, soft };
+    let tally = Tally::options()
+        .scheduling_strategy(pin(false))
+        .max_restarts(5)
+        .remote(0)?;
+    println!("actor-pinned-on {}", oxray::get(&tally.node()?)?);
+    println!("kill-b");
+    alive_at_most(2)?;
+    let hard = where_am_i::options()
+        .scheduling_strategy(pin(false))
+        .remote(0)
+        .and_then(|r| oxray::get(&r));
+    match hard {
+        Err(oxray::Error::Unschedulable { message }) => {
+            println!("hard-dead unschedulable {message}")
+        }
+        other => println!("hard-dead other {other:?}"),
+    }
+    let soft = where_am_i::options()
+        .scheduling_strategy(pin(true))
+        .remote(0)?;
+    println!("soft-dead-ran-on {}", oxray::get(&soft)?);
+    match Tally::options().scheduling_strategy(pin(false)).remote(0) {
+        Err(oxray::Error::Unschedulable { .. }) => println!("actor-hard-dead unschedulable"),
+        other => println!("actor-hard-dead other {:?}", other.map(|_| ())),
+    }
+    // The pinned actor died with its node, restarts left or not.
+    match tally.add(1).and_then(|r| oxray::get(&r)) {
+        Err(oxray::Error::ActorDied { .. }) => println!("pinned-actor died"),
+        other => println!("pinned-actor other {other:?}"),
+    }
+    println!("done");
+    Ok(())
+}

@@ -104,6 +104,10 @@ fn main() {
         "detached-find" => detached_find(),
         "cluster-work" => cluster_work::run(),
         "cluster-fault" => cluster_work::fault(),
+        "strategies" => cluster_work::strategies(
+            args.get(2).map(String::as_str).unwrap_or(""),
+            args.get(3).map(String::as_str).unwrap_or(""),
+        ),
         "named-elsewhere" => cluster_work::named_elsewhere(),
         "if-exists" => cluster_work::if_exists(
             args.get(2).map(String::as_str).unwrap_or("racer"),

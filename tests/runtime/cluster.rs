@@ -432,6 +432,63 @@ fn work_spreads_routes_by_resource_and_objects_and_actors_cross_nodes() {
     assert!(out.lines().any(|l| l == "done"), "{out}");
 }
 
+/// SPREAD puts 30 tasks on all three nodes (the head alone has room for all); hard node affinity runs work (and an actor) on
+/// the node named, and once that node is killed fails typed (the actor dies with it, restarts
+/// left or not), while soft affinity falls back to a live node.
+#[test]
+fn spread_and_node_affinity_on_three_nodes() {
+    let _load = crate::no_cpu_hog();
+    // The head could run all 30 tasks at once: only SPREAD sends them elsewhere.
+    let h = head("hst", &["cpus=30"]);
+    let b = member("bst", &h, &["cpus=2"]);
+    let c = member("cst", &h, &["cpus=2"]);
+    let view = view_of(&h);
+    let (h_id, b_id, c_id) = (id_of(&view, &h), id_of(&view, &b), id_of(&view, &c));
+    let mut driver = Command::new(DRIVER)
+        .arg("strategies")
+        .arg(&b_id)
+        .arg(&c_id)
+        .env("OXRAY_ADDRESS", &h.address)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the driver");
+    let stdout = driver.stdout.take().expect("stdout");
+    let mut out = String::new();
+    let mut b = Some(b);
+    for line in BufReader::new(stdout).lines().take(40) {
+        let Ok(line) = line else { break };
+        out.push_str(&line);
+        out.push('\n');
+        if line == "kill-b" {
+            // Killed by pid, its session removed.
+            drop(b.take());
+        }
+        if line == "done" {
+            break;
+        }
+    }
+    let _ = driver.kill();
+    let _ = driver.wait();
+    let value = |k: &str| value_in(&out, k);
+    let spread: Vec<String> = value("spread").split(',').map(str::to_owned).collect();
+    for id in [&h_id, &b_id, &c_id] {
+        assert!(spread.contains(id), "no SPREAD task ran on {id}: {out}");
+    }
+    assert_eq!(value("pinned-on"), b_id, "{out}");
+    assert_eq!(value("soft-pinned-on"), c_id, "{out}");
+    assert_eq!(value("actor-pinned-on"), b_id, "{out}");
+    assert!(
+        value("hard-dead").starts_with("unschedulable") && value("hard-dead").contains("dead"),
+        "{out}"
+    );
+    let soft = value("soft-dead-ran-on");
+    assert!(soft == h_id || soft == c_id, "{out}");
+    assert_eq!(value("actor-hard-dead"), "unschedulable", "{out}");
+    assert_eq!(value("pinned-actor"), "died", "{out}");
+    assert!(out.lines().any(|l| l == "done"), "{out}");
+}
+
 #[test]
 fn named_actors_are_unique_and_found_from_every_node() {
     let _load = crate::no_cpu_hog();

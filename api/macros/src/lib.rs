@@ -356,6 +356,10 @@ fn expand_remote(f: &ItemFn, num_returns: Option<u64>) -> syn::Result<Tokens> {
                 }
                 /// A streaming task makes at most `n` items ahead of those taken (0: no bound).
                 pub fn stream_window(self, n: u64) -> Self { Options(self.0.stream_window(n)) }
+                /// Where the task may run (`SchedulingStrategy::Spread`, `NodeAffinity`).
+                pub fn scheduling_strategy(self, s: ::oxray::SchedulingStrategy) -> Self {
+                    Options(self.0.scheduling_strategy(s))
+                }
                 #[doc = #remote_doc]
                 pub fn remote(self, #(#params),*) -> ::oxray::Result<#returns> {
                     let __args = ::std::vec![#(::oxray::IntoArg::into_arg(#arg_names)),*];
@@ -752,6 +756,8 @@ fn expand_actor_impl(imp: &ItemImpl) -> syn::Result<Tokens> {
             pub fn lifetime(self, l: ::oxray::Lifetime) -> Self { #options(self.0.lifetime(l)) }
             /// With a name: return the live actor that has it, if any, instead of failing.
             pub fn get_if_exists(self, yes: bool) -> Self { #options(self.0.get_if_exists(yes)) }
+            /// Where the actor may run (`SchedulingStrategy::Spread`, `NodeAffinity`).
+            pub fn scheduling_strategy(self, s: ::oxray::SchedulingStrategy) -> Self { #options(self.0.scheduling_strategy(s)) }
             /// Creates the actor.
             pub fn remote(self, #(#params),*) -> ::oxray::Result<::oxray::ActorHandle<#self_ty>> {
                 self.0.create::<#self_ty>(::std::vec![#(::oxray::IntoArg::into_arg(#names)),*])

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use oxray_common::frame;
 use oxray_common::peer::{ExeInfo, PeerReply, PeerRequest};
-use oxray_common::protocol::{ActorSpec, ClientKind, ErrorKind, FromRaylet, ToRaylet};
+use oxray_common::protocol::{ActorSpec, ClientKind, ErrorKind, FromRaylet, Strategy, ToRaylet};
 use oxray_common::resources::Resources;
 use oxray_common::{JobId, NodeId, WorkerId};
 use tokio::sync::{mpsc, Notify};
@@ -62,6 +62,8 @@ pub(crate) enum Forward {
         conn: u64,
         req: u64,
         resources: Resources,
+        /// The strategy it was sent there by (kept for a requeue; the far node keeps it).
+        strategy: Strategy,
     },
     /// Give back a lease of that node (its far id).
     ReturnLease { lease: u64 },
@@ -79,7 +81,7 @@ struct Pending {
     req: u64,
     /// For a lease request: what it asked for (it goes back to the local queue if the far
     /// node goes away before answering).
-    lease: Option<Resources>,
+    lease: Option<(Resources, Strategy)>,
 }
 
 /// A local job's attachment to one peer.
@@ -91,7 +93,7 @@ pub(crate) struct Proxy {
 }
 
 impl Proxy {
-    fn track(&self, conn: u64, req: u64, lease: Option<Resources>) -> u64 {
+    fn track(&self, conn: u64, req: u64, lease: Option<(Resources, Strategy)>) -> u64 {
         let id = self.next_req.fetch_add(1, Ordering::Relaxed);
         lock(&self.pending).insert(id, Pending { conn, req, lease });
         id
@@ -133,10 +135,12 @@ pub(crate) fn forward(shared: &Arc<Shared>, job: JobId, index: u16, msg: Forward
             conn,
             req,
             resources,
+            strategy,
         } => ToRaylet::RequestLease {
-            req: proxy.track(conn, req, Some(resources.clone())),
+            req: proxy.track(conn, req, Some((resources.clone(), strategy))),
             resources,
             near: 0,
+            strategy: Strategy::Default,
         },
         Forward::ReturnLease { lease } => ToRaylet::ReturnLease { lease },
         Forward::CreateActor { conn, req, spec } => ToRaylet::CreateActor {
@@ -228,7 +232,9 @@ fn close(shared: &Shared, job: JobId, index: u16, proxy: &Arc<Proxy>, why: &str,
     };
     for p in pending {
         match p.lease {
-            Some(resources) if requeue => node.requeue_lease(p.conn, p.req, resources, index),
+            Some((resources, strategy)) if requeue => {
+                node.requeue_lease(p.conn, p.req, resources, index, strategy)
+            }
             _ => {
                 node.send_to_client(
                     p.conn,

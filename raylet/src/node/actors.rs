@@ -1,10 +1,13 @@
 //! The actor manager: the actor table (`Pending` → `Alive` ⇄ `Restarting` → `Dead`), names,
 //! callers parked until an actor is alive, and actors this node placed on other nodes.
 
-use oxray_common::protocol::{ActorInfo, ActorSpec, ActorState, ClientKind, ErrorKind, FromRaylet};
+use oxray_common::protocol::{
+    ActorInfo, ActorSpec, ActorState, ClientKind, ErrorKind, FromRaylet, Strategy,
+};
 use oxray_common::{ActorId, JobId};
 
 use super::effects::LinkOp;
+use super::scheduler::Placement;
 use super::state::{ActorEntry, NodeState, PlacedActor};
 use crate::cluster::Forward;
 
@@ -37,10 +40,27 @@ impl NodeState {
                 return;
             }
         }
-        if kind != ClientKind::Remote && !self.available().contains(&spec.resources) {
-            if let Some(target) = self.pick_peer(&spec.resources, None) {
-                self.place_elsewhere(target, job, conn, (conn, req), spec);
-                return;
+        if kind != ClientKind::Remote {
+            match self.place_by(spec.strategy, &spec.resources) {
+                Placement::Peer(target) => {
+                    self.place_elsewhere(target, job, conn, (conn, req), spec);
+                    return;
+                }
+                Placement::Nowhere(why) => {
+                    let message = format!("actor {} cannot be placed: {why}", spec.class);
+                    let kind = ErrorKind::Unschedulable;
+                    self.send(conn, FromRaylet::Error { req, kind, message });
+                    return;
+                }
+                Placement::Here => {}
+                Placement::Anywhere => {
+                    if !self.available().contains(&spec.resources) {
+                        if let Some(target) = self.pick_peer(&spec.resources, None) {
+                            self.place_elsewhere(target, job, conn, (conn, req), spec);
+                            return;
+                        }
+                    }
+                }
             }
         }
         self.add_actor(spec, conn, job);
@@ -336,6 +356,19 @@ impl NodeState {
     /// node) if its `max_restarts` allows; otherwise record it dead with the cause.
     fn replace_actor(&mut self, placed: PlacedActor, gone: u16) {
         let max = placed.spec.max_restarts;
+        if let Strategy::NodeAffinity {
+            node_id: node,
+            soft: false,
+        } = placed.spec.strategy
+        {
+            let death = format!(
+                "the node it was pinned to (node {node}, index {gone}) went away, and its \
+                 node affinity is hard"
+            );
+            self.log(format!("actor {} is dead: {death}", placed.spec.id));
+            self.bury(placed, death);
+            return;
+        }
         if max >= 0 && i64::from(placed.restarts) >= max {
             let death = format!(
                 "the node it ran on (node {gone}) went away and max_restarts ({max}) is exhausted"

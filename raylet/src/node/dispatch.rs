@@ -128,7 +128,8 @@ impl NodeState {
                 req,
                 resources,
                 near,
-            } => self.request_lease(conn, req, resources, near),
+                strategy,
+            } => self.request_lease(conn, req, resources, near, strategy),
             ToRaylet::ReturnLease { lease } if lease & crate::cluster::REMOTE_LEASE != 0 => {
                 self.return_remote_lease(conn, lease);
             }

@@ -45,7 +45,7 @@ use oxray_common::frame;
 use oxray_common::ids::{owner_of, worker_socket};
 use oxray_common::peer::{ClusterView, NodeInfo, NodeLoad};
 use oxray_common::protocol::{
-    ActorInfo, ActorSpec, ErrorKind, FromRaylet, NodeStatus, StoredObject, ToRaylet,
+    ActorInfo, ActorSpec, ErrorKind, FromRaylet, NodeStatus, StoredObject, Strategy, ToRaylet,
 };
 use oxray_common::resources::Resources;
 use oxray_common::{ActorId, JobId, NodeId, ObjectId, WorkerId};
@@ -588,8 +588,15 @@ impl Node {
     }
 
     /// A lease request forwarded to a node that went away comes back to the local queue.
-    pub(crate) fn requeue_lease(&self, conn: u64, req: u64, resources: Resources, from: u16) {
-        self.run(|st| st.requeue_lease(conn, req, resources, from));
+    pub(crate) fn requeue_lease(
+        &self,
+        conn: u64,
+        req: u64,
+        resources: Resources,
+        from: u16,
+        strategy: Strategy,
+    ) {
+        self.run(|st| st.requeue_lease(conn, req, resources, from, strategy));
     }
 
     /// A local client now holds a lease of another node. False when it is gone.

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use oxray_common::peer::{ClusterView, NodeInfo};
-use oxray_common::protocol::{ClientKind, FromRaylet};
+use oxray_common::protocol::{ClientKind, ErrorKind, FromRaylet, Strategy};
 use oxray_common::resources::{Resources, CPU};
 use oxray_common::{ActorId, JobId, NodeId};
 
@@ -23,28 +23,155 @@ use crate::cluster::Forward;
 pub(crate) const SHUN_VIEWS: u32 = 30;
 
 impl NodeState {
-    /// A client asks for a worker lease.
-    pub fn request_lease(&mut self, conn: u64, req: u64, resources: Resources, near: u16) {
+    /// A client asks for a worker lease. A strategy other than `Default` decides the node
+    /// once, here, for requests of local clients (work forwarded here stays here).
+    pub fn request_lease(
+        &mut self,
+        conn: u64,
+        req: u64,
+        resources: Resources,
+        near: u16,
+        strategy: Strategy,
+    ) {
         let Some((job, kind)) = self.clients.get(&conn).map(|c| (c.job, c.kind)) else {
             return;
         };
+        let mut spill = kind != ClientKind::Remote;
+        if spill {
+            match self.place_by(strategy, &resources) {
+                Placement::Anywhere => {}
+                Placement::Here => spill = false,
+                Placement::Peer(index) => {
+                    self.spilled.entry(index).or_default().add(&resources);
+                    let msg = Forward::Lease {
+                        conn,
+                        req,
+                        resources,
+                        strategy,
+                    };
+                    self.link(LinkOp::Forward { job, index, msg });
+                    return;
+                }
+                Placement::Nowhere(message) => {
+                    let kind = ErrorKind::Unschedulable;
+                    self.send(conn, FromRaylet::Error { req, kind, message });
+                    return;
+                }
+            }
+        }
         self.pending.push_back(LeaseRequest {
             req,
             conn,
             job,
             resources,
-            spill: kind != ClientKind::Remote,
+            spill,
             near,
             warned: false,
         });
         self.schedule();
     }
 
+    /// Where `strategy` puts work needing `resources` (see [`Strategy`]).
+    pub(crate) fn place_by(&mut self, strategy: Strategy, resources: &Resources) -> Placement {
+        match strategy {
+            Strategy::Default => Placement::Anywhere,
+            Strategy::NodeAffinity {
+                node_id: node,
+                soft,
+            } => {
+                let placed = self.place_on(node, resources);
+                match placed {
+                    Placement::Nowhere(_) if soft => Placement::Anywhere,
+                    other => other,
+                }
+            }
+            Strategy::Spread => self.spread(resources),
+        }
+    }
+
+    /// Work pinned to node `node`: here, there, or nowhere with the reason.
+    fn place_on(&mut self, node: NodeId, resources: &Resources) -> Placement {
+        if node == self.setup.id {
+            return if self.total().contains(resources) {
+                Placement::Here
+            } else {
+                Placement::Nowhere(format!(
+                    "node {node} (this node) never has {resources}: it has {}",
+                    self.total()
+                ))
+            };
+        }
+        let Some(n) = self.view.nodes.iter().find(|n| n.id == node) else {
+            return Placement::Nowhere(format!(
+                "no node {node} in the cluster (see `oxray status` or `oxray::nodes()`)"
+            ));
+        };
+        if !n.alive || self.shunned.contains_key(&n.index) {
+            return Placement::Nowhere(format!("node {node} is dead"));
+        }
+        if !n.total.contains(resources) {
+            return Placement::Nowhere(format!(
+                "node {node} never has {resources}: it has {}",
+                n.total
+            ));
+        }
+        Placement::Peer(n.index)
+    }
+
+    /// SPREAD: the next alive node in index order after the last one picked that has
+    /// `resources` free (counting what was sent there since the last view), else the next one
+    /// that has them at all.
+    fn spread(&mut self, resources: &Resources) -> Placement {
+        let mut nodes: Vec<(u16, bool)> = Vec::new();
+        if self.total().contains(resources) {
+            nodes.push((self.index, self.available().contains(resources)));
+        }
+        if self.setup.clustered {
+            for n in self.alive_peers(None) {
+                if n.total.contains(resources) {
+                    nodes.push((n.index, self.room(n).contains(resources)));
+                }
+            }
+        }
+        if nodes.is_empty() {
+            // Nowhere now: it waits (and is reported) as other work does.
+            return Placement::Anywhere;
+        }
+        nodes.sort_unstable();
+        let after = self.spread_last;
+        let turn = |room_only: bool| {
+            let ok = |(_, room): &&(u16, bool)| !room_only || *room;
+            nodes
+                .iter()
+                .filter(ok)
+                .find(|(i, _)| *i > after)
+                .or_else(|| nodes.iter().find(|n| ok(n)))
+                .map(|(i, _)| *i)
+        };
+        let Some(pick) = turn(true).or_else(|| turn(false)) else {
+            return Placement::Anywhere;
+        };
+        self.spread_last = pick;
+        if pick == self.index {
+            Placement::Here
+        } else {
+            self.spilled.entry(pick).or_default().add(resources);
+            Placement::Peer(pick)
+        }
+    }
+
     /// A lease request forwarded to node `from`, whose attachment closed before it answered,
     /// comes back to the local queue (and may go to another node again, not to `from`).
-    pub fn requeue_lease(&mut self, conn: u64, req: u64, resources: Resources, from: u16) {
+    pub fn requeue_lease(
+        &mut self,
+        conn: u64,
+        req: u64,
+        resources: Resources,
+        from: u16,
+        strategy: Strategy,
+    ) {
         self.shun(from);
-        self.request_lease(conn, req, resources, 0);
+        self.request_lease(conn, req, resources, 0, strategy);
     }
 
     /// A client gives a lease of this node back.
@@ -176,6 +303,7 @@ impl NodeState {
                         conn: r.conn,
                         req: r.req,
                         resources: r.resources,
+                        strategy: Strategy::Default,
                     };
                     self.link(LinkOp::Forward {
                         job: r.job,
@@ -260,11 +388,14 @@ impl NodeState {
                 continue;
             };
             let (job, resources) = (a.owner_job, a.spec.resources.clone());
+            // An actor placed here by its strategy waits here.
+            let movable = a.spec.strategy == Strategy::Default;
             if !available.contains(&resources) {
-                let local_owner = self
-                    .clients
-                    .get(&a.owner_conn)
-                    .is_none_or(|c| c.kind != ClientKind::Remote)
+                let local_owner = movable
+                    && self
+                        .clients
+                        .get(&a.owner_conn)
+                        .is_none_or(|c| c.kind != ClientKind::Remote)
                     && !self.jobs.get(&job).is_some_and(|j| j.remote);
                 if local_owner {
                     if let Some(target) = self.pick_peer(&resources, None) {
@@ -418,6 +549,19 @@ impl NodeState {
         self.spilled.entry(target).or_default().add(resources);
         Some(target)
     }
+}
+
+/// Where a scheduling strategy puts a piece of work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// As `Default`: locality, this node, then the node with most room.
+    Anywhere,
+    /// On this node, waiting here for room if need be.
+    Here,
+    /// On the node with this index.
+    Peer(u16),
+    /// Nowhere: why (the work fails with `Unschedulable`).
+    Nowhere(String),
 }
 
 /// The warning for work that needs `resources` no alive node has.

@@ -193,6 +193,8 @@ pub(crate) struct NodeState {
     pub spilled: HashMap<u16, Resources>,
     /// Nodes whose attachment just closed, with the views left before work may go there again.
     pub shunned: HashMap<u16, u32>,
+    /// The node SPREAD work went to last (round-robin goes on after it).
+    pub spread_last: u16,
     effects: Vec<Effect>,
 }
 
@@ -220,6 +222,7 @@ impl NodeState {
             remote_names: HashMap::new(),
             spilled: HashMap::new(),
             shunned: HashMap::new(),
+            spread_last: 0,
             effects: Vec::new(),
         }
     }

@@ -3,7 +3,9 @@
 //! head's heartbeat replies would.
 
 use oxray_common::peer::{ClusterView, NodeInfo, NodeLoad};
-use oxray_common::protocol::{ActorSpec, ActorState, ClientKind, FromRaylet, ToRaylet};
+use oxray_common::protocol::{
+    ActorSpec, ActorState, ClientKind, ErrorKind, FromRaylet, Strategy, ToRaylet,
+};
 use oxray_common::resources::Resources;
 use oxray_common::{ActorId, JobId, NodeId, WorkerId};
 use oxray_object_store::StoreStats;
@@ -126,12 +128,28 @@ impl Sim {
     }
 
     fn lease(&mut self, conn: u64, req: u64, need: &[(&str, f64)]) {
+        self.lease_by(conn, req, need, Strategy::Default);
+    }
+
+    fn lease_by(&mut self, conn: u64, req: u64, need: &[(&str, f64)], strategy: Strategy) {
         let msg = ToRaylet::RequestLease {
             req,
             resources: res(need),
             near: 0,
+            strategy,
         };
         self.send(conn, msg);
+    }
+
+    /// Errors sent to `conn`: (req, kind, message).
+    fn errors(&mut self, conn: u64) -> Vec<(u64, ErrorKind, String)> {
+        self.sent_to(conn)
+            .into_iter()
+            .filter_map(|m| match m {
+                FromRaylet::Error { req, kind, message } => Some((req, kind, message)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Messages sent to `conn` since the last `clear`.
@@ -222,6 +240,7 @@ fn spec(class: &str, need: &[(&str, f64)], max_restarts: i64) -> ActorSpec {
         detached: false,
         max_concurrency: 1,
         restarts: 0,
+        strategy: Strategy::Default,
     }
 }
 
@@ -372,6 +391,7 @@ fn a_full_node_spills_to_the_peer_with_room_and_prefers_the_node_near_the_data()
         req: 3,
         resources: res(&[("CPU", 1.0)]),
         near: 2,
+        strategy: Strategy::Default,
     };
     a.send(d, near);
     assert_eq!(
@@ -452,7 +472,7 @@ fn a_lease_request_whose_node_died_comes_back_and_spills_again() {
         "the dead node's connection is dropped"
     );
     a.clear();
-    a.st.requeue_lease(d, 1, res(&[("CPU", 2.0)]), 2);
+    a.st.requeue_lease(d, 1, res(&[("CPU", 2.0)]), 2, Strategy::Default);
     assert_eq!(a.forwarded_leases(), vec![(3, 1)], "to the live node");
 }
 
@@ -473,7 +493,7 @@ fn work_does_not_bounce_back_to_a_node_whose_attachment_just_closed() {
     assert!(a.st.remote_actors.contains_key(&id), "placed on b");
     a.clear();
     // b is stopping: the job's attachment closes while the view still shows b alive.
-    a.st.requeue_lease(d, 2, res(&[("gpu", 1.0)]), 2);
+    a.st.requeue_lease(d, 2, res(&[("gpu", 1.0)]), 2, Strategy::Default);
     a.st.peer_lost(JobId(1), 2);
     assert!(a.forwarded_leases().is_empty(), "not sent back to b");
     assert_eq!(
@@ -798,4 +818,173 @@ fn only_the_last_dead_actors_are_remembered() {
     }
     assert!(n.st.actors.contains_key(&live_id));
     assert_eq!(n.st.actors.len(), 4, "3 dead and the live one");
+}
+
+/// Three nodes of 4 CPUs each, all free, as node 1 (`a`) sees them.
+fn three_nodes() -> (Sim, Sim, Sim) {
+    let mut a = Sim::new(&[("CPU", 4.0)], true);
+    let b = Sim::new(&[("CPU", 4.0)], true);
+    let c = Sim::new(&[("CPU", 4.0)], true);
+    let cpu: &[(&str, f64)] = &[("CPU", 4.0)];
+    let v = view(&[
+        (&a, 1, cpu, cpu, true),
+        (&b, 2, cpu, cpu, true),
+        (&c, 3, cpu, cpu, true),
+    ]);
+    a.st.index = 1;
+    a.st.set_view(v);
+    (a, b, c)
+}
+
+#[test]
+fn spread_goes_round_robin_over_the_nodes_that_fit() {
+    let (mut a, _b, _c) = three_nodes();
+    let d = a.driver();
+    for req in 1..=6 {
+        a.lease_by(d, req, &[("CPU", 1.0)], Strategy::Spread);
+    }
+    // Here, 2, 3, here, 2, 3: two requests stay here (queued for a worker), four go out.
+    assert_eq!(
+        a.forwarded_leases(),
+        vec![(2, 2), (3, 3), (2, 5), (3, 6)],
+        "round-robin"
+    );
+    assert_eq!(a.st.pending.len(), 2);
+    assert!(a.st.pending.iter().all(|r| !r.spill), "kept here");
+    a.clear();
+    // Nodes that never fit are skipped: only this one has a gpu.
+    let (mut g, b, c) = three_nodes();
+    g.st.setup.total = res(&[("CPU", 4.0), ("gpu", 1.0)]);
+    let d = g.driver();
+    g.lease_by(d, 1, &[("gpu", 1.0)], Strategy::Spread);
+    g.lease_by(d, 2, &[("gpu", 1.0)], Strategy::Spread);
+    assert!(g.forwarded_leases().is_empty(), "no other node has a gpu");
+    drop((b, c));
+}
+
+#[test]
+fn spread_prefers_nodes_with_room_now() {
+    let (mut a, b, c) = three_nodes();
+    let cpu: &[(&str, f64)] = &[("CPU", 4.0)];
+    // b is busy (no free CPU), c is free.
+    a.st.set_view(view(&[
+        (&a, 1, cpu, cpu, true),
+        (&b, 2, cpu, &[], true),
+        (&c, 3, cpu, cpu, true),
+    ]));
+    let d = a.driver();
+    for req in 1..=4 {
+        a.lease_by(d, req, &[("CPU", 1.0)], Strategy::Spread);
+    }
+    let out = a.forwarded_leases();
+    assert!(out.iter().all(|(i, _)| *i == 3), "never to busy b: {out:?}");
+    assert_eq!(out.len(), 2, "{out:?}");
+}
+
+#[test]
+fn node_affinity_hard_pins_work_and_fails_typed_on_a_dead_node() {
+    let (mut a, b, c) = three_nodes();
+    let d = a.driver();
+    let to_b = Strategy::NodeAffinity {
+        node_id: b.st.setup.id,
+        soft: false,
+    };
+    a.lease_by(d, 1, &[("CPU", 1.0)], to_b);
+    assert_eq!(a.forwarded_leases(), vec![(2, 1)], "to b, though here fits");
+    let here = Strategy::NodeAffinity {
+        node_id: a.st.setup.id,
+        soft: false,
+    };
+    a.lease_by(d, 2, &[("CPU", 1.0)], here);
+    assert_eq!(a.st.pending.len(), 1);
+    assert!(!a.st.pending[0].spill, "pinned here");
+    a.clear();
+    // b dies: hard affinity to it fails at once, typed.
+    let cpu: &[(&str, f64)] = &[("CPU", 4.0)];
+    a.st.set_view(view(&[
+        (&a, 1, cpu, cpu, true),
+        (&b, 2, cpu, cpu, false),
+        (&c, 3, cpu, cpu, true),
+    ]));
+    a.clear();
+    a.lease_by(d, 3, &[("CPU", 1.0)], to_b);
+    let errors = a.errors(d);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!((errors[0].0, errors[0].1), (3, ErrorKind::Unschedulable));
+    assert!(errors[0].2.contains("is dead"), "{}", errors[0].2);
+    assert!(a.forwarded_leases().is_empty());
+    // Never fits on c (it has 4 CPUs): typed too.
+    a.clear();
+    let to_c = Strategy::NodeAffinity {
+        node_id: c.st.setup.id,
+        soft: false,
+    };
+    a.lease_by(d, 4, &[("CPU", 8.0)], to_c);
+    let errors = a.errors(d);
+    assert!(errors[0].2.contains("never has"), "{errors:?}");
+    // An actor pinned to the dead node is refused the same way.
+    a.clear();
+    let mut s = spec("Pinned", &[], 0);
+    s.strategy = to_b;
+    a.send(d, ToRaylet::CreateActor { req: 5, spec: s });
+    let errors = a.errors(d);
+    assert_eq!(errors[0].1, ErrorKind::Unschedulable, "{errors:?}");
+}
+
+#[test]
+fn node_affinity_soft_falls_back_when_its_node_is_gone() {
+    let (mut a, b, c) = three_nodes();
+    let cpu: &[(&str, f64)] = &[("CPU", 4.0)];
+    a.st.set_view(view(&[
+        (&a, 1, cpu, &[], true),
+        (&b, 2, cpu, cpu, false),
+        (&c, 3, cpu, cpu, true),
+    ]));
+    let d = a.driver();
+    // Fill this node, so the fallback (Default) spills.
+    a.st.setup.total = res(&[("CPU", 0.5)]);
+    let soft_b = Strategy::NodeAffinity {
+        node_id: b.st.setup.id,
+        soft: true,
+    };
+    a.lease_by(d, 1, &[("CPU", 1.0)], soft_b);
+    assert!(a.errors(d).is_empty());
+    assert_eq!(
+        a.forwarded_leases(),
+        vec![(3, 1)],
+        "to the live node with room"
+    );
+    // Soft affinity to a live node still goes there.
+    a.clear();
+    let soft_c = Strategy::NodeAffinity {
+        node_id: c.st.setup.id,
+        soft: true,
+    };
+    a.lease_by(d, 2, &[("CPU", 1.0)], soft_c);
+    assert_eq!(a.forwarded_leases(), vec![(3, 2)]);
+}
+
+#[test]
+fn an_actor_with_hard_affinity_dies_with_its_node() {
+    let (mut a, b, c) = three_nodes();
+    let d = a.driver();
+    let mut s = spec("Pinned", &[("CPU", 1.0)], -1);
+    let id = s.id;
+    s.strategy = Strategy::NodeAffinity {
+        node_id: b.st.setup.id,
+        soft: false,
+    };
+    a.send(d, ToRaylet::CreateActor { req: 1, spec: s });
+    assert_eq!(a.st.remote_actors.get(&id).map(|p| p.node), Some(2));
+    let cpu: &[(&str, f64)] = &[("CPU", 4.0)];
+    a.st.set_view(view(&[
+        (&a, 1, cpu, cpu, true),
+        (&b, 2, cpu, cpu, false),
+        (&c, 3, cpu, cpu, true),
+    ]));
+    a.st.peer_lost(JobId(1), 2);
+    let (state, death, _) = a.actor(id);
+    assert_eq!(state, ActorState::Dead, "not started again elsewhere");
+    assert!(death.contains("node affinity is hard"), "{death}");
+    assert!(!a.st.remote_actors.contains_key(&id), "not placed again");
 }
