@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use oxray::prelude::*;
+use oxray::SchedulingStrategy;
 
 /// Mean of the shared array, read in place on whichever node runs the task; says where.
 #[oxray::remote]
@@ -67,8 +68,13 @@ fn main() -> oxray::Result<()> {
 
     let started = Instant::now();
     let slices = 24;
+    // SPREAD: round-robin over the nodes, whatever room the head has.
     let refs: Vec<_> = (0..slices)
-        .map(|s| mean_on_node::remote(&big, s, slices))
+        .map(|s| {
+            mean_on_node::options()
+                .scheduling_strategy(SchedulingStrategy::Spread)
+                .remote(&big, s, slices)
+        })
         .collect::<oxray::Result<_>>()?;
     let results = oxray::get_all(&refs)?;
     let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
@@ -87,5 +93,20 @@ fn main() -> oxray::Result<()> {
     }
     println!("mean {mean:.3} (expected {expected:.3})");
     assert!((mean - expected).abs() < 1e-6);
+
+    // Node affinity: one more slice on the last node, by its id.
+    if let Some(last) = nodes.iter().rfind(|n| n.alive) {
+        let node_id: oxray::NodeId = last.id.parse().map_err(|e| oxray::Error::Config {
+            message: format!("bad node id {}: {e}", last.id),
+        })?;
+        let pinned = mean_on_node::options()
+            .scheduling_strategy(SchedulingStrategy::NodeAffinity {
+                node_id,
+                soft: false,
+            })
+            .remote(&big, 0, slices)?;
+        let (ran_on, _) = oxray::get(&pinned)?;
+        println!("pinned to {}: ran on {}", names[&last.id], names[&ran_on]);
+    }
     Ok(())
 }

@@ -52,6 +52,9 @@
 //!   process; names, namespaces, detached lifetimes, restarts ([`ActorOptions`]), [`get_actor`],
 //!   [`kill`], [`exit_actor`], [`was_restarted`]; [`ActorPool`] spreads work over a set of
 //!   actors.
+//! - **Placement**: `options().scheduling_strategy(..)` on tasks and actors:
+//!   [`SchedulingStrategy::Spread`] round-robins over the nodes, `NodeAffinity { node_id, soft }`
+//!   pins to one node ([`NodeId`]s from [`nodes`] parse with `.parse()`).
 //! - **Objects**: [`put`] stores a value once per node; [`get_view`] and `ObjectView<T>`
 //!   parameters read it in place (`as_slice()` gives `&[f64]` for vectors of numbers);
 //!   [`put_with_len`] builds a large array directly in the store. A full store spills objects
