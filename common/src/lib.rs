@@ -11,6 +11,7 @@ pub mod frame_reader;
 pub mod ids;
 pub mod job_control;
 pub mod peer;
+pub mod placement;
 pub mod protocol;
 pub mod resources;
 

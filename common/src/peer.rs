@@ -123,6 +123,11 @@ pub enum PeerRequest {
         /// The name.
         name: String,
     },
+    /// To the head: a client's placement-group request; answered with `Answer`.
+    Placement(crate::placement::PlacementRequest),
+    /// From the placement-group manager (the head) to a node: reserve, commit or release
+    /// bundles; answered with `Ok` or `Error`.
+    Bundles(crate::placement::BundleOp),
     /// To the head: actor `id` is dead for good; its name is free again (if it still has it).
     ReleaseName {
         /// The namespace.
@@ -175,6 +180,8 @@ pub enum PeerReply {
     Actor(crate::protocol::ActorInfo),
     /// Reply to `ClaimName` and `LookupName`: the actor that has the name (`None`: nobody).
     Named(Option<crate::ActorId>),
+    /// Reply to `Placement`: the answer the client gets (its request number is the asker's).
+    Answer(crate::protocol::FromRaylet),
     /// Reply to `ObjectInfo`.
     Object {
         /// Payload bytes.
@@ -216,6 +223,9 @@ pub struct NodeInfo {
 pub struct NodeLoad {
     /// Resources not leased.
     pub available: Resources,
+    /// All its resources now: its own, less the placement-group bundles it holds, plus those
+    /// bundles' resources (empty: as it registered).
+    pub total: Resources,
     /// Store size in bytes.
     pub store_capacity: u64,
     /// Store bytes in use.

@@ -33,6 +33,14 @@ pub enum ClientKind {
 /// From a core-worker to its raylet.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone)]
 pub enum ToRaylet {
+    /// A placement-group request (see [`crate::placement`]); the answer is
+    /// `PlacementGroups` or `Error`. A member node passes it on to the head.
+    Placement {
+        /// Request number.
+        req: u64,
+        /// What is asked.
+        request: crate::placement::PlacementRequest,
+    },
     /// First message on a connection.
     Register {
         /// The client's id.
@@ -297,6 +305,14 @@ pub struct ActorInfo {
 /// From the raylet to a core-worker.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone)]
 pub enum FromRaylet {
+    /// Answer to `Placement`: the groups concerned (one for `Create`, `Wait`, `Remove` and
+    /// `Get`; all for `Table`).
+    PlacementGroups {
+        /// Request number.
+        req: u64,
+        /// The groups.
+        groups: Vec<crate::placement::PlacementGroupInfo>,
+    },
     /// Reply to `Register`.
     Registered {
         /// This node.

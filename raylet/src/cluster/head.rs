@@ -64,6 +64,9 @@ impl Table {
                 "node {id} missed its health checks and was declared dead"
             ));
         }
+        if !load.total.is_empty() {
+            e.info.total = load.total.clone();
+        }
         e.info.load = load;
         e.liveness.heard();
         Ok(())
@@ -171,6 +174,9 @@ pub(crate) async fn monitor(shared: Arc<Shared>) {
         let load = shared.sync.load();
         let mut table = lock(&shared);
         if let Some(me) = table.nodes.iter_mut().find(|e| e.info.is_head) {
+            if !load.total.is_empty() {
+                me.info.total = load.total.clone();
+            }
             me.info.load = load;
         }
         if checking {
@@ -359,6 +365,8 @@ fn request_name(req: &PeerRequest) -> &'static str {
         PeerRequest::ClaimName { .. } => "ClaimName",
         PeerRequest::LookupName { .. } => "LookupName",
         PeerRequest::ReleaseName { .. } => "ReleaseName",
+        PeerRequest::Placement(_) => "Placement",
+        PeerRequest::Bundles(_) => "Bundles",
     }
 }
 
@@ -408,6 +416,8 @@ pub(crate) fn handle(shared: &Shared, req: PeerRequest) -> PeerReply {
         | PeerRequest::Chunk { .. }
         | PeerRequest::Delete { .. }
         | PeerRequest::OwnerGone { .. }
+        | PeerRequest::Placement(_)
+        | PeerRequest::Bundles(_)
         | PeerRequest::Actor { .. } => PeerReply::Error {
             message: "not a control request".into(),
         },

@@ -38,6 +38,7 @@ mod member;
 mod names;
 mod objects;
 mod peers;
+mod placement;
 pub mod tls;
 mod tunnel;
 pub mod wire;
@@ -306,6 +307,15 @@ impl Link {
             LinkOp::JobEnded(job) => self.job_ended(job),
             LinkOp::OwnerGone(owner) => self.owner_gone(owner),
             LinkOp::NodeDied(address) => self.node_died(&address),
+            LinkOp::PlacementToHead { conn, req, request } => {
+                placement::to_head(&self.0, conn, req, request)
+            }
+            LinkOp::Bundles {
+                index,
+                group,
+                attempt,
+                op,
+            } => placement::bundles(&self.0, index, group, attempt, op),
         }
     }
 

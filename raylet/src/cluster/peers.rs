@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use oxray_common::peer::{PeerReply, PeerRequest};
 
-use super::{actors, dial, head, jobs, lock, objects, resolve, tunnel, wire, Shared};
+use super::{actors, dial, head, jobs, lock, objects, placement, resolve, tunnel, wire, Shared};
 use crate::error::{RayletError, Result};
 
 /// The connection to the raylet at `address` (`host:port`), dialed if there is none.
@@ -144,6 +144,8 @@ async fn dispatch(
             objects::delete_owned_here(shared, owner);
             PeerReply::Ok
         }
+        PeerRequest::Placement(request) => placement::serve(shared, request).await,
+        PeerRequest::Bundles(op) => placement::serve_bundles(shared, op),
         other => head::handle(shared, other),
     };
     let _ = wire::write(&mut send, &reply, remote).await;

@@ -124,6 +124,10 @@ impl NodeState {
     /// back when it is not one (the I/O layer answers it: store operations, status, ...).
     pub fn message(&mut self, conn: u64, msg: ToRaylet) -> Option<ToRaylet> {
         match msg {
+            ToRaylet::Placement { req, request } => {
+                let waiter = super::placement::Waiter::Client { conn, req };
+                self.placement(waiter, request);
+            }
             ToRaylet::RequestLease {
                 req,
                 resources,
@@ -236,6 +240,7 @@ impl NodeState {
         if kind == ClientKind::Driver {
             self.link(LinkOp::JobEnded(job));
             self.remote_actors.retain(|_, p| p.job != job);
+            self.job_ended_groups(job);
         }
         let ids: Vec<WorkerId> = self
             .workers

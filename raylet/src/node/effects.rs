@@ -30,6 +30,8 @@ pub(crate) enum Effect {
     Link(LinkOp),
     /// A line for the raylet's log (stderr can block: never written under the lock).
     Log(String),
+    /// The answer to a request another node passed on (`Node::placement_from_peer`).
+    PeerAnswer { token: u64, msg: FromRaylet },
 }
 
 /// Requests for the cluster layer (`crate::cluster::Link`); each returns at once there.
@@ -76,4 +78,18 @@ pub(crate) enum LinkOp {
     OwnerGone(WorkerId),
     /// A node was declared dead: drop the connection to it now.
     NodeDied(String),
+    /// A local client's placement-group request, for the head's manager.
+    PlacementToHead {
+        conn: u64,
+        req: u64,
+        request: oxray_common::placement::PlacementRequest,
+    },
+    /// A bundle request of the placement-group manager for node `index`; the answer comes
+    /// back as `NodeState::bundles_answered(group, attempt, index, ..)`.
+    Bundles {
+        index: u16,
+        group: oxray_common::placement::PlacementGroupId,
+        attempt: u64,
+        op: oxray_common::placement::BundleOp,
+    },
 }

@@ -26,8 +26,10 @@
 //! a socket, a fork or a child.
 
 mod actors;
+mod bundles;
 mod dispatch;
 mod effects;
+mod placement;
 mod pool;
 mod report;
 mod scheduler;
@@ -115,6 +117,8 @@ pub(crate) struct Node {
     gone_owners: Mutex<GoneOwners>,
     /// Tasks and actor calls the node's workers ran (the timeline).
     tasks: crate::timeline::TaskLog,
+    /// Placement-group requests of other nodes waiting for the manager's answer, by token.
+    peer_answers: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<FromRaylet>>>,
     /// The dashboard's address with its token, once it serves.
     pub(crate) dashboard: OnceLock<String>,
     /// Where each worker's output is kept (`SESSION_DIR/workers`), for nodes that are not
@@ -144,6 +148,7 @@ impl Node {
             total: config.total_resources(),
             prestart_workers: config.prestart_workers,
             clustered: config.cluster.is_some(),
+            places_groups: config.cluster.as_ref().is_none_or(|c| c.head.is_none()),
             max_dead_actors: config.max_dead_actors,
             store_full_wait_ms: config
                 .store_full_wait
@@ -169,6 +174,7 @@ impl Node {
             gone_owners: Mutex::new(GoneOwners::default()),
             tasks: crate::timeline::TaskLog::default(),
             dashboard: OnceLock::new(),
+            peer_answers: Mutex::new(HashMap::new()),
             worker_logs: OnceLock::new(),
             submitted_jobs,
             me: me.clone(),
@@ -245,6 +251,16 @@ impl Node {
                 }
                 Effect::DeleteOwnedBy(owner) => self.delete_owned_by(owner),
                 Effect::Log(line) => tracing::warn!("{line}"),
+                Effect::PeerAnswer { token, msg } => {
+                    let waiting = self
+                        .peer_answers
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&token);
+                    if let Some(tx) = waiting {
+                        let _ = tx.send(msg);
+                    }
+                }
                 Effect::Link(op) => {
                     if let Some(link) = self.link.get() {
                         link.carry_out(op);
@@ -620,6 +636,37 @@ impl Node {
     }
 
     /// Creates an actor for client `conn` (its name already claimed with `claimed`).
+    /// Another node's client asks the manager (this is the head); the answer comes later.
+    pub(crate) fn placement_from_peer(
+        &self,
+        request: oxray_common::placement::PlacementRequest,
+    ) -> tokio::sync::oneshot::Receiver<FromRaylet> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let token = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        self.peer_answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token, tx);
+        self.run(|st| st.placement(placement::Waiter::Peer(token), request));
+        rx
+    }
+
+    /// The manager's bundle request for this node.
+    pub(crate) fn bundle_op(&self, op: oxray_common::placement::BundleOp) -> Result<(), String> {
+        self.run(|st| st.bundle_op(op))
+    }
+
+    /// A node answered the manager's bundle request.
+    pub(crate) fn bundles_answered(
+        &self,
+        group: oxray_common::placement::PlacementGroupId,
+        attempt: u64,
+        index: u16,
+        result: Result<(), String>,
+    ) {
+        self.run(|st| st.bundles_answered(group, attempt, index, result));
+    }
+
     pub(crate) fn create_actor(&self, conn: u64, req: u64, spec: ActorSpec, claimed: bool) {
         self.run(|st| st.create_actor(conn, req, spec, claimed));
     }

@@ -12,6 +12,7 @@ impl NodeState {
     pub fn load(&self, stats: &StoreStats) -> NodeLoad {
         NodeLoad {
             available: self.available(),
+            total: self.total().clone(),
             store_capacity: stats.capacity,
             store_used: stats.used,
             store_objects: stats.objects,

@@ -241,6 +241,7 @@ impl NodeState {
             *views -= 1;
             *views > 0
         });
+        self.groups_see_view();
         self.schedule();
     }
 
@@ -268,6 +269,19 @@ impl NodeState {
     /// Grants what can be granted, starts workers for requests that have resources but no
     /// idle worker, places waiting actors, and warns about work no alive node can run.
     pub(crate) fn schedule(&mut self) {
+        self.schedule_work();
+        if self.setup.places_groups && !self.placing {
+            self.placing = true;
+            let changed = self.place_groups();
+            self.placing = false;
+            if changed {
+                self.schedule_work();
+            }
+        }
+    }
+
+    /// One pass over the waiting leases and actors.
+    fn schedule_work(&mut self) {
         if self.stopping {
             return;
         }
@@ -459,7 +473,9 @@ impl NodeState {
         let Some(r) = self.pending.get_mut(i) else {
             return;
         };
-        if r.warned {
+        if r.warned || in_group(&r.resources) {
+            // A group's resources appear once it is placed (and the view shows them): the
+            // group's own state says why it waits.
             return;
         }
         r.warned = true;
@@ -472,7 +488,7 @@ impl NodeState {
         let Some(a) = self.actors.get_mut(&id) else {
             return;
         };
-        if a.warned {
+        if a.warned || in_group(&a.spec.resources) {
             return;
         }
         a.warned = true;
@@ -562,6 +578,13 @@ pub(crate) enum Placement {
     Peer(u16),
     /// Nowhere: why (the work fails with `Unschedulable`).
     Nowhere(String),
+}
+
+/// Whether work needing `resources` runs in a placement group.
+fn in_group(resources: &Resources) -> bool {
+    resources
+        .iter()
+        .any(|(n, _)| oxray_common::placement::group_of_resource(n).is_some())
 }
 
 /// The warning for work that needs `resources` no alive node has.

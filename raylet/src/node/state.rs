@@ -3,6 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use oxray_common::peer::ClusterView;
+use oxray_common::placement::PlacementGroupId;
 use oxray_common::protocol::{ActorInfo, ActorSpec, ActorState, ClientKind, FromRaylet};
 use oxray_common::resources::Resources;
 use oxray_common::{ActorId, JobId, NodeId, WorkerId};
@@ -24,6 +25,8 @@ pub(crate) struct Setup {
     pub prestart_workers: usize,
     /// Whether the node is part of a cluster (spillback, remote actors and names apply).
     pub clustered: bool,
+    /// Whether this node manages placement groups (the head, or a node outside any cluster).
+    pub places_groups: bool,
     /// Dead actors kept in the table; older ones are forgotten.
     pub max_dead_actors: usize,
     /// How long clients wait for room before a create is `ObjectStoreFull`, in milliseconds.
@@ -195,11 +198,23 @@ pub(crate) struct NodeState {
     pub shunned: HashMap<u16, u32>,
     /// The node SPREAD work went to last (round-robin goes on after it).
     pub spread_last: u16,
+    /// All the node's resources now: its own less the bundles it holds, plus the committed
+    /// bundles' group resources (see `bundles`).
+    pub total: Resources,
+    /// Placement-group bundles held here.
+    pub bundles: HashMap<(PlacementGroupId, u32), super::bundles::LocalBundle>,
+    /// The placement groups this node manages (see `places_groups`).
+    pub pgs: super::placement::Groups,
+    /// The manager changed this node's bundles in this pass.
+    pub groups_changed_here: bool,
+    /// Inside the manager's pass (no nested one).
+    pub placing: bool,
     effects: Vec<Effect>,
 }
 
 impl NodeState {
     pub fn new(setup: Setup) -> NodeState {
+        let total = setup.total.clone();
         NodeState {
             setup,
             index: 0,
@@ -223,6 +238,11 @@ impl NodeState {
             spilled: HashMap::new(),
             shunned: HashMap::new(),
             spread_last: 0,
+            total,
+            bundles: HashMap::new(),
+            pgs: Default::default(),
+            groups_changed_here: false,
+            placing: false,
             effects: Vec::new(),
         }
     }
@@ -253,12 +273,12 @@ impl NodeState {
     }
 
     pub fn total(&self) -> &Resources {
-        &self.setup.total
+        &self.total
     }
 
     /// Resources not held by an active (unblocked) lease.
     pub fn available(&self) -> Resources {
-        let mut a = self.setup.total.clone();
+        let mut a = self.total.clone();
         for l in self.leases.values().filter(|l| !l.blocked) {
             a.subtract(&l.resources);
         }

@@ -10,6 +10,8 @@ use oxray_common::resources::Resources;
 use oxray_common::{ActorId, JobId, NodeId, WorkerId};
 use oxray_object_store::StoreStats;
 
+use std::collections::BTreeSet;
+
 use super::effects::{Effect, LinkOp};
 use super::pool::MAX_FAILED_STARTS;
 use super::{NodeState, Registration, Setup};
@@ -40,6 +42,7 @@ impl Sim {
             total: res(total),
             prestart_workers: 0,
             clustered,
+            places_groups: !clustered,
             max_dead_actors: 1000,
             store_full_wait_ms: 1000,
         };
@@ -855,10 +858,12 @@ fn spread_goes_round_robin_over_the_nodes_that_fit() {
     // Nodes that never fit are skipped: only this one has a gpu.
     let (mut g, b, c) = three_nodes();
     g.st.setup.total = res(&[("CPU", 4.0), ("gpu", 1.0)]);
+    g.st.recount_total();
     let d = g.driver();
     g.lease_by(d, 1, &[("gpu", 1.0)], Strategy::Spread);
     g.lease_by(d, 2, &[("gpu", 1.0)], Strategy::Spread);
     assert!(g.forwarded_leases().is_empty(), "no other node has a gpu");
+    assert!(g.st.pending.iter().all(|r| !r.spill), "kept here by SPREAD");
     drop((b, c));
 }
 
@@ -943,6 +948,7 @@ fn node_affinity_soft_falls_back_when_its_node_is_gone() {
     let d = a.driver();
     // Fill this node, so the fallback (Default) spills.
     a.st.setup.total = res(&[("CPU", 0.5)]);
+    a.st.recount_total();
     let soft_b = Strategy::NodeAffinity {
         node_id: b.st.setup.id,
         soft: true,
@@ -987,4 +993,439 @@ fn an_actor_with_hard_affinity_dies_with_its_node() {
     assert_eq!(state, ActorState::Dead, "not started again elsewhere");
     assert!(death.contains("node affinity is hard"), "{death}");
     assert!(!a.st.remote_actors.contains_key(&id), "not placed again");
+}
+
+mod placement_groups {
+    use oxray_common::placement::{
+        resources_in_group, BundleOp, PlacementGroupId, PlacementGroupInfo, PlacementGroupSpec,
+        PlacementGroupState, PlacementRequest, PlacementStrategy,
+    };
+
+    use super::super::placement::{plan, Candidate, NoPlan, Waiter};
+    use super::*;
+
+    fn cand(index: u16, free: f64, total: f64) -> Candidate {
+        Candidate {
+            index,
+            free: Resources::cpus(free),
+            total: Resources::cpus(total),
+        }
+    }
+
+    fn cpus(n: usize, each: f64) -> Vec<(u32, Resources)> {
+        (0..n as u32).map(|i| (i, Resources::cpus(each))).collect()
+    }
+
+    #[test]
+    fn each_strategy_places_bundles_as_ray_does() {
+        let nodes = [cand(1, 4.0, 4.0), cand(2, 2.0, 2.0), cand(3, 2.0, 2.0)];
+        // PACK: all on one node when they fit there.
+        let p = plan(&cpus(3, 1.0), PlacementStrategy::Pack, &nodes, &[]).expect("fits");
+        assert!(p.iter().all(|(_, n)| *n == 1), "{p:?}");
+        // PACK: spills over when no node holds all.
+        let p = plan(&cpus(3, 2.0), PlacementStrategy::Pack, &nodes, &[]).expect("fits");
+        let used: BTreeSet<u16> = p.iter().map(|(_, n)| *n).collect();
+        assert!(used.len() >= 2 && used.contains(&1), "{p:?}");
+        // STRICT_PACK: one node or nothing; busy vs never.
+        let busy = [cand(1, 1.0, 4.0), cand(2, 2.0, 2.0)];
+        assert!(matches!(
+            plan(&cpus(2, 2.0), PlacementStrategy::StrictPack, &busy, &[]),
+            Err(NoPlan::Busy(_))
+        ));
+        assert!(matches!(
+            plan(&cpus(3, 2.0), PlacementStrategy::StrictPack, &nodes, &[]),
+            Err(NoPlan::Infeasible(_))
+        ));
+        // SPREAD: distinct nodes while there are enough, then shared.
+        let p = plan(&cpus(3, 1.0), PlacementStrategy::Spread, &nodes, &[]).expect("fits");
+        assert_eq!(p.iter().map(|(_, n)| *n).collect::<BTreeSet<_>>().len(), 3);
+        let p = plan(&cpus(4, 1.0), PlacementStrategy::Spread, &nodes, &[]).expect("fits");
+        assert_eq!(p.len(), 4);
+        // STRICT_SPREAD: 4 bundles on 3 nodes never fit; avoids nodes already holding some.
+        match plan(&cpus(4, 1.0), PlacementStrategy::StrictSpread, &nodes, &[]) {
+            Err(NoPlan::Infeasible(m)) => assert!(m.contains("4 distinct nodes"), "{m}"),
+            other => panic!("expected infeasible, got {other:?}"),
+        }
+        let p = plan(
+            &cpus(1, 1.0),
+            PlacementStrategy::StrictSpread,
+            &nodes,
+            &[1, 2],
+        )
+        .expect("fits");
+        assert_eq!(p, vec![(0, 3)]);
+    }
+
+    /// A head (index 1) and members (2, 3, ...) that carry out its bundle requests.
+    struct Cluster {
+        nodes: Vec<Sim>,
+        alive: Vec<bool>,
+        head_driver: u64,
+    }
+
+    impl Cluster {
+        fn new(cpus: &[f64]) -> Cluster {
+            let mut nodes: Vec<Sim> = cpus
+                .iter()
+                .map(|c| Sim::new(&[("CPU", *c)], true))
+                .collect();
+            nodes[0].st.setup.places_groups = true;
+            let head_driver = nodes[0].driver();
+            let mut c = Cluster {
+                alive: vec![true; nodes.len()],
+                nodes,
+                head_driver,
+            };
+            c.publish();
+            c
+        }
+
+        /// Every node gets the view (with each node's real free resources and total).
+        fn publish(&mut self) {
+            let infos: Vec<NodeInfo> = self
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(k, n)| NodeInfo {
+                    id: n.st.setup.id,
+                    index: k as u16 + 1,
+                    session: format!("sim-{k}"),
+                    peer_address: format!("127.0.0.1:{}", 7001 + k),
+                    local_address: String::new(),
+                    hostname: String::new(),
+                    pid: 0,
+                    is_head: k == 0,
+                    alive: self.alive[k],
+                    total: n.st.total().clone(),
+                    load: NodeLoad {
+                        available: n.st.available(),
+                        ..NodeLoad::default()
+                    },
+                })
+                .collect();
+            let view = ClusterView {
+                cluster: "sim".into(),
+                nodes: infos,
+            };
+            for (k, n) in self.nodes.iter_mut().enumerate() {
+                if self.alive[k] {
+                    n.st.set_view(view.clone());
+                }
+            }
+        }
+
+        /// The head's bundle requests since the last call: (node index, group, attempt, op).
+        fn requests(&mut self) -> Vec<(u16, PlacementGroupId, u64, BundleOp)> {
+            let head = &mut self.nodes[0];
+            head.effects();
+            let mut out = Vec::new();
+            head.out.retain(|e| match e {
+                Effect::Link(LinkOp::Bundles {
+                    index,
+                    group,
+                    attempt,
+                    op,
+                }) => {
+                    out.push((*index, *group, *attempt, op.clone()));
+                    false
+                }
+                _ => true,
+            });
+            out
+        }
+
+        /// Carries out the head's requests (a dead node's fail) until none are left.
+        fn settle(&mut self) {
+            for _ in 0..20 {
+                let reqs = self.requests();
+                if reqs.is_empty() {
+                    return;
+                }
+                for (index, group, attempt, op) in reqs {
+                    let k = usize::from(index) - 1;
+                    let result = if self.alive[k] {
+                        self.nodes[k].st.bundle_op(op)
+                    } else {
+                        Err(format!("node {index} is gone"))
+                    };
+                    self.nodes[0]
+                        .st
+                        .bundles_answered(group, attempt, index, result);
+                }
+            }
+            panic!("the bundle requests never settled");
+        }
+
+        fn create(&mut self, n: usize, each: f64, strategy: PlacementStrategy) -> PlacementGroupId {
+            let id = PlacementGroupId::random();
+            let spec = PlacementGroupSpec {
+                id,
+                bundles: vec![Resources::cpus(each); n],
+                strategy,
+                name: String::new(),
+                namespace: "ns".into(),
+                detached: false,
+                creator: (self.nodes[0].st.setup.id, JobId(1)),
+            };
+            let d = self.head_driver;
+            self.nodes[0].st.placement(
+                Waiter::Client { conn: d, req: 1 },
+                PlacementRequest::Create(spec),
+            );
+            id
+        }
+
+        fn info(&mut self, id: PlacementGroupId) -> PlacementGroupInfo {
+            let d = self.head_driver;
+            self.nodes[0].clear();
+            self.nodes[0]
+                .st
+                .placement(Waiter::Client { conn: d, req: 9 }, PlacementRequest::Table);
+            let sent = self.nodes[0].sent_to(d);
+            sent.into_iter()
+                .find_map(|m| match m {
+                    FromRaylet::PlacementGroups { req: 9, groups } => {
+                        groups.into_iter().find(|g| g.spec.id == id)
+                    }
+                    _ => None,
+                })
+                .expect("the group is in the table")
+        }
+
+        /// How many bundles of `id` node `k` holds (committed or not).
+        fn held(&self, k: usize, id: PlacementGroupId) -> usize {
+            self.nodes[k]
+                .st
+                .bundles
+                .keys()
+                .filter(|(g, _)| *g == id)
+                .count()
+        }
+    }
+
+    #[test]
+    fn a_group_is_prepared_then_committed_on_every_node() {
+        let mut c = Cluster::new(&[2.0, 2.0, 2.0]);
+        let id = c.create(3, 1.0, PlacementStrategy::StrictSpread);
+        let first = c.requests();
+        assert!(
+            first
+                .iter()
+                .all(|(_, _, _, op)| matches!(op, BundleOp::Prepare { .. })),
+            "prepare first: {first:?}"
+        );
+        // The head's own bundle is prepared in place, the two others by request.
+        assert_eq!(first.len(), 2, "{first:?}");
+        for (index, group, attempt, op) in first {
+            let k = usize::from(index) - 1;
+            let r = c.nodes[k].st.bundle_op(op);
+            assert!(r.is_ok());
+            assert_eq!(
+                c.info(id).state,
+                PlacementGroupState::Pending,
+                "not before all commit"
+            );
+            c.nodes[0].st.bundles_answered(group, attempt, index, r);
+        }
+        c.settle();
+        let info = c.info(id);
+        assert_eq!(info.state, PlacementGroupState::Created, "{info:?}");
+        let ids: BTreeSet<_> = info.nodes.iter().flatten().collect();
+        assert_eq!(ids.len(), 3, "one bundle per node: {info:?}");
+        for k in 0..3 {
+            assert_eq!(c.held(k, id), 1);
+            // One CPU left as CPU, one as the bundle's.
+            assert_eq!(c.nodes[k].st.total().get("CPU"), 1.0);
+        }
+        // Work in bundle i asks for its resources, which exist where the bundle is.
+        let on: Vec<usize> = (0..3u32)
+            .map(|i| {
+                let need = resources_in_group(id, Some(i), &Resources::cpus(1.0));
+                (0..3)
+                    .find(|k| c.nodes[*k].st.total().contains(&need))
+                    .expect("a node")
+            })
+            .collect();
+        assert_eq!(on.iter().collect::<BTreeSet<_>>().len(), 3);
+        // A waiter is answered at once now.
+        let d = c.head_driver;
+        c.nodes[0].clear();
+        c.nodes[0].st.placement(
+            Waiter::Client { conn: d, req: 5 },
+            PlacementRequest::Wait(id),
+        );
+        assert!(c.nodes[0]
+            .sent_to(d)
+            .iter()
+            .any(|m| matches!(m, FromRaylet::PlacementGroups { req: 5, .. })));
+    }
+
+    #[test]
+    fn a_node_failing_between_prepare_and_commit_rolls_back_then_places_later() {
+        let mut c = Cluster::new(&[2.0, 2.0, 2.0]);
+        let id = c.create(3, 1.0, PlacementStrategy::StrictSpread);
+        // Prepares succeed everywhere.
+        for (index, group, attempt, op) in c.requests() {
+            let r = c.nodes[usize::from(index) - 1].st.bundle_op(op);
+            c.nodes[0].st.bundles_answered(group, attempt, index, r);
+        }
+        let commits = c.requests();
+        assert!(commits
+            .iter()
+            .all(|(_, _, _, op)| matches!(op, BundleOp::Commit { .. })));
+        // Node 3 dies before committing: its commit fails; the others commit.
+        for (index, group, attempt, op) in commits {
+            let r = if index == 3 {
+                Err("node 3 is gone".to_string())
+            } else {
+                c.nodes[usize::from(index) - 1].st.bundle_op(op)
+            };
+            c.nodes[0].st.bundles_answered(group, attempt, index, r);
+        }
+        c.alive[2] = false;
+        // Rolled back: every bundle taken is released, none is left half-reserved.
+        c.settle();
+        let info = c.info(id);
+        assert_eq!(info.state, PlacementGroupState::Pending, "{info:?}");
+        assert!(info.reason.contains("rolled back"), "{}", info.reason);
+        assert_eq!(
+            c.held(0, id) + c.held(1, id),
+            0,
+            "released on the live nodes"
+        );
+        assert_eq!(c.nodes[1].st.total().get("CPU"), 2.0);
+        // STRICT_SPREAD of 3 on the 2 live nodes never fits: it says so once the view shows it.
+        c.publish();
+        c.settle();
+        let info = c.info(id);
+        assert!(info.reason.contains("infeasible"), "{}", info.reason);
+        // A new node joins: placed.
+        c.nodes.push(Sim::new(&[("CPU", 2.0)], true));
+        c.alive.push(true);
+        c.publish();
+        c.settle();
+        let info = c.info(id);
+        assert_eq!(info.state, PlacementGroupState::Created, "{info:?}");
+        let dead = c.nodes[2].st.setup.id;
+        assert!(
+            !info.nodes.contains(&Some(dead)),
+            "placed on the dead node: {info:?}"
+        );
+        assert_eq!(c.held(3, id), 1);
+    }
+
+    #[test]
+    fn a_refused_prepare_rolls_back_the_others() {
+        let mut c = Cluster::new(&[2.0, 2.0, 2.0]);
+        // Node 2 got busy after the view: it refuses to prepare.
+        let d2 = c.nodes[1].client(ClientKind::Driver);
+        c.nodes[1].lease(d2, 1, &[("CPU", 2.0)]);
+        let w = c.nodes[1].spawned();
+        c.nodes[1].start_worker(w[0]);
+        let id = c.create(3, 1.0, PlacementStrategy::StrictSpread);
+        c.settle();
+        let info = c.info(id);
+        assert_eq!(info.state, PlacementGroupState::Pending);
+        assert!(info.reason.contains("rolled back"), "{}", info.reason);
+        for k in 0..3 {
+            assert_eq!(
+                c.held(k, id),
+                0,
+                "node {k} holds a bundle after the rollback"
+            );
+        }
+        assert_eq!(c.nodes[0].st.total().get("CPU"), 2.0);
+    }
+
+    #[test]
+    fn a_dead_nodes_bundles_are_placed_again() {
+        let mut c = Cluster::new(&[2.0, 2.0, 2.0]);
+        let id = c.create(2, 1.0, PlacementStrategy::StrictSpread);
+        c.settle();
+        let info = c.info(id);
+        assert_eq!(info.state, PlacementGroupState::Created);
+        let lost = (1..3)
+            .find(|k| c.held(*k, id) == 1)
+            .expect("a member holds one");
+        c.alive[lost] = false;
+        c.publish();
+        c.settle();
+        let info = c.info(id);
+        assert_eq!(info.state, PlacementGroupState::Created, "{info:?}");
+        let holders: Vec<usize> = (0..3)
+            .filter(|k| c.alive[*k] && c.held(*k, id) == 1)
+            .collect();
+        assert_eq!(holders.len(), 2, "on the two live nodes: {holders:?}");
+    }
+
+    #[test]
+    fn on_one_node_work_runs_in_its_bundle_and_removal_stops_it() {
+        let mut n = Sim::new(&[("CPU", 4.0)], false);
+        let d = n.driver();
+        let id = PlacementGroupId::random();
+        let spec = PlacementGroupSpec {
+            id,
+            bundles: vec![Resources::cpus(2.0)],
+            strategy: PlacementStrategy::StrictPack,
+            name: "pg".into(),
+            namespace: "ns".into(),
+            detached: false,
+            creator: (n.st.setup.id, JobId(1)),
+        };
+        n.st.placement(
+            Waiter::Client { conn: d, req: 1 },
+            PlacementRequest::Create(spec),
+        );
+        assert_eq!(n.st.total().get("CPU"), 2.0);
+        // A task in bundle 0 gets a lease bounded by the bundle.
+        let in_bundle = resources_in_group(id, Some(0), &Resources::cpus(2.0));
+        n.send(
+            d,
+            ToRaylet::RequestLease {
+                req: 2,
+                resources: in_bundle.clone(),
+                near: 0,
+                strategy: Strategy::Default,
+            },
+        );
+        let w = n.spawned();
+        n.start_worker(w[0]);
+        assert_eq!(n.grants(d).len(), 1);
+        // A second one waits (the bundle is busy), quietly.
+        n.clear();
+        n.send(
+            d,
+            ToRaylet::RequestLease {
+                req: 3,
+                resources: in_bundle,
+                near: 0,
+                strategy: Strategy::Default,
+            },
+        );
+        assert!(n.grants(d).is_empty());
+        assert!(
+            n.warnings(d).is_empty(),
+            "no infeasible warning for group work"
+        );
+        // Removal: its worker is killed, the waiting request fails typed, the CPUs return.
+        n.clear();
+        n.st.placement(
+            Waiter::Client { conn: d, req: 4 },
+            PlacementRequest::Remove(id),
+        );
+        assert_eq!(n.killed(), vec![w[0]]);
+        let errors = n.errors(d);
+        assert!(errors
+            .iter()
+            .any(|(req, kind, _)| *req == 3 && *kind == ErrorKind::Unschedulable));
+        assert_eq!(n.st.total().get("CPU"), 4.0);
+        // The name is free again.
+        n.clear();
+        let get = PlacementRequest::Get {
+            namespace: "ns".into(),
+            name: "pg".into(),
+        };
+        n.st.placement(Waiter::Client { conn: d, req: 5 }, get);
+        assert_eq!(n.errors(d).len(), 1);
+    }
 }
