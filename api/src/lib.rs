@@ -135,6 +135,11 @@ pub use oxray_core_worker::{
     AsyncObjectRefStream, Error, IntoArg, Lifetime, NodeId, NodeStatus, ObjectRef, ObjectRefStream,
     Result, RuntimeContext, SchedulingStrategy, TaskOptions,
 };
+pub use oxray_core_worker::{
+    bundle, get_placement_group, placement_group, placement_group_table, PlacementGroup,
+    PlacementGroupId, PlacementGroupInfo, PlacementGroupOptions, PlacementGroupState,
+    PlacementStrategy, Resources,
+};
 pub use oxray_macros::{actor, main, object, remote};
 pub use oxray_object_store::ObjectView;
 pub use progress::{progress, Progress};

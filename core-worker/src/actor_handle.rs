@@ -216,6 +216,7 @@ pub struct ActorOptions {
     lifetime: Lifetime,
     get_if_exists: bool,
     strategy: Strategy,
+    group: Option<(crate::placement::PlacementGroup, Option<usize>)>,
 }
 
 impl ActorOptions {
@@ -233,6 +234,7 @@ impl ActorOptions {
             lifetime: Lifetime::NonDetached,
             get_if_exists: false,
             strategy: Strategy::Default,
+            group: None,
         }
     }
 
@@ -242,6 +244,17 @@ impl ActorOptions {
     /// node).
     pub fn scheduling_strategy(mut self, strategy: Strategy) -> Self {
         self.strategy = strategy;
+        self
+    }
+
+    /// Runs the actor in placement group `pg`: in bundle `bundle`, or (`None`) in any of its
+    /// bundles; what it holds is taken from the bundle (creation fails if it can never fit).
+    pub fn placement_group(
+        mut self,
+        pg: &crate::placement::PlacementGroup,
+        bundle: Option<usize>,
+    ) -> Self {
+        self.group = Some((pg.clone(), bundle));
         self
     }
 
@@ -343,6 +356,17 @@ impl ActorOptions {
     ) -> Result<ActorHandle<T>> {
         let core = core.clone();
         let specs = crate::task::collect_args(&core, args)?;
+        let resources = match &self.group {
+            Some((pg, bundle)) => pg.resources_for(*bundle, &self.resources),
+            None => Ok(self.resources.clone()),
+        };
+        let resources = match resources {
+            Ok(r) => r,
+            Err(e) => {
+                crate::task::release_args(&core, &specs);
+                return Err(e);
+            }
+        };
         // Constructor arguments must be values for restarts: resolve refs now.
         let ref_ids: Vec<ObjectId> = specs
             .iter()
@@ -382,7 +406,7 @@ impl ActorOptions {
             id,
             class: self.class.to_string(),
             args: wire,
-            resources: self.resources,
+            resources,
             name: self.name,
             namespace: self
                 .namespace

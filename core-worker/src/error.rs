@@ -95,6 +95,12 @@ pub enum Error {
         /// Which node, and why it cannot run the work.
         message: String,
     },
+    /// A placement group was removed (or never existed) while work waited for it.
+    #[error("placement group: {message}")]
+    PlacementGroup {
+        /// Which group, and what happened to it.
+        message: String,
+    },
     /// Bad configuration or arguments.
     #[error("configuration: {message}")]
     Config {

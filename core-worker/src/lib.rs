@@ -29,6 +29,7 @@ mod executor;
 mod lineage;
 mod object_ref;
 mod owners;
+pub mod placement;
 mod raylet_client;
 mod refs;
 pub mod registry;
@@ -54,11 +55,18 @@ pub use async_tasks::block_on_task;
 pub use context::{context, RuntimeContext};
 pub use error::{Error, Result};
 pub use object_ref::ObjectRef;
+pub use oxray_common::placement::{
+    PlacementGroupId, PlacementGroupInfo, PlacementGroupState, PlacementStrategy,
+};
 pub use oxray_common::protocol::{ActorInfo, ActorState, Strategy as SchedulingStrategy};
 pub use oxray_common::protocol::{ClientKind, NodeStatus};
 pub use oxray_common::resources::Resources;
 pub use oxray_common::{ActorId, JobId, NodeId, WorkerId};
 pub use oxray_object_store::{ObjectId, ObjectView};
+pub use placement::{
+    bundle, get_placement_group, placement_group, placement_group_table, PlacementGroup,
+    PlacementGroupOptions,
+};
 pub use registry::{RemoteFunction, TaskError, REMOTE_FUNCTIONS};
 pub use stream::{submit_returns, submit_stream, AsyncObjectRefStream, ObjectRefStream, Returns};
 pub use task::{submit_task, TaskOptions};

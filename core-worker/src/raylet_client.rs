@@ -70,6 +70,34 @@ impl RayletClient {
         rx.recv().map_err(|_| self.died())
     }
 
+    /// Sends a request and waits up to `timeout` for its reply (`None`: none came in time; a
+    /// late one is dropped).
+    pub fn request_timeout(
+        &self,
+        make: impl FnOnce(u64) -> ToRaylet,
+        timeout: std::time::Duration,
+    ) -> Result<Option<FromRaylet>> {
+        let req = self.next();
+        let (tx, rx) = sync_channel(1);
+        self.lock_waiters().insert(req, Waiter::Reply(tx));
+        if self.closed.load(Ordering::SeqCst) {
+            self.lock_waiters().remove(&req);
+            return Err(self.died());
+        }
+        if let Err(e) = self.send(&make(req)) {
+            self.lock_waiters().remove(&req);
+            return Err(e);
+        }
+        match rx.recv_timeout(timeout) {
+            Ok(reply) => Ok(Some(reply)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                self.lock_waiters().remove(&req);
+                Ok(None)
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(self.died()),
+        }
+    }
+
     /// Asks for a lease; the grant goes to the submitter.
     pub fn request_lease(&self, key: SchedulingKey) -> Result<()> {
         let req = self.next();
@@ -168,7 +196,8 @@ fn dispatch(core: &Arc<CoreWorker>, msg: FromRaylet) {
         | FromRaylet::Status { req, .. }
         | FromRaylet::Memory { req, .. }
         | FromRaylet::Timeline { req, .. }
-        | FromRaylet::Address { req, .. } => *req,
+        | FromRaylet::Address { req, .. }
+        | FromRaylet::PlacementGroups { req, .. } => *req,
         FromRaylet::TunnelOpen => return,
         FromRaylet::WorkerOutput {
             pid,

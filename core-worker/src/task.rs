@@ -23,6 +23,7 @@ pub struct TaskOptions {
     name: Option<String>,
     stream_window: u64,
     strategy: Strategy,
+    group: Option<(crate::placement::PlacementGroup, Option<usize>)>,
 }
 
 impl TaskOptions {
@@ -36,6 +37,7 @@ impl TaskOptions {
             name: None,
             stream_window: 0,
             strategy: Strategy::Default,
+            group: None,
         }
     }
 
@@ -83,6 +85,18 @@ impl TaskOptions {
     /// here, else the node with most room).
     pub fn scheduling_strategy(mut self, strategy: Strategy) -> Self {
         self.strategy = strategy;
+        self
+    }
+
+    /// Runs the task in placement group `pg`: in bundle `bundle`, or (`None`) in any of its
+    /// bundles. Its resources are taken from the bundle (submitting fails if they can never
+    /// fit there).
+    pub fn placement_group(
+        mut self,
+        pg: &crate::placement::PlacementGroup,
+        bundle: Option<usize>,
+    ) -> Self {
+        self.group = Some((pg.clone(), bundle));
         self
     }
 
@@ -140,18 +154,31 @@ pub(crate) fn submit_task_with<R>(
 ) -> Result<ObjectRef<R>> {
     let core = current()?;
     let specs = collect_args(&core, args)?;
-    if opts.resources.get(CPU) < 0.0 {
-        return Err(Error::Config {
+    let resources = if opts.resources.get(CPU) < 0.0 {
+        Err(Error::Config {
             message: "num_cpus must not be negative".into(),
-        });
-    }
+        })
+    } else {
+        match &opts.group {
+            Some((pg, bundle)) => pg.resources_for(*bundle, &opts.resources),
+            None => Ok(opts.resources.clone()),
+        }
+    };
+    let resources = match resources {
+        Ok(r) => r,
+        Err(e) => {
+            // Nothing was submitted: the arguments' holds go.
+            release_args(&core, &specs);
+            return Err(e);
+        }
+    };
     let id = core.new_object_id();
     core.refs.insert(id, ObjState::Pending);
     let task = Task {
         id,
         function: opts.function.to_string(),
         args: specs,
-        resources: opts.resources,
+        resources,
         retries_left: opts.max_retries,
         retry_exceptions: opts.retry_exceptions,
         strategy: opts.strategy,
@@ -170,7 +197,7 @@ pub(crate) fn submit_task_with<R>(
     Ok(r)
 }
 
-fn release_args(core: &Arc<CoreWorker>, specs: &[ArgSpec]) {
+pub(crate) fn release_args(core: &Arc<CoreWorker>, specs: &[ArgSpec]) {
     for s in specs {
         match s {
             ArgSpec::Ref(id) => core.release_task_ref(*id),

@@ -47,6 +47,17 @@ pub fn status(address: &str) -> Result<NodeStatus> {
     }
 }
 
+/// The placement groups of the cluster of the node at `address` (the head manages them; a
+/// member asks it).
+pub fn placement_groups(address: &str) -> Result<Vec<oxray_common::placement::PlacementGroupInfo>> {
+    let request = oxray_common::placement::PlacementRequest::Table;
+    match ask(address, ToRaylet::Placement { req: 1, request })? {
+        FromRaylet::PlacementGroups { groups, .. } => Ok(groups),
+        FromRaylet::Error { message, .. } => Err(RayletError::Config(message)),
+        other => Err(RayletError::Config(format!("unexpected answer {other:?}"))),
+    }
+}
+
 /// The objects in the store of the node at `address` (and spilled from it), largest first.
 pub fn memory(address: &str) -> Result<Vec<oxray_common::protocol::StoredObject>> {
     match ask(address, ToRaylet::Memory { req: 1 })? {

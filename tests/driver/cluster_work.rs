@@ -489,3 +489,77 @@ pub fn strategies(b: &str, c: &str) -> oxray::Result<()> {
     println!("done");
     Ok(())
 }
+
+/// `placement`: placement groups on a three-node cluster. A STRICT_SPREAD group of 4 pends
+/// until the test adds a fourth node (`join-d`); then an actor in a SPREAD group's bundle on
+/// a member is restarted elsewhere when the test kills that member (`kill NODE`).
+pub fn placement() -> oxray::Result<()> {
+    use oxray::{bundle, PlacementGroupState, PlacementStrategy};
+    let _cluster = oxray::init()?;
+    let one = || bundle(&[("CPU", 1.0)]);
+    let four = oxray::placement_group(vec![one(); 4], PlacementStrategy::StrictSpread)?;
+    println!("ready-on-3 {}", four.wait(Duration::from_millis(500))?);
+    let info = four.info()?;
+    println!("pending-state {:?}", info.state);
+    println!("pending-reason {}", info.reason);
+    println!("join-d");
+    four.ready()?;
+    let nodes: BTreeSet<String> = four
+        .info()?
+        .nodes
+        .iter()
+        .flatten()
+        .map(|n| n.to_string())
+        .collect();
+    println!(
+        "placed-on {}",
+        nodes.into_iter().collect::<Vec<_>>().join(",")
+    );
+    // Tasks in each bundle run on that bundle's node.
+    let ran: Vec<_> = (0..4)
+        .map(|i| {
+            where_am_i::options()
+                .placement_group(&four, Some(i))
+                .remote(0)
+        })
+        .collect::<oxray::Result<_>>()?;
+    let ran: BTreeSet<String> = oxray::get_all(&ran)?.into_iter().collect();
+    println!("tasks-on {}", ran.into_iter().collect::<Vec<_>>().join(","));
+    four.remove()?;
+
+    let head = oxray::node_id()?;
+    let pair = oxray::placement_group(vec![one(), one()], PlacementStrategy::StrictSpread)?;
+    pair.ready()?;
+    let at: Vec<String> = pair
+        .info()?
+        .nodes
+        .iter()
+        .map(|n| n.map(|n| n.to_string()).unwrap_or_default())
+        .collect();
+    // The bundle on a member (the two are on distinct nodes, so one is).
+    let b = if at[0] == head { 1 } else { 0 };
+    let tally = Tally::options()
+        .placement_group(&pair, Some(b))
+        .max_restarts(3)
+        .max_task_retries(-1)
+        .remote(0)?;
+    let was = oxray::get(&tally.node()?)?;
+    println!("actor-on {was} bundle-on {}", at[b]);
+    println!("kill {was}");
+    let alive = alive_at_most(3)?;
+    println!("alive-after-kill {alive}");
+    // The call waits for the restart (its bundle placed again on a live node).
+    let now = oxray::get_timeout(&tally.node()?, Duration::from_secs(60))?;
+    println!("actor-restarted-on {now}");
+    let info = pair.info()?;
+    println!("pair-state {:?}", info.state);
+    let still: Vec<String> = info.nodes.iter().flatten().map(|n| n.to_string()).collect();
+    println!("pair-on {}", still.join(","));
+    println!(
+        "pair-created {}",
+        info.state == PlacementGroupState::Created
+    );
+    pair.remove()?;
+    println!("done");
+    Ok(())
+}

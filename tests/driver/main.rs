@@ -104,6 +104,7 @@ fn main() {
         "detached-find" => detached_find(),
         "cluster-work" => cluster_work::run(),
         "cluster-fault" => cluster_work::fault(),
+        "placement" => cluster_work::placement(),
         "strategies" => cluster_work::strategies(
             args.get(2).map(String::as_str).unwrap_or(""),
             args.get(3).map(String::as_str).unwrap_or(""),

@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use oxray_common::placement::{PlacementGroupState, PlacementStrategy};
 use oxray_raylet::cluster::{self, auth, tls, wire};
 use oxray_raylet::peer::{PeerReply, PeerRequest};
 use oxray_raylet::ClusterView;
@@ -487,6 +488,83 @@ fn spread_and_node_affinity_on_three_nodes() {
     assert_eq!(value("actor-hard-dead"), "unschedulable", "{out}");
     assert_eq!(value("pinned-actor"), "died", "{out}");
     assert!(out.lines().any(|l| l == "done"), "{out}");
+}
+
+/// Placement groups across real nodes: STRICT_SPREAD of 4 bundles on 3 nodes pends as
+/// infeasible, then is placed (on 4 distinct nodes) when a fourth joins, and its tasks run on
+/// their bundles' nodes; an actor in a bundle on a member that is killed restarts on another
+/// node, its group placed again there. A member lists the groups (asking the head).
+#[test]
+fn placement_groups_wait_for_nodes_and_move_off_dead_ones() {
+    let _load = crate::no_cpu_hog();
+    let h = head("hpg", &["cpus=2"]);
+    let mut members = vec![
+        member("bpg", &h, &["cpus=2"]),
+        member("cpg", &h, &["cpus=2"]),
+    ];
+    let mut driver = Command::new(DRIVER)
+        .arg("placement")
+        .env("OXRAY_ADDRESS", &h.address)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the driver");
+    let stdout = driver.stdout.take().expect("stdout");
+    let mut out = String::new();
+    let mut listed = Vec::new();
+    for line in BufReader::new(stdout).lines().take(40) {
+        let Ok(line) = line else { break };
+        out.push_str(&line);
+        out.push('\n');
+        if line == "join-d" {
+            members.push(member("dpg", &h, &["cpus=2"]));
+        }
+        if let Some(node) = line.strip_prefix("kill ") {
+            let view = view_of(&h);
+            let k = members
+                .iter()
+                .position(|m| id_of(&view, m) == node)
+                .expect("the actor's node is a member");
+            // While the group and actor live: what a member lists (it asks the head).
+            listed = oxray_raylet::tool::placement_groups(&members[0].address).expect("list");
+            drop(members.remove(k));
+        }
+        if line == "done" {
+            break;
+        }
+    }
+    let _ = driver.kill();
+    let _ = driver.wait();
+    let value = |k: &str| value_in(&out, k);
+    assert_eq!(value("ready-on-3"), "false", "{out}");
+    assert_eq!(value("pending-state"), "Pending", "{out}");
+    assert!(value("pending-reason").contains("infeasible"), "{out}");
+    assert_eq!(value("placed-on").split(',').count(), 4, "{out}");
+    assert_eq!(
+        value("tasks-on").split(',').count(),
+        4,
+        "one task per node: {out}"
+    );
+    let was = value("actor-on");
+    let was = was.split(' ').next().unwrap_or_default().to_owned();
+    let now = value("actor-restarted-on");
+    assert!(!now.is_empty() && now != was, "{out}");
+    assert_eq!(value("pair-created"), "true", "{out}");
+    assert!(!value("pair-on").contains(&was), "{out}");
+    assert!(out.lines().any(|l| l == "done"), "{out}");
+    assert_eq!(
+        listed.len(),
+        2,
+        "the removed group and the live one: {listed:?}"
+    );
+    assert!(
+        listed
+            .iter()
+            .any(|g| g.state == PlacementGroupState::Created
+                && g.spec.strategy == PlacementStrategy::StrictSpread
+                && g.nodes.iter().all(Option::is_some)),
+        "{listed:?}"
+    );
 }
 
 #[test]

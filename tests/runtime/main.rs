@@ -14,6 +14,7 @@ mod node_core;
 mod objects;
 #[path = "../pid_exit.rs"]
 mod pid_exit;
+mod placement;
 mod processes;
 mod spill;
 mod streams;

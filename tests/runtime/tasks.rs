@@ -225,8 +225,10 @@ fn late_for_low(x: i64) -> i64 {
 #[test]
 fn progress_yields_every_ref_once_as_it_finishes() {
     cluster();
+    // A quarter CPU each: several run at once even while other tests hold a CPU (one at a
+    // time would finish in submission order).
     let refs: Vec<ObjectRef<i64>> = (0..20)
-        .map(late_for_low::remote)
+        .map(|x| late_for_low::options().num_cpus(0.25).remote(x))
         .collect::<oxray::Result<_>>()
         .expect("submit");
     let mut got = Vec::new();

@@ -360,6 +360,10 @@ fn expand_remote(f: &ItemFn, num_returns: Option<u64>) -> syn::Result<Tokens> {
                 pub fn scheduling_strategy(self, s: ::oxray::SchedulingStrategy) -> Self {
                     Options(self.0.scheduling_strategy(s))
                 }
+                /// Runs in placement group `pg`, in bundle `bundle` (`None`: any of its bundles).
+                pub fn placement_group(self, pg: &::oxray::PlacementGroup, bundle: ::std::option::Option<usize>) -> Self {
+                    Options(self.0.placement_group(pg, bundle))
+                }
                 #[doc = #remote_doc]
                 pub fn remote(self, #(#params),*) -> ::oxray::Result<#returns> {
                     let __args = ::std::vec![#(::oxray::IntoArg::into_arg(#arg_names)),*];
@@ -758,6 +762,8 @@ fn expand_actor_impl(imp: &ItemImpl) -> syn::Result<Tokens> {
             pub fn get_if_exists(self, yes: bool) -> Self { #options(self.0.get_if_exists(yes)) }
             /// Where the actor may run (`SchedulingStrategy::Spread`, `NodeAffinity`).
             pub fn scheduling_strategy(self, s: ::oxray::SchedulingStrategy) -> Self { #options(self.0.scheduling_strategy(s)) }
+            /// Runs in placement group `pg`, in bundle `bundle` (`None`: any of its bundles).
+            pub fn placement_group(self, pg: &::oxray::PlacementGroup, bundle: ::std::option::Option<usize>) -> Self { #options(self.0.placement_group(pg, bundle)) }
             /// Creates the actor.
             pub fn remote(self, #(#params),*) -> ::oxray::Result<::oxray::ActorHandle<#self_ty>> {
                 self.0.create::<#self_ty>(::std::vec![#(::oxray::IntoArg::into_arg(#names)),*])

@@ -40,6 +40,12 @@ impl NodeState {
                 return;
             }
         }
+        if let Some(why) = self.gone_group(&spec.resources) {
+            let message = format!("actor {} cannot be placed: {why}", spec.class);
+            let kind = ErrorKind::Unschedulable;
+            self.send(conn, FromRaylet::Error { req, kind, message });
+            return;
+        }
         if kind != ClientKind::Remote {
             match self.place_by(spec.strategy, &spec.resources) {
                 Placement::Peer(target) => {

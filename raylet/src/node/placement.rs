@@ -753,6 +753,25 @@ impl NodeState {
     }
 }
 
+impl NodeState {
+    /// On the manager: why work needing `resources` can never run, if it names a placement
+    /// group that was removed (or never made).
+    pub(crate) fn gone_group(&self, resources: &Resources) -> Option<String> {
+        if !self.setup.places_groups {
+            return None;
+        }
+        resources.iter().find_map(|(name, _)| {
+            let tag = oxray_common::placement::group_of_resource(name)?;
+            let id = u64::from_str_radix(tag, 16).ok().map(PlacementGroupId)?;
+            match self.pgs.groups.get(&id) {
+                Some(g) if g.info.state != PlacementGroupState::Removed => None,
+                Some(_) => Some(format!("its placement group {id} was removed")),
+                None => Some(format!("there is no placement group {id}")),
+            }
+        })
+    }
+}
+
 /// The error for an unknown group.
 fn unknown(id: PlacementGroupId) -> (ErrorKind, String) {
     (

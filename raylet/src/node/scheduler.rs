@@ -37,6 +37,11 @@ impl NodeState {
             return;
         };
         let mut spill = kind != ClientKind::Remote;
+        if let Some(message) = self.gone_group(&resources) {
+            let kind = ErrorKind::Unschedulable;
+            self.send(conn, FromRaylet::Error { req, kind, message });
+            return;
+        }
         if spill {
             match self.place_by(strategy, &resources) {
                 Placement::Anywhere => {}

@@ -544,7 +544,7 @@ fn status(
             return Ok(());
         }
     }
-    let (_, s) = first_answering(&candidates)?;
+    let (address, s) = first_answering(&candidates)?;
     if !s.cluster.nodes.is_empty() {
         print_cluster(&s.cluster);
         println!("this node:");
@@ -598,7 +598,42 @@ fn status(
     for p in &s.pending {
         println!("    {}  {}", p.resources, p.reason);
     }
+    print_placement_groups(&address);
     Ok(())
+}
+
+/// The cluster's placement groups: state, strategy, each bundle and its node, why one waits.
+fn print_placement_groups(address: &str) {
+    let groups = match tool::placement_groups(address) {
+        Ok(g) => g,
+        Err(e) => {
+            println!("placement groups: unknown ({e})");
+            return;
+        }
+    };
+    println!("placement groups: {}", groups.len());
+    for g in &groups {
+        let name = if g.spec.name.is_empty() {
+            String::new()
+        } else {
+            format!(" name {:?}", g.spec.name)
+        };
+        println!(
+            "  {}{name} {:?} {:?}{}",
+            g.spec.id,
+            g.spec.strategy,
+            g.state,
+            if g.reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", g.reason)
+            }
+        );
+        for (i, (b, node)) in g.spec.bundles.iter().zip(&g.nodes).enumerate() {
+            let at = node.map_or("not placed".to_owned(), |n| format!("on node {n}"));
+            println!("    bundle {i}: {b} {at}");
+        }
+    }
 }
 
 /// The node `oxray job` talks to: `explicit` if given, else the head of the cluster of the
