@@ -300,6 +300,17 @@ fn main() -> oxray::Result<()> {
         oxray::get_all(&refs).expect("get");
     });
 
+    // Ray's row: create a one-bundle group, wait until it is placed, remove it.
+    bench.timeit("placement group create/removal", 1.0, || {
+        let pg = oxray::placement_group(
+            vec![oxray::bundle(&[("CPU", 0.01)])],
+            oxray::PlacementStrategy::Pack,
+        )
+        .expect("create");
+        pg.ready().expect("ready");
+        pg.remove().expect("remove");
+    });
+
     actor_rows(&bench)?;
 
     if bench.wants("zero-copy get_view of a 1 GiB object") {
@@ -401,11 +412,12 @@ fn byte_len(xs: oxray::ObjectView<Vec<u8>>) -> u64 {
 /// The rows again across two nodes on this machine (two raylets joined over QUIC): the driver
 /// attaches to a head with no CPUs, so every task and actor runs on the other node.
 fn cross_node_rows(bench: &Bench) -> oxray::Result<()> {
-    const ROWS: [&str; 7] = [
+    const ROWS: [&str; 8] = [
         "same-node socket echo round trips",
         "cross-node tunnel echo round trips",
         "cross-node tasks sync",
         "cross-node tasks async",
+        "cross-node placement group create/removal",
         "cross-node 1:1 actor calls sync",
         "cross-node 1:1 actor calls async",
         "cross-node object transfer gigabytes",
@@ -457,6 +469,16 @@ fn cross_node_rows(bench: &Bench) -> oxray::Result<()> {
             .map(|_| small_value::remote().expect("submit"))
             .collect();
         oxray::get_all(&refs).expect("get");
+    });
+    // The head has no CPU: every group goes to the other node in two phases over QUIC.
+    bench.timeit("cross-node placement group create/removal", 1.0, || {
+        let pg = oxray::placement_group(
+            vec![oxray::bundle(&[("CPU", 0.01)])],
+            oxray::PlacementStrategy::Pack,
+        )
+        .expect("create");
+        pg.ready().expect("ready");
+        pg.remove().expect("remove");
     });
     let server = Server::options().num_cpus(1.0).remote()?;
     oxray::get(&server.small_value()?)?;

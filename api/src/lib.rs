@@ -54,7 +54,9 @@
 //!   actors.
 //! - **Placement**: `options().scheduling_strategy(..)` on tasks and actors:
 //!   [`SchedulingStrategy::Spread`] round-robins over the nodes, `NodeAffinity { node_id, soft }`
-//!   pins to one node ([`NodeId`]s from [`nodes`] parse with `.parse()`).
+//!   pins to one node ([`NodeId`]s from [`nodes`] parse with `.parse()`). [`placement_group`]
+//!   reserves bundles of resources across nodes at once ([`PlacementStrategy`]); tasks and
+//!   actors run in a bundle with `options().placement_group(&pg, Some(i))`.
 //! - **Objects**: [`put`] stores a value once per node; [`get_view`] and `ObjectView<T>`
 //!   parameters read it in place (`as_slice()` gives `&[f64]` for vectors of numbers);
 //!   [`put_with_len`] builds a large array directly in the store. A full store spills objects

@@ -1428,4 +1428,48 @@ mod placement_groups {
         n.st.placement(Waiter::Client { conn: d, req: 5 }, get);
         assert_eq!(n.errors(d).len(), 1);
     }
+
+    #[test]
+    fn a_jobs_groups_go_with_it_unless_detached() {
+        let mut n = Sim::new(&[("CPU", 4.0)], false);
+        let d = n.driver();
+        let job = n.st.clients[&d].job;
+        let make = |detached| PlacementGroupSpec {
+            id: PlacementGroupId::random(),
+            bundles: vec![Resources::cpus(1.0)],
+            strategy: PlacementStrategy::Pack,
+            name: String::new(),
+            namespace: "ns".into(),
+            detached,
+            creator: (n.st.setup.id, job),
+        };
+        let (mine, kept) = (make(false), make(true));
+        let (mine_id, kept_id) = (mine.id, kept.id);
+        for spec in [mine, kept] {
+            n.st.placement(
+                Waiter::Client { conn: d, req: 1 },
+                PlacementRequest::Create(spec),
+            );
+        }
+        assert_eq!(n.st.total().get("CPU"), 2.0);
+        n.st.disconnect(d);
+        let state = |n: &mut Sim, id| {
+            let t = n.driver();
+            n.clear();
+            n.st.placement(Waiter::Client { conn: t, req: 2 }, PlacementRequest::Table);
+            n.sent_to(t)
+                .into_iter()
+                .find_map(|m| match m {
+                    FromRaylet::PlacementGroups { groups, .. } => groups
+                        .into_iter()
+                        .find(|g| g.spec.id == id)
+                        .map(|g| g.state),
+                    _ => None,
+                })
+                .expect("listed")
+        };
+        assert_eq!(state(&mut n, mine_id), PlacementGroupState::Removed);
+        assert_eq!(state(&mut n, kept_id), PlacementGroupState::Created);
+        assert_eq!(n.st.total().get("CPU"), 3.0, "the job's bundle came back");
+    }
 }
