@@ -116,6 +116,34 @@ fn start_status_stop() {
         "{out}"
     );
     assert!(out.contains("100.0 MB"), "{out}");
+    assert!(out.contains("placement groups: 0"), "{out}");
+    // A placement group a driver made is listed with its bundles and where they are.
+    {
+        let _driver = oxray::init_with(oxray::Config::new().address(address.clone()))
+            .expect("attach a driver");
+        let pg = oxray::PlacementGroupOptions::new(
+            vec![oxray::bundle(&[("gpu", 1.0)])],
+            oxray::PlacementStrategy::StrictPack,
+        )
+        .name("cli-pg")
+        .create()
+        .expect("a placement group");
+        pg.ready().expect("placed");
+        let (ok, out) = oxray(&["status", "--address", &address]);
+        assert!(ok, "{out}");
+        assert!(out.contains("placement groups: 1"), "{out}");
+        assert!(out.contains("name \"cli-pg\" StrictPack Created"), "{out}");
+        assert!(out.contains("bundle 0: {gpu: 1} on node"), "{out}");
+        // The node's gpu is now the group's.
+        let resources = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("resources:"))
+            .unwrap_or_default();
+        assert!(
+            resources.contains("gpu_group_0_") && !resources.contains(" gpu: 1"),
+            "{out}"
+        );
+    }
     let (ok, out) = oxray(&["stop", "--address", &address]);
     assert!(ok, "{out}");
     let start = Instant::now();
