@@ -563,3 +563,31 @@ pub fn placement() -> oxray::Result<()> {
     println!("done");
     Ok(())
 }
+
+/// `spread-count N MS`: N tasks of MS milliseconds spread over the cluster (SPREAD); prints
+/// how many ran on each node, the nodes used, and the time.
+pub fn spread_count(n: usize, ms: u64) -> oxray::Result<()> {
+    let _cluster = oxray::init()?;
+    let alive = oxray::nodes()?.iter().filter(|n| n.alive).count();
+    let started = std::time::Instant::now();
+    let refs: Vec<_> = (0..n)
+        .map(|_| {
+            where_am_i::options()
+                .num_cpus(0.1)
+                .scheduling_strategy(oxray::SchedulingStrategy::Spread)
+                .remote(ms)
+        })
+        .collect::<oxray::Result<_>>()?;
+    let mut per_node: std::collections::BTreeMap<String, usize> = Default::default();
+    for node in oxray::get_all(&refs)? {
+        *per_node.entry(node).or_default() += 1;
+    }
+    println!("alive {alive}");
+    println!("nodes-used {}", per_node.len());
+    println!(
+        "fewest-on-a-node {}",
+        per_node.values().min().copied().unwrap_or(0)
+    );
+    println!("seconds {:.1}", started.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -105,6 +105,10 @@ fn main() {
         "cluster-work" => cluster_work::run(),
         "cluster-fault" => cluster_work::fault(),
         "placement" => cluster_work::placement(),
+        "spread-count" => cluster_work::spread_count(
+            args.get(2).and_then(|n| n.parse().ok()).unwrap_or(3200),
+            args.get(3).and_then(|n| n.parse().ok()).unwrap_or(0),
+        ),
         "strategies" => cluster_work::strategies(
             args.get(2).map(String::as_str).unwrap_or(""),
             args.get(3).map(String::as_str).unwrap_or(""),

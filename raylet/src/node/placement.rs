@@ -281,6 +281,8 @@ impl NodeState {
                     false => Err(unknown(id)),
                 };
                 self.answer(waiter, answer);
+                // Resources it held here may serve waiting work now.
+                self.schedule();
             }
             PlacementRequest::Get { namespace, name } => {
                 let answer = match self.pgs.names.get(&(namespace.clone(), name.clone())) {
@@ -306,6 +308,7 @@ impl NodeState {
             PlacementRequest::JobEnded(node, job) => {
                 self.groups_of_job_end(node, job);
                 self.answer(waiter, Ok(Vec::new()));
+                self.schedule();
             }
         }
     }

@@ -1407,7 +1407,11 @@ mod placement_groups {
             n.warnings(d).is_empty(),
             "no infeasible warning for group work"
         );
-        // Removal: its worker is killed, the waiting request fails typed, the CPUs return.
+        // Work needing the whole node waits while the group holds half of it.
+        n.lease(d, 6, &[("CPU", 4.0)]);
+        assert!(n.grants(d).is_empty());
+        // Removal: its worker is killed, the waiting request fails typed, the CPUs return
+        // and serve the work that waited for them.
         n.clear();
         n.st.placement(
             Waiter::Client { conn: d, req: 4 },
@@ -1419,6 +1423,10 @@ mod placement_groups {
             .iter()
             .any(|(req, kind, _)| *req == 3 && *kind == ErrorKind::Unschedulable));
         assert_eq!(n.st.total().get("CPU"), 4.0);
+        let fresh = n.spawned();
+        assert_eq!(fresh.len(), 1, "a worker for the waiting work");
+        n.start_worker(fresh[0]);
+        assert!(n.grants(d).iter().any(|(req, _)| *req == 6));
         // The name is free again.
         n.clear();
         let get = PlacementRequest::Get {
