@@ -591,3 +591,68 @@ pub fn spread_count(n: usize, ms: u64) -> oxray::Result<()> {
     println!("seconds {:.1}", started.elapsed().as_secs_f64());
     Ok(())
 }
+
+/// Sums a stored array where the task runs; says where.
+#[oxray::remote]
+fn sum_here(xs: ObjectView<Vec<u64>>) -> (u64, String) {
+    (
+        fold_sum(xs.iter().map(|x| x.to_native())),
+        oxray::node_id().expect("node id"),
+    )
+}
+
+/// `broadcast MIB`: puts MIB of numbers on the driver's node, then reads it on every other
+/// alive node at once (one task pinned to each); prints the time and the rate of the copies.
+pub fn broadcast(mib: u64) -> oxray::Result<()> {
+    let _cluster = oxray::init()?;
+    let n = mib << 17;
+    let data: Vec<u64> = (0..n).collect();
+    let expected = fold_sum(data.iter().copied());
+    let big = oxray::put(&data)?;
+    drop(data);
+    let here = oxray::node_id()?;
+    let others: Vec<oxray::NodeId> = oxray::nodes()?
+        .iter()
+        .filter(|n| n.alive && n.id != here)
+        .filter_map(|n| n.id.parse().ok())
+        .collect();
+    // Warm: every node has the driver's executable and a worker before the clock starts.
+    let warm: Vec<_> = others
+        .iter()
+        .map(|id| {
+            where_am_i::options()
+                .num_cpus(0.1)
+                .scheduling_strategy(oxray::SchedulingStrategy::NodeAffinity {
+                    node_id: *id,
+                    soft: false,
+                })
+                .remote(0)
+        })
+        .collect::<oxray::Result<_>>()?;
+    oxray::get_all(&warm)?;
+    let started = std::time::Instant::now();
+    let reads: Vec<_> = others
+        .iter()
+        .map(|id| {
+            sum_here::options()
+                .num_cpus(0.1)
+                .scheduling_strategy(oxray::SchedulingStrategy::NodeAffinity {
+                    node_id: *id,
+                    soft: false,
+                })
+                .remote(&big)
+        })
+        .collect::<oxray::Result<_>>()?;
+    let got = oxray::get_all(&reads)?;
+    let secs = started.elapsed().as_secs_f64();
+    let ok = got.iter().all(|(s, _)| *s == expected);
+    let nodes: BTreeSet<&String> = got.iter().map(|(_, n)| n).collect();
+    let moved = (mib as f64) * 1.048_576e6 * others.len() as f64;
+    println!("copies {}", others.len());
+    println!("nodes-read {}", nodes.len());
+    println!("sums-ok {ok}");
+    println!("seconds {secs:.2}");
+    println!("gigabytes-moved {:.2}", moved / 1e9);
+    println!("gigabytes-per-second {:.2}", moved / 1e9 / secs);
+    Ok(())
+}

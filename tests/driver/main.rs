@@ -105,6 +105,9 @@ fn main() {
         "cluster-work" => cluster_work::run(),
         "cluster-fault" => cluster_work::fault(),
         "placement" => cluster_work::placement(),
+        "broadcast" => {
+            cluster_work::broadcast(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(256))
+        }
         "spread-count" => cluster_work::spread_count(
             args.get(2).and_then(|n| n.parse().ok()).unwrap_or(3200),
             args.get(3).and_then(|n| n.parse().ok()).unwrap_or(0),
