@@ -39,6 +39,7 @@ mod names;
 mod objects;
 mod peers;
 mod placement;
+mod socket;
 pub mod tls;
 mod tunnel;
 pub mod wire;
@@ -408,19 +409,26 @@ async fn bind(host: &str, port: u16) -> Result<quinn::Endpoint> {
     let listen = |e| RayletError::io(format!("listening for peers on {addr}"), e);
     let socket = std::net::UdpSocket::bind(addr).map_err(listen)?;
     tls::size_socket_buffers(&socket);
+    let network = tls::Network::of(&addr);
     let mut config = quinn::EndpointConfig::default();
     // What peers may send us (quinn's default is 1,472 bytes, which caps MTU discovery).
     config
-        .max_udp_payload_size(tls::MAX_UDP_PAYLOAD)
+        .max_udp_payload_size(network.max_udp_payload())
         .map_err(|e| RayletError::Config(format!("QUIC endpoint config: {e}")))?;
-    let mut endpoint = quinn::Endpoint::new(
+    use quinn::Runtime;
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let mut socket = runtime.wrap_udp_socket(socket).map_err(listen)?;
+    if network == tls::Network::Loopback {
+        socket = Arc::new(socket::OnePacketSends(socket));
+    }
+    let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
         config,
-        Some(tls::server_config()?),
+        Some(tls::server_config_for(network)?),
         socket,
-        Arc::new(quinn::TokioRuntime),
+        runtime,
     )
     .map_err(listen)?;
-    endpoint.set_default_client_config(tls::client_config()?);
+    endpoint.set_default_client_config(tls::client_config_for(network)?);
     Ok(endpoint)
 }
 
