@@ -128,6 +128,10 @@ fn a_group_that_cannot_be_placed_waits_with_its_reason() {
     // A bad group is refused at once.
     assert!(oxray::placement_group(vec![], PlacementStrategy::Pack).is_err());
     assert!(oxray::placement_group(vec![bundle(&[])], PlacementStrategy::Pack).is_err());
+    match oxray::placement_group(vec![small(); 10_001], PlacementStrategy::Pack) {
+        Err(Error::PlacementGroup { message }) => assert!(message.contains("at most"), "{message}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
     pg.remove().expect("remove");
     big.remove().expect("remove");
 }

@@ -27,6 +27,9 @@ use super::state::NodeState;
 /// Removed groups kept in the table (status, late `Wait`s); older ones are forgotten.
 const REMOVED_KEPT: usize = 1000;
 
+/// The most bundles one group may have (planning is linear in bundles × nodes per try).
+const MAX_BUNDLES: usize = 10_000;
+
 /// Who waits for a manager's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Waiter {
@@ -787,6 +790,13 @@ fn unknown(id: PlacementGroupId) -> (ErrorKind, String) {
 fn invalid(spec: &PlacementGroupSpec) -> Option<String> {
     if spec.bundles.is_empty() {
         return Some("a placement group needs at least one bundle".into());
+    }
+    if spec.bundles.len() > MAX_BUNDLES {
+        return Some(format!(
+            "a placement group has at most {MAX_BUNDLES} bundles, not {}; make fewer, bigger \
+             bundles",
+            spec.bundles.len()
+        ));
     }
     if let Some(i) = spec.bundles.iter().position(Resources::is_empty) {
         return Some(format!(
