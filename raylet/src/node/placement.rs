@@ -469,6 +469,25 @@ impl NodeState {
             self.groups_changed_here = true;
             return Some(r);
         }
+        if let BundleOp::Release { indexes, .. } = &op {
+            // Counted as taken there when prepared (until the next view): free again.
+            let freed: Vec<Resources> = self
+                .pgs
+                .groups
+                .get(&id)
+                .map(|g| {
+                    indexes
+                        .iter()
+                        .filter_map(|i| g.info.spec.bundles.get(*i as usize).cloned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(sent) = self.spilled.get_mut(&node) {
+                for r in &freed {
+                    sent.subtract(r);
+                }
+            }
+        }
         self.link(LinkOp::Bundles {
             index: node,
             group: id,

@@ -1480,4 +1480,27 @@ mod placement_groups {
         assert_eq!(state(&mut n, kept_id), PlacementGroupState::Created);
         assert_eq!(n.st.total().get("CPU"), 3.0, "the job's bundle came back");
     }
+
+    #[test]
+    fn a_removed_groups_bundles_count_as_free_again_before_the_next_view() {
+        // The head has no CPU: every group goes to node 2, which has room for two at a time.
+        let mut c = Cluster::new(&[0.0, 2.0]);
+        for round in 0..10 {
+            let id = c.create(1, 1.0, PlacementStrategy::StrictPack);
+            c.settle();
+            let info = c.info(id);
+            assert_eq!(
+                info.state,
+                PlacementGroupState::Created,
+                "round {round}: {info:?}"
+            );
+            let d = c.head_driver;
+            c.nodes[0].st.placement(
+                Waiter::Client { conn: d, req: 7 },
+                PlacementRequest::Remove(id),
+            );
+            c.settle();
+            assert_eq!(c.held(1, id), 0);
+        }
+    }
 }
