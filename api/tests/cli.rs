@@ -108,6 +108,14 @@ fn start_status_stop() {
     assert!(ok, "{out}");
     let address = out.lines().next().expect("address line").trim().to_owned();
     assert_eq!(address, format!("unix:@{session}"));
+    /// Stops the node however the test ends (a failed assertion must not leave it running).
+    struct Stop(String);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = oxray(&["stop", "--address", &self.0]);
+        }
+    }
+    let _stop = Stop(address.clone());
     // `start` returned only once the node accepts clients: no sleep needed.
     let (ok, out) = oxray(&["status", "--address", &address]);
     assert!(ok, "{out}");
