@@ -301,15 +301,7 @@ fn main() -> oxray::Result<()> {
     });
 
     // Ray's row: create a one-bundle group, wait until it is placed, remove it.
-    bench.timeit("placement group create/removal", 1.0, || {
-        let pg = oxray::placement_group(
-            vec![oxray::bundle(&[("CPU", 0.01)])],
-            oxray::PlacementStrategy::Pack,
-        )
-        .expect("create");
-        pg.ready().expect("ready");
-        pg.remove().expect("remove");
-    });
+    bench.timeit("placement group create/removal", 1.0, placement_group_round);
 
     actor_rows(&bench)?;
 
@@ -409,6 +401,18 @@ fn byte_len(xs: oxray::ObjectView<Vec<u8>>) -> u64 {
     xs.len() as u64
 }
 
+/// One round of Ray's placement-group row: make a one-bundle group, wait until it is placed,
+/// remove it.
+fn placement_group_round() {
+    let pg = oxray::placement_group(
+        vec![oxray::bundle(&[("CPU", 0.01)])],
+        oxray::PlacementStrategy::Pack,
+    )
+    .expect("create");
+    pg.ready().expect("ready");
+    pg.remove().expect("remove");
+}
+
 /// The rows again across two nodes on this machine (two raylets joined over QUIC): the driver
 /// attaches to a head with no CPUs, so every task and actor runs on the other node.
 fn cross_node_rows(bench: &Bench) -> oxray::Result<()> {
@@ -471,15 +475,11 @@ fn cross_node_rows(bench: &Bench) -> oxray::Result<()> {
         oxray::get_all(&refs).expect("get");
     });
     // The head has no CPU: every group goes to the other node in two phases over QUIC.
-    bench.timeit("cross-node placement group create/removal", 1.0, || {
-        let pg = oxray::placement_group(
-            vec![oxray::bundle(&[("CPU", 0.01)])],
-            oxray::PlacementStrategy::Pack,
-        )
-        .expect("create");
-        pg.ready().expect("ready");
-        pg.remove().expect("remove");
-    });
+    bench.timeit(
+        "cross-node placement group create/removal",
+        1.0,
+        placement_group_round,
+    );
     let server = Server::options().num_cpus(1.0).remote()?;
     oxray::get(&server.small_value()?)?;
     bench.timeit("cross-node 1:1 actor calls sync", 1.0, || {

@@ -54,8 +54,11 @@ impl RayletClient {
         self.next_req.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Sends a request and waits for its reply.
-    pub fn request(&self, make: impl FnOnce(u64) -> ToRaylet) -> Result<FromRaylet> {
+    /// Sends a request; its reply comes on the returned channel (with its request number).
+    fn send_request(
+        &self,
+        make: impl FnOnce(u64) -> ToRaylet,
+    ) -> Result<(u64, std::sync::mpsc::Receiver<FromRaylet>)> {
         let req = self.next();
         let (tx, rx) = sync_channel(1);
         self.lock_waiters().insert(req, Waiter::Reply(tx));
@@ -67,6 +70,12 @@ impl RayletClient {
             self.lock_waiters().remove(&req);
             return Err(e);
         }
+        Ok((req, rx))
+    }
+
+    /// Sends a request and waits for its reply.
+    pub fn request(&self, make: impl FnOnce(u64) -> ToRaylet) -> Result<FromRaylet> {
+        let (_, rx) = self.send_request(make)?;
         rx.recv().map_err(|_| self.died())
     }
 
@@ -77,17 +86,7 @@ impl RayletClient {
         make: impl FnOnce(u64) -> ToRaylet,
         timeout: std::time::Duration,
     ) -> Result<Option<FromRaylet>> {
-        let req = self.next();
-        let (tx, rx) = sync_channel(1);
-        self.lock_waiters().insert(req, Waiter::Reply(tx));
-        if self.closed.load(Ordering::SeqCst) {
-            self.lock_waiters().remove(&req);
-            return Err(self.died());
-        }
-        if let Err(e) = self.send(&make(req)) {
-            self.lock_waiters().remove(&req);
-            return Err(e);
-        }
+        let (req, rx) = self.send_request(make)?;
         match rx.recv_timeout(timeout) {
             Ok(reply) => Ok(Some(reply)),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {

@@ -94,13 +94,14 @@ fn member(tag: &str, head: &Node, extra: &[&str]) -> Node {
     start(tag, &opts).expect("start a member")
 }
 
-/// Starts the test driver in `mode` attached to `node`; its stdout comes back line by line.
+/// Starts the test driver with `args` (its mode first) attached to `node`; its stdout comes
+/// back line by line.
 fn spawn_driver(
-    mode: &str,
+    args: &[&str],
     node: &Node,
 ) -> (Child, std::io::Lines<BufReader<std::process::ChildStdout>>) {
     let mut driver = Command::new(DRIVER)
-        .arg(mode)
+        .args(args)
         .env("OXRAY_ADDRESS", &node.address)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -110,10 +111,10 @@ fn spawn_driver(
     (driver, BufReader::new(stdout).lines())
 }
 
-/// Runs the test driver in `mode` attached to `node`, handing each line it prints to `on_line`
-/// (at most 40, until `done`), then kills it; returns what it printed.
-fn drive(mode: &str, node: &Node, mut on_line: impl FnMut(&str)) -> String {
-    let (mut driver, lines) = spawn_driver(mode, node);
+/// Runs the test driver with `args` (its mode first) attached to `node`, handing each line it
+/// prints to `on_line` (at most 40, until `done`), then kills it; returns what it printed.
+fn drive(args: &[&str], node: &Node, mut on_line: impl FnMut(&str)) -> String {
+    let (mut driver, lines) = spawn_driver(args, node);
     let mut out = String::new();
     for line in lines.take(40) {
         let Ok(line) = line else { break };
@@ -445,32 +446,13 @@ fn spread_and_node_affinity_on_three_nodes() {
     let c = member("cst", &h, &["cpus=2"]);
     let view = view_of(&h);
     let (h_id, b_id, c_id) = (id_of(&view, &h), id_of(&view, &b), id_of(&view, &c));
-    let mut driver = Command::new(DRIVER)
-        .arg("strategies")
-        .arg(&b_id)
-        .arg(&c_id)
-        .env("OXRAY_ADDRESS", &h.address)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the driver");
-    let stdout = driver.stdout.take().expect("stdout");
-    let mut out = String::new();
     let mut b = Some(b);
-    for line in BufReader::new(stdout).lines().take(40) {
-        let Ok(line) = line else { break };
-        out.push_str(&line);
-        out.push('\n');
+    let out = drive(&["strategies", &b_id, &c_id], &h, |line| {
         if line == "kill-b" {
             // Killed by pid, its session removed.
             drop(b.take());
         }
-        if line == "done" {
-            break;
-        }
-    }
-    let _ = driver.kill();
-    let _ = driver.wait();
+    });
     let value = |k: &str| value_in(&out, k);
     let spread: Vec<String> = value("spread").split(',').map(str::to_owned).collect();
     for id in [&h_id, &b_id, &c_id] {
@@ -502,20 +484,8 @@ fn placement_groups_wait_for_nodes_and_move_off_dead_ones() {
         member("bpg", &h, &["cpus=2"]),
         member("cpg", &h, &["cpus=2"]),
     ];
-    let mut driver = Command::new(DRIVER)
-        .arg("placement")
-        .env("OXRAY_ADDRESS", &h.address)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the driver");
-    let stdout = driver.stdout.take().expect("stdout");
-    let mut out = String::new();
     let mut listed = Vec::new();
-    for line in BufReader::new(stdout).lines().take(40) {
-        let Ok(line) = line else { break };
-        out.push_str(&line);
-        out.push('\n');
+    let out = drive(&["placement"], &h, |line| {
         if line == "join-d" {
             members.push(member("dpg", &h, &["cpus=2"]));
         }
@@ -529,12 +499,7 @@ fn placement_groups_wait_for_nodes_and_move_off_dead_ones() {
             listed = oxray_raylet::tool::placement_groups(&members[0].address).expect("list");
             drop(members.remove(k));
         }
-        if line == "done" {
-            break;
-        }
-    }
-    let _ = driver.kill();
-    let _ = driver.wait();
+    });
     let value = |k: &str| value_in(&out, k);
     assert_eq!(value("ready-on-3"), "false", "{out}");
     assert_eq!(value("pending-state"), "Pending", "{out}");
@@ -618,7 +583,7 @@ fn objects_on_other_nodes_are_freed_when_their_owner_is_killed() {
             .find(|n| n.local_address == b.address)
             .map_or(u64::MAX, |n| n.load.store_objects)
     };
-    let (mut driver, mut lines) = spawn_driver("own-elsewhere", &h);
+    let (mut driver, mut lines) = spawn_driver(&["own-elsewhere"], &h);
     let made = lines.next();
     let held = matches!(made, Some(Ok(ref l)) if l == "made 1")
         && eventually(Duration::from_secs(10), || objects_on_b() == 1);
@@ -651,7 +616,7 @@ fn a_lost_task_result_is_made_again_by_its_task() {
     let view = view_of(&h);
     let (b_id, c_id) = (id_of(&view, &b), id_of(&view, &c));
     let mut survivor = String::new();
-    let out = drive("cluster-rebuild", &h, |line| {
+    let out = drive(&["cluster-rebuild"], &h, |line| {
         if let Some(at) = line.strip_prefix("made-on ") {
             // The only copy goes with its node.
             let (gone, other) = if at == b_id {
@@ -695,7 +660,7 @@ fn a_lost_chain_of_results_is_made_again_from_its_first_task() {
     );
     let view = view_of(&h);
     let (b_id, c_id) = (id_of(&view, &b), id_of(&view, &c));
-    let out = drive("cluster-rebuild-chain", &h, |line| {
+    let out = drive(&["cluster-rebuild-chain"], &h, |line| {
         if let Some(at) = line.strip_prefix("made-on ") {
             let gone = if at == b_id { &mut b } else { &mut c };
             let _ = gone.child.kill();
@@ -747,7 +712,7 @@ fn a_borrowers_read_of_a_lost_object_has_its_owner_make_it_again() {
     );
     let view = view_of(&h);
     let (b_id, c_id) = (id_of(&view, &b), id_of(&view, &c));
-    let out = drive("cluster-rebuild-borrowed", &h, |line| {
+    let out = drive(&["cluster-rebuild-borrowed"], &h, |line| {
         if let Some(at) = line.strip_prefix("made-on ") {
             let gone = if at == b_id { &mut b } else { &mut c };
             let _ = gone.child.kill();
@@ -773,7 +738,7 @@ fn objects_larger_than_a_nodes_store_cross_nodes_through_files() {
     let _load = crate::no_cpu_hog();
     let h = head("hl", &["cpus=1", "store_mb=64"]);
     let _m = member("ml", &h, &["cpus=1", "resources=x:1", "store_mb=32"]);
-    let out = drive("cluster-larger", &h, |_| {});
+    let out = drive(&["cluster-larger"], &h, |_| {});
     assert_eq!(value_in(&out, "pulled-sum-ok"), "true", "{out}");
     assert_eq!(value_in(&out, "read-elsewhere"), "true", "{out}");
     assert_eq!(value_in(&out, "made-elsewhere-exact"), "true", "{out}");
@@ -793,7 +758,7 @@ fn killing_a_node_mid_work_retries_its_tasks_restarts_its_actors_and_reports_its
     let view = view_of(&h);
     let b_id = id_of(&view, &b);
     let c_id = id_of(&view, &c);
-    let out = drive("cluster-fault", &h, |line| {
+    let out = drive(&["cluster-fault"], &h, |line| {
         if line == "submitted" {
             // Work is running on every node: node b goes, with its workers' results.
             b.child.kill().expect("kill node b");
