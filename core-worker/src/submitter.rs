@@ -807,6 +807,22 @@ impl Submitter {
                 pid: f.pid,
             }),
         };
+        let stored = match state {
+            ObjState::Stored { node } => Some(node),
+            _ => None,
+        };
+        // An item nobody will read: its stored copy and the refs it holds go.
+        let discard = |contained: Vec<ObjectId>| {
+            if let Some(node) = stored {
+                let _ = core.raylet.send(&ToRaylet::Delete {
+                    ids: vec![id],
+                    node,
+                });
+            }
+            for c in contained {
+                core.release_reservation(c);
+            }
+        };
         // Under the registry's lock, so a stream dropped meanwhile frees this item too.
         let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
         match streams.get_mut(&task) {
@@ -822,10 +838,6 @@ impl Submitter {
                 e.received = index + 1;
                 let fixed = e.returns.is_some();
                 drop(streams);
-                let stored = match state {
-                    ObjState::Stored { node } => Some(node),
-                    _ => None,
-                };
                 if !fixed {
                     core.refs.settle_or_insert(id, state);
                 } else {
@@ -835,15 +847,7 @@ impl Submitter {
                         Some(_) => {}
                         None => {
                             // Its ref was dropped already.
-                            if let Some(node) = stored {
-                                let _ = core.raylet.send(&ToRaylet::Delete {
-                                    ids: vec![id],
-                                    node,
-                                });
-                            }
-                            for c in contained {
-                                core.release_reservation(c);
-                            }
+                            discard(contained);
                             return;
                         }
                     }
@@ -855,15 +859,7 @@ impl Submitter {
             }
             None => {
                 drop(streams);
-                if let ObjState::Stored { node } = state {
-                    let _ = core.raylet.send(&ToRaylet::Delete {
-                        ids: vec![id],
-                        node,
-                    });
-                }
-                for c in contained {
-                    core.release_reservation(c);
-                }
+                discard(contained);
             }
         }
     }

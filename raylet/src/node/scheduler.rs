@@ -47,7 +47,6 @@ impl NodeState {
                 Placement::Anywhere => {}
                 Placement::Here => spill = false,
                 Placement::Peer(index) => {
-                    self.spilled.entry(index).or_default().add(&resources);
                     let msg = Forward::Lease {
                         conn,
                         req,
@@ -76,22 +75,24 @@ impl NodeState {
         self.schedule();
     }
 
-    /// Where `strategy` puts work needing `resources` (see [`Strategy`]).
+    /// Where `strategy` puts work needing `resources` (see [`Strategy`]). Work it sends to
+    /// another node counts as taken there until the next view.
     pub(crate) fn place_by(&mut self, strategy: Strategy, resources: &Resources) -> Placement {
-        match strategy {
+        let placed = match strategy {
             Strategy::Default => Placement::Anywhere,
             Strategy::NodeAffinity {
                 node_id: node,
                 soft,
-            } => {
-                let placed = self.place_on(node, resources);
-                match placed {
-                    Placement::Nowhere(_) if soft => Placement::Anywhere,
-                    other => other,
-                }
-            }
+            } => match self.place_on(node, resources) {
+                Placement::Nowhere(_) if soft => Placement::Anywhere,
+                other => other,
+            },
             Strategy::Spread => self.spread(resources),
+        };
+        if let Placement::Peer(index) = placed {
+            self.spilled.entry(index).or_default().add(resources);
         }
+        placed
     }
 
     /// Work pinned to node `node`: here, there, or nowhere with the reason.
@@ -160,7 +161,6 @@ impl NodeState {
         if pick == self.index {
             Placement::Here
         } else {
-            self.spilled.entry(pick).or_default().add(resources);
             Placement::Peer(pick)
         }
     }

@@ -854,6 +854,9 @@ fn spread_goes_round_robin_over_the_nodes_that_fit() {
     );
     assert_eq!(a.st.pending.len(), 2);
     assert!(a.st.pending.iter().all(|r| !r.spill), "kept here");
+    // What went out counts as taken there until the next view, once.
+    assert_eq!(a.st.spilled[&2].get("CPU"), 2.0);
+    assert_eq!(a.st.spilled[&3].get("CPU"), 2.0);
     a.clear();
     // Nodes that never fit are skipped: only this one has a gpu.
     let (mut g, b, c) = three_nodes();
