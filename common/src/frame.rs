@@ -159,6 +159,7 @@ mod tests {
             exe: "/bin/x".into(),
             listen: String::new(),
             namespace: String::new(),
+            job_key: Vec::new(),
         };
         let mut wire = Vec::new();
         write(&mut wire, &msg).unwrap();

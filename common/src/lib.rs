@@ -5,6 +5,7 @@
 //! length-prefixed framing that carries them ([`frame`]). Decoding never panics: a malformed
 //! frame is a [`frame::FrameError`], and the reader drops that connection.
 
+pub mod address;
 pub mod event_loop;
 pub mod frame;
 pub mod frame_reader;

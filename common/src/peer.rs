@@ -64,6 +64,8 @@ pub enum PeerRequest {
         namespace: String,
         /// The job's executable.
         exe: ExeInfo,
+        /// The job's credential, handed to its workers on the far node.
+        job_key: Vec<u8>,
     },
     /// The executable of a job of this node; answered with `Exe`, then its bytes.
     FetchExe {

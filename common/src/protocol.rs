@@ -55,6 +55,9 @@ pub enum ToRaylet {
         listen: String,
         /// Drivers: the namespace for named actors.
         namespace: String,
+        /// A job attached from another node (`Remote`): the job's credential there, which its
+        /// workers here prove to each other's direct connections. Others: empty.
+        job_key: Vec<u8>,
     },
     /// First message of a *tunnel* connection, instead of `Register`: the raylet connects this
     /// socket to `target` (`peer://HOST:PORT/unix:@NAME`, a socket on another node) through its
@@ -335,6 +338,10 @@ pub enum FromRaylet {
         /// How long a create waits for room in a full store before it is refused, in
         /// milliseconds (with spilling on, a create that cannot fit is made in a file instead).
         store_full_wait_ms: u64,
+        /// The job's credential (32 random bytes, the same on every node the job runs on): the
+        /// key core workers of the job prove to each other on direct connections between nodes.
+        /// Never the cluster secret; it dies with the job.
+        job_key: Vec<u8>,
     },
     /// A worker is leased to the client.
     LeaseGranted {
@@ -537,6 +544,11 @@ pub struct NodeStatus {
     pub runs: Vec<FunctionRuns>,
     /// The dashboard's address with its access token (empty: this node serves none).
     pub dashboard: String,
+    /// Connections between a process of this node and one of another node that this raylet
+    /// relayed (tunnels) since it started, both the ones a local process asked for and the ones
+    /// another node's raylet opened to a local process. Calls to workers and actors of the same
+    /// job go straight between the processes and are not counted.
+    pub tunnels: u64,
 }
 
 /// How often one function (or actor method) ran on a node, for `oxray status` and the

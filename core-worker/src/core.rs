@@ -79,6 +79,11 @@ pub struct CoreWorker {
     /// Serves the connections to leased workers and actors (started on first use; `None`
     /// if it could not start).
     events: OnceLock<Option<EventLoop>>,
+    /// The job's credential for direct connections (empty: none; see `crate::direct`).
+    job_key: Vec<u8>,
+    /// Direct connections to processes on other nodes (started on first use; `None` if it
+    /// could not start or the job has no credential).
+    direct: OnceLock<Option<crate::direct::Direct>>,
 }
 
 impl std::fmt::Debug for CoreWorker {
@@ -120,6 +125,7 @@ impl CoreWorker {
                 exe,
                 listen,
                 namespace,
+                job_key: Vec::new(),
             },
         )
         .map_err(|e| Error::io("registering with the raylet", e))?;
@@ -138,6 +144,7 @@ impl CoreWorker {
             resources,
             namespace,
             store_full_wait_ms,
+            job_key,
         } = reply
         else {
             return Err(Error::RayletDied {
@@ -166,6 +173,8 @@ impl CoreWorker {
             task_events: Default::default(),
             shutting_down: AtomicBool::new(false),
             events: OnceLock::new(),
+            job_key,
+            direct: OnceLock::new(),
         });
         // Current before the reader starts: the raylet may send `StartActor` right after
         // `Registered`, and decoding the constructor's arguments (actor handles, refs) needs it.
@@ -247,11 +256,53 @@ impl CoreWorker {
             .is_some_and(EventLoop::is_current)
     }
 
+    /// Connects to a core worker's socket: on this node over its Unix socket; on another
+    /// node straight to the process when it takes direct connections (see `crate::direct`),
+    /// else through a tunnel of the raylets.
     pub(crate) fn connect_to(
         &self,
         address: &str,
     ) -> std::io::Result<std::os::unix::net::UnixStream> {
-        oxray_raylet::server::connect_anywhere(&self.raylet_address, address)
+        let (socket, direct) = oxray_common::address::split_direct(address);
+        if let (true, Some(target), Some(service)) =
+            (socket.starts_with("peer://"), direct, self.direct())
+        {
+            // Else gone, firewalled or another job's process: the raylets say which, and reach
+            // it if it can be reached.
+            if let Ok(stream) = service.connect(target) {
+                return Ok(stream);
+            }
+        }
+        oxray_raylet::server::connect_anywhere(&self.raylet_address, socket)
+    }
+
+    /// The direct-connection service, started on first use.
+    fn direct(&self) -> Option<&crate::direct::Direct> {
+        self.direct
+            .get_or_init(|| {
+                if self.job_key.len() != 32 {
+                    return None;
+                }
+                crate::direct::Direct::start(&self.job_key)
+                    .map_err(|e| eprintln!("oxray: direct connections to other nodes are off: {e}"))
+                    .ok()
+            })
+            .as_ref()
+    }
+
+    /// Takes direct connections from the job's processes on other nodes on `listener` (a
+    /// worker of a cluster node; it registered the listener's address).
+    pub(crate) fn serve_direct(self: &Arc<Self>, listener: std::net::TcpListener) {
+        let Some(service) = self.direct() else {
+            return;
+        };
+        let core = Arc::downgrade(self);
+        let served = service.serve(listener, move |stream| {
+            crate::executor::serve_stream(&core, stream);
+        });
+        if let Err(e) = served {
+            eprintln!("oxray: cannot take direct connections: {e}");
+        }
     }
 
     /// This process's worker id.

@@ -53,14 +53,25 @@ pub(crate) fn accept_loop(core: Weak<CoreWorker>, listener: UnixListener) {
             eprintln!("oxray: refused a connection to this worker from another user");
             continue;
         }
-        let Some(core) = core.upgrade() else { return };
-        if core.is_shutting_down() {
+        if !serve_stream(&core, stream) {
             return;
         }
-        let _ = std::thread::Builder::new()
-            .name("oxray-task-conn".into())
-            .spawn(move || serve_conn(core, stream));
     }
+}
+
+/// Serves one connection from a submitter or borrower (a Unix one, or a direct one bridged to
+/// a Unix stream) on a thread of its own. False once the core worker is shutting down.
+pub(crate) fn serve_stream(core: &Weak<CoreWorker>, stream: UnixStream) -> bool {
+    let Some(core) = core.upgrade() else {
+        return false;
+    };
+    if core.is_shutting_down() {
+        return false;
+    }
+    let _ = std::thread::Builder::new()
+        .name("oxray-task-conn".into())
+        .spawn(move || serve_conn(core, stream));
+    true
 }
 
 type Writer = Arc<Mutex<UnixStream>>;

@@ -8,6 +8,8 @@
 //! - `refs`: ownership and reference counting of the objects this process created;
 //! - `submitter`: dependency resolution, worker leases, and tasks pushed straight to leased
 //!   workers (the raylet is not on the per-task path);
+//! - `direct`: connections straight to workers and actors on other nodes (TCP and TLS, proved
+//!   with the job's credential), so no call is relayed through a raylet;
 //! - `executor` and `worker_mode`: the worker side: entered before `main` when the raylet
 //!   starts this executable as a worker, runs tasks, stores results;
 //! - [`registry`]: the link-time table of `#[oxray::remote]` functions;
@@ -24,6 +26,7 @@ pub mod await_refs;
 mod borrow;
 mod context;
 pub mod core;
+mod direct;
 mod error;
 mod executor;
 mod lineage;

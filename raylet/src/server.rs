@@ -19,9 +19,11 @@ use crate::client::Client;
 use crate::error::{RayletError, Result};
 use crate::node::Node;
 
-/// Parses `unix:@name` (abstract) into a socket address.
+/// Parses `unix:@name` (abstract) into a socket address (a `?direct=` part is not needed
+/// on this node and is ignored; see [`oxray_common::address`]).
 pub fn parse_address(address: &str) -> Option<SocketAddr> {
-    let name = address.strip_prefix("unix:@")?;
+    let (socket, _) = oxray_common::address::split_direct(address);
+    let name = socket.strip_prefix("unix:@")?;
     SocketAddr::from_abstract_name(name.as_bytes()).ok()
 }
 
@@ -41,6 +43,7 @@ pub fn connect(address: &str) -> std::io::Result<UnixStream> {
 /// raylet at `raylet`, which relays the bytes over QUIC to that node's raylet. Either way the
 /// caller gets a Unix stream that carries its bytes unchanged.
 pub fn connect_anywhere(raylet: &str, address: &str) -> std::io::Result<UnixStream> {
+    let (address, _) = oxray_common::address::split_direct(address);
     if !address.starts_with("peer://") {
         return connect(address);
     }

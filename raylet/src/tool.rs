@@ -18,6 +18,7 @@ fn ask(address: &str, request: ToRaylet) -> Result<FromRaylet> {
         exe: String::new(),
         listen: String::new(),
         namespace: String::new(),
+        job_key: Vec::new(),
     };
     frame::write(&mut stream, &register).map_err(|e| io("writing to", e))?;
     frame::write(&mut stream, &request).map_err(|e| io("writing to", e))?;

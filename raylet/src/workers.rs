@@ -30,6 +30,9 @@ use crate::outbox::{Outbox, STALL_LIMIT};
 pub const ENV_WORKER_ID: &str = "OXRAY_WORKER_ID";
 /// Environment variable with the raylet's address.
 pub const ENV_RAYLET: &str = "OXRAY_RAYLET_ADDRESS";
+/// Environment variable with the address a worker of a cluster node takes direct connections
+/// from other nodes on (the node's advertised IP); unset on a single node.
+pub const ENV_DIRECT_HOST: &str = "OXRAY_DIRECT_HOST";
 /// Environment variable the CLI reads the cluster secret from; never passed to a worker.
 pub const ENV_CLUSTER_SECRET: &str = "OXRAY_CLUSTER_SECRET";
 
@@ -304,16 +307,21 @@ fn wait_exit(pid: u32) {
 }
 
 fn start_process(node: &Node, req: &SpawnRequest) -> std::io::Result<Child> {
-    let mut child = Command::new(&req.exe)
+    let mut command = Command::new(&req.exe);
+    command
         .env(ENV_WORKER_ID, req.worker.0.to_string())
         .env(ENV_RAYLET, &node.address)
         .env_remove("OXRAY_ADDRESS")
+        .env_remove(ENV_DIRECT_HOST)
         // The cluster secret stays in the raylet: tasks run user code.
         .env_remove(ENV_CLUSTER_SECRET)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
+        .stderr(Stdio::piped());
+    if let Some(host) = node.link().map(|l| l.advertised_host()) {
+        command.env(ENV_DIRECT_HOST, host);
+    }
+    let mut child = command.spawn()?;
     let pid = child.id();
     // In a cluster, the driver shows which node a line came from (its session name).
     let node_name = if node.index() != 0 {

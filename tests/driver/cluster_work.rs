@@ -656,3 +656,46 @@ pub fn broadcast(mib: u64) -> oxray::Result<()> {
     println!("gigabytes-per-second {:.2}", moved / 1e9 / secs);
     Ok(())
 }
+
+/// `direct-calls`: from a driver on a head with no CPUs, 200 tasks and 200 calls of a detached
+/// actor named `direct-tally` (namespace `direct`), all on the other node (resource `m`); the test then
+/// checks that no raylet relayed a connection (the calls went straight to the processes), and
+/// waits to be killed.
+pub fn direct_calls() -> oxray::Result<()> {
+    let _cluster = oxray::init()?;
+    println!("driver-node {}", oxray::node_id()?);
+    let mut ran = BTreeSet::new();
+    for _ in 0..200 {
+        ran.insert(oxray::get(&where_am_i::remote(0)?)?);
+    }
+    println!(
+        "task-nodes {}",
+        ran.into_iter().collect::<Vec<_>>().join(",")
+    );
+    let tally = Tally::options()
+        .name("direct-tally")
+        .namespace("direct")
+        .lifetime(oxray::Lifetime::Detached)
+        .resource("m", 1.0)
+        .remote(0)?;
+    for _ in 0..200 {
+        oxray::get(&tally.add(1)?)?;
+    }
+    println!("actor-node {}", oxray::get(&tally.node()?)?);
+    println!("actor-total {}", oxray::get(&tally.add(0)?)?);
+    println!("done");
+    // The actor's job lives on while another job calls it; the test kills this process.
+    std::thread::sleep(Duration::from_secs(60));
+    Ok(())
+}
+
+/// `direct-other-job`: calls the detached `direct-tally` another driver made (another job, so
+/// another credential: the call goes through the raylets), then kills it.
+pub fn direct_other_job() -> oxray::Result<()> {
+    let _cluster = oxray::init()?;
+    let tally = oxray::get_actor_in::<Tally>("direct-tally", "direct")?;
+    println!("actor-total {}", oxray::get(&tally.add(1)?)?);
+    oxray::kill(&tally)?;
+    println!("done");
+    Ok(())
+}

@@ -104,6 +104,8 @@ fn main() {
         "detached-find" => detached_find(),
         "cluster-work" => cluster_work::run(),
         "cluster-fault" => cluster_work::fault(),
+        "direct-calls" => cluster_work::direct_calls(),
+        "direct-other-job" => cluster_work::direct_other_job(),
         "placement" => cluster_work::placement(),
         "broadcast" => {
             cluster_work::broadcast(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(256))

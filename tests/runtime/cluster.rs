@@ -289,6 +289,7 @@ fn peers_without_the_secret_are_refused() {
                 os: "plan9".into(),
                 arch: std::env::consts::ARCH.into(),
             },
+            job_key: vec![0; 32],
         };
         let message = error_of(wire::request(&conn, &attach, &h.peer).await);
         assert!(message.contains("plan9"), "{message}");
@@ -432,6 +433,44 @@ fn work_spreads_routes_by_resource_and_objects_and_actors_cross_nodes() {
     assert_eq!(value("actor-node"), b_id, "{out}");
     assert_eq!(value("actor-total"), "50", "{out}");
     assert!(out.lines().any(|l| l == "done"), "{out}");
+}
+
+/// Tasks and actor calls from a driver on one node to processes on another go straight between
+/// the processes: neither raylet relays a connection (`tunnels` stays 0 on both). A call from
+/// another job (another credential) to the same detached actor goes through the raylets, which
+/// also shows the count counts.
+#[test]
+fn calls_go_straight_to_processes_on_other_nodes_and_other_jobs_go_through_the_raylets() {
+    let _load = crate::no_cpu_hog();
+    let h = head("hd", &["cpus=0"]);
+    let m = member("md", &h, &["cpus=2", "resources=m:1"]);
+    let view = view_of(&h);
+    let (h_id, m_id) = (id_of(&view, &h), id_of(&view, &m));
+    let tunnels = |n: &Node| {
+        oxray_raylet::tool::status(&n.address)
+            .expect("status")
+            .tunnels
+    };
+    // The driver stays up (its job owns the actor) until killed at the end.
+    let (driver, lines) = spawn_driver(&["direct-calls"], &h);
+    let _driver = crate::processes::Reaped(driver);
+    let mut out = String::new();
+    for line in lines.take(10) {
+        let Ok(line) = line else { break };
+        out.push_str(&line);
+        out.push('\n');
+        if line == "done" {
+            break;
+        }
+    }
+    assert_eq!(value_in(&out, "driver-node"), h_id, "{out}");
+    assert_eq!(value_in(&out, "task-nodes"), m_id, "{out}");
+    assert_eq!(value_in(&out, "actor-node"), m_id, "{out}");
+    assert_eq!(value_in(&out, "actor-total"), "200", "{out}");
+    assert_eq!((tunnels(&h), tunnels(&m)), (0, 0), "relayed: {out}");
+    let other = crate::processes::run(&["direct-other-job"], Some(&h.address));
+    assert_eq!(value_in(&other, "actor-total"), "201", "{other}");
+    assert!(tunnels(&h) > 0 && tunnels(&m) > 0, "{other}");
 }
 
 /// SPREAD puts 30 tasks on all three nodes (the head alone has room for all); hard node affinity runs work (and an actor) on

@@ -32,7 +32,7 @@ pub fn value<'a>(out: &'a str, key: &str) -> Option<&'a str> {
 
 /// Kills and reaps a child on drop, so a failing test leaves nothing behind (not even the
 /// session directory of a raylet it ran, standalone or embedded).
-struct Reaped(Child);
+pub(crate) struct Reaped(pub(crate) Child);
 
 impl Drop for Reaped {
     fn drop(&mut self) {

@@ -9,7 +9,7 @@
 use ring::hmac;
 
 /// The exporter label: binds proofs to oxray and to one TLS session.
-const LABEL: &[u8] = b"EXPORTER-oxray-cluster-auth";
+pub const LABEL: &[u8] = b"EXPORTER-oxray-cluster-auth";
 
 /// Which side of the connection a proof is for; the two proofs differ so one cannot be
 /// reflected back as the other.
@@ -35,13 +35,40 @@ fn transcript(conn: &quinn::Connection, role: Role, cluster: &str) -> Option<Vec
     let mut exported = [0u8; 32];
     conn.export_keying_material(&mut exported, LABEL, cluster.as_bytes())
         .ok()?;
-    let mut msg = Vec::with_capacity(64 + cluster.len());
+    Some(message(role, cluster, &exported))
+}
+
+/// What a proof for `role` covers: the role, the context (the cluster's name) and the bytes
+/// exported from the TLS session.
+fn message(role: Role, context: &str, exported: &[u8]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(64 + context.len());
     msg.extend_from_slice(role.tag());
     msg.push(0);
-    msg.extend_from_slice(cluster.as_bytes());
+    msg.extend_from_slice(context.as_bytes());
     msg.push(0);
-    msg.extend_from_slice(&exported);
-    Some(msg)
+    msg.extend_from_slice(exported);
+    msg
+}
+
+/// A proof of `secret` for `role` over bytes `exported` from a TLS session (exported with
+/// [`LABEL`] and `context`), for transports other than quinn's.
+pub fn prove_exported(role: Role, context: &str, exported: &[u8], secret: &[u8]) -> Vec<u8> {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    hmac::sign(&key, &message(role, context, exported))
+        .as_ref()
+        .to_vec()
+}
+
+/// Whether `proof` is the other side's valid [`prove_exported`] proof.
+pub fn verify_exported(
+    role: Role,
+    context: &str,
+    exported: &[u8],
+    secret: &[u8],
+    proof: &[u8],
+) -> bool {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    hmac::verify(&key, &message(role, context, exported), proof).is_ok()
 }
 
 /// This side's proof of `secret` for `role` on `conn`.

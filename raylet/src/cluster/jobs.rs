@@ -107,6 +107,7 @@ pub(crate) struct Origin {
     pub job: JobId,
     pub namespace: String,
     pub exe: ExeInfo,
+    pub job_key: Vec<u8>,
 }
 
 /// Sends a local request to node `index` on job `job`'s attachment (made on first use).
@@ -256,7 +257,7 @@ async fn attach_to(
     index: u16,
 ) -> Result<(quinn::SendStream, quinn::RecvStream, String)> {
     let node = shared.node.upgrade().ok_or(RayletError::Stopping)?;
-    let (exe, namespace) = node
+    let (exe, namespace, job_key) = node
         .job_exe(job)
         .ok_or_else(|| RayletError::Config(format!("job {job} has ended")))?;
     let info = exe_info(shared, &exe).await?;
@@ -268,6 +269,7 @@ async fn attach_to(
         job,
         namespace,
         exe: info,
+        job_key,
     };
     drop(node);
     match wire::open(&conn, &req, &peer).await? {
@@ -365,6 +367,7 @@ pub(crate) async fn attach(
             exe,
             listen: String::new(),
             namespace: origin.namespace.clone(),
+            job_key: origin.job_key.clone(),
         };
         frame::write(&mut ours, &register)
             .map_err(|e| RayletError::io("attaching a remote job", e))?;
@@ -493,7 +496,7 @@ pub(crate) async fn serve_exe(
     peer: &str,
 ) {
     let found = match shared.node.upgrade().and_then(|n| n.job_exe(job)) {
-        Some((exe, _)) => exe_info(shared, &exe).await.map(|info| (exe, info)),
+        Some((exe, ..)) => exe_info(shared, &exe).await.map(|info| (exe, info)),
         None => Err(RayletError::Config(format!("no job {job} on this node"))),
     };
     let (exe, info) = match found {

@@ -175,6 +175,8 @@ pub(crate) struct Shared {
     pulls: Mutex<HashMap<oxray_common::ObjectId, Vec<(u64, u64)>>>,
     /// Peers that pulled copies of objects from here (freed with the primary).
     pulled_by: Mutex<HashMap<oxray_common::ObjectId, HashSet<SocketAddr>>>,
+    /// Tunnels opened through this raylet (see `Link::tunnels`).
+    tunnels: std::sync::atomic::AtomicU64,
 }
 
 /// Locks a mutex, ignoring poisoning (no invariant spans a panic here).
@@ -229,6 +231,7 @@ impl Cluster {
             fetching: tokio::sync::Mutex::new(()),
             pulls: Mutex::new(HashMap::new()),
             pulled_by: Mutex::new(HashMap::new()),
+            tunnels: std::sync::atomic::AtomicU64::new(0),
         });
         node.set_link(Link(shared.clone()));
         runtime.spawn(head::accept_loop(endpoint.clone(), shared.clone()));
@@ -279,6 +282,20 @@ impl Drop for Cluster {
 pub(crate) struct Link(Arc<Shared>);
 
 impl Link {
+    /// Connections relayed through this raylet to or from other nodes since it started.
+    pub(crate) fn tunnels(&self) -> u64 {
+        self.0.tunnels.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The host part of this node's peer address (the IP other nodes reach it at).
+    pub(crate) fn advertised_host(&self) -> &str {
+        let addr = &self.0.peer_address;
+        match addr.rsplit_once(':') {
+            Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+            None => addr,
+        }
+    }
+
     /// Carries out a request of the node state (see `crate::node::LinkOp`).
     pub(crate) fn carry_out(&self, op: crate::node::LinkOp) {
         use crate::node::LinkOp;

@@ -116,6 +116,7 @@ async fn dispatch(
             job,
             namespace,
             exe,
+            job_key,
         } => {
             let origin = jobs::Origin {
                 node: origin,
@@ -123,6 +124,7 @@ async fn dispatch(
                 job,
                 namespace,
                 exe,
+                job_key,
             };
             return jobs::attach(shared, origin, send, recv).await;
         }

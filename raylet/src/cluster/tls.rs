@@ -19,6 +19,10 @@ use crate::error::{RayletError, Result};
 /// The ALPN protocol name: a peer speaking anything else is refused in the handshake.
 pub const ALPN: &[u8] = b"oxray/1";
 
+/// The ALPN protocol name of direct connections between core workers (TCP and TLS), so a
+/// worker's port and a raylet's never take each other's connections.
+pub const DIRECT_ALPN: &[u8] = b"oxray-direct/1";
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(ring::default_provider())
 }
@@ -34,17 +38,7 @@ pub fn server_config() -> Result<quinn::ServerConfig> {
 
 /// [`server_config`] for a node on `network`.
 pub fn server_config_for(network: Network) -> Result<quinn::ServerConfig> {
-    let key = rcgen::generate_simple_self_signed(vec!["oxray".to_owned()])
-        .map_err(|e| tls_error("making the node's certificate", e))?;
-    let cert = CertificateDer::from(key.cert.der().to_vec());
-    let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.signing_key.serialize_der()));
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| tls_error("TLS versions", e))?
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], private)
-        .map_err(|e| tls_error("TLS certificate", e))?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let tls = rustls_server(ALPN)?;
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| tls_error("QUIC server config", e))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
@@ -59,18 +53,41 @@ pub fn client_config() -> Result<quinn::ClientConfig> {
 
 /// [`client_config`] for a node on `network`.
 pub fn client_config_for(network: Network) -> Result<quinn::ClientConfig> {
+    let tls = rustls_client(ALPN)?;
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| tls_error("QUIC client config", e))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(Arc::new(transport(network)));
+    Ok(config)
+}
+
+/// A TLS 1.3 server speaking `alpn`, with a new self-signed certificate.
+pub fn rustls_server(alpn: &[u8]) -> Result<rustls::ServerConfig> {
+    let key = rcgen::generate_simple_self_signed(vec!["oxray".to_owned()])
+        .map_err(|e| tls_error("making the node's certificate", e))?;
+    let cert = CertificateDer::from(key.cert.der().to_vec());
+    let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.signing_key.serialize_der()));
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_error("TLS versions", e))?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], private)
+        .map_err(|e| tls_error("TLS certificate", e))?;
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    Ok(tls)
+}
+
+/// A TLS 1.3 client speaking `alpn` that takes any certificate whose handshake signature checks
+/// out (who the peer is, is proved afterwards; see [`super::auth`]).
+pub fn rustls_client(alpn: &[u8]) -> Result<rustls::ClientConfig> {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| tls_error("TLS versions", e))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
         .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| tls_error("QUIC client config", e))?;
-    let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(Arc::new(transport(network)));
-    Ok(config)
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    Ok(tls)
 }
 
 /// UDP socket buffers to ask for. The kernel default (~208 KiB) overflows when a fast sender

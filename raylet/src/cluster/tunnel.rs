@@ -8,6 +8,7 @@
 //! unchanged, and only the raylets need the cluster secret.
 
 use std::os::unix::net::UnixStream as StdUnixStream;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use oxray_common::frame;
@@ -32,6 +33,7 @@ pub(crate) fn parse(target: &str) -> Option<(&str, &str)> {
 /// A local client asked for a tunnel to `target`: connect it, answer `TunnelOpen` (or `Error`),
 /// then copy bytes until either side closes.
 pub(crate) async fn open(shared: Arc<Shared>, stream: StdUnixStream, target: String) {
+    shared.tunnels.fetch_add(1, Ordering::Relaxed);
     let far = connect_far(&shared, &target).await;
     let Ok(mut local) = to_tokio(stream) else {
         return;
@@ -90,6 +92,7 @@ pub(crate) async fn serve(
     mut send: quinn::SendStream,
     recv: quinn::RecvStream,
 ) {
+    shared.tunnels.fetch_add(1, Ordering::Relaxed);
     let local = connect_local(shared, &target);
     let reply = match &local {
         Ok(_) => PeerReply::Ok,

@@ -6,7 +6,7 @@ use oxray_common::protocol::{ActorState, ClientKind, FromRaylet, ToRaylet};
 use oxray_common::{ActorId, JobId, WorkerId};
 
 use super::effects::{Effect, LinkOp};
-use super::state::{Client, Job, NodeState, WorkerState};
+use super::state::{Client, Job, JobKey, NodeState, WorkerState};
 use crate::cluster::Forward;
 
 /// A client's first message, `Register`, with what the I/O layer learned about it.
@@ -20,6 +20,8 @@ pub(crate) struct Registration {
     pub program: String,
     pub listen: String,
     pub namespace: String,
+    /// Drivers: a fresh credential for their job; remote jobs: the one their node gave.
+    pub job_key: Option<JobKey>,
 }
 
 impl NodeState {
@@ -34,6 +36,7 @@ impl NodeState {
             program,
             listen,
             namespace,
+            job_key,
         } = r;
         if kind != ClientKind::Worker {
             // Its objects' ids then name this node.
@@ -51,6 +54,7 @@ impl NodeState {
                         namespace,
                         driver: Some(conn),
                         remote: kind == ClientKind::Remote,
+                        key: job_key,
                         failed_starts: 0,
                     },
                 );
@@ -82,10 +86,15 @@ impl NodeState {
             }
         };
         self.clients.insert(conn, Client { kind, worker, job });
-        let namespace = self
+        let (namespace, job_key) = self
             .jobs
             .get(&job)
-            .map(|j| j.namespace.clone())
+            .map(|j| {
+                (
+                    j.namespace.clone(),
+                    j.key.map(|k| k.to_vec()).unwrap_or_default(),
+                )
+            })
             .unwrap_or_default();
         let registered = FromRaylet::Registered {
             node: self.setup.id,
@@ -97,6 +106,7 @@ impl NodeState {
             resources: self.total().clone(),
             namespace,
             store_full_wait_ms: self.setup.store_full_wait_ms,
+            job_key,
         };
         self.send(conn, registered);
         if kind == ClientKind::Driver {

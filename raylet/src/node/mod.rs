@@ -47,7 +47,8 @@ use oxray_common::frame;
 use oxray_common::ids::{owner_of, worker_socket};
 use oxray_common::peer::{ClusterView, NodeInfo, NodeLoad};
 use oxray_common::protocol::{
-    ActorInfo, ActorSpec, ErrorKind, FromRaylet, NodeStatus, StoredObject, Strategy, ToRaylet,
+    ActorInfo, ActorSpec, ClientKind, ErrorKind, FromRaylet, NodeStatus, StoredObject, Strategy,
+    ToRaylet,
 };
 use oxray_common::resources::Resources;
 use oxray_common::{ActorId, JobId, NodeId, ObjectId, WorkerId};
@@ -356,11 +357,12 @@ impl Node {
     }
 
     /// A job's executable and namespace.
-    pub(crate) fn job_exe(&self, job: JobId) -> Option<(String, String)> {
+    pub(crate) fn job_exe(&self, job: JobId) -> Option<(String, String, Vec<u8>)> {
         self.run(|st| {
-            st.jobs
-                .get(&job)
-                .map(|j| (j.exe.clone(), j.namespace.clone()))
+            st.jobs.get(&job).map(|j| {
+                let key = j.key.map(|k| k.to_vec()).unwrap_or_default();
+                (j.exe.clone(), j.namespace.clone(), key)
+            })
         })
     }
 
@@ -374,6 +376,7 @@ impl Node {
             exe,
             listen,
             namespace,
+            job_key,
         } = msg
         else {
             tracing::warn!("connection {conn}: first message was not Register; dropped");
@@ -393,6 +396,7 @@ impl Node {
             program,
             listen,
             namespace,
+            job_key: job_key_of(kind, &job_key),
         };
         let ok = self.run(|st| st.register(conn, r));
         if !ok {
@@ -879,6 +883,7 @@ impl Node {
         status.spill_dir = dir;
         status.runs = self.tasks.runs();
         status.dashboard = self.dashboard.get().cloned().unwrap_or_default();
+        status.tunnels = self.link().map_or(0, |l| l.tunnels());
         status
     }
 
@@ -917,5 +922,22 @@ pub(crate) fn store_error(req: u64, e: StoreError) -> FromRaylet {
         req,
         kind,
         message: e.to_string(),
+    }
+}
+
+/// The credential a new client's job gets: a fresh one for a driver, the one its node made for a
+/// job attached from there. Without one (no randomness, a malformed key) the job's processes
+/// make no direct connections and accept none; they talk through the raylets.
+fn job_key_of(kind: ClientKind, given: &[u8]) -> Option<state::JobKey> {
+    use oxray_common::protocol::ClientKind::{Driver, Remote, Tool, Worker};
+    use ring::rand::SecureRandom;
+    match kind {
+        Driver => {
+            let mut key = [0u8; 32];
+            ring::rand::SystemRandom::new().fill(&mut key).ok()?;
+            Some(key)
+        }
+        Remote => given.try_into().ok(),
+        Worker | Tool => None,
     }
 }

@@ -109,6 +109,7 @@ impl NodeState {
             // Filled in by the node from its task log and dashboard.
             runs: Vec::new(),
             dashboard: String::new(),
+            tunnels: 0,
         }
     }
 }

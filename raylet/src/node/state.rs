@@ -87,10 +87,16 @@ pub(crate) struct Job {
     pub driver: Option<u64>,
     /// Attached by another node (its driver runs there).
     pub remote: bool,
+    /// The job's credential (see `FromRaylet::Registered`): made here for a local driver,
+    /// given by the driver's node for a remote job.
+    pub key: Option<JobKey>,
     /// Workers that died before registering, in a row: a broken executable must not make us
     /// spawn forever.
     pub failed_starts: u32,
 }
+
+/// A job's credential: 32 random bytes.
+pub(crate) type JobKey = [u8; 32];
 
 /// An actor this node placed on another node: enough to start it again elsewhere if that node
 /// dies.

@@ -81,6 +81,7 @@ impl Sim {
                 program: "prog".into(),
                 listen: String::new(),
                 namespace: "ns".into(),
+                job_key: None,
             },
         );
         assert!(ok);
@@ -120,6 +121,7 @@ impl Sim {
                 program: String::new(),
                 listen: format!("unix:@sim-w{worker}"),
                 namespace: String::new(),
+                job_key: None,
             },
         );
         assert!(ok, "a spawned worker registers");
@@ -753,6 +755,7 @@ fn an_idle_worker_that_exits_is_forgotten_and_an_unknown_worker_is_refused() {
         program: String::new(),
         listen: String::new(),
         namespace: String::new(),
+        job_key: None,
     };
     assert!(
         !n.st.register(99, stranger),
