@@ -60,6 +60,16 @@ impl Tally {
     fn restarted(&self) -> bool {
         oxray::was_restarted()
     }
+
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+
+    /// Waits `ms`, then says which process ran it.
+    fn slow_pid(&self, ms: u64) -> u32 {
+        std::thread::sleep(Duration::from_millis(ms));
+        std::process::id()
+    }
 }
 
 /// Calls a tally actor from a task (wherever the task runs).
@@ -697,5 +707,78 @@ pub fn direct_other_job() -> oxray::Result<()> {
     println!("actor-total {}", oxray::get(&tally.add(1)?)?);
     oxray::kill(&tally)?;
     println!("done");
+    Ok(())
+}
+
+/// Each item says which process made it: (pid, index).
+#[oxray::remote]
+fn pid_and_index(n: u64) -> impl Iterator<Item = (u32, u64)> {
+    let pid = std::process::id();
+    (0..n).map(move |i| (pid, i))
+}
+
+fn kill(pid: u32) -> bool {
+    // SAFETY: kill(2) on a worker process of this driver's job (on this machine).
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) == 0 }
+}
+
+/// `direct-faults`: failures of processes on another node, reached over direct connections
+/// (the driver's node has no CPUs; the other node has resource `m`). Kills, by pid, the worker
+/// of a streaming task mid-stream (retried, no item lost or repeated), an actor with no restarts
+/// left (`ActorDied`) and one that may restart (its next call runs in the new process).
+pub fn direct_faults() -> oxray::Result<()> {
+    let _cluster = oxray::init()?;
+    let mut stream = pid_and_index::options().stream_window(4).remote(40)?;
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let item = stream.next().ok_or(oxray::Error::Config {
+            message: "the stream ended early".into(),
+        })??;
+        seen.push(oxray::get(&item)?);
+    }
+    println!("stream-killed {}", kill(seen[0].0));
+    for item in stream.by_ref() {
+        seen.push(oxray::get(&item?)?);
+    }
+    let in_order = seen.iter().map(|(_, i)| *i).eq(0..40);
+    let retried = seen.iter().any(|(pid, _)| *pid != seen[0].0);
+    println!("stream-ok {}", in_order && retried);
+
+    let fragile = Tally::options()
+        .resource("m", 0.5)
+        .max_restarts(0)
+        .remote(0)?;
+    let pid = oxray::get(&fragile.pid()?)?;
+    println!("fragile-killed {}", kill(pid));
+    match fragile.add(1).and_then(|r| oxray::get(&r)) {
+        Ok(n) => println!("fragile-after {n}"),
+        Err(oxray::Error::ActorDied { .. }) => println!("fragile-after ActorDied"),
+        Err(e) => println!("fragile-after {e:?}"),
+    }
+
+    let sturdy = Tally::options()
+        .resource("m", 0.5)
+        .max_restarts(1)
+        .max_task_retries(1)
+        .remote(0)?;
+    let before = oxray::get(&sturdy.pid()?)?;
+    println!("sturdy-killed {}", kill(before));
+    let after = oxray::get(&sturdy.pid()?)?;
+    println!("sturdy-new-process {}", after != before);
+    println!("sturdy-restarted {}", oxray::get(&sturdy.restarted()?)?);
+    println!("done");
+    Ok(())
+}
+
+/// `direct-hang`: starts a 60 s task and a 60 s actor call on the other node (resource `m`),
+/// says `calling` with the actor's pid once both run, and is killed by the test mid-call.
+pub fn direct_hang() -> oxray::Result<()> {
+    let _cluster = oxray::init()?;
+    let tally = Tally::options().resource("m", 0.5).remote(0)?;
+    let pid = oxray::get(&tally.pid()?)?;
+    let _call = tally.slow_pid(60_000)?;
+    let _task = where_am_i::options().resource("m", 0.5).remote(60_000)?;
+    println!("calling {pid}");
+    std::thread::sleep(Duration::from_secs(60));
     Ok(())
 }

@@ -106,6 +106,8 @@ fn main() {
         "cluster-fault" => cluster_work::fault(),
         "direct-calls" => cluster_work::direct_calls(),
         "direct-other-job" => cluster_work::direct_other_job(),
+        "direct-faults" => cluster_work::direct_faults(),
+        "direct-hang" => cluster_work::direct_hang(),
         "placement" => cluster_work::placement(),
         "broadcast" => {
             cluster_work::broadcast(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(256))

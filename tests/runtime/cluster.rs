@@ -468,9 +468,111 @@ fn calls_go_straight_to_processes_on_other_nodes_and_other_jobs_go_through_the_r
     assert_eq!(value_in(&out, "actor-node"), m_id, "{out}");
     assert_eq!(value_in(&out, "actor-total"), "200", "{out}");
     assert_eq!((tunnels(&h), tunnels(&m)), (0, 0), "relayed: {out}");
+    // The actor's direct port, as the member lists it, turns strangers away.
+    let actors = oxray_raylet::tool::status(&m.address)
+        .expect("status")
+        .actors;
+    let direct = actors
+        .iter()
+        .find_map(|a| oxray_common::address::split_direct(&a.address).1)
+        .expect("the actor takes direct connections");
+    direct_port_refuses_strangers(direct);
     let other = crate::processes::run(&["direct-other-job"], Some(&h.address));
     assert_eq!(value_in(&other, "actor-total"), "201", "{other}");
     assert!(tunnels(&h) > 0 && tunnels(&m) > 0, "{other}");
+}
+
+/// Over direct connections, failures look as they do on one node: a killed worker's streaming
+/// task is retried with no item lost or repeated, a killed actor with no restarts left is
+/// `ActorDied`, one with a restart left answers from its new process. A caller killed mid-call
+/// frees what it held on the other node: its actor's process ends and the resources return.
+#[test]
+fn killed_processes_on_other_nodes_fail_as_on_one_node_and_a_killed_caller_frees_its_hold() {
+    let _load = crate::no_cpu_hog();
+    let h = head("hf", &["cpus=0"]);
+    let m = member("mf", &h, &["cpus=2", "resources=m:1"]);
+    let out = drive(&["direct-faults"], &h, |_| {});
+    for (key, want) in [
+        ("stream-killed", "true"),
+        ("stream-ok", "true"),
+        ("fragile-killed", "true"),
+        ("fragile-after", "ActorDied"),
+        ("sturdy-killed", "true"),
+        ("sturdy-new-process", "true"),
+        ("sturdy-restarted", "true"),
+    ] {
+        assert_eq!(value_in(&out, key), want, "{key}: {out}");
+    }
+
+    let available = |n: &Node, what: &str| {
+        oxray_raylet::tool::status(&n.address)
+            .expect("status")
+            .available
+            .get(what)
+    };
+    let (driver, mut lines) = spawn_driver(&["direct-hang"], &h);
+    let mut driver = crate::processes::Reaped(driver);
+    let line = lines.next().and_then(Result::ok).unwrap_or_default();
+    let actor: u32 = value_in(&line, "calling").parse().expect("the actor's pid");
+    // The task holds one of the member's CPUs once it runs there.
+    assert!(
+        crate::eventually(Duration::from_secs(30), || available(&m, "CPU") == 1.0),
+        "the task never ran on the member"
+    );
+    let _ = driver.0.kill();
+    let _ = driver.0.wait();
+    assert!(
+        crate::eventually(Duration::from_secs(30), || {
+            !crate::alive(actor) && available(&m, "CPU") == 2.0 && available(&m, "m") == 1.0
+        }),
+        "the killed caller's actor ({actor}) or resources were not freed: CPU {}, m {}",
+        available(&m, "CPU"),
+        available(&m, "m")
+    );
+}
+
+/// A process without the job's credential gets nothing from a worker's direct port: bytes that
+/// are not TLS, and a TLS session with a wrong proof, are answered by a closed connection, never
+/// by the worker's own proof.
+fn direct_port_refuses_strangers(addr: &str) {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let connect = || {
+        let tcp = TcpStream::connect(addr).expect("connect to the direct port");
+        tcp.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        tcp
+    };
+    let mut plain = connect();
+    plain.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("write");
+    let mut answer = Vec::new();
+    // An alert at most, then the end (not a timeout).
+    let read = plain.read_to_end(&mut answer);
+    assert!(
+        !matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "left open: {read:?}"
+    );
+    assert!(answer.len() < 64, "answered {} bytes", answer.len());
+
+    let config = tls::rustls_client(tls::DIRECT_ALPN).expect("client config");
+    let name = "oxray".try_into().expect("server name");
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("client");
+    let mut session = rustls::StreamOwned::new(conn, connect());
+    session
+        .write_all(&[0u8; 32])
+        .expect("handshake and a wrong proof");
+    session.flush().expect("flush");
+    let mut proof = Vec::new();
+    let read = session.read_to_end(&mut proof);
+    assert!(
+        proof.is_empty(),
+        "a stranger got {} bytes back ({read:?})",
+        proof.len()
+    );
+    assert!(
+        !matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "left open: {read:?}"
+    );
 }
 
 /// SPREAD puts 30 tasks on all three nodes (the head alone has room for all); hard node affinity runs work (and an actor) on
