@@ -190,6 +190,10 @@ pub enum PeerReply {
         len: u64,
         /// Type fingerprint.
         fingerprint: u64,
+        /// Peer addresses of nodes that pulled a copy from here before (oldest first), which
+        /// the asker may take chunks from instead (a node still pulling serves once it has
+        /// the whole copy).
+        sources: Vec<String>,
     },
 }
 

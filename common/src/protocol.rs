@@ -549,6 +549,9 @@ pub struct NodeStatus {
     /// another node's raylet opened to a local process. Calls to workers and actors of the same
     /// job go straight between the processes and are not counted.
     pub tunnels: u64,
+    /// Object bytes this node sent to other nodes since it started (pulls it served, of
+    /// objects it holds the primary copy of or a copy it pulled itself).
+    pub bytes_served: u64,
 }
 
 /// How often one function (or actor method) ran on a node, for `oxray status` and the

@@ -442,8 +442,8 @@ fn work_spreads_routes_by_resource_and_objects_and_actors_cross_nodes() {
 #[test]
 fn calls_go_straight_to_processes_on_other_nodes_and_other_jobs_go_through_the_raylets() {
     let _load = crate::no_cpu_hog();
-    let h = head("hd", &["cpus=0"]);
-    let m = member("md", &h, &["cpus=2", "resources=m:1"]);
+    let h = head("hdc", &["cpus=0"]);
+    let m = member("mdc", &h, &["cpus=2", "resources=m:1"]);
     let view = view_of(&h);
     let (h_id, m_id) = (id_of(&view, &h), id_of(&view, &m));
     let tunnels = |n: &Node| {
@@ -489,8 +489,8 @@ fn calls_go_straight_to_processes_on_other_nodes_and_other_jobs_go_through_the_r
 #[test]
 fn killed_processes_on_other_nodes_fail_as_on_one_node_and_a_killed_caller_frees_its_hold() {
     let _load = crate::no_cpu_hog();
-    let h = head("hf", &["cpus=0"]);
-    let m = member("mf", &h, &["cpus=2", "resources=m:1"]);
+    let h = head("hk", &["cpus=0"]);
+    let m = member("mk", &h, &["cpus=2", "resources=m:1"]);
     let out = drive(&["direct-faults"], &h, |_| {});
     for (key, want) in [
         ("stream-killed", "true"),
@@ -572,6 +572,41 @@ fn direct_port_refuses_strangers(addr: &str) {
     assert!(
         !matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "left open: {read:?}"
+    );
+}
+
+/// An object every node reads at once is served by the nodes that pulled it as well as by its
+/// owner's node (Ray's pull from any location): one copy reaches each node, the bytes sent add
+/// up to one object per reader, and the members sent some of them.
+#[test]
+fn a_broadcast_is_served_by_the_copies_as_well_as_the_owners_node() {
+    let _load = crate::no_cpu_hog();
+    let opts = ["cpus=1", "store_mb=256"];
+    let h = head("hbc", &opts);
+    let members: Vec<Node> = (0..4)
+        .map(|i| member(&format!("mbc{i}"), &h, &opts))
+        .collect();
+    let out = crate::processes::run(&["broadcast", "24"], Some(&h.address));
+    assert_eq!(value_in(&out, "copies"), "4", "{out}");
+    assert_eq!(value_in(&out, "nodes-read"), "4", "{out}");
+    assert_eq!(value_in(&out, "sums-ok"), "true", "{out}");
+    let served = |n: &Node| {
+        oxray_raylet::tool::status(&n.address)
+            .expect("status")
+            .bytes_served
+    };
+    let by_members: Vec<u64> = members.iter().map(served).collect();
+    let by_head = served(&h);
+    let object = 24u64 << 20;
+    // One object per reader (plus the few bytes of small results that crossed too).
+    let total = by_head + by_members.iter().sum::<u64>();
+    assert!(
+        (4 * object..4 * object + (1 << 20)).contains(&total),
+        "{total} bytes sent: head {by_head}, members {by_members:?}"
+    );
+    assert!(
+        by_members.iter().any(|b| *b > 0) && by_head < 4 * object,
+        "only the owner's node served: head {by_head}, members {by_members:?}"
     );
 }
 

@@ -46,7 +46,7 @@ pub mod wire;
 
 pub(crate) use jobs::{split_remote_lease, Forward, REMOTE_LEASE};
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -173,8 +173,14 @@ pub(crate) struct Shared {
     fetching: tokio::sync::Mutex<()>,
     /// Objects being pulled here, with the `(connection, request)` pins waiting for them.
     pulls: Mutex<HashMap<oxray_common::ObjectId, Vec<(u64, u64)>>>,
-    /// Peers that pulled copies of objects from here (freed with the primary).
-    pulled_by: Mutex<HashMap<oxray_common::ObjectId, HashSet<SocketAddr>>>,
+    /// Peers that pulled copies of objects from here, in the order they asked (freed with the
+    /// primary; offered as sources to later pullers).
+    pulled_by: Mutex<HashMap<oxray_common::ObjectId, Vec<SocketAddr>>>,
+    /// Pulls in progress here: each ends (its sender drops) when the copy is sealed or failed;
+    /// peers asking for chunks of it meanwhile wait for that.
+    pulling: Mutex<HashMap<oxray_common::ObjectId, tokio::sync::watch::Receiver<()>>>,
+    /// Object bytes this node sent to peers since it started.
+    served: std::sync::atomic::AtomicU64,
     /// Tunnels opened through this raylet (see `Link::tunnels`).
     tunnels: std::sync::atomic::AtomicU64,
 }
@@ -231,6 +237,8 @@ impl Cluster {
             fetching: tokio::sync::Mutex::new(()),
             pulls: Mutex::new(HashMap::new()),
             pulled_by: Mutex::new(HashMap::new()),
+            pulling: Mutex::new(HashMap::new()),
+            served: std::sync::atomic::AtomicU64::new(0),
             tunnels: std::sync::atomic::AtomicU64::new(0),
         });
         node.set_link(Link(shared.clone()));
@@ -282,6 +290,11 @@ impl Drop for Cluster {
 pub(crate) struct Link(Arc<Shared>);
 
 impl Link {
+    /// Object bytes sent to other nodes since this node started.
+    pub(crate) fn bytes_served(&self) -> u64 {
+        self.0.served.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Connections relayed through this raylet to or from other nodes since it started.
     pub(crate) fn tunnels(&self) -> u64 {
         self.0.tunnels.load(std::sync::atomic::Ordering::Relaxed)

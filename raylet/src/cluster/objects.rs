@@ -1,12 +1,23 @@
 //! Objects across nodes: pulling a copy in chunks, serving chunks, freeing every copy.
 //!
 //! A pin of an object that is not here names the node holding its primary copy; the raylet
-//! pulls it from there: `ObjectInfo` for its size and type, then `Chunk` requests of
+//! pulls it: `ObjectInfo` to that node for its size and type, then `Chunk` requests of
 //! [`CHUNK`] bytes on up to [`STREAMS`] QUIC streams at once (so at most `CHUNK × STREAMS`
 //! bytes are in flight), each read straight into the new object's block in this node's store.
 //! Concurrent pins of one object wait for one transfer. The copy is sealed as a secondary
-//! (evictable) copy, and the node that served it remembers this node, so when the owner frees
+//! (evictable) copy, and the primary's node remembers this node, so when the owner frees
 //! the object every copy goes.
+//!
+//! **Copies serve too** (Ray's pull manager takes chunks from any node that has the object):
+//! `ObjectInfo`'s answer lists the nodes that asked for the object before, oldest first, and
+//! the puller spreads its chunks over the primary and those nodes (chunk `i` from source
+//! `i mod (1 + copies)`). A node asked for a chunk of an object it is still pulling serves it
+//! once its own copy is whole (within [`COPY_WAIT`]); a node without a copy (evicted, failed,
+//! dead) answers an error, and that chunk comes from the primary. When every node reads a
+//! fresh object at once, the k-th puller takes 1/k of its bytes from the primary, so the
+//! primary sends about ln(n) + 0.6 copies for n pullers instead of n, and the broadcast is not
+//! bound by the primary's uplink. Waits only go to earlier pullers, so they cannot form a cycle
+//! (except after a failed pull is retried, which [`COPY_WAIT`] bounds).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,6 +36,8 @@ use crate::spill::Restored;
 pub(crate) const CHUNK: usize = 8 << 20;
 /// Chunk requests in flight per transfer.
 pub(crate) const STREAMS: usize = 4;
+/// How long a node asked for a chunk of an object it is still pulling waits for its copy.
+pub(crate) const COPY_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Pulls `id` from node `index` (once, however many wait), then answers every waiting pin.
 pub(crate) fn pull(shared: &Arc<Shared>, id: ObjectId, index: u16, conn: u64, req: u64) {
@@ -36,8 +49,13 @@ pub(crate) fn pull(shared: &Arc<Shared>, id: ObjectId, index: u16, conn: u64, re
     };
     if first {
         let shared = shared.clone();
+        let (whole, pulling) = tokio::sync::watch::channel(());
+        lock(&shared.pulling).insert(id, pulling);
         shared.runtime.clone().spawn(async move {
             let result = fetch(&shared, id, index).await;
+            // Peers waiting for this copy look again (it is whole, or it failed).
+            lock(&shared.pulling).remove(&id);
+            drop(whole);
             let waiters = lock(&shared.pulls).remove(&id).unwrap_or_default();
             if let Some(node) = shared.node.upgrade() {
                 let error = result.err().map(|e| e.to_string());
@@ -60,12 +78,17 @@ async fn fetch(shared: &Arc<Shared>, id: ObjectId, index: u16) -> Result<()> {
         peer: peer.clone(),
         reason,
     };
-    let (len, fingerprint) =
+    let (len, fingerprint, sources) =
         match wire::request(&conn, &PeerRequest::ObjectInfo { id }, &peer).await? {
-            PeerReply::Object { len, fingerprint } => (len, fingerprint),
+            PeerReply::Object {
+                len,
+                fingerprint,
+                sources,
+            } => (len, fingerprint, sources),
             PeerReply::Error { message } => return Err(peer_error(message)),
             other => return Err(peer_error(format!("unexpected answer {other:?}"))),
         };
+    let copies = live_copies(shared, &node, sources).await;
     let opts = CreateOptions {
         fingerprint,
         evictable: false,
@@ -91,14 +114,26 @@ async fn fetch(shared: &Arc<Shared>, id: ObjectId, index: u16) -> Result<()> {
     });
     let mut copy = created?;
     let failed: Mutex<Option<RayletError>> = Mutex::new(None);
+    let sources = 1 + copies.len();
     stream::iter(copy.as_mut_slice().chunks_mut(CHUNK).enumerate())
-        .for_each_concurrent(STREAMS, |(i, chunk)| {
-            let (conn, peer, failed) = (&conn, &peer, &failed);
+        .for_each_concurrent(STREAMS * sources.min(4), |(i, chunk)| {
+            let (conn, peer, failed, copies) = (&conn, &peer, &failed, &copies);
             async move {
                 if lock(failed).is_some() {
                     return;
                 }
-                if let Err(e) = fetch_chunk(conn, peer, id, (i * CHUNK) as u64, chunk).await {
+                let offset = (i * CHUNK) as u64;
+                let copy = match i % sources {
+                    0 => None,
+                    k => copies.get(k - 1),
+                };
+                if let Some((c, p)) = copy {
+                    if fetch_chunk(c, p, id, offset, chunk).await.is_ok() {
+                        return;
+                    }
+                    // Evicted, failed or gone there: the primary has it.
+                }
+                if let Err(e) = fetch_chunk(conn, peer, id, offset, chunk).await {
                     lock(failed).get_or_insert(e);
                 }
             }
@@ -122,6 +157,29 @@ async fn fetch(shared: &Arc<Shared>, id: ObjectId, index: u16) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Connections to the nodes among `sources` that are alive (other than this one).
+async fn live_copies(
+    shared: &Arc<Shared>,
+    node: &crate::node::Node,
+    sources: Vec<String>,
+) -> Vec<(quinn::Connection, String)> {
+    let view = node.cluster_view();
+    let alive = |addr: &String| {
+        *addr != shared.peer_address
+            && view
+                .nodes
+                .iter()
+                .any(|n| n.alive && n.peer_address == *addr)
+    };
+    let mut copies = Vec::new();
+    for addr in sources.into_iter().filter(alive) {
+        if let Ok(conn) = peers::connection(shared, &addr).await {
+            copies.push((conn, addr));
+        }
+    }
+    copies
 }
 
 /// Where a pulled copy is written.
@@ -189,8 +247,21 @@ pub(crate) fn info(shared: &Shared, id: ObjectId, from: SocketAddr) -> PeerReply
     }
     match here {
         Some((true, len, fingerprint)) => {
-            lock(&shared.pulled_by).entry(id).or_default().insert(from);
-            PeerReply::Object { len, fingerprint }
+            let mut pulled_by = lock(&shared.pulled_by);
+            let earlier = pulled_by.entry(id).or_default();
+            let sources = earlier
+                .iter()
+                .filter(|a| **a != from)
+                .map(ToString::to_string)
+                .collect();
+            if !earlier.contains(&from) {
+                earlier.push(from);
+            }
+            PeerReply::Object {
+                len,
+                fingerprint,
+                sources,
+            }
         }
         _ => PeerReply::Error {
             message: format!(
@@ -215,11 +286,24 @@ pub(crate) async fn serve_chunk(
     };
     // Spilled since `ObjectInfo` read it back, or kept in a file: served from the file (its
     // pages are in the page cache; reading it back into the store would only evict others).
-    let got = node
-        .store
-        .get(id)
-        .or_else(|e| node.spill.file_bytes(id).ok_or(e));
-    drop(node);
+    let read = |node: &crate::node::Node| {
+        node.store
+            .get(id)
+            .or_else(|e| node.spill.file_bytes(id).ok_or(e))
+    };
+    let mut got = read(&node);
+    let pulling = lock(&shared.pulling).get(&id).cloned();
+    if let (Err(_), Some(mut pulling)) = (&got, pulling) {
+        // A copy this node is still pulling: serve it once whole.
+        drop(node);
+        let _ = tokio::time::timeout(COPY_WAIT, pulling.changed()).await;
+        let Some(node) = shared.node.upgrade() else {
+            return;
+        };
+        got = read(&node);
+    } else {
+        drop(node);
+    }
     let bytes = match got {
         Ok(b) => b,
         Err(e) => {
@@ -251,6 +335,9 @@ pub(crate) async fn serve_chunk(
     // (the pin drops once the peer acknowledged them).
     let chunk = bytes::Bytes::from_owner(bytes).slice(offset as usize..end as usize);
     if send.write_chunk(chunk).await.is_ok() {
+        shared
+            .served
+            .fetch_add(end - offset, std::sync::atomic::Ordering::Relaxed);
         let _ = send.finish();
     }
 }

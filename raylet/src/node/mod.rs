@@ -884,6 +884,7 @@ impl Node {
         status.runs = self.tasks.runs();
         status.dashboard = self.dashboard.get().cloned().unwrap_or_default();
         status.tunnels = self.link().map_or(0, |l| l.tunnels());
+        status.bytes_served = self.link().map_or(0, |l| l.bytes_served());
         status
     }
 

@@ -110,6 +110,7 @@ impl NodeState {
             runs: Vec::new(),
             dashboard: String::new(),
             tunnels: 0,
+            bytes_served: 0,
         }
     }
 }
