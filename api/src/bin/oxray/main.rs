@@ -572,6 +572,13 @@ fn status(
     if !s.dashboard.is_empty() {
         println!("  dashboard: {}", s.dashboard);
     }
+    if !s.cluster.nodes.is_empty() {
+        println!(
+            "  across nodes: {:.1} MB of objects served to other nodes; {} connections relayed (tunnels)",
+            s.bytes_served as f64 / 1e6,
+            s.tunnels
+        );
+    }
     println!("  drivers: {}", s.drivers);
     println!("  workers: {}", s.workers.len());
     for w in &s.workers {
