@@ -437,8 +437,8 @@ fn work_spreads_routes_by_resource_and_objects_and_actors_cross_nodes() {
 
 /// Tasks and actor calls from a driver on one node to processes on another go straight between
 /// the processes: neither raylet relays a connection (`tunnels` stays 0 on both). A call from
-/// another job (another credential) to the same detached actor goes through the raylets, which
-/// also shows the count counts.
+/// another job (another credential) to the same detached actor, after its driver exited, goes
+/// through the raylets, which also shows the count counts.
 #[test]
 fn calls_go_straight_to_processes_on_other_nodes_and_other_jobs_go_through_the_raylets() {
     let _load = crate::no_cpu_hog();
@@ -453,7 +453,7 @@ fn calls_go_straight_to_processes_on_other_nodes_and_other_jobs_go_through_the_r
     };
     // The driver stays up (its job owns the actor) until killed at the end.
     let (driver, lines) = spawn_driver(&["direct-calls"], &h);
-    let _driver = crate::processes::Reaped(driver);
+    let driver = crate::processes::Reaped(driver);
     let mut out = String::new();
     for line in lines.take(10) {
         let Ok(line) = line else { break };
@@ -477,6 +477,9 @@ fn calls_go_straight_to_processes_on_other_nodes_and_other_jobs_go_through_the_r
         .find_map(|a| oxray_common::address::split_direct(&a.address).1)
         .expect("the actor takes direct connections");
     direct_port_refuses_strangers(direct);
+    // The driver exits; its detached actor on the member lives on, and another job (another
+    // credential) reaches it through the raylets.
+    drop(driver);
     let other = crate::processes::run(&["direct-other-job"], Some(&h.address));
     assert_eq!(value_in(&other, "actor-total"), "201", "{other}");
     assert!(tunnels(&h) > 0 && tunnels(&m) > 0, "{other}");

@@ -249,7 +249,10 @@ impl NodeState {
     fn end_job(&mut self, conn: u64, kind: ClientKind, job: JobId) {
         if kind == ClientKind::Driver {
             self.link(LinkOp::JobEnded(job));
-            self.remote_actors.retain(|_, p| p.job != job);
+            // Detached actors it placed on other nodes outlive it there (their attachments
+            // close; those nodes keep them), so their records stay: lookups still find them.
+            self.remote_actors
+                .retain(|_, p| p.job != job || p.spec.detached);
             self.job_ended_groups(job);
         }
         let ids: Vec<WorkerId> = self
@@ -266,7 +269,8 @@ impl NodeState {
         let detached_alive = self
             .actors
             .values()
-            .any(|a| a.owner_job == job && a.state != ActorState::Dead);
+            .any(|a| a.owner_job == job && a.state != ActorState::Dead)
+            || self.remote_actors.values().any(|p| p.job == job);
         if detached_alive {
             if let Some(j) = self.jobs.get_mut(&job) {
                 j.driver = None;
