@@ -290,18 +290,17 @@ impl CoreWorker {
             .as_ref()
     }
 
-    /// Takes direct connections from the job's processes on other nodes on `listener` (a
-    /// worker of a cluster node; it registered the listener's address).
-    pub(crate) fn serve_direct(self: &Arc<Self>, listener: std::net::TcpListener) {
-        let Some(service) = self.direct() else {
-            return;
-        };
-        let core = Arc::downgrade(self);
-        let served = service.serve(listener, move |stream| {
-            crate::executor::serve_stream(&core, stream);
-        });
-        if let Err(e) = served {
-            eprintln!("oxray: cannot take direct connections: {e}");
+    /// Takes a direct connection a process on another node made to this worker (which
+    /// registered its listener's address): once it proved the job's credential, `serve` gets
+    /// the stream that carries it.
+    pub(crate) fn accept_direct(
+        &self,
+        tcp: std::net::TcpStream,
+        serve: impl FnOnce(std::os::unix::net::UnixStream) + Send + 'static,
+    ) {
+        match self.direct() {
+            Some(service) => service.accept(tcp, serve),
+            None => eprintln!("oxray: refused a direct connection: this job has no credential"),
         }
     }
 

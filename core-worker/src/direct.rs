@@ -21,7 +21,9 @@
 //!   answer at all (a firewall between machines).
 //! - **Bridging**: the rest of the core worker speaks framed messages over Unix streams, so each
 //!   direct connection is bridged to one end of a socket pair by this module's one runtime
-//!   thread (`oxray-direct`), started when first needed.
+//!   thread (`oxray-direct`), started when first needed: a worker waits on its direct listener
+//!   with the thread that accepts its Unix connections, so a worker nobody on another node
+//!   calls costs no thread for it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -32,7 +34,7 @@ use std::time::Duration;
 use oxray_raylet::cluster::auth::{self, Role};
 use oxray_raylet::cluster::tls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// How long a dial may take to reach the process.
@@ -54,6 +56,8 @@ pub(crate) struct Direct {
     connector: TlsConnector,
     acceptor: TlsAcceptor,
     key: Arc<[u8]>,
+    /// Accepted connections still proving the credential.
+    unproven: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Direct {
@@ -97,6 +101,7 @@ impl Direct {
             connector: TlsConnector::from(Arc::new(client)),
             acceptor: TlsAcceptor::from(Arc::new(server)),
             key: key.into(),
+            unproven: Arc::new(tokio::sync::Semaphore::new(MAX_UNPROVEN)),
         })
     }
 
@@ -133,22 +138,55 @@ impl Direct {
         }
     }
 
-    /// Serves `listener`: each connection that proves the job's credential is bridged to a new
-    /// stream handed to `serve`.
-    pub(crate) fn serve(
+    /// Takes connection `tcp` accepted on the process's direct listener: once it proved the
+    /// job's credential (within 5 s), `serve` gets our end of the stream that carries it. More
+    /// than [`MAX_UNPROVEN`] connections still proving are closed at once.
+    pub(crate) fn accept(
         &self,
-        listener: std::net::TcpListener,
-        serve: impl Fn(UnixStream) + Send + Sync + 'static,
-    ) -> io::Result<()> {
-        listener.set_nonblocking(true)?;
-        let listener = {
+        tcp: std::net::TcpStream,
+        serve: impl FnOnce(UnixStream) + Send + 'static,
+    ) {
+        let from = tcp
+            .peer_addr()
+            .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+        let Ok(permit) = self.unproven.clone().try_acquire_owned() else {
+            eprintln!(
+                "oxray: refused a direct connection from {from}: {MAX_UNPROVEN} others have not proved the job's credential yet"
+            );
+            return;
+        };
+        let tcp = {
             let _in_runtime = self.runtime.enter();
-            TcpListener::from_std(listener)?
+            match tcp.set_nonblocking(true).and_then(|()| TcpStream::from_std(tcp)) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("oxray: a direct connection from {from}: {e}");
+                    return;
+                }
+            }
         };
         let (acceptor, key) = (self.acceptor.clone(), self.key.clone());
-        self.runtime
-            .spawn(accept_loop(listener, acceptor, key, Arc::new(serve)));
-        Ok(())
+        self.runtime.spawn(async move {
+            tune(&tcp);
+            let proved = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_one(&acceptor, tcp, &key));
+            let tls = match proved.await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    eprintln!("oxray: refused a direct connection from {from}: {e}");
+                    return;
+                }
+                Err(_) => {
+                    eprintln!("oxray: refused a direct connection from {from}: no proof within 5 s");
+                    return;
+                }
+            };
+            drop(permit);
+            let Ok((ours, theirs)) = UnixStream::pair() else {
+                return;
+            };
+            serve(ours);
+            bridge(tls, theirs).await;
+        });
     }
 }
 
@@ -200,53 +238,6 @@ fn rustls_name() -> io::Result<tokio_rustls::rustls::pki_types::ServerName<'stat
 fn export<D>(conn: &tokio_rustls::rustls::ConnectionCommon<D>) -> io::Result<[u8; 32]> {
     conn.export_keying_material([0u8; 32], auth::LABEL, Some(CONTEXT.as_bytes()))
         .map_err(|e| io::Error::other(e.to_string()))
-}
-
-type Serve = Arc<dyn Fn(UnixStream) + Send + Sync>;
-
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, key: Arc<[u8]>, serve: Serve) {
-    let unproven = Arc::new(tokio::sync::Semaphore::new(MAX_UNPROVEN));
-    loop {
-        let (tcp, from) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // Out of descriptors, mostly: let connections end before taking more.
-                eprintln!("oxray: accepting a direct connection: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = unproven.clone().try_acquire_owned() else {
-            eprintln!(
-                "oxray: refused a direct connection from {from}: {MAX_UNPROVEN} others have not proved the job's credential yet"
-            );
-            continue;
-        };
-        let (acceptor, key, serve) = (acceptor.clone(), key.clone(), serve.clone());
-        tokio::spawn(async move {
-            tune(&tcp);
-            let proved = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_one(&acceptor, tcp, &key));
-            let tls = match proved.await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    eprintln!("oxray: refused a direct connection from {from}: {e}");
-                    return;
-                }
-                Err(_) => {
-                    eprintln!(
-                        "oxray: refused a direct connection from {from}: no proof within 5 s"
-                    );
-                    return;
-                }
-            };
-            drop(permit);
-            let Ok((ours, theirs)) = UnixStream::pair() else {
-                return;
-            };
-            serve(ours);
-            bridge(tls, theirs).await;
-        });
-    }
 }
 
 async fn accept_one(

@@ -35,13 +35,86 @@ pub(crate) fn bind(name: &str) -> std::io::Result<UnixListener> {
     UnixListener::bind_addr(&addr)
 }
 
-/// Serves submitters until the process exits (when the raylet connection closes).
-pub(crate) fn serve(core: Arc<CoreWorker>, listener: UnixListener) -> ! {
+/// Serves submitters until the process exits (when the raylet connection closes). A worker of
+/// a cluster node also takes direct connections from other nodes on `direct` (see
+/// `crate::direct`, whose runtime starts with the first of them).
+pub(crate) fn serve(
+    core: Arc<CoreWorker>,
+    listener: UnixListener,
+    direct: Option<std::net::TcpListener>,
+) -> ! {
     let weak = Arc::downgrade(&core);
     // The worker's own reference must not keep the core alive past the raylet connection.
     drop(core);
-    accept_loop(weak, listener);
+    match direct {
+        None => accept_loop(weak, listener),
+        Some(tcp) => {
+            if let Err(e) = accept_both(&weak, &listener, &tcp) {
+                eprintln!("oxray: this worker stopped accepting connections: {e}");
+            }
+        }
+    }
     std::process::exit(0)
+}
+
+/// [`accept_loop`] for the Unix listener and the direct one, on one thread.
+fn accept_both(
+    core: &Weak<CoreWorker>,
+    unix: &UnixListener,
+    tcp: &std::net::TcpListener,
+) -> std::io::Result<()> {
+    use mio::unix::SourceFd;
+    use mio::{Events, Interest, Poll, Token};
+    use std::os::fd::AsRawFd;
+    const UNIX: Token = Token(0);
+    const TCP: Token = Token(1);
+    unix.set_nonblocking(true)?;
+    tcp.set_nonblocking(true)?;
+    let mut poll = Poll::new()?;
+    let (unix_fd, tcp_fd) = (unix.as_raw_fd(), tcp.as_raw_fd());
+    poll.registry()
+        .register(&mut SourceFd(&unix_fd), UNIX, Interest::READABLE)?;
+    poll.registry()
+        .register(&mut SourceFd(&tcp_fd), TCP, Interest::READABLE)?;
+    let mut events = Events::with_capacity(8);
+    loop {
+        match poll.poll(&mut events, None) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        for event in &events {
+            // Edge-triggered: take every connection waiting.
+            if event.token() == UNIX {
+                while let Ok((stream, _)) = unix.accept() {
+                    if !accept_unix(core, stream) {
+                        return Ok(());
+                    }
+                }
+            } else {
+                while let Ok((stream, _)) = tcp.accept() {
+                    let Some(c) = core.upgrade() else {
+                        return Ok(());
+                    };
+                    let served = core.clone();
+                    c.accept_direct(stream, move |s| {
+                        serve_stream(&served, s);
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Serves a connection accepted on the worker's Unix socket, if its peer is this user's; false
+/// once the core worker is shutting down.
+fn accept_unix(core: &Weak<CoreWorker>, stream: UnixStream) -> bool {
+    // Accepted sockets do not inherit the listener's non-blocking mode on Linux.
+    if !oxray_raylet::server::same_user(&stream) {
+        eprintln!("oxray: refused a connection to this worker from another user");
+        return true;
+    }
+    serve_stream(core, stream)
 }
 
 /// Accepts connections from submitters and borrowers: processes of this user only (the socket
@@ -49,11 +122,7 @@ pub(crate) fn serve(core: Arc<CoreWorker>, listener: UnixListener) -> ! {
 pub(crate) fn accept_loop(core: Weak<CoreWorker>, listener: UnixListener) {
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
-        if !oxray_raylet::server::same_user(&stream) {
-            eprintln!("oxray: refused a connection to this worker from another user");
-            continue;
-        }
-        if !serve_stream(&core, stream) {
+        if !accept_unix(&core, stream) {
             return;
         }
     }

@@ -55,10 +55,7 @@ fn run(id: &str, address: &str, direct_host: Option<&str>) -> Result<(), String>
     };
     let core = CoreWorker::connect(address, ClientKind::Worker, worker, listen, String::new())
         .map_err(|e| e.to_string())?;
-    if let Some(l) = direct {
-        core.serve_direct(l);
-    }
-    crate::executor::serve(core, listener)
+    crate::executor::serve(core, listener, direct)
 }
 
 /// Whether this process is a worker (its constructor consumed the worker variables).
