@@ -157,7 +157,10 @@ impl Direct {
         };
         let tcp = {
             let _in_runtime = self.runtime.enter();
-            match tcp.set_nonblocking(true).and_then(|()| TcpStream::from_std(tcp)) {
+            match tcp
+                .set_nonblocking(true)
+                .and_then(|()| TcpStream::from_std(tcp))
+            {
                 Ok(t) => t,
                 Err(e) => {
                     eprintln!("oxray: a direct connection from {from}: {e}");
@@ -176,7 +179,9 @@ impl Direct {
                     return;
                 }
                 Err(_) => {
-                    eprintln!("oxray: refused a direct connection from {from}: no proof within 5 s");
+                    eprintln!(
+                        "oxray: refused a direct connection from {from}: no proof within 5 s"
+                    );
                     return;
                 }
             };

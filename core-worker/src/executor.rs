@@ -9,6 +9,7 @@ use std::io::{BufReader, Write};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use oxray_common::frame::{self, FrameError};
@@ -128,8 +129,12 @@ pub(crate) fn accept_loop(core: Weak<CoreWorker>, listener: UnixListener) {
     }
 }
 
+/// Whether a connection is being served on a thread of its own (see `crate::incoming`).
+static DEDICATED: AtomicBool = AtomicBool::new(false);
+
 /// Serves one connection from a submitter or borrower (a Unix one, or a direct one bridged to
-/// a Unix stream) on a thread of its own. False once the core worker is shutting down.
+/// a Unix stream): the first one at a time on a thread of its own, others on the event loop
+/// and its pool (`crate::incoming`). False once the core worker is shutting down.
 pub(crate) fn serve_stream(core: &Weak<CoreWorker>, stream: UnixStream) -> bool {
     let Some(core) = core.upgrade() else {
         return false;
@@ -137,13 +142,34 @@ pub(crate) fn serve_stream(core: &Weak<CoreWorker>, stream: UnixStream) -> bool 
     if core.is_shutting_down() {
         return false;
     }
-    let _ = std::thread::Builder::new()
+    let owns_flag = DEDICATED
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok();
+    let stream = if owns_flag {
+        stream
+    } else {
+        match crate::incoming::watch(&core, stream) {
+            Ok(()) => return true,
+            // No event loop: a thread of its own after all.
+            Err(stream) => stream,
+        }
+    };
+    let spawned = std::thread::Builder::new()
         .name("oxray-task-conn".into())
-        .spawn(move || serve_conn(core, stream));
+        .spawn(move || {
+            serve_conn(core, stream);
+            if owns_flag {
+                DEDICATED.store(false, Ordering::Release);
+            }
+        });
+    if spawned.is_err() && owns_flag {
+        DEDICATED.store(false, Ordering::Release);
+    }
     true
 }
 
-type Writer = Arc<Mutex<UnixStream>>;
+/// Where a connection's replies are written.
+pub(crate) type Writer = Arc<Mutex<UnixStream>>;
 
 fn reply(writer: &Writer, msg: &FromWorker) -> bool {
     let Ok(bytes) = frame::encode(msg) else {
@@ -153,6 +179,8 @@ fn reply(writer: &Writer, msg: &FromWorker) -> bool {
     w.write_all(&bytes).is_ok()
 }
 
+/// Serves one connection on this thread until it closes: messages are handled in order, tasks
+/// and calls run here.
 fn serve_conn(core: Arc<CoreWorker>, stream: UnixStream) {
     let Ok(writer) = stream.try_clone() else {
         return;
@@ -169,154 +197,163 @@ fn serve_conn(core: Arc<CoreWorker>, stream: UnixStream) {
                 break;
             }
         };
-        let ok = match msg {
-            ToWorker::Task(spec) => {
-                let start_us = now_us();
-                let (outcome, contained) = if core.kind() == ClientKind::Worker {
-                    execute(&core, &spec, &mut |item| {
-                        reply(&writer, &item);
-                    })
-                } else {
-                    let f = failure(
-                        FailureKind::Error,
-                        "tasks go to workers, not to a driver".into(),
-                        &spec,
-                    );
-                    (f, Vec::new())
-                };
-                let ran = Ran {
+        let more = !reader.buffer().is_empty();
+        if !handle(&core, &writer, msg, more) {
+            break;
+        }
+    }
+}
+
+/// Handles one message of a connection whose replies go to `writer`; `more` says whether
+/// more of its messages are waiting already. False: the connection is broken.
+pub(crate) fn handle(core: &Arc<CoreWorker>, writer: &Writer, msg: ToWorker, more: bool) -> bool {
+    // Owned handles, as the jobs below take them along.
+    let core = core.clone();
+    let writer = writer.clone();
+    match msg {
+        ToWorker::Task(spec) => {
+            let start_us = now_us();
+            let (outcome, contained) = if core.kind() == ClientKind::Worker {
+                execute(&core, &spec, &mut |item| {
+                    reply(&writer, &item);
+                })
+            } else {
+                let f = failure(
+                    FailureKind::Error,
+                    "tasks go to workers, not to a driver".into(),
+                    &spec,
+                );
+                (f, Vec::new())
+            };
+            let ran = Ran {
+                id: spec.id,
+                function: &spec.function,
+                actor_call: false,
+                start_us,
+                ok: !matches!(outcome, TaskOutcome::Failed(_)),
+            };
+            // Sent before the reply when going idle: once the submitter has its last
+            // result it may end its job, and the raylet then kills this worker.
+            let full = core.task_events.record(ran, core.worker_id);
+            if full || !more {
+                core.flush_task_events();
+            }
+            reply(
+                &writer,
+                &FromWorker::Done {
                     id: spec.id,
-                    function: &spec.function,
-                    actor_call: false,
+                    outcome,
+                    contained,
+                },
+            )
+        }
+        ToWorker::CancelChildren { parent } => {
+            core.submitter.cancel_children(&core, parent);
+            true
+        }
+        ToWorker::StreamTaken { task, taken } => {
+            stream_window::taken(task, taken);
+            true
+        }
+        ToWorker::CancelTask { id } => {
+            if crate::context::running_task() == Some(id) {
+                eprintln!("oxray: task {id} was force-cancelled; its worker exits");
+                std::process::exit(1);
+            }
+            // Finished (or never here): nothing to stop.
+            true
+        }
+        ToWorker::ActorCall(call) if is_async_call(&call) => {
+            let (core2, writer2) = (core.clone(), writer.clone());
+            let job: crate::actor_host::LoopJob = Box::new(move |on_loop| {
+                if !on_loop {
+                    // No event loop: the call runs here, to its end.
+                    let (outcome, contained) = execute_call(&core2, &call);
+                    reply_call(&core2, &writer2, &call, now_us(), outcome, contained);
+                    return;
+                }
+                tokio::task::spawn_local(async move {
+                    // In arrival order, at most `max_concurrency` at once.
+                    let _place = crate::actor_host::call_place().await;
+                    let start_us = now_us();
+                    let (outcome, contained) = execute_async_call(&core2, &call).await;
+                    reply_call(&core2, &writer2, &call, start_us, outcome, contained);
+                });
+            });
+            if let Some(h) = crate::actor_host::hosted() {
+                if let Some(job) = h.on_event_loop(job) {
+                    job(false);
+                }
+            }
+            true
+        }
+        ToWorker::ActorCall(call) => {
+            let (core2, writer2) = (core.clone(), writer.clone());
+            // Calls on the actor's pool end after the connection went idle: their events
+            // are sent at once; calls run here, when nothing more is buffered.
+            let concurrent = crate::actor_host::hosted().is_some_and(|h| h.max_concurrency > 1);
+            let idle = concurrent || !more;
+            let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+                let start_us = now_us();
+                let (outcome, contained) = execute_call(&core2, &call);
+                let ran = Ran {
+                    id: call.id,
+                    function: &call.method,
+                    actor_call: true,
                     start_us,
                     ok: !matches!(outcome, TaskOutcome::Failed(_)),
                 };
-                // Sent before the reply when going idle: once the submitter has its last
-                // result it may end its job, and the raylet then kills this worker.
-                let full = core.task_events.record(ran, core.worker_id);
-                if full || reader.buffer().is_empty() {
-                    core.flush_task_events();
+                if core2.task_events.record(ran, core2.worker_id) || idle {
+                    core2.flush_task_events();
                 }
                 reply(
-                    &writer,
+                    &writer2,
                     &FromWorker::Done {
-                        id: spec.id,
+                        id: call.id,
                         outcome,
                         contained,
                     },
-                )
-            }
-            ToWorker::CancelChildren { parent } => {
-                core.submitter.cancel_children(&core, parent);
-                true
-            }
-            ToWorker::StreamTaken { task, taken } => {
-                stream_window::taken(task, taken);
-                true
-            }
-            ToWorker::CancelTask { id } => {
-                if crate::context::running_task() == Some(id) {
-                    eprintln!("oxray: task {id} was force-cancelled; its worker exits");
-                    std::process::exit(1);
-                }
-                // Finished (or never here): nothing to stop.
-                true
-            }
-            ToWorker::ActorCall(call) if is_async_call(&call) => {
-                let (core2, writer2) = (core.clone(), writer.clone());
-                let job: crate::actor_host::LoopJob = Box::new(move |on_loop| {
-                    if !on_loop {
-                        // No event loop: the call runs here, to its end.
-                        let (outcome, contained) = execute_call(&core2, &call);
-                        reply_call(&core2, &writer2, &call, now_us(), outcome, contained);
-                        return;
-                    }
-                    tokio::task::spawn_local(async move {
-                        // In arrival order, at most `max_concurrency` at once.
-                        let _place = crate::actor_host::call_place().await;
-                        let start_us = now_us();
-                        let (outcome, contained) = execute_async_call(&core2, &call).await;
-                        reply_call(&core2, &writer2, &call, start_us, outcome, contained);
-                    });
-                });
-                if let Some(h) = crate::actor_host::hosted() {
-                    if let Some(job) = h.on_event_loop(job) {
-                        job(false);
+                );
+            });
+            match crate::actor_host::hosted() {
+                // max_concurrency > 1: on the actor's pool; else here, in order.
+                Some(h) => {
+                    if let Some(job) = h.spawn(job) {
+                        job();
                     }
                 }
-                true
+                None => job(),
             }
-            ToWorker::ActorCall(call) => {
-                let (core2, writer2) = (core.clone(), writer.clone());
-                // Calls on the actor's pool end after the connection went idle: their events
-                // are sent at once; calls run here, when nothing more is buffered.
-                let concurrent = crate::actor_host::hosted().is_some_and(|h| h.max_concurrency > 1);
-                let idle = concurrent || reader.buffer().is_empty();
-                let job: Box<dyn FnOnce() + Send> = Box::new(move || {
-                    let start_us = now_us();
-                    let (outcome, contained) = execute_call(&core2, &call);
-                    let ran = Ran {
-                        id: call.id,
-                        function: &call.method,
-                        actor_call: true,
-                        start_us,
-                        ok: !matches!(outcome, TaskOutcome::Failed(_)),
-                    };
-                    if core2.task_events.record(ran, core2.worker_id) || idle {
-                        core2.flush_task_events();
-                    }
-                    reply(
-                        &writer2,
-                        &FromWorker::Done {
-                            id: call.id,
-                            outcome,
-                            contained,
-                        },
-                    );
-                });
-                match crate::actor_host::hosted() {
-                    // max_concurrency > 1: on the actor's pool; else here, in order.
-                    Some(h) => {
-                        if let Some(job) = h.spawn(job) {
-                            job();
-                        }
-                    }
-                    None => job(),
-                }
-                true
+            true
+        }
+        ToWorker::GetObject { req, id } => {
+            serve_get(&core, &writer, req, id);
+            true
+        }
+        ToWorker::Rebuild { req, id, node } => {
+            serve_rebuild(&core, &writer, req, id, node);
+            true
+        }
+        ToWorker::AddBorrowers { req, ids } => {
+            core.refs.add_borrowers(&ids);
+            reply(&writer, &FromWorker::Ack { req })
+        }
+        ToWorker::RemoveBorrowers { ids } => {
+            for id in ids {
+                let freed = core.refs.remove_borrower(id);
+                core.release_freed(freed);
             }
-            ToWorker::GetObject { req, id } => {
-                serve_get(&core, &writer, req, id);
-                true
+            true
+        }
+        ToWorker::Reserve { req, ids } => {
+            core.refs.reserve(&ids);
+            reply(&writer, &FromWorker::Ack { req })
+        }
+        ToWorker::Unreserve { ids } => {
+            for id in ids {
+                core.release_reservation(id);
             }
-            ToWorker::Rebuild { req, id, node } => {
-                serve_rebuild(&core, &writer, req, id, node);
-                true
-            }
-            ToWorker::AddBorrowers { req, ids } => {
-                core.refs.add_borrowers(&ids);
-                reply(&writer, &FromWorker::Ack { req })
-            }
-            ToWorker::RemoveBorrowers { ids } => {
-                for id in ids {
-                    let freed = core.refs.remove_borrower(id);
-                    core.release_freed(freed);
-                }
-                true
-            }
-            ToWorker::Reserve { req, ids } => {
-                core.refs.reserve(&ids);
-                reply(&writer, &FromWorker::Ack { req })
-            }
-            ToWorker::Unreserve { ids } => {
-                for id in ids {
-                    core.release_reservation(id);
-                }
-                true
-            }
-        };
-        if !ok {
-            break;
+            true
         }
     }
 }

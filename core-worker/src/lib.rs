@@ -11,7 +11,8 @@
 //! - `direct`: connections straight to workers and actors on other nodes (TCP and TLS, proved
 //!   with the job's credential), so no call is relayed through a raylet;
 //! - `executor` and `worker_mode`: the worker side: entered before `main` when the raylet
-//!   starts this executable as a worker, runs tasks, stores results;
+//!   starts this executable as a worker, runs tasks, stores results; `incoming` serves the
+//!   connections beyond the first without a thread each;
 //! - [`registry`]: the link-time table of `#[oxray::remote]` functions;
 //! - [`args`] and [`value`]: how arguments and results are encoded (inline when ≤ 100 KiB, in the
 //!   node's store otherwise).
@@ -29,6 +30,7 @@ pub mod core;
 mod direct;
 mod error;
 mod executor;
+mod incoming;
 mod lineage;
 mod object_ref;
 mod owners;

@@ -644,3 +644,68 @@ fn get_if_exists_from_two_racing_drivers_gives_one_actor() {
     assert_eq!(value(&last, "added"), "3", "{last}");
     drop(guard);
 }
+
+/// Counts this process's threads.
+#[oxray::actor]
+pub struct Target {
+    calls: u64,
+}
+
+#[oxray::actor]
+impl Target {
+    fn new() -> Self {
+        Target { calls: 0 }
+    }
+
+    fn hit(&mut self) -> u64 {
+        self.calls += 1;
+        self.calls
+    }
+
+    fn threads(&self) -> usize {
+        std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+    }
+}
+
+/// Calls a target actor from its own process.
+#[oxray::actor]
+pub struct Caller {}
+
+#[oxray::actor]
+impl Caller {
+    fn new() -> Self {
+        Caller {}
+    }
+
+    fn call(&self, target: ActorHandle<Target>) -> u64 {
+        oxray::get(&target.hit().expect("call")).expect("result")
+    }
+}
+
+/// An actor called by 48 processes, whose connections all stay open, does not take a thread
+/// per caller: connections beyond the first are read on one event loop and handled by a pool
+/// of at most `MAX_THREADS` (32) threads while busy. (Served a thread each, it had 50+.)
+#[test]
+fn an_actor_called_by_many_processes_keeps_its_threads_bounded() {
+    cluster();
+    let target = Target::remote().expect("target");
+    let callers: Vec<ActorHandle<Caller>> =
+        (0..48).map(|_| Caller::remote().expect("caller")).collect();
+    let calls: Vec<_> = callers
+        .iter()
+        .map(|c| c.call(target.clone()).expect("submit"))
+        .collect();
+    let mut seen: Vec<u64> = oxray::get_all(&calls).expect("calls");
+    seen.sort_unstable();
+    assert_eq!(seen, (1..=48).collect::<Vec<u64>>(), "each call ran once");
+    let threads = oxray::get(&target.threads().expect("submit")).expect("threads");
+    println!("the target has {threads} threads");
+    assert!(
+        (1..=40).contains(&threads),
+        "{threads} threads for 49 connections"
+    );
+    for c in &callers {
+        oxray::kill(c).expect("kill a caller");
+    }
+    oxray::kill(&target).expect("kill the target");
+}
