@@ -367,6 +367,13 @@ object_store_memory = 100_000_000
     let (ok, out) = oxray(&["status", "--address", &format!("unix:@{name}-head")]);
     assert!(ok, "{out}");
     assert!(out.contains("3 nodes (3 alive)"), "{out}");
+    // Nothing ran yet: no object bytes served, no connection relayed.
+    assert!(
+        out.contains(
+            "across nodes: 0.0 MB of objects served to other nodes; 0 connections relayed"
+        ),
+        "{out}"
+    );
     drop(down);
     for session in ["head", "node1", "node2"] {
         let address = format!("unix:@{name}-{session}");

@@ -44,7 +44,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections a listener serves at once before they proved the credential; more are closed.
 pub(crate) const MAX_UNPROVEN: usize = 16;
 /// Buffer per direction of a bridge.
-const BRIDGE_BUFFER: usize = 256 << 10;
+const BRIDGE_BUFFER: usize = 64 << 10;
 /// What the proofs are bound to besides the session.
 const CONTEXT: &str = "oxray-direct";
 /// Length of a proof (HMAC-SHA256).
