@@ -52,7 +52,7 @@ const PROOF_LEN: usize = 32;
 
 /// A process's direct-connection service: a runtime thread, its TLS configs and the job's key.
 pub(crate) struct Direct {
-    runtime: tokio::runtime::Runtime,
+    runtime: tokio::runtime::Handle,
     connector: TlsConnector,
     acceptor: TlsAcceptor,
     key: Arc<[u8]>,
@@ -88,12 +88,17 @@ impl std::fmt::Display for DialError {
 impl Direct {
     /// Starts the service for a job whose credential is `key`.
     pub(crate) fn start(key: &[u8]) -> io::Result<Direct> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .max_blocking_threads(1)
-            .thread_name("oxray-direct")
-            .enable_all()
-            .build()?;
+        // One thread drives every connection: a current-thread runtime blocked on forever.
+        let runtime = Arc::new(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+        );
+        let driven = runtime.clone();
+        std::thread::Builder::new()
+            .name("oxray-direct".into())
+            .spawn(move || driven.block_on(std::future::pending::<()>()))?;
+        let runtime = runtime.handle().clone();
         let client = tls::rustls_client(tls::DIRECT_ALPN).map_err(io::Error::other)?;
         let server = tls::rustls_server(tls::DIRECT_ALPN).map_err(io::Error::other)?;
         Ok(Direct {
