@@ -11,26 +11,21 @@
 //! of their own. Beyond [`MAX_THREADS`] busy connections, the others wait their turn.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use oxray_common::event_loop::{Next, Source};
-use oxray_common::frame::{self, FrameError, MAX_FRAME};
-use oxray_common::frame_reader::{DontWait, FrameReader, ReadState};
+use oxray_common::frame;
 use oxray_common::protocol::ToWorker;
 
 use crate::core::CoreWorker;
 use crate::executor::Writer;
+use crate::replies::Frames;
 
 /// Pool threads at most: connections busy at once beyond this wait for one.
 pub(crate) const MAX_THREADS: usize = 32;
 /// A pool thread with nothing to do for this long ends.
 const IDLE_END: Duration = Duration::from_secs(30);
-/// Messages read from one connection in one turn of the event loop.
-const MESSAGES_PER_TURN: usize = 256;
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -94,8 +89,8 @@ impl Conn {
     }
 }
 
-/// Serves `stream` on the process's event loop and pool; false if the loop cannot run (the
-/// caller then serves it on a thread of its own).
+/// Serves `stream` on the process's event loop and pool; gives it back if the loop cannot run
+/// (the caller then serves it on a thread of its own).
 pub(crate) fn watch(core: &Arc<CoreWorker>, stream: UnixStream) -> Result<(), UnixStream> {
     let Ok(events) = core.events() else {
         return Err(stream);
@@ -108,67 +103,25 @@ pub(crate) fn watch(core: &Arc<CoreWorker>, stream: UnixStream) -> Result<(), Un
         writer: Arc::new(Mutex::new(writer)),
         queue: Mutex::default(),
     });
-    let source = Incoming {
+    let on_msg = Box::new(move |msg| {
+        conn.push(msg);
+        true
+    });
+    // Queued messages are still handled after the end; the writer closes with the last one.
+    let on_end = Box::new(|why: String| {
+        if why.contains("connection failed") {
+            eprintln!("oxray: dropped a connection: {why}");
+        }
+    });
+    Frames::watch_with(
+        events,
         stream,
-        reader: FrameReader::new(MAX_FRAME),
-        conn,
-    };
-    // A stopped loop (shutting down) drops the connection, which closes it.
-    let _ = events.add(Box::new(source));
+        "caller",
+        frame::decode::<ToWorker>,
+        on_msg,
+        on_end,
+    );
     Ok(())
-}
-
-/// A connection's incoming messages as an event-loop source.
-struct Incoming {
-    stream: UnixStream,
-    reader: FrameReader,
-    conn: Arc<Conn>,
-}
-
-impl Source for Incoming {
-    fn fd(&self) -> RawFd {
-        self.stream.as_raw_fd()
-    }
-
-    fn ready(&mut self, ended: bool) -> Next {
-        let mut handled = 0;
-        let mut bad = None;
-        let conn = &self.conn;
-        let on_frame = |payload: &[u8]| {
-            match frame::decode::<ToWorker>(payload) {
-                Ok(msg) => conn.push(msg),
-                Err(e) => {
-                    bad = Some(e);
-                    return false;
-                }
-            }
-            handled += 1;
-            handled < MESSAGES_PER_TURN
-        };
-        let mut stream = DontWait(&self.stream);
-        let read = if ended {
-            self.reader.read_to_block(&mut stream, on_frame)
-        } else {
-            self.reader.read(&mut stream, on_frame)
-        };
-        if let Some(e) = bad {
-            eprintln!("oxray: dropped a connection with a bad message: {e}");
-            return Next::Remove;
-        }
-        match read {
-            Ok(ReadState::Drained) => Next::Keep,
-            Ok(ReadState::Stopped) => Next::WakeAt(Instant::now()),
-            Ok(ReadState::Closed) | Err(FrameError::Closed) => Next::Remove,
-            Err(e) => {
-                eprintln!("oxray: dropped a connection: {e}");
-                Next::Remove
-            }
-        }
-    }
-
-    fn removed(self: Box<Self>) {
-        // Queued messages are still handled; the writer closes with the last of them.
-    }
 }
 
 /// Threads that drain busy connections.

@@ -93,6 +93,12 @@ fn alive_at_most(n: usize) -> oxray::Result<usize> {
     alive()
 }
 
+/// Returns when the test is done with this process: its stdin is a pipe the test holds, which
+/// closes when the test kills this process or ends.
+fn until_killed() {
+    let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+}
+
 fn fold_sum(xs: impl Iterator<Item = u64>) -> u64 {
     xs.fold(0u64, |acc, x| acc.rotate_left(5) ^ x)
 }
@@ -275,7 +281,7 @@ pub fn own_elsewhere() -> oxray::Result<()> {
         .remote(1 << 20, 5)?;
     let (ready, _) = oxray::wait(std::slice::from_ref(&big), 1, Some(Duration::from_secs(60)))?;
     println!("made {}", ready.len());
-    std::thread::sleep(Duration::from_secs(60));
+    until_killed();
     Ok(())
 }
 
@@ -694,8 +700,8 @@ pub fn direct_calls() -> oxray::Result<()> {
     println!("actor-node {}", oxray::get(&tally.node()?)?);
     println!("actor-total {}", oxray::get(&tally.add(0)?)?);
     println!("done");
-    // The actor's job lives on while another job calls it; the test kills this process.
-    std::thread::sleep(Duration::from_secs(60));
+    // The actor's job lives on while another job calls it.
+    until_killed();
     Ok(())
 }
 
@@ -771,7 +777,8 @@ pub fn direct_faults() -> oxray::Result<()> {
 }
 
 /// `direct-hang`: starts a 60 s task and a 60 s actor call on the other node (resource `m`),
-/// says `calling` with the actor's pid once both run, and is killed by the test mid-call.
+/// says `calling` with the actor's pid once both are submitted, and is killed by the test
+/// mid-call.
 pub fn direct_hang() -> oxray::Result<()> {
     let _cluster = oxray::init()?;
     let tally = Tally::options().resource("m", 0.5).remote(0)?;
@@ -779,6 +786,6 @@ pub fn direct_hang() -> oxray::Result<()> {
     let _call = tally.slow_pid(60_000)?;
     let _task = where_am_i::options().resource("m", 0.5).remote(60_000)?;
     println!("calling {pid}");
-    std::thread::sleep(Duration::from_secs(60));
+    until_killed();
     Ok(())
 }

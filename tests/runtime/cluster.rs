@@ -95,7 +95,7 @@ fn member(tag: &str, head: &Node, extra: &[&str]) -> Node {
 }
 
 /// Starts the test driver with `args` (its mode first) attached to `node`; its stdout comes
-/// back line by line.
+/// back line by line, and its stdin stays open until it is killed.
 fn spawn_driver(
     args: &[&str],
     node: &Node,
@@ -103,6 +103,8 @@ fn spawn_driver(
     let mut driver = Command::new(DRIVER)
         .args(args)
         .env("OXRAY_ADDRESS", &node.address)
+        // Held open while the child lives: drivers that wait to be killed wait for its end.
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
