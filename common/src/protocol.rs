@@ -552,6 +552,8 @@ pub struct NodeStatus {
     /// Object bytes this node sent to other nodes since it started (pulls it served, of
     /// objects it holds the primary copy of or a copy it pulled itself).
     pub bytes_served: u64,
+    /// The node runs in a process of its own (`oxray start`), not embedded in a driver.
+    pub own_process: bool,
 }
 
 /// How often one function (or actor method) ran on a node, for `oxray status` and the

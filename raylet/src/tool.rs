@@ -79,5 +79,19 @@ pub fn timeline(
 
 /// Asks the node at `address` to stop (its workers are killed).
 pub fn stop(address: &str) -> Result<()> {
-    ask(address, ToRaylet::Stop { req: 1 }).map(|_| ())
+    let node = status(address)?;
+    ask(address, ToRaylet::Stop { req: 1 })?;
+    // A node in a process of its own is stopped once that process is gone (its log is
+    // complete then); an embedded one stops serving and leaves its driver running.
+    if node.own_process && !crate::workers::exits_within(node.pid, STOP_WAIT) {
+        return Err(RayletError::Config(format!(
+            "the node at {address} (pid {}) is still shutting down after {} s; its log says why",
+            node.pid,
+            STOP_WAIT.as_secs()
+        )));
+    }
+    Ok(())
 }
+
+/// How long `stop` waits for a node's process to end.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(60);

@@ -275,6 +275,27 @@ fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Whether process `pid` (any process of ours, not only a child) exits within `limit`; one
+/// already gone counts as exited.
+pub(crate) fn exits_within(pid: u32, limit: std::time::Duration) -> bool {
+    let Ok(fd) = pidfd_open(pid) else {
+        return true;
+    };
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(limit.as_millis()).unwrap_or(libc::c_int::MAX);
+    loop {
+        // SAFETY: one valid pollfd on a descriptor we own for the whole call.
+        let n = unsafe { libc::poll(&mut p, 1, ms) };
+        if n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return n == 1;
+        }
+    }
+}
+
 /// `child` exited: it leaves the live table, is reaped, and the node is told.
 fn reaped(procs: &Weak<Processes>, node: &Weak<Node>, worker: WorkerId, mut child: Child) {
     if let Some(procs) = procs.upgrade() {

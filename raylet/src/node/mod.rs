@@ -885,6 +885,7 @@ impl Node {
         status.dashboard = self.dashboard.get().cloned().unwrap_or_default();
         status.tunnels = self.link().map_or(0, |l| l.tunnels());
         status.bytes_served = self.link().map_or(0, |l| l.bytes_served());
+        status.own_process = !self.config.embedded;
         status
     }
 

@@ -111,6 +111,7 @@ impl NodeState {
             dashboard: String::new(),
             tunnels: 0,
             bytes_served: 0,
+            own_process: false,
         }
     }
 }
